@@ -1,0 +1,898 @@
+//! Parsing: source text to [`Policy`], with every syntax error found on the way.
+//!
+//! pest parses one statement at a time; this driver walks items and block bodies
+//! itself. After a bad statement it records one diagnostic, skips to the end of the
+//! line (never past the `}` that closes the block) and goes on, so one run reports
+//! every broken statement of a file. pest's types never leave this module.
+
+use crate::ast::*;
+use crate::diag::{Diagnostic, did_you_mean};
+use pest::Parser as _;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "lbp.pest"]
+struct Grammar;
+
+/// The result of parsing: the tree (as much of it as could be read), the spans of
+/// all comments (for the formatter), and the syntax errors.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub policy: Policy,
+    pub comments: Vec<Span>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Bracket nesting (and negations in front of brackets) deeper than this is refused
+/// before pest sees it, so that no input can exhaust the stack.
+pub const MAX_NESTING: usize = 48;
+
+const ITEM_KEYWORDS: &[&str] = &["interface", "const", "set", "pool", "service", "filter", "route", "test"];
+
+/// Parse a whole policy.
+pub fn parse(src: &str) -> Parsed {
+    let mut p = Driver { src, diags: Vec::new() };
+    let (comments, too_deep) = scan(src);
+    if let Some(at) = too_deep {
+        p.diags.push(
+            Diagnostic::error("lbp::parse::too_deep", format!("nesting deeper than {MAX_NESTING} levels"))
+                .label(Span::new(at, at + 1), "too deeply nested")
+                .help("split the expression into named sets or several rules"),
+        );
+        return Parsed { policy: Policy::default(), comments, diagnostics: p.diags };
+    }
+    let policy = p.policy();
+    Parsed { policy, comments, diagnostics: p.diags }
+}
+
+/// Find comments, and the first place where nesting exceeds [`MAX_NESTING`].
+fn scan(src: &str) -> (Vec<Span>, Option<usize>) {
+    let b = src.as_bytes();
+    let mut comments = Vec::new();
+    let mut levels: Vec<usize> = Vec::new();
+    let (mut total, mut run) = (0usize, 0usize);
+    let mut too_deep = None;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                let end = src[i..].find('\n').map_or(b.len(), |n| i + n);
+                comments.push(Span::new(i, end));
+                i = end;
+                continue;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                run = 0;
+            }
+            b'!' if b.get(i + 1) != Some(&b'=') => run += 1,
+            b'-' if b.get(i + 1) != Some(&b'>') => run += 1,
+            b'(' | b'{' | b'[' => {
+                levels.push(1 + run);
+                total += 1 + run;
+                run = 0;
+            }
+            b')' | b'}' | b']' => {
+                total -= levels.pop().unwrap_or(0);
+                run = 0;
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => run = 0,
+        }
+        if (total + run > MAX_NESTING) && too_deep.is_none() {
+            too_deep = Some(i);
+        }
+        i += 1;
+    }
+    (comments, too_deep)
+}
+
+struct Driver<'s> {
+    src: &'s str,
+    diags: Vec<Diagnostic>,
+}
+
+type P<'i> = Pair<'i, Rule>;
+
+impl<'s> Driver<'s> {
+    // ---- the item and block walk -------------------------------------------------
+
+    fn policy(&mut self) -> Policy {
+        let mut items = Vec::new();
+        let mut pos = self.skip_trivia(0);
+        while pos < self.src.len() {
+            let word = self.word_at(pos);
+            let next = match word {
+                "interface" | "pool" | "service" | "filter" | "test" => self.block_item(word, pos, &mut items),
+                "const" => self.simple_item(Rule::const_item, pos, &mut items),
+                "set" => self.simple_item(Rule::set_item, pos, &mut items),
+                "route" => self.simple_item(Rule::route_item, pos, &mut items),
+                _ => {
+                    let found = self.found_at(pos);
+                    let mut d = Diagnostic::error("lbp::parse::unknown_item", format!("expected an item, found {found}"))
+                        .label(self.token_span(pos), "not an item");
+                    d = match did_you_mean(word, ITEM_KEYWORDS.iter().copied()) {
+                        Some(s) if !word.is_empty() => d.help(format!("did you mean `{s}`?")),
+                        _ => d.help("a policy is made of interface, const, set, pool, service, filter, route and test items"),
+                    };
+                    self.diags.push(d);
+                    None
+                }
+            };
+            pos = match next {
+                Some(end) => end,
+                None => self.next_item_start(pos + 1),
+            };
+            pos = self.skip_trivia(pos);
+        }
+        Policy { items }
+    }
+
+    /// Parse a one-statement item. Returns the end, or None after an error.
+    fn simple_item(&mut self, rule: Rule, pos: usize, items: &mut Vec<Item>) -> Option<usize> {
+        let pair = self.run(rule, pos)?;
+        let end = pos + pair.as_span().end();
+        let item = match rule {
+            Rule::const_item => self.const_item(pair, pos),
+            Rule::set_item => self.set_item(pair, pos),
+            _ => self.route_item(pair, pos),
+        };
+        items.extend(item);
+        Some(end)
+    }
+
+    fn block_item(&mut self, word: &str, start: usize, items: &mut Vec<Item>) -> Option<usize> {
+        let (head_rule, stmt_rule) = match word {
+            "interface" => (Rule::interface_head, Rule::iface_stmt),
+            "pool" => (Rule::pool_head, Rule::pool_stmt),
+            "service" => (Rule::service_head, Rule::service_stmt),
+            "filter" => (Rule::filter_head, Rule::filter_rule),
+            _ => (Rule::test_head, Rule::packet),
+        };
+        let head = self.run(head_rule, start)?;
+        let head_end = start + head.as_span().end();
+        let open = Span::new(head_end - 1, head_end);
+        let mut stmts = Vec::new();
+        let mut pos = head_end;
+        let end = loop {
+            pos = self.skip_trivia(pos);
+            if pos >= self.src.len() || (pos > head_end && self.item_starts_at(pos)) {
+                self.diags.push(
+                    Diagnostic::error("lbp::parse::unclosed_block", format!("this `{word}` block is never closed"))
+                        .label(open, "opened here")
+                        .help("add a `}` at the end of the block"),
+                );
+                break self.src[..pos].trim_end().len();
+            }
+            if self.src.as_bytes()[pos] == b'}' {
+                break pos + 1;
+            }
+            match self.run_quiet(stmt_rule, pos) {
+                Ok((pair, at)) => {
+                    pos += pair.as_span().end();
+                    stmts.push((pair, at));
+                }
+                Err(e) => {
+                    let at = self.push_pest_error(e, pos, stmt_rule);
+                    pos = self.recover_in_block(at.max(pos));
+                }
+            }
+        };
+        let span = Span::new(start, end);
+        let base = start; // pairs of the head are relative to `start`
+        let item = match word {
+            "interface" => {
+                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
+                let stmts = stmts.into_iter().filter_map(|(p, at)| self.iface_stmt(p, at)).collect();
+                Item::Interface(Interface { name, stmts, span })
+            }
+            "pool" => {
+                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
+                let stmts = stmts.into_iter().filter_map(|(p, at)| self.pool_stmt(p, at)).collect();
+                Item::Pool(Pool { name, stmts, span })
+            }
+            "service" => {
+                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
+                let stmts = stmts.into_iter().filter_map(|(p, at)| self.service_stmt(p, at)).collect();
+                Item::Service(Service { name, stmts, span })
+            }
+            "filter" => {
+                let rules = stmts.into_iter().filter_map(|(p, at)| self.rule(p, at)).collect();
+                Item::Filter(Filter { rules, span })
+            }
+            _ => {
+                let s = head.into_inner().nth(1).expect("head has a name");
+                let name_span = self.span(&s, base);
+                let name = unescape(s.into_inner().next().map_or("", |p| p.as_str()));
+                let packets = stmts.into_iter().filter_map(|(p, at)| self.packet(p, at)).collect();
+                Item::Test(Test { name, name_span, packets, span })
+            }
+        };
+        items.push(item);
+        Some(end)
+    }
+
+    /// Run a rule at `pos`; on failure record the error and return None.
+    fn run(&mut self, rule: Rule, pos: usize) -> Option<P<'s>> {
+        match self.run_quiet(rule, pos) {
+            Ok((pair, _)) => Some(pair),
+            Err(e) => {
+                self.push_pest_error(e, pos, rule);
+                None
+            }
+        }
+    }
+
+    fn run_quiet(&self, rule: Rule, pos: usize) -> Result<(P<'s>, usize), pest::error::Error<Rule>> {
+        let mut pairs = Grammar::parse(rule, &self.src[pos..])?;
+        Ok((pairs.next().expect("a successful parse yields its rule"), pos))
+    }
+
+    /// Turn a pest error into a diagnostic; returns the absolute error position.
+    fn push_pest_error(&mut self, e: pest::error::Error<Rule>, base: usize, rule: Rule) -> usize {
+        let at = base
+            + match e.location {
+                InputLocation::Pos(p) => p,
+                InputLocation::Span((s, _)) => s,
+            };
+        let mut expected: Vec<&'static str> = match &e.variant {
+            ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe(*r)).collect(),
+            ErrorVariant::CustomError { .. } => Vec::new(),
+        };
+        expected.sort_unstable();
+        expected.dedup();
+        if expected.is_empty() {
+            expected.push(describe(rule).unwrap_or("a statement"));
+        }
+        let found = self.found_at(at);
+        let list = join_or(&expected);
+        let mut d = Diagnostic::error("lbp::parse::syntax", format!("expected {list}, found {found}"))
+            .label(self.token_span(at), format!("expected {list}"));
+        let word = self.word_at(at);
+        let keywords: Vec<&str> = expected.iter().filter_map(|e| e.strip_prefix('`')?.strip_suffix('`')).collect();
+        if let Some(s) = did_you_mean(word, keywords.iter().copied()).filter(|_| !word.is_empty()) {
+            d = d.help(format!("did you mean `{s}`?"));
+        } else if let Some(h) = block_help(rule) {
+            d = d.help(h);
+        }
+        self.diags.push(d);
+        at
+    }
+
+    /// After a bad statement at or before `at`: the end of that line, but never past
+    /// an unmatched `}` on it (it closes the block).
+    fn recover_in_block(&self, at: usize) -> usize {
+        let b = self.src.as_bytes();
+        let line_start = self.src[..at].rfind('\n').map_or(0, |n| n + 1);
+        let mut depth = 0i32;
+        let mut i = line_start;
+        while i < b.len() && b[i] != b'\n' {
+            match b[i] {
+                b'#' => break,
+                b'{' => depth += 1,
+                b'}' if depth == 0 && i >= at => return i,
+                b'}' => depth -= 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        let eol = self.src[at..].find('\n').map_or(b.len(), |n| at + n);
+        eol.max(at + 1).min(b.len())
+    }
+
+    /// The next line (at or after `pos`) that starts, in column 0, an item.
+    fn next_item_start(&self, pos: usize) -> usize {
+        let mut i = pos.min(self.src.len());
+        loop {
+            match self.src[i..].find('\n') {
+                None => return self.src.len(),
+                Some(n) => {
+                    i += n + 1;
+                    if self.item_starts_at(i) {
+                        return i;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an item starts at `pos`, in column 0 (a block body's statements are
+    /// not items even when they share a keyword, like `pool NAME` in a service).
+    fn item_starts_at(&self, pos: usize) -> bool {
+        if pos > 0 && self.src.as_bytes().get(pos - 1) != Some(&b'\n') {
+            return false;
+        }
+        match self.word_at(pos) {
+            "const" | "set" | "route" => true,
+            "interface" => self.run_quiet(Rule::interface_head, pos).is_ok(),
+            "pool" => self.run_quiet(Rule::pool_head, pos).is_ok(),
+            "service" => self.run_quiet(Rule::service_head, pos).is_ok(),
+            "filter" => self.run_quiet(Rule::filter_head, pos).is_ok(),
+            "test" => self.run_quiet(Rule::test_head, pos).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn skip_trivia(&self, mut pos: usize) -> usize {
+        let b = self.src.as_bytes();
+        while pos < b.len() {
+            if b[pos].is_ascii_whitespace() {
+                pos += 1;
+            } else if b[pos] == b'#' {
+                pos = self.src[pos..].find('\n').map_or(b.len(), |n| pos + n);
+            } else {
+                break;
+            }
+        }
+        pos
+    }
+
+    fn word_at(&self, pos: usize) -> &'s str {
+        let rest = &self.src[pos.min(self.src.len())..];
+        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        &rest[..n]
+    }
+
+    /// The span of the token at `pos` (a word, or one character), for labels.
+    fn token_span(&self, pos: usize) -> Span {
+        let pos = pos.min(self.src.len());
+        let w = self.word_at(pos).len();
+        let n = if w > 0 { w } else { self.src[pos..].chars().next().map_or(0, |c| if c == '\n' { 0 } else { c.len_utf8() }) };
+        Span::new(pos, pos + n)
+    }
+
+    fn found_at(&self, pos: usize) -> String {
+        let s = self.token_span(pos);
+        if pos >= self.src.len() {
+            "end of file".into()
+        } else if s.is_empty() {
+            "end of line".into()
+        } else {
+            format!("`{}`", &self.src[s.start..s.end])
+        }
+    }
+
+    // ---- building the tree -------------------------------------------------------
+
+    fn span(&self, p: &P<'_>, base: usize) -> Span {
+        let s = p.as_span();
+        Span::new(base + s.start(), base + s.end())
+    }
+
+    fn ident(&self, p: P<'_>, base: usize) -> Ident {
+        Ident { name: p.as_str().to_string(), span: self.span(&p, base) }
+    }
+
+    fn const_item(&mut self, p: P<'_>, base: usize) -> Option<Item> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner().skip(1);
+        let name = self.ident(it.next()?, base);
+        let value = self.expr(it.next()?, base);
+        Some(Item::Const(Const { name, value, span }))
+    }
+
+    fn set_item(&mut self, p: P<'_>, base: usize) -> Option<Item> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner().skip(1);
+        let name = self.ident(it.next()?, base);
+        let mut ty = None;
+        let mut body = it.next()?;
+        if body.as_rule() == Rule::ident {
+            ty = Some(self.ident(body, base));
+            body = it.next()?;
+        }
+        let body_span = self.span(&body, base);
+        let elems = body.into_inner().map(|e| self.expr(e, base)).collect();
+        Some(Item::Set(SetDef { name, ty, elems, body: body_span, span }))
+    }
+
+    fn route_item(&mut self, p: P<'_>, base: usize) -> Option<Item> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner().skip(1);
+        let prefix = self.expr(it.next()?, base);
+        let (mut via, mut dev) = (None, None);
+        while let Some(k) = it.next() {
+            match k.as_rule() {
+                Rule::k_via => via = Some(self.expr(it.next()?, base)),
+                _ => dev = Some(self.ident(it.next()?, base)),
+            }
+        }
+        Some(Item::Route(Route { prefix, via, dev, span }))
+    }
+
+    fn iface_stmt(&mut self, p: P<'_>, base: usize) -> Option<IfaceStmt> {
+        let span = self.span(&p, base);
+        let inner = p.into_inner().next()?;
+        let rule = inner.as_rule();
+        let mut vals: Vec<Expr> = inner.into_inner().skip(1).map(|v| self.expr(v, base)).collect();
+        let kind = match rule {
+            Rule::iface_address => IfaceStmtKind::Address(vals),
+            Rule::iface_mac => IfaceStmtKind::Mac(vals.pop()?),
+            _ => IfaceStmtKind::Mtu(vals.pop()?),
+        };
+        Some(IfaceStmt { kind, span })
+    }
+
+    fn opt(&mut self, p: P<'_>, base: usize) -> Option<Opt> {
+        let mut it = p.into_inner();
+        let key = it.next()?;
+        let key = Ident { name: key.as_str().to_string(), span: self.span(&key, base) };
+        let value = self.expr(it.next()?, base);
+        Some(Opt { key, value })
+    }
+
+    fn pool_stmt(&mut self, p: P<'_>, base: usize) -> Option<PoolStmt> {
+        let span = self.span(&p, base);
+        let inner = p.into_inner().next()?;
+        let kind = match inner.as_rule() {
+            Rule::weight_def => PoolStmtKind::Weight(self.expr(inner.into_inner().nth(1)?, base)),
+            Rule::backend => {
+                let mut it = inner.into_inner().skip(1);
+                let addr = self.expr(it.next()?, base);
+                let opts = it.filter_map(|o| self.opt(o.into_inner().next()?, base)).collect();
+                PoolStmtKind::Backend(Backend { addr, opts })
+            }
+            _ => {
+                let mut it = inner.into_inner().skip(1);
+                let kind = self.ident(it.next()?, base);
+                let opts = it.filter_map(|o| self.opt(o, base)).collect();
+                PoolStmtKind::Health(Health { kind, opts })
+            }
+        };
+        Some(PoolStmt { kind, span })
+    }
+
+    fn service_stmt(&mut self, p: P<'_>, base: usize) -> Option<ServiceStmt> {
+        let span = self.span(&p, base);
+        let inner = p.into_inner().next()?;
+        let rule = inner.as_rule();
+        let mut it = inner.into_inner().skip(1);
+        let kind = match rule {
+            Rule::vip => {
+                let addr = self.expr(it.next()?, base);
+                let proto = self.ident(it.next()?, base);
+                let ports = it.filter(|p| p.as_rule() == Rule::value).map(|v| self.expr(v, base)).collect();
+                ServiceStmtKind::Vip { addr, proto, ports }
+            }
+            Rule::pool_ref => ServiceStmtKind::Pool(self.ident(it.next()?, base)),
+            Rule::balance => {
+                let b = it.next()?;
+                if b.as_rule() == Rule::hash_alg {
+                    let hspan = self.span(&b, base);
+                    let fields = b.into_inner().skip(1).map(|f| self.ident(f, base)).collect();
+                    ServiceStmtKind::Balance(Balance::Hash { fields, span: hspan })
+                } else {
+                    ServiceStmtKind::Balance(Balance::Named(self.ident(b, base)))
+                }
+            }
+            Rule::mode => {
+                let kind = self.ident(it.next()?, base);
+                let to_port = it.find(|p| p.as_rule() == Rule::value).map(|v| self.expr(v, base));
+                ServiceStmtKind::Mode { kind, to_port }
+            }
+            _ => ServiceStmtKind::Unknown(self.ident(it.next()?, base)),
+        };
+        Some(ServiceStmt { kind, span })
+    }
+
+    fn rule(&mut self, p: P<'_>, base: usize) -> Option<FilterRule> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner();
+        let cond = self.expr(it.next()?, base);
+        let a = it.next()?;
+        let aspan = self.span(&a, base);
+        let inner = a.into_inner().next()?;
+        let action = if inner.as_rule() == Rule::balance_action {
+            let mut bi = inner.into_inner();
+            let kind = self.ident(bi.next()?, base);
+            let service = Some(self.ident(bi.next()?, base));
+            Action { kind, service, span: aspan }
+        } else {
+            Action { kind: self.ident(inner, base), service: None, span: aspan }
+        };
+        Some(FilterRule { cond, action, span })
+    }
+
+    fn packet(&mut self, p: P<'_>, base: usize) -> Option<Packet> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner();
+        let proto = self.ident(it.next()?, base);
+        let src = self.endpoint(it.next()?, base)?;
+        let dst = self.endpoint(it.next()?, base)?;
+        let mut opts = Vec::new();
+        let mut verdict = None;
+        for o in it {
+            if o.as_rule() == Rule::verdict {
+                let vspan = self.span(&o, base);
+                let inner = o.into_inner().next()?;
+                verdict = Some(match inner.as_rule() {
+                    Rule::ident => Verdict { kind: self.ident(inner, base), arg: None, span: vspan },
+                    _ => {
+                        let mut vi = inner.into_inner();
+                        let kind = self.ident(vi.next()?, base);
+                        let arg = vi.last().map(|a| self.ident(a, base));
+                        Verdict { kind, arg, span: vspan }
+                    }
+                });
+                continue;
+            }
+            let o = o.into_inner().next()?;
+            let rule = o.as_rule();
+            if rule == Rule::flag {
+                opts.push(PacketOpt::Flag(self.ident(o, base)));
+                continue;
+            }
+            let v = o.into_inner().nth(1)?;
+            opts.push(match rule {
+                Rule::opt_type => PacketOpt::Type(self.expr(v, base)),
+                Rule::opt_code => PacketOpt::Code(self.expr(v, base)),
+                Rule::opt_ttl => PacketOpt::Ttl(self.expr(v, base)),
+                Rule::opt_len => PacketOpt::Len(self.expr(v, base)),
+                _ => PacketOpt::On(self.ident(v, base)),
+            });
+        }
+        Some(Packet { proto, src, dst, opts, verdict: verdict?, span })
+    }
+
+    fn endpoint(&mut self, p: P<'_>, base: usize) -> Option<Endpoint> {
+        let span = self.span(&p, base);
+        let mut it = p.into_inner();
+        let addr = self.expr(it.next()?, base);
+        let port = it.next().map(|v| self.expr(v, base));
+        Some(Endpoint { addr, port, span })
+    }
+
+    // ---- expressions -------------------------------------------------------------
+
+    fn expr(&mut self, p: P<'_>, base: usize) -> Expr {
+        let span = self.span(&p, base);
+        let rule = p.as_rule();
+        let kind = match rule {
+            Rule::value => return self.expr(p.into_inner().next().expect("value has a child"), base),
+            Rule::expr | Rule::and_expr => {
+                let mut parts: Vec<Expr> =
+                    p.into_inner().filter(|c| !matches!(c.as_rule(), Rule::or_op | Rule::and_op)).map(|c| self.expr(c, base)).collect();
+                if parts.len() == 1 {
+                    return parts.pop().expect("one part");
+                }
+                if rule == Rule::expr { ExprKind::Or(parts) } else { ExprKind::And(parts) }
+            }
+            Rule::not_expr | Rule::unary => {
+                let mut it = p.into_inner();
+                let first = it.next().expect("operand");
+                match first.as_rule() {
+                    Rule::not_op => ExprKind::Not(Box::new(self.expr(it.next().expect("operand"), base))),
+                    Rule::neg_op => ExprKind::Neg(Box::new(self.expr(it.next().expect("operand"), base))),
+                    _ => return self.expr(first, base),
+                }
+            }
+            Rule::cmp_expr => {
+                let mut it = p.into_inner();
+                let lhs = self.expr(it.next().expect("operand"), base);
+                let Some(op) = it.next() else { return lhs };
+                let rhs = Box::new(self.expr(it.next().expect("operand"), base));
+                match op.as_str() {
+                    "in" => ExprKind::In(Box::new(lhs), rhs),
+                    s => ExprKind::Cmp(Box::new(lhs), cmp_op(s), rhs),
+                }
+            }
+            Rule::sum | Rule::product => {
+                let mut it = p.into_inner();
+                let first = self.expr(it.next().expect("operand"), base);
+                let mut rest = Vec::new();
+                while let (Some(op), Some(e)) = (it.next(), it.next()) {
+                    rest.push((arith_op(op.as_str()), self.expr(e, base)));
+                }
+                if rest.is_empty() {
+                    return first;
+                }
+                ExprKind::Arith(Box::new(first), rest)
+            }
+            Rule::paren => ExprKind::Paren(Box::new(self.expr(p.into_inner().next().expect("inner"), base))),
+            Rule::set_lit => ExprKind::Set(p.into_inner().map(|e| self.expr(e, base)).collect()),
+            Rule::ident => ExprKind::Name(p.as_str().to_string()),
+            Rule::field => ExprKind::Field(p.as_str().to_string()),
+            _ => match self.literal(&p, span) {
+                Some(l) => ExprKind::Lit(l),
+                None => ExprKind::Error,
+            },
+        };
+        Expr { kind, span }
+    }
+
+    fn literal(&mut self, p: &P<'_>, span: Span) -> Option<Lit> {
+        let s = p.as_str();
+        let lit = match p.as_rule() {
+            Rule::int => {
+                let (value, hex_digits) = self.int(s, span)?;
+                Lit::Int { value, hex_digits }
+            }
+            Rule::range => {
+                let (a, b) = s.split_once("..")?;
+                Lit::Range(self.int(a, span)?.0, self.int(b, span)?.0)
+            }
+            Rule::float => Lit::Float(s.parse().ok()?),
+            Rule::duration => {
+                let n = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+                let unit = match &s[n..] {
+                    "us" => TimeUnit::Us,
+                    "ms" => TimeUnit::Ms,
+                    "s" => TimeUnit::S,
+                    "m" => TimeUnit::M,
+                    _ => TimeUnit::H,
+                };
+                let amount = self.int(&s[..n], span)?.0;
+                if amount.checked_mul(unit.micros()).is_none() {
+                    self.bad_literal("lbp::parse::bad_number", "duration too long", span, "durations are at most about 584 000 years");
+                    return None;
+                }
+                Lit::Duration { amount, unit }
+            }
+            Rule::string => Lit::Str(unescape(p.clone().into_inner().next().map_or("", |i| i.as_str()))),
+            Rule::boolean => Lit::Bool(s == "true"),
+            Rule::mac => {
+                let mut m = [0u8; 6];
+                for (i, part) in s.split(':').enumerate() {
+                    m[i] = u8::from_str_radix(part, 16).ok()?;
+                }
+                Lit::Mac(m)
+            }
+            Rule::ipv4 | Rule::ipv6 => Lit::Addr(self.addr(s, span)?),
+            Rule::prefix4 | Rule::prefix6 => {
+                let (a, l) = s.rsplit_once('/')?;
+                let addr = self.addr(a, span)?;
+                let Ok(len) = l.parse::<u32>() else {
+                    self.bad_literal("lbp::parse::bad_number", "prefix length too large", span, "a prefix length is at most 32 (IPv4) or 128 (IPv6)");
+                    return None;
+                };
+                Lit::Prefix { addr, len }
+            }
+            r => unreachable!("not a literal rule: {r:?}"),
+        };
+        Some(lit)
+    }
+
+    fn int(&mut self, s: &str, span: Span) -> Option<(u64, u8)> {
+        let r = match s.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).map(|v| (v, h.len().min(255) as u8)),
+            None => s.parse::<u64>().map(|v| (v, 0)),
+        };
+        match r {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.bad_literal("lbp::parse::bad_number", "integer too large", span, "integers are at most 18446744073709551615");
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, s: &str, span: Span) -> Option<IpAddr> {
+        if s.contains(':') {
+            match s.parse::<Ipv6Addr>() {
+                Ok(a) => Some(IpAddr::V6(a)),
+                Err(_) => {
+                    self.bad_literal("lbp::parse::bad_address", format!("`{s}` is not an IPv6 address"), span, "an IPv6 address has eight groups of up to four hex digits; `::` stands for a run of zero groups, once");
+                    None
+                }
+            }
+        } else {
+            match s.parse::<Ipv4Addr>() {
+                Ok(a) => Some(IpAddr::V4(a)),
+                Err(_) => {
+                    self.bad_literal("lbp::parse::bad_address", format!("`{s}` is not an IPv4 address"), span, "an IPv4 address is four numbers from 0 to 255, without leading zeros");
+                    None
+                }
+            }
+        }
+    }
+
+    fn bad_literal(&mut self, code: &'static str, msg: impl Into<String>, span: Span, help: &str) {
+        self.diags.push(Diagnostic::error(code, msg).label(span, "here").help(help));
+    }
+}
+
+
+fn cmp_op(s: &str) -> CmpOp {
+    match s {
+        "==" => CmpOp::Eq,
+        "!=" => CmpOp::Ne,
+        "<" => CmpOp::Lt,
+        "<=" => CmpOp::Le,
+        ">" => CmpOp::Gt,
+        _ => CmpOp::Ge,
+    }
+}
+
+fn arith_op(s: &str) -> ArithOp {
+    match s {
+        "+" => ArithOp::Add,
+        "-" => ArithOp::Sub,
+        "*" => ArithOp::Mul,
+        _ => ArithOp::Div,
+    }
+}
+
+pub(crate) fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(c) => out.push(c),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn join_or(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// What a rule stands for, in an error message. None: not worth naming.
+fn describe(r: Rule) -> Option<&'static str> {
+    Some(match r {
+        Rule::ident => "a name",
+        Rule::field => "a field such as `ip.src`",
+        Rule::value | Rule::mac | Rule::ipv6 | Rule::ipv4 | Rule::prefix6 | Rule::prefix4 | Rule::int | Rule::range
+        | Rule::float | Rule::duration | Rule::string | Rule::boolean => "a value",
+        Rule::expr | Rule::and_expr | Rule::not_expr | Rule::cmp_expr | Rule::sum | Rule::product | Rule::unary
+        | Rule::paren | Rule::set_lit => "an expression",
+        Rule::or_op => "`||`",
+        Rule::and_op => "`&&`",
+        Rule::not_op => "`!`",
+        Rule::neg_op => "`-`",
+        Rule::cmp_op => "a comparison",
+        Rule::add_op | Rule::mul_op => "an operator",
+        Rule::k_interface => "`interface`",
+        Rule::k_const => "`const`",
+        Rule::k_set => "`set`",
+        Rule::k_pool => "`pool`",
+        Rule::k_service => "`service`",
+        Rule::k_filter => "`filter`",
+        Rule::k_route => "`route`",
+        Rule::k_test => "`test`",
+        Rule::k_address => "`address`",
+        Rule::k_mac => "`mac`",
+        Rule::k_mtu => "`mtu`",
+        Rule::k_backend => "`backend`",
+        Rule::k_weight => "`weight`",
+        Rule::k_port => "`port`",
+        Rule::k_health => "`health`",
+        Rule::k_vip => "`vip`",
+        Rule::k_balance => "`balance`",
+        Rule::k_hash => "`hash`",
+        Rule::k_mode => "`mode`",
+        Rule::k_to => "`to`",
+        Rule::k_unknown => "`unknown`",
+        Rule::k_via => "`via`",
+        Rule::k_dev => "`dev`",
+        Rule::k_forward => "`forward`",
+        Rule::k_in => "`in`",
+        Rule::k_true => "`true`",
+        Rule::k_false => "`false`",
+        Rule::k_type => "`type`",
+        Rule::k_code => "`code`",
+        Rule::k_ttl => "`ttl`",
+        Rule::k_len => "`len`",
+        Rule::k_on => "`on`",
+        Rule::health_key => "a health option (port, interval, timeout, path, rise, fall, expect)",
+        Rule::interface_head | Rule::pool_head | Rule::service_head | Rule::filter_head | Rule::test_head => "`{`",
+        Rule::const_item => "a constant definition `const NAME = VALUE`",
+        Rule::set_item => "a set definition `set NAME = { ... }`",
+        Rule::route_item => "a route `route PREFIX [via ADDRESS] [dev INTERFACE]`",
+        Rule::iface_stmt | Rule::iface_address | Rule::iface_mac | Rule::iface_mtu => "`address`, `mac` or `mtu`",
+        Rule::pool_stmt | Rule::weight_def | Rule::backend | Rule::health => "`backend`, `health` or `weight`",
+        Rule::service_stmt | Rule::vip | Rule::pool_ref | Rule::balance | Rule::mode | Rule::unknown => {
+            "`vip`, `pool`, `balance`, `mode` or `unknown`"
+        }
+        Rule::filter_rule => "a rule `CONDITION => ACTION`",
+        Rule::action | Rule::balance_action => "an action",
+        Rule::packet => "a packet line `PROTO SRC -> DST [OPTIONS] => VERDICT`",
+        Rule::endpoint => "an address",
+        Rule::verdict | Rule::verdict_balance | Rule::verdict_forward => "a verdict",
+        Rule::hash_alg => "`hash(...)`",
+        _ => return None,
+    })
+}
+
+fn block_help(r: Rule) -> Option<&'static str> {
+    Some(match r {
+        Rule::iface_stmt => "an interface block holds `address A/L, ...`, `mac M` and `mtu N`",
+        Rule::pool_stmt => "a pool block holds `backend ADDRESS [weight N] [port N]`, `health KIND [OPTIONS]` and `weight = EXPRESSION`",
+        Rule::service_stmt => "a service block holds `vip ADDRESS PROTO port P, ...`, `pool NAME`, `balance ALGORITHM`, `mode nat|dsr` and `unknown reset|balance`",
+        Rule::filter_rule => "a filter rule is `CONDITION => ACTION`, for example `tcp.dport == 23 => drop`",
+        Rule::packet => "a test line is `PROTO SRC[:PORT] -> DST[:PORT] [FLAGS] => VERDICT`, for example `tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn => balance web`",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("filter {{ {}tcp.syn{} => drop }}", "(".repeat(500), ")".repeat(500));
+        let p = parse(&deep);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].code, "lbp::parse::too_deep");
+        let nots = format!("filter {{ {}(tcp.syn) => drop }}", "!".repeat(500));
+        assert_eq!(parse(&nots).diagnostics[0].code, "lbp::parse::too_deep");
+    }
+
+    #[test]
+    fn nesting_at_the_limit_parses_on_a_small_stack() {
+        let n = MAX_NESTING / 2 - 1;
+        let src = format!("filter {{\n  {}tcp.syn{} => drop\n}}\n", "!(".repeat(n), ")".repeat(n));
+        let h = std::thread::Builder::new().stack_size(1 << 20).spawn(move || parse(&src).diagnostics.len()).unwrap();
+        assert_eq!(h.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn one_error_per_broken_statement() {
+        let src = "pool p {\n  backend 1.2.3.4 wieght 3\n  backend 1.2.3.5\n  helth tcp\n}\nservice s { vip 1.2.3.4 tcp port 80\n pool p }\n";
+        let p = parse(src);
+        assert_eq!(p.diagnostics.len(), 2, "{:#?}", p.diagnostics);
+        let Item::Pool(pool) = &p.policy.items[0] else { panic!() };
+        assert_eq!(pool.stmts.len(), 2);
+        assert!(matches!(p.policy.items[1], Item::Service(_)));
+    }
+
+    #[test]
+    fn unclosed_block_stops_at_the_next_item() {
+        let src = "pool p {\n  backend 1.2.3.4\n\nservice s {\n  pool p\n}\n";
+        let p = parse(src);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].code, "lbp::parse::unclosed_block");
+        assert_eq!(p.policy.items.len(), 2);
+    }
+
+    #[test]
+    fn literals_decode() {
+        let src = "const a = 0x0800\nconst b = 2001:db8::1\nconst c = 198.18.0.0/15\nconst d = 02:00:00:00:00:01\nconst e = 300ms\nconst f = 1024..65535\nconst g = 0.5\nconst h = \"a\\\"b\"\n";
+        let p = parse(src);
+        assert!(p.diagnostics.is_empty(), "{:#?}", p.diagnostics);
+        let lits: Vec<Lit> = p
+            .policy
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Const(c) => match &c.value.kind {
+                    ExprKind::Lit(l) => l.clone(),
+                    k => panic!("{k:?}"),
+                },
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(lits[0], Lit::Int { value: 0x800, hex_digits: 4 });
+        assert_eq!(lits[1], Lit::Addr("2001:db8::1".parse().unwrap()));
+        assert_eq!(lits[2], Lit::Prefix { addr: "198.18.0.0".parse().unwrap(), len: 15 });
+        assert_eq!(lits[3], Lit::Mac([2, 0, 0, 0, 0, 1]));
+        assert_eq!(lits[4], Lit::Duration { amount: 300, unit: TimeUnit::Ms });
+        assert_eq!(lits[5], Lit::Range(1024, 65535));
+        assert_eq!(lits[6], Lit::Float(0.5));
+        assert_eq!(lits[7], Lit::Str("a\"b".into()));
+    }
+
+    #[test]
+    fn bad_literals_are_diagnosed() {
+        let p = parse("const a = 300.1.2.3\nconst b = 2001:db8:::1\nconst c = 99999999999999999999999\n");
+        let codes: Vec<_> = p.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, ["lbp::parse::bad_address", "lbp::parse::bad_address", "lbp::parse::bad_number"]);
+    }
+}
