@@ -1,1 +1,305 @@
-fn main() {}
+//! `lbp`: the command-line tool of the lbp load balancer.
+//!
+//! This binary is the only part of lbp that reads arguments and the environment,
+//! prints, or exits. Each subcommand is a thin shell around the library crates.
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use lbp_lang::Diagnostic;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "lbp", version, about = "A programmable software load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and check policies; report every problem found.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Format policies canonically, in place (or only check with --check).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 if a file is not formatted.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Parse a policy and print a stage, for debugging.
+    Parse {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "ast")]
+        emit: Emit,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args, Debug)]
+struct Output {
+    /// How to print diagnostics.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Colours and Unicode in human output: auto (on a terminal), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    color: Color,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Emit {
+    Ast,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("lbp: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Check {
+            files,
+            deny_warnings,
+            out,
+        } => {
+            let mut failed = false;
+            let (mut errors, mut warnings) = (0, 0);
+            for file in &files {
+                let src = read(file)?;
+                let analysis = lbp_lang::analyze(&src);
+                report(&out, file, &src, &analysis.diagnostics);
+                for d in &analysis.diagnostics {
+                    if d.is_error() {
+                        errors += 1;
+                    } else {
+                        warnings += 1;
+                    }
+                }
+            }
+            failed |= errors > 0 || (deny_warnings && warnings > 0);
+            if out.format == Format::Human && (errors > 0 || warnings > 0) {
+                eprintln!("{}", summary(errors, warnings, files.len()));
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Fmt { files, check, out } => {
+            let mut failed = false;
+            for file in &files {
+                let src = read(file)?;
+                match lbp_lang::fmt::format_source(&src) {
+                    Err(diags) => {
+                        report(&out, file, &src, &diags);
+                        failed = true;
+                    }
+                    Ok(formatted) if formatted != src => {
+                        if check {
+                            eprintln!(
+                                "{}: not formatted (run `lbp fmt {}`)",
+                                file.display(),
+                                file.display()
+                            );
+                            failed = true;
+                        } else {
+                            std::fs::write(file, formatted)
+                                .map_err(|e| format!("{}: {e}", file.display()))?;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Parse {
+            file,
+            emit: Emit::Ast,
+            out,
+        } => {
+            let src = read(&file)?;
+            let parsed = lbp_lang::parse::parse(&src);
+            report(&out, &file, &src, &parsed.diagnostics);
+            println!("{:#?}", parsed.policy);
+            Ok(if parsed.diagnostics.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lbp", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read(file: &PathBuf) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{}: not UTF-8 text (byte {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn summary(errors: usize, warnings: usize, files: usize) -> String {
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("{n} {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
+    format!(
+        "{}, {} in {}",
+        plural(errors, "error"),
+        plural(warnings, "warning"),
+        plural(files, "file")
+    )
+}
+
+/// Print diagnostics: human (fancy on a terminal, plain when piped) on stderr, or
+/// JSON lines on stdout.
+fn report(out: &Output, file: &std::path::Path, src: &str, diags: &[Diagnostic]) {
+    let name = file.display().to_string();
+    match out.format {
+        Format::Json => {
+            let mut stdout = std::io::stdout().lock();
+            for d in diags {
+                let _ = writeln!(stdout, "{}", to_json(&name, src, d));
+            }
+        }
+        Format::Human => {
+            let fancy = match out.color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => {
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            let mut stderr = std::io::stderr().lock();
+            for d in diags {
+                let _ = write!(stderr, "{}", render(&name, src, d, fancy));
+            }
+        }
+    }
+}
+
+/// Render one diagnostic for people. Plain output is deterministic (no colour, ASCII
+/// art, fixed width), which the golden tests rely on.
+fn render(name: &str, src: &str, d: &Diagnostic, fancy: bool) -> String {
+    let theme = if fancy {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
+    let (line, col) = lbp_lang::diag::line_col(src, d.span().start);
+    let report = miette::Report::new(Uncoded(d.clone()))
+        .with_source_code(miette::NamedSource::new(name, src.to_string()));
+    let mut out = format!(
+        "{name}:{line}:{col}: {}[{}]: {}\n",
+        d.severity.as_str(),
+        d.code,
+        d.message
+    );
+    let _ = handler.render_report(&mut out, report.as_ref());
+    out.push('\n');
+    out
+}
+
+fn to_json(name: &str, src: &str, d: &Diagnostic) -> String {
+    let span = d.span();
+    let (line, column) = lbp_lang::diag::line_col(src, span.start);
+    let (end_line, end_column) = lbp_lang::diag::line_col(src, span.end);
+    let labels: Vec<serde_json::Value> = d
+        .labels
+        .iter()
+        .map(|l| {
+            let (line, column) = lbp_lang::diag::line_col(src, l.span.start);
+            serde_json::json!({ "message": l.message, "line": line, "column": column, "span": { "start": l.span.start, "end": l.span.end } })
+        })
+        .collect();
+    serde_json::json!({
+        "code": d.code,
+        "severity": d.severity.as_str(),
+        "message": d.message,
+        "file": name,
+        "line": line,
+        "column": column,
+        "end_line": end_line,
+        "end_column": end_column,
+        "span": { "start": span.start, "end": span.end },
+        "labels": labels,
+        "help": d.help,
+    })
+    .to_string()
+}
+
+/// A diagnostic shown without miette's code header: the first line already has it.
+#[derive(Debug)]
+struct Uncoded(Diagnostic);
+
+impl std::fmt::Display for Uncoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Uncoded {}
+
+impl miette::Diagnostic for Uncoded {
+    fn severity(&self) -> Option<miette::Severity> {
+        miette::Diagnostic::severity(&self.0)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        miette::Diagnostic::help(&self.0)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        miette::Diagnostic::labels(&self.0)
+    }
+}

@@ -3,5 +3,7 @@ fn main() {
     let src = std::fs::read_to_string(path).unwrap();
     let a = lbp_lang::analyze(&src);
     println!("{:#?}", a.policy);
-    for d in &a.diagnostics { println!("{d:?}"); }
+    for d in &a.diagnostics {
+        println!("{d:?}");
+    }
 }

@@ -172,7 +172,11 @@ pub struct Service {
 #[derive(Clone, PartialEq, Debug)]
 pub enum ServiceStmtKind {
     /// `vip ADDR PROTO [port P, ...]`
-    Vip { addr: Expr, proto: Ident, ports: Vec<Expr> },
+    Vip {
+        addr: Expr,
+        proto: Ident,
+        ports: Vec<Expr>,
+    },
     /// `pool NAME`
     Pool(Ident),
     /// `balance ALG` or `balance hash(FIELD, ...)`
@@ -349,14 +353,23 @@ impl ArithOp {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Lit {
     /// `42` or `0x2a`; `hex_digits` is 0 for decimal, else the digits written.
-    Int { value: u64, hex_digits: u8 },
+    Int {
+        value: u64,
+        hex_digits: u8,
+    },
     Float(f64),
     Addr(IpAddr),
     /// An address with a length as written; the length is checked later.
-    Prefix { addr: IpAddr, len: u32 },
+    Prefix {
+        addr: IpAddr,
+        len: u32,
+    },
     Mac([u8; 6]),
     Range(u64, u64),
-    Duration { amount: u64, unit: TimeUnit },
+    Duration {
+        amount: u64,
+        unit: TimeUnit,
+    },
     Str(String),
     Bool(bool),
 }

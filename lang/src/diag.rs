@@ -41,17 +41,45 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { code, severity: Severity::Error, message: message.into(), labels: Vec::new(), help: None }
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+        }
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { code, severity: Severity::Warning, message: message.into(), labels: Vec::new(), help: None }
+        Diagnostic {
+            code,
+            severity: Severity::Warning,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+        }
     }
     pub fn label(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label { span, message: message.into() });
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
     pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
+        self
+    }
+    /// Set the help text of a diagnostic already pushed.
+    pub fn set_help(&mut self, help: impl Into<String>) -> &mut Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+    /// Add a secondary label to a diagnostic already pushed.
+    pub fn also(&mut self, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
     /// The primary span (the first label's), or an empty span at 0.
@@ -82,20 +110,32 @@ impl miette::Diagnostic for Diagnostic {
         })
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         Some(Box::new(self.labels.iter().enumerate().map(|(i, l)| {
-            let text = if l.message.is_empty() { None } else { Some(l.message.clone()) };
+            let text = if l.message.is_empty() {
+                None
+            } else {
+                Some(l.message.clone())
+            };
             let span = miette::SourceSpan::new(l.span.start.into(), l.span.len());
-            if i == 0 { miette::LabeledSpan::new_primary_with_span(text, span) } else { miette::LabeledSpan::new_with_span(text, span) }
+            if i == 0 {
+                miette::LabeledSpan::new_primary_with_span(text, span)
+            } else {
+                miette::LabeledSpan::new_with_span(text, span)
+            }
         })))
     }
 }
 
 /// Sort diagnostics by location (then code), the order in which they are shown.
 pub fn sort(diags: &mut [Diagnostic]) {
-    diags.sort_by(|a, b| (a.span().start, a.code, &a.message).cmp(&(b.span().start, b.code, &b.message)));
+    diags.sort_by(|a, b| {
+        (a.span().start, a.code, &a.message).cmp(&(b.span().start, b.code, &b.message))
+    });
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -115,10 +155,17 @@ pub(crate) fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 }
 
 /// The closest of `candidates` to `name`, if any is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(name, c);
+        let mut score = strsim::jaro_winkler(name, c);
+        // Jaro-Winkler misses a swap of two letters in a short word (`tpc`, `tcp`).
+        if name.len().max(c.len()) >= 3 && strsim::osa_distance(name, c) == 1 {
+            score = score.max(0.9);
+        }
         if score > 0.8 && best.is_none_or(|(s, _)| score > s) {
             best = Some((score, c));
         }

@@ -29,22 +29,45 @@ pub struct Parsed {
 /// before pest sees it, so that no input can exhaust the stack.
 pub const MAX_NESTING: usize = 48;
 
-const ITEM_KEYWORDS: &[&str] = &["interface", "const", "set", "pool", "service", "filter", "route", "test"];
+const ITEM_KEYWORDS: &[&str] = &[
+    "interface",
+    "const",
+    "set",
+    "pool",
+    "service",
+    "filter",
+    "route",
+    "test",
+];
 
 /// Parse a whole policy.
 pub fn parse(src: &str) -> Parsed {
-    let mut p = Driver { src, diags: Vec::new() };
+    let mut p = Driver {
+        src,
+        diags: Vec::new(),
+    };
     let (comments, too_deep) = scan(src);
     if let Some(at) = too_deep {
         p.diags.push(
-            Diagnostic::error("lbp::parse::too_deep", format!("nesting deeper than {MAX_NESTING} levels"))
-                .label(Span::new(at, at + 1), "too deeply nested")
-                .help("split the expression into named sets or several rules"),
+            Diagnostic::error(
+                "lbp::parse::too_deep",
+                format!("nesting deeper than {MAX_NESTING} levels"),
+            )
+            .label(Span::new(at, at + 1), "too deeply nested")
+            .help("split the expression into named sets or several rules"),
         );
-        return Parsed { policy: Policy::default(), comments, diagnostics: p.diags };
+        return Parsed {
+            policy: Policy::default(),
+            comments,
+            diagnostics: p.diags,
+        };
     }
     let policy = p.policy();
-    Parsed { policy, comments, diagnostics: p.diags }
+    Parsed {
+        policy,
+        comments,
+        diagnostics: p.diags,
+    }
 }
 
 /// Find comments, and the first place where nesting exceeds [`MAX_NESTING`].
@@ -92,6 +115,15 @@ fn scan(src: &str) -> (Vec<Span>, Option<usize>) {
     (comments, too_deep)
 }
 
+/// The statements of a block being read.
+enum Body {
+    Iface(Vec<IfaceStmt>),
+    Pool(Vec<PoolStmt>),
+    Service(Vec<ServiceStmt>),
+    Filter(Vec<FilterRule>),
+    Test(Vec<Packet>),
+}
+
 struct Driver<'s> {
     src: &'s str,
     diags: Vec<Diagnostic>,
@@ -108,14 +140,19 @@ impl<'s> Driver<'s> {
         while pos < self.src.len() {
             let word = self.word_at(pos);
             let next = match word {
-                "interface" | "pool" | "service" | "filter" | "test" => self.block_item(word, pos, &mut items),
+                "interface" | "pool" | "service" | "filter" | "test" => {
+                    self.block_item(word, pos, &mut items)
+                }
                 "const" => self.simple_item(Rule::const_item, pos, &mut items),
                 "set" => self.simple_item(Rule::set_item, pos, &mut items),
                 "route" => self.simple_item(Rule::route_item, pos, &mut items),
                 _ => {
                     let found = self.found_at(pos);
-                    let mut d = Diagnostic::error("lbp::parse::unknown_item", format!("expected an item, found {found}"))
-                        .label(self.token_span(pos), "not an item");
+                    let mut d = Diagnostic::error(
+                        "lbp::parse::unknown_item",
+                        format!("expected an item, found {found}"),
+                    )
+                    .label(self.token_span(pos), "not an item");
                     d = match did_you_mean(word, ITEM_KEYWORDS.iter().copied()) {
                         Some(s) if !word.is_empty() => d.help(format!("did you mean `{s}`?")),
                         _ => d.help("a policy is made of interface, const, set, pool, service, filter, route and test items"),
@@ -147,70 +184,135 @@ impl<'s> Driver<'s> {
     }
 
     fn block_item(&mut self, word: &str, start: usize, items: &mut Vec<Item>) -> Option<usize> {
-        let (head_rule, stmt_rule) = match word {
-            "interface" => (Rule::interface_head, Rule::iface_stmt),
-            "pool" => (Rule::pool_head, Rule::pool_stmt),
-            "service" => (Rule::service_head, Rule::service_stmt),
-            "filter" => (Rule::filter_head, Rule::filter_rule),
-            _ => (Rule::test_head, Rule::packet),
+        let (head_rule, stmt_rule, line_rule) = match word {
+            "interface" => (Rule::interface_head, Rule::iface_stmt, Rule::iface_line),
+            "pool" => (Rule::pool_head, Rule::pool_stmt, Rule::pool_line),
+            "service" => (Rule::service_head, Rule::service_stmt, Rule::service_line),
+            "filter" => (Rule::filter_head, Rule::filter_rule, Rule::filter_line),
+            _ => (Rule::test_head, Rule::packet, Rule::packet_line),
         };
         let head = self.run(head_rule, start)?;
         let head_end = start + head.as_span().end();
         let open = Span::new(head_end - 1, head_end);
-        let mut stmts = Vec::new();
+        // Statements are built as they are read, so that pest's pairs of one
+        // statement are gone before the next is parsed.
+        let mut body = match word {
+            "interface" => Body::Iface(Vec::new()),
+            "pool" => Body::Pool(Vec::new()),
+            "service" => Body::Service(Vec::new()),
+            "filter" => Body::Filter(Vec::new()),
+            _ => Body::Test(Vec::new()),
+        };
         let mut pos = head_end;
+        // Start and (trimmed) end of the statement just read, if it was well formed.
+        let mut prev: Option<(usize, usize)> = None;
         let end = loop {
             pos = self.skip_trivia(pos);
             if pos >= self.src.len() || (pos > head_end && self.item_starts_at(pos)) {
-                self.diags.push(
-                    Diagnostic::error("lbp::parse::unclosed_block", format!("this `{word}` block is never closed"))
-                        .label(open, "opened here")
-                        .help("add a `}` at the end of the block"),
-                );
+                let mut d = Diagnostic::error(
+                    "lbp::parse::unclosed_block",
+                    format!("this `{word}` block is never closed"),
+                )
+                .label(open, "opened here")
+                .help("add a `}` at the end of the block");
+                if pos < self.src.len() {
+                    d = d.label(
+                        self.token_span(pos),
+                        format!("the block must end before this `{}`", self.word_at(pos)),
+                    );
+                }
+                self.diags.push(d);
                 break self.src[..pos].trim_end().len();
             }
             if self.src.as_bytes()[pos] == b'}' {
                 break pos + 1;
             }
             match self.run_quiet(stmt_rule, pos) {
-                Ok((pair, at)) => {
-                    pos += pair.as_span().end();
-                    stmts.push((pair, at));
+                Ok((mut pair, at)) => {
+                    let mut stmt_end = pos + pair.as_span().end();
+                    // A test packet is one line. If its parse ran on into a line that
+                    // starts another packet (`=> balance` without its service took the
+                    // next line's `tcp` for one), read the packet's own line alone.
+                    if stmt_rule == Rule::packet
+                        && self.ran_into_next_packet(pos, self.trim_end(pos, stmt_end))
+                    {
+                        let eol = self.src[pos..]
+                            .find('\n')
+                            .map_or(self.src.len(), |n| pos + n);
+                        if let Some(p) = Grammar::parse(Rule::packet_line, &self.src[pos..eol])
+                            .ok()
+                            .and_then(|mut ps| ps.next()?.into_inner().next())
+                        {
+                            stmt_end = pos + p.as_span().end();
+                            pair = p;
+                        }
+                    }
+                    prev = Some((pos, self.trim_end(pos, stmt_end)));
+                    pos = stmt_end;
+                    match &mut body {
+                        Body::Iface(v) => v.extend(self.iface_stmt(pair, at)),
+                        Body::Pool(v) => v.extend(self.pool_stmt(pair, at)),
+                        Body::Service(v) => v.extend(self.service_stmt(pair, at)),
+                        Body::Filter(v) => v.extend(self.rule(pair, at)),
+                        Body::Test(v) => v.extend(self.packet(pair, at)),
+                    }
                 }
                 Err(e) => {
-                    let at = self.push_pest_error(e, pos, stmt_rule);
-                    pos = self.recover_in_block(at.max(pos));
+                    // A word left over on the line of a complete statement belongs to
+                    // that statement (`backend A wieght 3`, `vip A tcp ports 80`): say
+                    // what the statement could go on with, not which statements exist.
+                    // And when a test packet's parse ran on into a line that starts
+                    // the next packet (`syn drop` read as two flags, then the next
+                    // line's `tcp` as a third), what is missing is at the end of the
+                    // packet's own line.
+                    let continued = match prev.take() {
+                        Some((ps, pe)) if !self.src[pe..pos].contains('\n') => Some(ps),
+                        _ if stmt_rule == Rule::packet
+                            && self.ran_into_next_packet(pos, furthest(&e, pos)) =>
+                        {
+                            Some(pos)
+                        }
+                        _ => None,
+                    };
+                    let at = match continued
+                        .and_then(|start| self.continuation_error(line_rule, start, stmt_rule))
+                    {
+                        Some(at) => at,
+                        None => self.push_pest_error(e, pos, stmt_rule),
+                    };
+                    pos = self.recover_in_block(pos, at.max(pos));
                 }
             }
         };
         let span = Span::new(start, end);
         let base = start; // pairs of the head are relative to `start`
-        let item = match word {
-            "interface" => {
-                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
-                let stmts = stmts.into_iter().filter_map(|(p, at)| self.iface_stmt(p, at)).collect();
-                Item::Interface(Interface { name, stmts, span })
-            }
-            "pool" => {
-                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
-                let stmts = stmts.into_iter().filter_map(|(p, at)| self.pool_stmt(p, at)).collect();
-                Item::Pool(Pool { name, stmts, span })
-            }
-            "service" => {
-                let name = self.ident(head.into_inner().nth(1).expect("head has a name"), base);
-                let stmts = stmts.into_iter().filter_map(|(p, at)| self.service_stmt(p, at)).collect();
-                Item::Service(Service { name, stmts, span })
-            }
-            "filter" => {
-                let rules = stmts.into_iter().filter_map(|(p, at)| self.rule(p, at)).collect();
-                Item::Filter(Filter { rules, span })
-            }
-            _ => {
+        let item = match body {
+            Body::Iface(stmts) => Item::Interface(Interface {
+                name: self.ident(head.into_inner().nth(1).expect("head has a name"), base),
+                stmts,
+                span,
+            }),
+            Body::Pool(stmts) => Item::Pool(Pool {
+                name: self.ident(head.into_inner().nth(1).expect("head has a name"), base),
+                stmts,
+                span,
+            }),
+            Body::Service(stmts) => Item::Service(Service {
+                name: self.ident(head.into_inner().nth(1).expect("head has a name"), base),
+                stmts,
+                span,
+            }),
+            Body::Filter(rules) => Item::Filter(Filter { rules, span }),
+            Body::Test(packets) => {
                 let s = head.into_inner().nth(1).expect("head has a name");
                 let name_span = self.span(&s, base);
                 let name = unescape(s.into_inner().next().map_or("", |p| p.as_str()));
-                let packets = stmts.into_iter().filter_map(|(p, at)| self.packet(p, at)).collect();
-                Item::Test(Test { name, name_span, packets, span })
+                Item::Test(Test {
+                    name,
+                    name_span,
+                    packets,
+                    span,
+                })
             }
         };
         items.push(item);
@@ -228,35 +330,136 @@ impl<'s> Driver<'s> {
         }
     }
 
-    fn run_quiet(&self, rule: Rule, pos: usize) -> Result<(P<'s>, usize), pest::error::Error<Rule>> {
-        let mut pairs = Grammar::parse(rule, &self.src[pos..])?;
-        Ok((pairs.next().expect("a successful parse yields its rule"), pos))
+    /// Re-read the statement at `start` as a whole line (`line_rule` is the statement
+    /// followed by the end of input) and report where it stops. None if the line
+    /// parses, which does not happen when the statement left a word on its line.
+    fn continuation_error(
+        &mut self,
+        line_rule: Rule,
+        start: usize,
+        stmt_rule: Rule,
+    ) -> Option<usize> {
+        let eol = self.src[start..]
+            .find('\n')
+            .map_or(self.src.len(), |n| start + n);
+        match detailed(|| Grammar::parse(line_rule, &self.src[start..eol])) {
+            Ok(_) => None,
+            Err(e) => Some(self.push_pest_error(e, start, stmt_rule)),
+        }
+    }
+
+    /// Whether the text from `start` to `err` crosses into a line that reads like the
+    /// start of another packet (`tcp ...`, `udp ...`) or the end of the test.
+    fn ran_into_next_packet(&self, start: usize, err: usize) -> bool {
+        let Some(n) = self.src[start..err.min(self.src.len())].find('\n') else {
+            return false;
+        };
+        let next = self.skip_trivia(start + n);
+        next <= err
+            && (self.src[next..].starts_with('}')
+                || matches!(self.word_at(next), "tcp" | "udp" | "icmp" | "icmpv6"))
+    }
+
+    fn run_quiet(
+        &self,
+        rule: Rule,
+        pos: usize,
+    ) -> Result<(P<'s>, usize), pest::error::Error<Rule>> {
+        match Grammar::parse(rule, &self.src[pos..]) {
+            Ok(mut pairs) => Ok((
+                pairs.next().expect("a successful parse yields its rule"),
+                pos,
+            )),
+            // Parse again, tracking literal tokens (`->`, `=>`, `{`) too, so that the
+            // error can name the punctuation that is missing. Only on the error path:
+            // the tracking doubles the cost of a parse.
+            Err(_) => detailed(|| Grammar::parse(rule, &self.src[pos..])).map(|mut pairs| {
+                (
+                    pairs.next().expect("a successful parse yields its rule"),
+                    pos,
+                )
+            }),
+        }
     }
 
     /// Turn a pest error into a diagnostic; returns the absolute error position.
     fn push_pest_error(&mut self, e: pest::error::Error<Rule>, base: usize, rule: Rule) -> usize {
-        let at = base
-            + match e.location {
-                InputLocation::Pos(p) => p,
-                InputLocation::Span((s, _)) => s,
-            };
-        let mut expected: Vec<&'static str> = match &e.variant {
-            ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe(*r)).collect(),
+        let rel = match e.location {
+            InputLocation::Pos(p) => p,
+            InputLocation::Span((s, _)) => s,
+        };
+        let mut at = base + rel;
+        let mut expected: Vec<String> = match &e.variant {
+            ErrorVariant::ParsingError { positives, .. } => positives
+                .iter()
+                .filter_map(|r| describe(*r))
+                .map(String::from)
+                .collect(),
             ErrorVariant::CustomError { .. } => Vec::new(),
         };
+        // pest places the error after the last *rule* that failed; a literal token
+        // such as `->` or `=>` that failed further on is the better explanation.
+        if let Some(pa) = e.parse_attempts() {
+            let tokens: Vec<String> = pa
+                .expected_tokens()
+                .into_iter()
+                .map(|t| t.to_string())
+                // not whitespace, comments, built-in classes (ASCII_DIGIT) or char ranges
+                .filter(|t| {
+                    !t.trim().is_empty()
+                        && t != "#"
+                        && t != "BUILTIN_RULE"
+                        && !(t.chars().count() == 4 && t.contains(".."))
+                })
+                .collect();
+            if pa.max_position > rel && !tokens.is_empty() {
+                at = base + pa.max_position;
+                expected = tokens.iter().map(|t| format!("`{t}`")).collect();
+            } else if pa.max_position == rel {
+                // Where rules were tried too, name the punctuation that no rule stands
+                // for: `tcp.dport == 23 drop` lacks its `=>`. (Operator tokens are
+                // already named by their rules: "a comparison", "`&&`".)
+                expected.extend(
+                    tokens
+                        .iter()
+                        .filter(|t| STRUCTURAL.contains(&t.as_str()))
+                        .map(|t| format!("`{t}`")),
+                );
+            }
+        }
+        if expected.len() > 1 {
+            // "`port` or `weight`" next to "the end of the line": list the keywords one by one.
+            expected = expected.into_iter().flat_map(split_keywords).collect();
+        }
         expected.sort_unstable();
         expected.dedup();
         if expected.is_empty() {
-            expected.push(describe(rule).unwrap_or("a statement"));
+            expected.push(describe(rule).unwrap_or("a statement").to_string());
         }
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         let found = self.found_at(at);
         let list = join_or(&expected);
-        let mut d = Diagnostic::error("lbp::parse::syntax", format!("expected {list}, found {found}"))
-            .label(self.token_span(at), format!("expected {list}"));
+        let mut d = Diagnostic::error(
+            "lbp::parse::syntax",
+            format!("expected {list}, found {found}"),
+        )
+        .label(self.token_span(at), format!("expected {list}"));
         let word = self.word_at(at);
-        let keywords: Vec<&str> = expected.iter().filter_map(|e| e.strip_prefix('`')?.strip_suffix('`')).collect();
+        // Every keyword named in the expectations, e.g. `port` and `weight` out of
+        // "`port` or `weight`", is a candidate for a misspelling.
+        let keywords: Vec<&str> = expected
+            .iter()
+            .flat_map(|e| e.split('`').skip(1).step_by(2))
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
         if let Some(s) = did_you_mean(word, keywords.iter().copied()).filter(|_| !word.is_empty()) {
             d = d.help(format!("did you mean `{s}`?"));
+        } else if self.src[at.min(self.src.len())..].starts_with('=')
+            && expected.contains(&"a comparison")
+        {
+            d = d.help("to compare two values, write `==`");
+        } else if expected == ["`\"`"] {
+            d = d.help("a string ends with `\"` on the line where it starts");
         } else if let Some(h) = block_help(rule) {
             d = d.help(h);
         }
@@ -266,9 +469,14 @@ impl<'s> Driver<'s> {
 
     /// After a bad statement at or before `at`: the end of that line, but never past
     /// an unmatched `}` on it (it closes the block).
-    fn recover_in_block(&self, at: usize) -> usize {
+    fn recover_in_block(&self, stmt_start: usize, at: usize) -> usize {
         let b = self.src.as_bytes();
-        let line_start = self.src[..at].rfind('\n').map_or(0, |n| n + 1);
+        // Braces count from the statement's start: the `{` of a one-line block
+        // (`pool p { backend A weight }`) is not the statement's.
+        let line_start = self.src[..at]
+            .rfind('\n')
+            .map_or(0, |n| n + 1)
+            .max(stmt_start.min(at));
         let mut depth = 0i32;
         let mut i = line_start;
         while i < b.len() && b[i] != b'\n' {
@@ -334,15 +542,31 @@ impl<'s> Driver<'s> {
 
     fn word_at(&self, pos: usize) -> &'s str {
         let rest = &self.src[pos.min(self.src.len())..];
-        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
         &rest[..n]
     }
 
-    /// The span of the token at `pos` (a word, or one character), for labels.
+    /// The span of the token at `pos` (a word, a number or address, or one
+    /// character), for labels.
     fn token_span(&self, pos: usize) -> Span {
         let pos = pos.min(self.src.len());
-        let w = self.word_at(pos).len();
-        let n = if w > 0 { w } else { self.src[pos..].chars().next().map_or(0, |c| if c == '\n' { 0 } else { c.len_utf8() }) };
+        let rest = &self.src[pos..];
+        let w = if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/')))
+                .unwrap_or(rest.len())
+        } else {
+            self.word_at(pos).len()
+        };
+        let n = if w > 0 {
+            w
+        } else {
+            self.src[pos..]
+                .chars()
+                .next()
+                .map_or(0, |c| if c == '\n' { 0 } else { c.len_utf8() })
+        };
         Span::new(pos, pos + n)
     }
 
@@ -361,11 +585,31 @@ impl<'s> Driver<'s> {
 
     fn span(&self, p: &P<'_>, base: usize) -> Span {
         let s = p.as_span();
-        Span::new(base + s.start(), base + s.end())
+        let start = base + s.start();
+        Span::new(start, self.trim_end(start, base + s.end()))
+    }
+
+    /// `end` moved back over trailing whitespace and comments: pest's implicit
+    /// whitespace after a statement's last token (before an optional part that is
+    /// absent) belongs to the statement's pair but not to what the operator wrote.
+    fn trim_end(&self, start: usize, end: usize) -> usize {
+        let mut end = start + self.src[start..end].trim_end().len();
+        loop {
+            let line_start = self.src[start..end]
+                .rfind('\n')
+                .map_or(start, |n| start + n + 1);
+            match comment_start(&self.src[line_start..end]) {
+                Some(h) => end = line_start + self.src[line_start..line_start + h].trim_end().len(),
+                None => return end,
+            }
+        }
     }
 
     fn ident(&self, p: P<'_>, base: usize) -> Ident {
-        Ident { name: p.as_str().to_string(), span: self.span(&p, base) }
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p, base),
+        }
     }
 
     fn const_item(&mut self, p: P<'_>, base: usize) -> Option<Item> {
@@ -388,7 +632,13 @@ impl<'s> Driver<'s> {
         }
         let body_span = self.span(&body, base);
         let elems = body.into_inner().map(|e| self.expr(e, base)).collect();
-        Some(Item::Set(SetDef { name, ty, elems, body: body_span, span }))
+        Some(Item::Set(SetDef {
+            name,
+            ty,
+            elems,
+            body: body_span,
+            span,
+        }))
     }
 
     fn route_item(&mut self, p: P<'_>, base: usize) -> Option<Item> {
@@ -402,14 +652,23 @@ impl<'s> Driver<'s> {
                 _ => dev = Some(self.ident(it.next()?, base)),
             }
         }
-        Some(Item::Route(Route { prefix, via, dev, span }))
+        Some(Item::Route(Route {
+            prefix,
+            via,
+            dev,
+            span,
+        }))
     }
 
     fn iface_stmt(&mut self, p: P<'_>, base: usize) -> Option<IfaceStmt> {
         let span = self.span(&p, base);
         let inner = p.into_inner().next()?;
         let rule = inner.as_rule();
-        let mut vals: Vec<Expr> = inner.into_inner().skip(1).map(|v| self.expr(v, base)).collect();
+        let mut vals: Vec<Expr> = inner
+            .into_inner()
+            .skip(1)
+            .map(|v| self.expr(v, base))
+            .collect();
         let kind = match rule {
             Rule::iface_address => IfaceStmtKind::Address(vals),
             Rule::iface_mac => IfaceStmtKind::Mac(vals.pop()?),
@@ -421,7 +680,10 @@ impl<'s> Driver<'s> {
     fn opt(&mut self, p: P<'_>, base: usize) -> Option<Opt> {
         let mut it = p.into_inner();
         let key = it.next()?;
-        let key = Ident { name: key.as_str().to_string(), span: self.span(&key, base) };
+        let key = Ident {
+            name: key.as_str().to_string(),
+            span: self.span(&key, base),
+        };
         let value = self.expr(it.next()?, base);
         Some(Opt { key, value })
     }
@@ -434,7 +696,9 @@ impl<'s> Driver<'s> {
             Rule::backend => {
                 let mut it = inner.into_inner().skip(1);
                 let addr = self.expr(it.next()?, base);
-                let opts = it.filter_map(|o| self.opt(o.into_inner().next()?, base)).collect();
+                let opts = it
+                    .filter_map(|o| self.opt(o.into_inner().next()?, base))
+                    .collect();
                 PoolStmtKind::Backend(Backend { addr, opts })
             }
             _ => {
@@ -456,7 +720,10 @@ impl<'s> Driver<'s> {
             Rule::vip => {
                 let addr = self.expr(it.next()?, base);
                 let proto = self.ident(it.next()?, base);
-                let ports = it.filter(|p| p.as_rule() == Rule::value).map(|v| self.expr(v, base)).collect();
+                let ports = it
+                    .filter(|p| p.as_rule() == Rule::value)
+                    .map(|v| self.expr(v, base))
+                    .collect();
                 ServiceStmtKind::Vip { addr, proto, ports }
             }
             Rule::pool_ref => ServiceStmtKind::Pool(self.ident(it.next()?, base)),
@@ -464,15 +731,24 @@ impl<'s> Driver<'s> {
                 let b = it.next()?;
                 if b.as_rule() == Rule::hash_alg {
                     let hspan = self.span(&b, base);
-                    let fields = b.into_inner().skip(1).map(|f| self.ident(f, base)).collect();
-                    ServiceStmtKind::Balance(Balance::Hash { fields, span: hspan })
+                    let fields = b
+                        .into_inner()
+                        .skip(1)
+                        .map(|f| self.ident(f, base))
+                        .collect();
+                    ServiceStmtKind::Balance(Balance::Hash {
+                        fields,
+                        span: hspan,
+                    })
                 } else {
                     ServiceStmtKind::Balance(Balance::Named(self.ident(b, base)))
                 }
             }
             Rule::mode => {
                 let kind = self.ident(it.next()?, base);
-                let to_port = it.find(|p| p.as_rule() == Rule::value).map(|v| self.expr(v, base));
+                let to_port = it
+                    .find(|p| p.as_rule() == Rule::value)
+                    .map(|v| self.expr(v, base));
                 ServiceStmtKind::Mode { kind, to_port }
             }
             _ => ServiceStmtKind::Unknown(self.ident(it.next()?, base)),
@@ -491,9 +767,17 @@ impl<'s> Driver<'s> {
             let mut bi = inner.into_inner();
             let kind = self.ident(bi.next()?, base);
             let service = Some(self.ident(bi.next()?, base));
-            Action { kind, service, span: aspan }
+            Action {
+                kind,
+                service,
+                span: aspan,
+            }
         } else {
-            Action { kind: self.ident(inner, base), service: None, span: aspan }
+            Action {
+                kind: self.ident(inner, base),
+                service: None,
+                span: aspan,
+            }
         };
         Some(FilterRule { cond, action, span })
     }
@@ -511,12 +795,20 @@ impl<'s> Driver<'s> {
                 let vspan = self.span(&o, base);
                 let inner = o.into_inner().next()?;
                 verdict = Some(match inner.as_rule() {
-                    Rule::ident => Verdict { kind: self.ident(inner, base), arg: None, span: vspan },
+                    Rule::ident => Verdict {
+                        kind: self.ident(inner, base),
+                        arg: None,
+                        span: vspan,
+                    },
                     _ => {
                         let mut vi = inner.into_inner();
                         let kind = self.ident(vi.next()?, base);
                         let arg = vi.last().map(|a| self.ident(a, base));
-                        Verdict { kind, arg, span: vspan }
+                        Verdict {
+                            kind,
+                            arg,
+                            span: vspan,
+                        }
                     }
                 });
                 continue;
@@ -536,7 +828,14 @@ impl<'s> Driver<'s> {
                 _ => PacketOpt::On(self.ident(v, base)),
             });
         }
-        Some(Packet { proto, src, dst, opts, verdict: verdict?, span })
+        Some(Packet {
+            proto,
+            src,
+            dst,
+            opts,
+            verdict: verdict?,
+            span,
+        })
     }
 
     fn endpoint(&mut self, p: P<'_>, base: usize) -> Option<Endpoint> {
@@ -553,47 +852,16 @@ impl<'s> Driver<'s> {
         let span = self.span(&p, base);
         let rule = p.as_rule();
         let kind = match rule {
-            Rule::value => return self.expr(p.into_inner().next().expect("value has a child"), base),
-            Rule::expr | Rule::and_expr => {
-                let mut parts: Vec<Expr> =
-                    p.into_inner().filter(|c| !matches!(c.as_rule(), Rule::or_op | Rule::and_op)).map(|c| self.expr(c, base)).collect();
-                if parts.len() == 1 {
-                    return parts.pop().expect("one part");
-                }
-                if rule == Rule::expr { ExprKind::Or(parts) } else { ExprKind::And(parts) }
+            Rule::value => {
+                return self.expr(p.into_inner().next().expect("value has a child"), base);
             }
-            Rule::not_expr | Rule::unary => {
-                let mut it = p.into_inner();
-                let first = it.next().expect("operand");
-                match first.as_rule() {
-                    Rule::not_op => ExprKind::Not(Box::new(self.expr(it.next().expect("operand"), base))),
-                    Rule::neg_op => ExprKind::Neg(Box::new(self.expr(it.next().expect("operand"), base))),
-                    _ => return self.expr(first, base),
-                }
+            Rule::expr => {
+                let mut it = p.into_inner().peekable();
+                return self.climb(&mut it, 0, base);
             }
-            Rule::cmp_expr => {
-                let mut it = p.into_inner();
-                let lhs = self.expr(it.next().expect("operand"), base);
-                let Some(op) = it.next() else { return lhs };
-                let rhs = Box::new(self.expr(it.next().expect("operand"), base));
-                match op.as_str() {
-                    "in" => ExprKind::In(Box::new(lhs), rhs),
-                    s => ExprKind::Cmp(Box::new(lhs), cmp_op(s), rhs),
-                }
-            }
-            Rule::sum | Rule::product => {
-                let mut it = p.into_inner();
-                let first = self.expr(it.next().expect("operand"), base);
-                let mut rest = Vec::new();
-                while let (Some(op), Some(e)) = (it.next(), it.next()) {
-                    rest.push((arith_op(op.as_str()), self.expr(e, base)));
-                }
-                if rest.is_empty() {
-                    return first;
-                }
-                ExprKind::Arith(Box::new(first), rest)
-            }
-            Rule::paren => ExprKind::Paren(Box::new(self.expr(p.into_inner().next().expect("inner"), base))),
+            Rule::paren => ExprKind::Paren(Box::new(
+                self.expr(p.into_inner().next().expect("inner"), base),
+            )),
             Rule::set_lit => ExprKind::Set(p.into_inner().map(|e| self.expr(e, base)).collect()),
             Rule::ident => ExprKind::Name(p.as_str().to_string()),
             Rule::field => ExprKind::Field(p.as_str().to_string()),
@@ -603,6 +871,96 @@ impl<'s> Driver<'s> {
             },
         };
         Expr { kind, span }
+    }
+
+    /// Precedence climbing over the flat operator/operand row of an `expr`.
+    /// Binding powers, loosest first: `||`, `&&`, prefix `!`, comparisons and `in`,
+    /// `+ -`, `* /`, prefix `-`. Chains of one `&&`, `||` or arithmetic level are
+    /// flattened, so a long chain does not nest. Recursion depth is bounded by the
+    /// number of levels and of prefix operators, which `scan` limits.
+    fn climb(
+        &mut self,
+        it: &mut std::iter::Peekable<pest::iterators::Pairs<'_, Rule>>,
+        min_bp: u8,
+        base: usize,
+    ) -> Expr {
+        let first = it
+            .next()
+            .expect("an expr starts with an operand or a prefix operator");
+        let start = base + first.as_span().start();
+        let mut lhs = match first.as_rule() {
+            Rule::not_op | Rule::neg_op => {
+                let is_not = first.as_rule() == Rule::not_op;
+                let operand = self.climb(it, if is_not { BP_NOT } else { BP_NEG }, base);
+                let span = Span::new(start, operand.span.end);
+                let kind = if is_not {
+                    ExprKind::Not(Box::new(operand))
+                } else {
+                    ExprKind::Neg(Box::new(operand))
+                };
+                Expr { kind, span }
+            }
+            _ => self.expr(first, base),
+        };
+        while let Some(op) = it.peek() {
+            let (rule, text) = (op.as_rule(), op.as_str());
+            let (l_bp, r_bp) = infix_bp(rule, text);
+            if l_bp < min_bp {
+                break;
+            }
+            it.next();
+            let rhs = self.climb(it, r_bp, base);
+            let span = Span::new(lhs.span.start, rhs.span.end);
+            let kind = match rule {
+                Rule::or_op | Rule::and_op => {
+                    let and = rule == Rule::and_op;
+                    match lhs.kind {
+                        ExprKind::And(mut xs) if and => {
+                            xs.push(rhs);
+                            ExprKind::And(xs)
+                        }
+                        ExprKind::Or(mut xs) if !and => {
+                            xs.push(rhs);
+                            ExprKind::Or(xs)
+                        }
+                        k => {
+                            let l = Expr {
+                                kind: k,
+                                span: lhs.span,
+                            };
+                            if and {
+                                ExprKind::And(vec![l, rhs])
+                            } else {
+                                ExprKind::Or(vec![l, rhs])
+                            }
+                        }
+                    }
+                }
+                Rule::add_op | Rule::mul_op => {
+                    let op = arith_op(text);
+                    let level = |o: ArithOp| matches!(o, ArithOp::Mul | ArithOp::Div);
+                    match lhs.kind {
+                        ExprKind::Arith(f, mut rest)
+                            if rest.first().is_some_and(|(o, _)| level(*o) == level(op)) =>
+                        {
+                            rest.push((op, rhs));
+                            ExprKind::Arith(f, rest)
+                        }
+                        k => ExprKind::Arith(
+                            Box::new(Expr {
+                                kind: k,
+                                span: lhs.span,
+                            }),
+                            vec![(op, rhs)],
+                        ),
+                    }
+                }
+                Rule::k_in => ExprKind::In(Box::new(lhs), Box::new(rhs)),
+                _ => ExprKind::Cmp(Box::new(lhs), cmp_op(text), Box::new(rhs)),
+            };
+            lhs = Expr { kind, span };
+        }
+        lhs
     }
 
     fn literal(&mut self, p: &P<'_>, span: Span) -> Option<Lit> {
@@ -628,12 +986,19 @@ impl<'s> Driver<'s> {
                 };
                 let amount = self.int(&s[..n], span)?.0;
                 if amount.checked_mul(unit.micros()).is_none() {
-                    self.bad_literal("lbp::parse::bad_number", "duration too long", span, "durations are at most about 584 000 years");
+                    self.bad_literal(
+                        "lbp::parse::bad_number",
+                        "duration too long",
+                        span,
+                        "durations are at most about 584 000 years",
+                    );
                     return None;
                 }
                 Lit::Duration { amount, unit }
             }
-            Rule::string => Lit::Str(unescape(p.clone().into_inner().next().map_or("", |i| i.as_str()))),
+            Rule::string => Lit::Str(unescape(
+                p.clone().into_inner().next().map_or("", |i| i.as_str()),
+            )),
             Rule::boolean => Lit::Bool(s == "true"),
             Rule::mac => {
                 let mut m = [0u8; 6];
@@ -647,7 +1012,12 @@ impl<'s> Driver<'s> {
                 let (a, l) = s.rsplit_once('/')?;
                 let addr = self.addr(a, span)?;
                 let Ok(len) = l.parse::<u32>() else {
-                    self.bad_literal("lbp::parse::bad_number", "prefix length too large", span, "a prefix length is at most 32 (IPv4) or 128 (IPv6)");
+                    self.bad_literal(
+                        "lbp::parse::bad_number",
+                        "prefix length too large",
+                        span,
+                        "a prefix length is at most 32 (IPv4) or 128 (IPv6)",
+                    );
                     return None;
                 };
                 Lit::Prefix { addr, len }
@@ -665,7 +1035,12 @@ impl<'s> Driver<'s> {
         match r {
             Ok(v) => Some(v),
             Err(_) => {
-                self.bad_literal("lbp::parse::bad_number", "integer too large", span, "integers are at most 18446744073709551615");
+                self.bad_literal(
+                    "lbp::parse::bad_number",
+                    "integer too large",
+                    span,
+                    "integers are at most 18446744073709551615",
+                );
                 None
             }
         }
@@ -684,7 +1059,12 @@ impl<'s> Driver<'s> {
             match s.parse::<Ipv4Addr>() {
                 Ok(a) => Some(IpAddr::V4(a)),
                 Err(_) => {
-                    self.bad_literal("lbp::parse::bad_address", format!("`{s}` is not an IPv4 address"), span, "an IPv4 address is four numbers from 0 to 255, without leading zeros");
+                    self.bad_literal(
+                        "lbp::parse::bad_address",
+                        format!("`{s}` is not an IPv4 address"),
+                        span,
+                        "an IPv4 address is four numbers from 0 to 255, without leading zeros",
+                    );
                     None
                 }
             }
@@ -692,10 +1072,50 @@ impl<'s> Driver<'s> {
     }
 
     fn bad_literal(&mut self, code: &'static str, msg: impl Into<String>, span: Span, help: &str) {
-        self.diags.push(Diagnostic::error(code, msg).label(span, "here").help(help));
+        self.diags
+            .push(Diagnostic::error(code, msg).label(span, "here").help(help));
     }
 }
 
+/// Where a comment starts on a line (a `#` outside a string), if it has one.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Run a parse with pest's detailed error tracking on. The switch is global, so it
+/// is turned on only around a parse already known to fail.
+fn detailed<T>(f: impl FnOnce() -> T) -> T {
+    pest::set_error_detail(true);
+    let out = f();
+    pest::set_error_detail(false);
+    out
+}
+
+const BP_NOT: u8 = 5;
+const BP_NEG: u8 = 13;
+
+/// (left, right) binding powers of an infix operator; left-associative.
+fn infix_bp(rule: Rule, text: &str) -> (u8, u8) {
+    match rule {
+        Rule::or_op => (1, 2),
+        Rule::and_op => (3, 4),
+        Rule::cmp_op | Rule::k_in => (7, 8),
+        Rule::add_op => (9, 10),
+        Rule::mul_op => (11, 12),
+        _ => unreachable!("not an infix operator: {rule:?} `{text}`"),
+    }
+}
 
 fn cmp_op(s: &str) -> CmpOp {
     match s {
@@ -735,6 +1155,36 @@ pub(crate) fn unescape(s: &str) -> String {
     out
 }
 
+/// The furthest position a failed parse reached, relative to the text parsed from `base`, made absolute.
+fn furthest(e: &pest::error::Error<Rule>, base: usize) -> usize {
+    let rel = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    base + e
+        .parse_attempts()
+        .map_or(rel, |pa| pa.max_position.max(rel))
+}
+
+/// Punctuation of statements (not operators), named when it is what is missing.
+const STRUCTURAL: &[&str] = &["->", "=>", "{", "}", "(", ")", "[", "]", ",", "="];
+
+/// "`a`, `b` or `c`" as its keywords; any other description as it is.
+fn split_keywords(d: String) -> Vec<String> {
+    let parts: Vec<&str> = d.split(", ").flat_map(|p| p.split(" or ")).collect();
+    let keyword = |p: &&str| {
+        p.len() > 2
+            && p.starts_with('`')
+            && p.ends_with('`')
+            && !p[1..p.len() - 1].contains(|c: char| c == '`' || c == ' ')
+    };
+    if parts.len() > 1 && parts.iter().all(keyword) {
+        parts.into_iter().map(String::from).collect()
+    } else {
+        vec![d]
+    }
+}
+
 fn join_or(items: &[&str]) -> String {
     match items {
         [] => String::new(),
@@ -748,10 +1198,19 @@ fn describe(r: Rule) -> Option<&'static str> {
     Some(match r {
         Rule::ident => "a name",
         Rule::field => "a field such as `ip.src`",
-        Rule::value | Rule::mac | Rule::ipv6 | Rule::ipv4 | Rule::prefix6 | Rule::prefix4 | Rule::int | Rule::range
-        | Rule::float | Rule::duration | Rule::string | Rule::boolean => "a value",
-        Rule::expr | Rule::and_expr | Rule::not_expr | Rule::cmp_expr | Rule::sum | Rule::product | Rule::unary
-        | Rule::paren | Rule::set_lit => "an expression",
+        Rule::value
+        | Rule::mac
+        | Rule::ipv6
+        | Rule::ipv4
+        | Rule::prefix6
+        | Rule::prefix4
+        | Rule::int
+        | Rule::range
+        | Rule::float
+        | Rule::duration
+        | Rule::string
+        | Rule::boolean => "a value",
+        Rule::expr | Rule::paren | Rule::set_lit => "an expression",
         Rule::or_op => "`||`",
         Rule::and_op => "`&&`",
         Rule::not_op => "`!`",
@@ -790,16 +1249,31 @@ fn describe(r: Rule) -> Option<&'static str> {
         Rule::k_ttl => "`ttl`",
         Rule::k_len => "`len`",
         Rule::k_on => "`on`",
-        Rule::health_key => "a health option (port, interval, timeout, path, rise, fall, expect)",
-        Rule::interface_head | Rule::pool_head | Rule::service_head | Rule::filter_head | Rule::test_head => "`{`",
+        Rule::health_key | Rule::health_opt => {
+            "a health option (port, interval, timeout, path, rise, fall, expect)"
+        }
+        Rule::backend_opt | Rule::opt_weight | Rule::opt_port => "`port` or `weight`",
+        Rule::EOI => "the end of the line",
+        Rule::interface_head
+        | Rule::pool_head
+        | Rule::service_head
+        | Rule::filter_head
+        | Rule::test_head => "`{`",
         Rule::const_item => "a constant definition `const NAME = VALUE`",
         Rule::set_item => "a set definition `set NAME = { ... }`",
         Rule::route_item => "a route `route PREFIX [via ADDRESS] [dev INTERFACE]`",
-        Rule::iface_stmt | Rule::iface_address | Rule::iface_mac | Rule::iface_mtu => "`address`, `mac` or `mtu`",
-        Rule::pool_stmt | Rule::weight_def | Rule::backend | Rule::health => "`backend`, `health` or `weight`",
-        Rule::service_stmt | Rule::vip | Rule::pool_ref | Rule::balance | Rule::mode | Rule::unknown => {
-            "`vip`, `pool`, `balance`, `mode` or `unknown`"
+        Rule::iface_stmt | Rule::iface_address | Rule::iface_mac | Rule::iface_mtu => {
+            "`address`, `mac` or `mtu`"
         }
+        Rule::pool_stmt | Rule::weight_def | Rule::backend | Rule::health => {
+            "`backend`, `health` or `weight`"
+        }
+        Rule::service_stmt
+        | Rule::vip
+        | Rule::pool_ref
+        | Rule::balance
+        | Rule::mode
+        | Rule::unknown => "`vip`, `pool`, `balance`, `mode` or `unknown`",
         Rule::filter_rule => "a rule `CONDITION => ACTION`",
         Rule::action | Rule::balance_action => "an action",
         Rule::packet => "a packet line `PROTO SRC -> DST [OPTIONS] => VERDICT`",
@@ -813,10 +1287,18 @@ fn describe(r: Rule) -> Option<&'static str> {
 fn block_help(r: Rule) -> Option<&'static str> {
     Some(match r {
         Rule::iface_stmt => "an interface block holds `address A/L, ...`, `mac M` and `mtu N`",
-        Rule::pool_stmt => "a pool block holds `backend ADDRESS [weight N] [port N]`, `health KIND [OPTIONS]` and `weight = EXPRESSION`",
-        Rule::service_stmt => "a service block holds `vip ADDRESS PROTO port P, ...`, `pool NAME`, `balance ALGORITHM`, `mode nat|dsr` and `unknown reset|balance`",
-        Rule::filter_rule => "a filter rule is `CONDITION => ACTION`, for example `tcp.dport == 23 => drop`",
-        Rule::packet => "a test line is `PROTO SRC[:PORT] -> DST[:PORT] [FLAGS] => VERDICT`, for example `tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn => balance web`",
+        Rule::pool_stmt => {
+            "a pool block holds `backend ADDRESS [weight N] [port N]`, `health KIND [OPTIONS]` and `weight = EXPRESSION`"
+        }
+        Rule::service_stmt => {
+            "a service block holds `vip ADDRESS PROTO port P, ...`, `pool NAME`, `balance ALGORITHM`, `mode nat|dsr` and `unknown reset|balance`"
+        }
+        Rule::filter_rule => {
+            "a filter rule is `CONDITION => ACTION`, for example `tcp.dport == 23 => drop`"
+        }
+        Rule::packet => {
+            "a test line is `PROTO SRC[:PORT] -> DST[:PORT] [FLAGS] => VERDICT`, for example `tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn => balance web`"
+        }
         _ => return None,
     })
 }
@@ -827,7 +1309,11 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded() {
-        let deep = format!("filter {{ {}tcp.syn{} => drop }}", "(".repeat(500), ")".repeat(500));
+        let deep = format!(
+            "filter {{ {}tcp.syn{} => drop }}",
+            "(".repeat(500),
+            ")".repeat(500)
+        );
         let p = parse(&deep);
         assert_eq!(p.diagnostics.len(), 1);
         assert_eq!(p.diagnostics[0].code, "lbp::parse::too_deep");
@@ -838,8 +1324,15 @@ mod tests {
     #[test]
     fn nesting_at_the_limit_parses_on_a_small_stack() {
         let n = MAX_NESTING / 2 - 1;
-        let src = format!("filter {{\n  {}tcp.syn{} => drop\n}}\n", "!(".repeat(n), ")".repeat(n));
-        let h = std::thread::Builder::new().stack_size(1 << 20).spawn(move || parse(&src).diagnostics.len()).unwrap();
+        let src = format!(
+            "filter {{\n  {}tcp.syn{} => drop\n}}\n",
+            "!(".repeat(n),
+            ")".repeat(n)
+        );
+        let h = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || parse(&src).diagnostics.len())
+            .unwrap();
         assert_eq!(h.join().unwrap(), 0);
     }
 
@@ -848,7 +1341,9 @@ mod tests {
         let src = "pool p {\n  backend 1.2.3.4 wieght 3\n  backend 1.2.3.5\n  helth tcp\n}\nservice s { vip 1.2.3.4 tcp port 80\n pool p }\n";
         let p = parse(src);
         assert_eq!(p.diagnostics.len(), 2, "{:#?}", p.diagnostics);
-        let Item::Pool(pool) = &p.policy.items[0] else { panic!() };
+        let Item::Pool(pool) = &p.policy.items[0] else {
+            panic!()
+        };
         assert_eq!(pool.stmts.len(), 2);
         assert!(matches!(p.policy.items[1], Item::Service(_)));
     }
@@ -879,11 +1374,29 @@ mod tests {
                 _ => panic!(),
             })
             .collect();
-        assert_eq!(lits[0], Lit::Int { value: 0x800, hex_digits: 4 });
+        assert_eq!(
+            lits[0],
+            Lit::Int {
+                value: 0x800,
+                hex_digits: 4
+            }
+        );
         assert_eq!(lits[1], Lit::Addr("2001:db8::1".parse().unwrap()));
-        assert_eq!(lits[2], Lit::Prefix { addr: "198.18.0.0".parse().unwrap(), len: 15 });
+        assert_eq!(
+            lits[2],
+            Lit::Prefix {
+                addr: "198.18.0.0".parse().unwrap(),
+                len: 15
+            }
+        );
         assert_eq!(lits[3], Lit::Mac([2, 0, 0, 0, 0, 1]));
-        assert_eq!(lits[4], Lit::Duration { amount: 300, unit: TimeUnit::Ms });
+        assert_eq!(
+            lits[4],
+            Lit::Duration {
+                amount: 300,
+                unit: TimeUnit::Ms
+            }
+        );
         assert_eq!(lits[5], Lit::Range(1024, 65535));
         assert_eq!(lits[6], Lit::Float(0.5));
         assert_eq!(lits[7], Lit::Str("a\"b".into()));
@@ -891,8 +1404,17 @@ mod tests {
 
     #[test]
     fn bad_literals_are_diagnosed() {
-        let p = parse("const a = 300.1.2.3\nconst b = 2001:db8:::1\nconst c = 99999999999999999999999\n");
+        let p = parse(
+            "const a = 300.1.2.3\nconst b = 2001:db8:::1\nconst c = 99999999999999999999999\n",
+        );
         let codes: Vec<_> = p.diagnostics.iter().map(|d| d.code).collect();
-        assert_eq!(codes, ["lbp::parse::bad_address", "lbp::parse::bad_address", "lbp::parse::bad_number"]);
+        assert_eq!(
+            codes,
+            [
+                "lbp::parse::bad_address",
+                "lbp::parse::bad_address",
+                "lbp::parse::bad_number"
+            ]
+        );
     }
 }

@@ -1,0 +1,20 @@
+//! Fuzz the front end: no input may make parsing, checking or formatting panic or
+//! hang, and whatever formats must format to a fixed point that parses cleanly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(src) = std::str::from_utf8(data) else { return };
+    let analysis = lbp_lang::analyze(src);
+    for d in &analysis.diagnostics {
+        let span = d.span();
+        assert!(span.start <= span.end && span.end <= src.len(), "span out of the source: {span:?}");
+        assert!(src.is_char_boundary(span.start) && src.is_char_boundary(span.end), "span splits a character");
+        let _ = lbp_lang::diag::line_col(src, span.start);
+    }
+    if let Ok(formatted) = lbp_lang::fmt::format_source(src) {
+        let again = lbp_lang::fmt::format_source(&formatted).expect("formatted output parses");
+        assert_eq!(again, formatted, "formatting is not idempotent");
+    }
+});

@@ -1,0 +1,40 @@
+//! End-to-end tests of the `lbp` binary: one test binary for all of them.
+
+mod policies;
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (tests run with relative paths from here, so that file
+/// names in golden output do not depend on where the checkout lives).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run `lbp ARGS...` from the repository root.
+pub fn lbp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lbp"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("the lbp binary runs")
+}
+
+/// The files of `dir` (relative to the root) with extension `ext`, sorted.
+pub fn files(dir: &str, ext: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join(dir))
+        .expect("directory exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .map(|p| {
+            Path::new(dir)
+                .join(p.file_name().expect("a file name"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
