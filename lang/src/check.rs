@@ -770,7 +770,7 @@ impl<'a> Checker<'a> {
             if !applies && HEALTH_KINDS.contains(&kind) {
                 c.err(
                     "lbp::check::option_not_applicable",
-                    format!("`{key}` does not apply to a {kind} health check"),
+                    format!("`{key}` does not apply to `health {kind}`"),
                     o.key.span,
                     "not for this check",
                 )

@@ -227,9 +227,11 @@ impl Printer<'_> {
         // Comments between the item's start and its `{` move before the item.
         self.top_level_comments(open);
         let blank = self.blank_before(span.start);
-        let comment_inside = self.comments[self.next..]
-            .iter()
-            .any(|c| c.start >= open && c.start < close);
+        // Every comment before `open` is printed: the next one is the first after.
+        let comment_inside = self
+            .comments
+            .get(self.next)
+            .is_some_and(|c| c.start < close);
         if let Some(line) = one_line.filter(|l| width(l) <= MAX_WIDTH && !comment_inside) {
             self.prev_end = self.prev_end.max(span.end);
             let trailing = self.trailing(span.end);

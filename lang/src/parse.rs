@@ -458,6 +458,11 @@ impl<'s> Driver<'s> {
             && expected.contains(&"a comparison")
         {
             d = d.help("to compare two values, write `==`");
+        } else if let Some(w) = self
+            .verdict_word_near(at)
+            .filter(|_| expected.contains(&"`=>`"))
+        {
+            d = d.help(format!("write `=> {w}`"));
         } else if expected == ["`\"`"] {
             d = d.help("a string ends with `\"` on the line where it starts");
         } else if let Some(h) = block_help(rule) {
@@ -465,6 +470,22 @@ impl<'s> Driver<'s> {
         }
         self.diags.push(d);
         at
+    }
+
+    /// An action or verdict word at `at`, or just before it on its line (`syn drop`
+    /// followed by the end of the line): the `=>` before it is what is missing.
+    fn verdict_word_near(&self, at: usize) -> Option<&'s str> {
+        let at = at.min(self.src.len());
+        let before = self.src[..at].trim_end_matches([' ', '\t']);
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |n| n + 1);
+        [self.word_at(at), &before[start..]].into_iter().find(|w| {
+            matches!(
+                *w,
+                "accept" | "drop" | "reset" | "local" | "forward" | "balance"
+            )
+        })
     }
 
     /// After a bad statement at or before `at`: the end of that line, but never past
@@ -1176,7 +1197,7 @@ fn split_keywords(d: String) -> Vec<String> {
         p.len() > 2
             && p.starts_with('`')
             && p.ends_with('`')
-            && !p[1..p.len() - 1].contains(|c: char| c == '`' || c == ' ')
+            && !p[1..p.len() - 1].contains(['`', ' '])
     };
     if parts.len() > 1 && parts.iter().all(keyword) {
         parts.into_iter().map(String::from).collect()
