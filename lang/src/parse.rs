@@ -203,8 +203,12 @@ impl<'s> Driver<'s> {
             "filter" => Body::Filter(Vec::new()),
             _ => Body::Test(Vec::new()),
         };
+        if let Some(end) = self.whole_body(&mut body, head_end) {
+            items.push(self.finish_block(body, head, start, end));
+            return Some(end);
+        }
         let mut pos = head_end;
-        // Start and (trimmed) end of the statement just read, if it was well formed.
+        // Start and end of the statement just read, if it was well formed.
         let mut prev: Option<(usize, usize)> = None;
         let end = loop {
             pos = self.skip_trivia(pos);
@@ -247,7 +251,7 @@ impl<'s> Driver<'s> {
                             pair = p;
                         }
                     }
-                    prev = Some((pos, self.trim_end(pos, stmt_end)));
+                    prev = Some((pos, stmt_end));
                     pos = stmt_end;
                     match &mut body {
                         Body::Iface(v) => v.extend(self.iface_stmt(pair, at)),
@@ -266,7 +270,9 @@ impl<'s> Driver<'s> {
                     // line's `tcp` as a third), what is missing is at the end of the
                     // packet's own line.
                     let continued = match prev.take() {
-                        Some((ps, pe)) if !self.src[pe..pos].contains('\n') => Some(ps),
+                        Some((ps, pe)) if !self.src[self.trim_end(ps, pe)..pos].contains('\n') => {
+                            Some(ps)
+                        }
                         _ if stmt_rule == Rule::packet
                             && self.ran_into_next_packet(pos, furthest(&e, pos)) =>
                         {
@@ -284,9 +290,15 @@ impl<'s> Driver<'s> {
                 }
             }
         };
+        items.push(self.finish_block(body, head, start, end));
+        Some(end)
+    }
+
+    /// The item of a block whose body has been read.
+    fn finish_block(&mut self, body: Body, head: P<'s>, start: usize, end: usize) -> Item {
         let span = Span::new(start, end);
         let base = start; // pairs of the head are relative to `start`
-        let item = match body {
+        match body {
             Body::Iface(stmts) => Item::Interface(Interface {
                 name: self.ident(head.into_inner().nth(1).expect("head has a name"), base),
                 stmts,
@@ -314,8 +326,40 @@ impl<'s> Driver<'s> {
                     span,
                 })
             }
+        }
+    }
+
+    /// The fast path of a block: read the whole body (from just after `{` to its
+    /// `}`) in one pest call. None when it does not parse, or when a statement
+    /// starts in column 0 with an item keyword (the statement-wise path then reports
+    /// an unclosed block there); test blocks always take the statement-wise path.
+    fn whole_body(&mut self, body: &mut Body, head_end: usize) -> Option<usize> {
+        let rule = match body {
+            Body::Iface(_) => Rule::iface_body,
+            Body::Pool(_) => Rule::pool_body,
+            Body::Service(_) => Rule::service_body,
+            Body::Filter(_) => return None,
+            Body::Test(_) => return None,
         };
-        items.push(item);
+        let at = self.skip_trivia(head_end);
+        let pair = Grammar::parse(rule, self.src.get(at..)?).ok()?.next()?;
+        let end = at + pair.as_span().end();
+        let stmts: Vec<P<'s>> = pair.into_inner().collect();
+        if stmts
+            .iter()
+            .any(|p| self.item_starts_at(at + p.as_span().start()))
+        {
+            return None;
+        }
+        for p in stmts {
+            match body {
+                Body::Iface(v) => v.extend(self.iface_stmt(p, at)),
+                Body::Pool(v) => v.extend(self.pool_stmt(p, at)),
+                Body::Service(v) => v.extend(self.service_stmt(p, at)),
+                Body::Filter(v) => v.extend(self.rule(p, at)),
+                Body::Test(_) => {}
+            }
+        }
         Some(end)
     }
 
@@ -614,6 +658,15 @@ impl<'s> Driver<'s> {
     /// whitespace after a statement's last token (before an optional part that is
     /// absent) belongs to the statement's pair but not to what the operator wrote.
     fn trim_end(&self, start: usize, end: usize) -> usize {
+        // Common case first: a span that ends in a token. (pest's implicit skip
+        // consumes whitespace and comments; a comment runs to a newline, which the
+        // skip takes too, or to the end of the source.)
+        if end < self.src.len()
+            && end > start
+            && !self.src.as_bytes()[end - 1].is_ascii_whitespace()
+        {
+            return end;
+        }
         let mut end = start + self.src[start..end].trim_end().len();
         loop {
             let line_start = self.src[start..end]
@@ -1230,7 +1283,8 @@ fn describe(r: Rule) -> Option<&'static str> {
         | Rule::float
         | Rule::duration
         | Rule::string
-        | Rule::boolean => "a value",
+        | Rule::boolean
+        | Rule::no_literal => "a value",
         Rule::expr | Rule::paren | Rule::set_lit => "an expression",
         Rule::or_op => "`||`",
         Rule::and_op => "`&&`",

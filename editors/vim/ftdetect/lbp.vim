@@ -1,0 +1,1 @@
+au BufRead,BufNewFile *.lbp setfiletype lbp
