@@ -30,6 +30,8 @@ pub fn check(policy: &Policy) -> Vec<Diagnostic> {
 pub enum Fam {
     V4,
     V6,
+    /// Either family: the type of `ip.src` and `ip.dst`.
+    Any,
 }
 
 impl Fam {
@@ -40,12 +42,13 @@ impl Fam {
         match self {
             Fam::V4 => "IPv4",
             Fam::V6 => "IPv6",
+            Fam::Any => "IP",
         }
     }
     fn max_len(self) -> u32 {
         match self {
             Fam::V4 => 32,
-            Fam::V6 => 128,
+            Fam::V6 | Fam::Any => 128,
         }
     }
 }
@@ -89,8 +92,10 @@ impl Ty {
             Ty::Num => "a number",
             Ty::Addr(Fam::V4) => "an IPv4 address",
             Ty::Addr(Fam::V6) => "an IPv6 address",
+            Ty::Addr(Fam::Any) => "an address",
             Ty::Prefix(Fam::V4) => "an IPv4 prefix",
             Ty::Prefix(Fam::V6) => "an IPv6 prefix",
+            Ty::Prefix(Fam::Any) => "a prefix",
             Ty::Mac => "a MAC address",
             Ty::Duration => "a duration",
             Ty::Str => "a string",
@@ -144,8 +149,8 @@ pub const FIELDS: &[FieldInfo] = &[
     f("eth.dst", Ty::Mac, 0, false),
     f("eth.type", Ty::Int, 65535, false),
     f("ip.version", Ty::Int, 15, false),
-    f("ip.src", Ty::Addr(Fam::V4), 0, false),
-    f("ip.dst", Ty::Addr(Fam::V4), 0, false),
+    f("ip.src", Ty::Addr(Fam::Any), 0, false),
+    f("ip.dst", Ty::Addr(Fam::Any), 0, false),
     f("ip.proto", Ty::Int, 255, false),
     f("ip.ttl", Ty::Int, 255, false),
     f("ip.len", Ty::Int, 65575, false),
@@ -327,15 +332,14 @@ impl<'a> Checker<'a> {
     }
 
     fn define_value(&mut self, name: &'a Ident, v: Value<'a>) {
-        if !matches!(v, Value::Iface(_))
-            && let Some((p, _)) = PROTOCOLS.iter().find(|(p, _)| *p == name.name).or(
-                if matches!(name.name.as_str(), "true" | "false") {
-                    Some(&("", 0))
-                } else {
-                    None
-                },
-            )
-        {
+        // Interfaces too: `in.iface == tcp` and `ip.proto == tcp` share the namespace.
+        if let Some((p, _)) = PROTOCOLS.iter().find(|(p, _)| *p == name.name).or(
+            if matches!(name.name.as_str(), "true" | "false") {
+                Some(&("", 0))
+            } else {
+                None
+            },
+        ) {
             let what = if p.is_empty() {
                 "a boolean literal"
             } else {
@@ -565,11 +569,11 @@ impl<'a> Checker<'a> {
             ));
             return Ty::Set(Elem::Unknown);
         }
-        Ty::Set(self.elements(&s.elems, declared, true))
+        Ty::Set(self.elements(&s.elems, declared))
     }
 
     /// Type the elements of a set; report mixed kinds. Returns the element kind.
-    fn elements(&mut self, elems: &'a [Expr], declared: Option<Elem>, named: bool) -> Elem {
+    fn elements(&mut self, elems: &'a [Expr], declared: Option<Elem>) -> Elem {
         let mut kind: Option<(Elem, Span)> = declared.map(|e| (e, Span::default()));
         let mut seen: HashMap<LitKey, Span> = HashMap::new();
         for e in elems {
@@ -588,11 +592,15 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            let t = if named {
-                self.ty(e, Ctx::Value)
-            } else {
-                self.ty(e, Ctx::Filter)
-            };
+            if let ExprKind::Name(n) = &e.kind
+                && let Some(Value::Set(_)) = self.values.get(n.as_str())
+            {
+                self.err("lbp::type::set_element", format!("a set cannot contain the set `{n}`"), e.span, "a set")
+                    .set_help("sets do not nest: list the elements here, or test both sets (`x in a || x in b`)");
+                continue;
+            }
+            // Elements are values: literals, consts, interfaces, protocol names.
+            let t = self.ty(e, Ctx::Filter);
             if matches!(e.kind, ExprKind::Lit(Lit::Prefix { .. })) {
                 self.host_bits(e);
             }
@@ -1068,51 +1076,42 @@ impl<'a> Checker<'a> {
             )
             .set_help("add `pool NAME` naming the back ends to balance to");
         }
-        // Back ends must be of the family of every virtual IP (no NAT46, and DSR keeps the IP header).
+        // A virtual IP is balanced to the pool's back ends of its own family (no
+        // NAT46, and DSR keeps the IP header), so every virtual IP's family needs
+        // at least one back end. A service with an IPv4 and an IPv6 virtual IP
+        // balances each to the back ends of its family.
         if let (Some(pool), Some(ps)) = (pool, pool_span) {
+            let mut backend_fams: Vec<(Fam, Span)> = Vec::new();
             for st in &pool.stmts {
                 if let PoolStmtKind::Backend(b) = &st.kind
                     && let Ty::Addr(bf) = self.value_quiet(&b.addr)
-                    && let Some(&(vf, vspan)) = vips.iter().find(|(vf, _)| *vf != bf)
                 {
-                    let mode = if mode_dsr {
-                        "direct server return"
-                    } else {
-                        "NAT"
-                    };
-                    self.err(
-                        "lbp::type::family_mismatch",
-                        format!(
-                            "an {} virtual IP cannot be balanced to an {} back end",
-                            vf.name(),
-                            bf.name()
-                        ),
-                        vspan,
-                        format!("{} virtual IP", vf.name()),
-                    )
-                    .labels
-                    .extend([
-                        crate::diag::Label {
-                            span: ps,
-                            message: format!(
-                                "pool `{}` has an {} back end",
-                                pool.name.name,
-                                bf.name()
-                            ),
-                        },
-                        crate::diag::Label {
-                            span: b.addr.span,
-                            message: "this back end".into(),
-                        },
-                    ]);
-                    if let Some(d) = self.diags.last_mut() {
-                        d.help = Some(format!(
-                            "{mode} keeps the address family; use a pool of {} back ends for this virtual IP",
-                            vf.name()
-                        ));
-                    }
-                    break;
+                    backend_fams.push((bf, b.addr.span));
                 }
+            }
+            if let Some(&(other, other_span)) = backend_fams.first()
+                && let Some(&(vf, vspan)) = vips
+                    .iter()
+                    .find(|(vf, _)| backend_fams.iter().all(|(bf, _)| bf != vf))
+            {
+                let mode = if mode_dsr {
+                    "direct server return"
+                } else {
+                    "NAT"
+                };
+                self.err(
+                    "lbp::type::family_mismatch",
+                    format!("the {} virtual IP has no {} back end to balance to", vf.name(), vf.name()),
+                    vspan,
+                    format!("{} virtual IP", vf.name()),
+                )
+                .also(ps, format!("pool `{}` has only {} back ends", pool.name.name, other.name()))
+                .also(other_span, format!("an {} back end", other.name()))
+                .set_help(format!(
+                    "{mode} keeps the address family: add {} back ends to the pool, or use a pool of {} back ends for this virtual IP",
+                    vf.name(),
+                    vf.name()
+                ));
             }
         }
     }
@@ -1977,7 +1976,7 @@ impl<'a> Checker<'a> {
                 if elems.is_empty() {
                     return Ty::Set(Elem::Unknown);
                 }
-                Ty::Set(self.elements(elems, None, false))
+                Ty::Set(self.elements(elems, None))
             }
             ExprKind::Paren(x) => self.ty(x, ctx),
             ExprKind::Not(x) => {

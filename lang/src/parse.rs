@@ -562,7 +562,8 @@ impl<'s> Driver<'s> {
     fn next_item_start(&self, pos: usize) -> usize {
         let mut i = pos.min(self.src.len());
         loop {
-            match self.src[i..].find('\n') {
+            // By bytes: `pos` may sit inside a multi-byte character.
+            match self.src.as_bytes()[i..].iter().position(|&b| b == b'\n') {
                 None => return self.src.len(),
                 Some(n) => {
                     i += n + 1;
@@ -978,6 +979,7 @@ impl<'s> Driver<'s> {
         };
         while let Some(op) = it.peek() {
             let (rule, text) = (op.as_rule(), op.as_str());
+            let op_span = (op.as_span().start(), op.as_span().end());
             let (l_bp, r_bp) = infix_bp(rule, text);
             if l_bp < min_bp {
                 break;
@@ -1029,8 +1031,23 @@ impl<'s> Driver<'s> {
                         ),
                     }
                 }
-                Rule::k_in => ExprKind::In(Box::new(lhs), Box::new(rhs)),
-                _ => ExprKind::Cmp(Box::new(lhs), cmp_op(text), Box::new(rhs)),
+                _ => {
+                    // `a == b == c` reads as a chain in mathematics but would mean
+                    // `(a == b) == c` here: refuse it rather than guess.
+                    if matches!(lhs.kind, ExprKind::Cmp(..) | ExprKind::In(..)) {
+                        self.diags.push(
+                            Diagnostic::error("lbp::parse::chained_comparison", "comparisons do not chain")
+                                .label(Span::new(base + op_span.0, base + op_span.1), "a second comparison")
+                                .label(lhs.span, "already a comparison")
+                                .help("join two comparisons with `&&`, or add parentheses to say which comes first"),
+                        );
+                    }
+                    if rule == Rule::k_in {
+                        ExprKind::In(Box::new(lhs), Box::new(rhs))
+                    } else {
+                        ExprKind::Cmp(Box::new(lhs), cmp_op(text), Box::new(rhs))
+                    }
+                }
             };
             lhs = Expr { kind, span };
         }
@@ -1039,66 +1056,118 @@ impl<'s> Driver<'s> {
 
     fn literal(&mut self, p: &P<'_>, span: Span) -> Option<Lit> {
         let s = p.as_str();
-        let lit = match p.as_rule() {
-            Rule::int => {
-                let (value, hex_digits) = self.int(s, span)?;
-                Lit::Int { value, hex_digits }
-            }
-            Rule::range => {
-                let (a, b) = s.split_once("..")?;
-                Lit::Range(self.int(a, span)?.0, self.int(b, span)?.0)
-            }
-            Rule::float => Lit::Float(s.parse().ok()?),
-            Rule::duration => {
-                let n = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-                let unit = match &s[n..] {
-                    "us" => TimeUnit::Us,
-                    "ms" => TimeUnit::Ms,
-                    "s" => TimeUnit::S,
-                    "m" => TimeUnit::M,
-                    _ => TimeUnit::H,
-                };
-                let amount = self.int(&s[..n], span)?.0;
-                if amount.checked_mul(unit.micros()).is_none() {
-                    self.bad_literal(
-                        "lbp::parse::bad_number",
-                        "duration too long",
-                        span,
-                        "durations are at most about 584 000 years",
-                    );
-                    return None;
-                }
-                Lit::Duration { amount, unit }
-            }
-            Rule::string => Lit::Str(unescape(
+        match p.as_rule() {
+            Rule::num_tok | Rule::hex_tok => self.classify(s, span),
+            Rule::string => Some(Lit::Str(unescape(
                 p.clone().into_inner().next().map_or("", |i| i.as_str()),
-            )),
-            Rule::boolean => Lit::Bool(s == "true"),
-            Rule::mac => {
+            ))),
+            Rule::boolean => Some(Lit::Bool(s == "true")),
+            Rule::ipv4 | Rule::ipv6 => Some(Lit::Addr(self.addr(s, span)?)),
+            r => unreachable!("not a literal rule: {r:?}"),
+        }
+    }
+
+    /// Decide what a number-like token is: an integer (`42`, `0x2a`), a range
+    /// (`1024..65535`), a duration (`300ms`), a float (`0.5`), an address or prefix
+    /// of either family, or a MAC address.
+    fn classify(&mut self, s: &str, span: Span) -> Option<Lit> {
+        if s.contains(':') {
+            if let Some((a, l)) = s.split_once('/') {
+                return Some(Lit::Prefix {
+                    addr: self.addr(a, span)?,
+                    len: self.prefix_len(l, span)?,
+                });
+            }
+            let parts: Vec<&str> = s.split(':').collect();
+            if parts.len() == 6
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
                 let mut m = [0u8; 6];
-                for (i, part) in s.split(':').enumerate() {
+                for (i, part) in parts.iter().enumerate() {
                     m[i] = u8::from_str_radix(part, 16).ok()?;
                 }
-                Lit::Mac(m)
+                return Some(Lit::Mac(m));
             }
-            Rule::ipv4 | Rule::ipv6 => Lit::Addr(self.addr(s, span)?),
-            Rule::prefix4 | Rule::prefix6 => {
-                let (a, l) = s.rsplit_once('/')?;
-                let addr = self.addr(a, span)?;
-                let Ok(len) = l.parse::<u32>() else {
+            return Some(Lit::Addr(self.addr(s, span)?));
+        }
+        if let Some((a, b)) = s.split_once("..") {
+            return Some(Lit::Range(self.int(a, span)?.0, self.int(b, span)?.0));
+        }
+        if let Some((a, l)) = s.split_once('/') {
+            return Some(Lit::Prefix {
+                addr: self.addr(a, span)?,
+                len: self.prefix_len(l, span)?,
+            });
+        }
+        match s.matches('.').count() {
+            0 => {}
+            1 => match s.parse::<f64>() {
+                Ok(f) if f.is_finite() => return Some(Lit::Float(f)),
+                _ => {
                     self.bad_literal(
                         "lbp::parse::bad_number",
-                        "prefix length too large",
+                        format!("`{s}` is not a number"),
                         span,
-                        "a prefix length is at most 32 (IPv4) or 128 (IPv6)",
+                        "a number is written like `42`, `0x2a` or `0.5`",
                     );
                     return None;
-                };
-                Lit::Prefix { addr, len }
+                }
+            },
+            _ => return Some(Lit::Addr(self.addr(s, span)?)),
+        }
+        if s.starts_with("0x") {
+            let (value, hex_digits) = self.int(s, span)?;
+            return Some(Lit::Int { value, hex_digits });
+        }
+        let n = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        if n == s.len() {
+            let (value, hex_digits) = self.int(s, span)?;
+            return Some(Lit::Int { value, hex_digits });
+        }
+        let unit = match &s[n..] {
+            "us" => TimeUnit::Us,
+            "ms" => TimeUnit::Ms,
+            "s" => TimeUnit::S,
+            "m" => TimeUnit::M,
+            "h" => TimeUnit::H,
+            other => {
+                self.bad_literal(
+                    "lbp::parse::bad_number",
+                    format!("`{s}` is not a number or a duration"),
+                    span,
+                    &format!("`{other}` is not a unit; durations are written like `300ms`, `1s`, `5m` (units us, ms, s, m, h)"),
+                );
+                return None;
             }
-            r => unreachable!("not a literal rule: {r:?}"),
         };
-        Some(lit)
+        let amount = self.int(&s[..n], span)?.0;
+        if amount.checked_mul(unit.micros()).is_none() {
+            self.bad_literal(
+                "lbp::parse::bad_number",
+                "duration too long",
+                span,
+                "durations are at most about 584 000 years",
+            );
+            return None;
+        }
+        Some(Lit::Duration { amount, unit })
+    }
+
+    fn prefix_len(&mut self, l: &str, span: Span) -> Option<u32> {
+        match l.parse::<u32>() {
+            Ok(len) => Some(len),
+            Err(_) => {
+                self.bad_literal(
+                    "lbp::parse::bad_number",
+                    "prefix length too large",
+                    span,
+                    "a prefix length is at most 32 (IPv4) or 128 (IPv6)",
+                );
+                None
+            }
+        }
     }
 
     fn int(&mut self, s: &str, span: Span) -> Option<(u64, u8)> {
@@ -1273,15 +1342,10 @@ fn describe(r: Rule) -> Option<&'static str> {
         Rule::ident => "a name",
         Rule::field => "a field such as `ip.src`",
         Rule::value
-        | Rule::mac
+        | Rule::num_tok
+        | Rule::hex_tok
         | Rule::ipv6
         | Rule::ipv4
-        | Rule::prefix6
-        | Rule::prefix4
-        | Rule::int
-        | Rule::range
-        | Rule::float
-        | Rule::duration
         | Rule::string
         | Rule::boolean
         | Rule::no_literal => "a value",
