@@ -1,5 +1,16 @@
-//! The lbp compiler: lowers a checked policy (from `lbp-lang`) to an IR and from
-//! there to native filter functions (Cranelift) or the reference interpreter.
+//! The lbp compiler: lowers a checked policy (from `lbp-lang`) to the IR and runs
+//! it, through the reference interpreter or (to come) Cranelift-compiled code.
 //!
-//! Not built yet: this crate holds its place in the workspace. It will never read
-//! files, the clock or the network; it turns an AST into code and tables.
+//! This crate does no I/O: it turns a tree into a program and tables, builds and
+//! parses packets in memory, and runs policy tests. It never reads the clock or the
+//! network; the runtime calls compiled policies through `lbp-abi` only.
+
+pub mod interp;
+pub mod ir;
+pub mod lower;
+pub mod packet;
+pub mod testing;
+pub mod wire;
+
+pub use interp::{Backend, Interpreter};
+pub use ir::Program;

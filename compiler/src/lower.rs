@@ -1,0 +1,585 @@
+//! Lowering: a policy that passed `lbp check` to the IR ([`Program`]).
+//!
+//! Names become indices, consts are folded, sets become sorted range tables, and
+//! each comparison becomes a leaf that names the packet field, the headers it
+//! needs, and a constant. Lowering assumes the checker found no error; on a tree it
+//! cannot lower (which a checked tree never is) it returns a message, not a panic.
+
+use crate::ir::*;
+use lbp_abi::present;
+use lbp_lang::ast::{self, ExprKind, Item, Lit};
+use std::collections::HashMap;
+
+/// Lower a checked policy.
+pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
+    let mut l = Lowerer::default();
+    for item in &policy.items {
+        match item {
+            Item::Interface(i) => {
+                l.ifaces
+                    .insert(&i.name.name, l.prog.interfaces.len() as u32);
+                let mut addrs = Vec::new();
+                let mut mac = None;
+                for s in &i.stmts {
+                    match &s.kind {
+                        ast::IfaceStmtKind::Address(a) => {
+                            for e in a {
+                                if let ExprKind::Lit(Lit::Prefix { addr, len }) = &e.kind {
+                                    addrs.push((Addr::from_ip(*addr), *len as u8));
+                                }
+                            }
+                        }
+                        ast::IfaceStmtKind::Mac(m) => {
+                            if let ExprKind::Lit(Lit::Mac(m)) = &m.kind {
+                                mac = Some(*m);
+                            }
+                        }
+                        ast::IfaceStmtKind::Mtu(_) => {}
+                    }
+                }
+                l.prog.interfaces.push(Interface {
+                    name: i.name.name.clone(),
+                    addrs,
+                    mac,
+                });
+            }
+            Item::Const(c) => {
+                l.consts.insert(&c.name.name, &c.value);
+            }
+            Item::Set(s) => {
+                l.set_defs.insert(&s.name.name, s);
+            }
+            Item::Service(s) => {
+                l.services.insert(&s.name.name, l.services.len() as u32);
+            }
+            _ => {}
+        }
+    }
+    // Connected networks come first among the routes.
+    for (dev, iface) in l.prog.interfaces.clone().iter().enumerate() {
+        for &(addr, len) in &iface.addrs {
+            let (net, _) = prefix_range(addr, len);
+            l.prog.routes.push(Route {
+                prefix: net,
+                len,
+                via: None,
+                dev: dev as u32,
+            });
+        }
+    }
+    for item in &policy.items {
+        match item {
+            Item::Service(s) => {
+                let svc = l.service(s)?;
+                l.prog.services.push(svc);
+            }
+            Item::Route(r) => {
+                let route = l.route(r)?;
+                l.prog.routes.push(route);
+            }
+            Item::Filter(f) => {
+                for r in &f.rules {
+                    let cond = l.cond(&r.cond)?;
+                    let action = match (r.action.kind.name.as_str(), &r.action.service) {
+                        ("accept", _) => Action::Accept,
+                        ("drop", _) => Action::Drop,
+                        ("reset", _) => Action::Reset,
+                        ("local", _) => Action::Local,
+                        ("forward", _) => Action::Forward,
+                        ("balance", Some(s)) => Action::Balance(l.service_index(&s.name)?),
+                        (other, _) => return Err(format!("unknown action `{other}`")),
+                    };
+                    l.prog.rules.push(Rule {
+                        cond,
+                        action,
+                        span: r.span,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(l.prog)
+}
+
+#[derive(Default)]
+struct Lowerer<'a> {
+    prog: Program,
+    ifaces: HashMap<&'a str, u32>,
+    consts: HashMap<&'a str, &'a ast::Expr>,
+    set_defs: HashMap<&'a str, &'a ast::SetDef>,
+    set_ids: HashMap<&'a str, SetId>,
+    services: HashMap<&'a str, u32>,
+}
+
+/// A constant value, after folding.
+#[derive(Clone, Debug)]
+enum Val {
+    Int(u64),
+    Bool(bool),
+    Addr(Addr),
+    Prefix(Addr, u8),
+    Range(u64, u64),
+    Mac([u8; 6]),
+    Iface(u32),
+    Str,
+    Float,
+    Duration,
+}
+
+const IP: u32 = present::IP4 | present::IP6;
+
+/// What a packet field is, for lowering.
+enum FieldKind {
+    Int(IntField, u32),
+    Flag(u8),
+    Frag,
+    Addr(AddrField),
+    Mac(MacField),
+}
+
+fn field_kind(name: &str) -> Option<FieldKind> {
+    use FieldKind as K;
+    use lbp_abi::tcp_flag as t;
+    Some(match name {
+        "in.iface" => K::Int(IntField::InIface, 0),
+        "pkt.len" => K::Int(IntField::PktLen, 0),
+        "eth.type" => K::Int(IntField::EthType, present::ETH),
+        "eth.src" => K::Mac(MacField::Src),
+        "eth.dst" => K::Mac(MacField::Dst),
+        "ip.version" => K::Int(IntField::IpVersion, IP),
+        "ip.proto" => K::Int(IntField::IpProto, IP),
+        "ip.ttl" => K::Int(IntField::IpTtl, IP),
+        "ip.len" => K::Int(IntField::IpLen, IP),
+        "ip.frag" => K::Frag,
+        "ip.src" => K::Addr(AddrField::Src),
+        "ip.dst" => K::Addr(AddrField::Dst),
+        "tcp.sport" => K::Int(IntField::Sport, present::TCP),
+        "tcp.dport" => K::Int(IntField::Dport, present::TCP),
+        "udp.sport" => K::Int(IntField::Sport, present::UDP),
+        "udp.dport" => K::Int(IntField::Dport, present::UDP),
+        "l4.sport" => K::Int(IntField::Sport, present::TCP | present::UDP),
+        "l4.dport" => K::Int(IntField::Dport, present::TCP | present::UDP),
+        "icmp.type" => K::Int(IntField::IcmpType, present::ICMP),
+        "icmp.code" => K::Int(IntField::IcmpCode, present::ICMP),
+        "tcp.syn" => K::Flag(t::SYN),
+        "tcp.ack" => K::Flag(t::ACK),
+        "tcp.fin" => K::Flag(t::FIN),
+        "tcp.rst" => K::Flag(t::RST),
+        "tcp.psh" => K::Flag(t::PSH),
+        "tcp.urg" => K::Flag(t::URG),
+        _ => return None,
+    })
+}
+
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        o => o,
+    }
+}
+
+fn cmp_op(op: ast::CmpOp) -> CmpOp {
+    match op {
+        ast::CmpOp::Eq => CmpOp::Eq,
+        ast::CmpOp::Ne => CmpOp::Ne,
+        ast::CmpOp::Lt => CmpOp::Lt,
+        ast::CmpOp::Le => CmpOp::Le,
+        ast::CmpOp::Gt => CmpOp::Gt,
+        ast::CmpOp::Ge => CmpOp::Ge,
+    }
+}
+
+fn fam_need(a: Addr) -> u32 {
+    match a {
+        Addr::V4(_) => present::IP4,
+        Addr::V6(_) => present::IP6,
+    }
+}
+
+impl<'a> Lowerer<'a> {
+    fn service_index(&self, name: &str) -> Result<u32, String> {
+        self.services
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no service `{name}`"))
+    }
+
+    fn iface_index(&self, name: &str) -> Result<u32, String> {
+        self.ifaces
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no interface `{name}`"))
+    }
+
+    /// The constant value of a value expression (a literal or a name).
+    fn val(&self, e: &ast::Expr, depth: u32) -> Result<Val, String> {
+        if depth > 64 {
+            return Err("const chain too long".into());
+        }
+        Ok(match &e.kind {
+            ExprKind::Lit(l) => match l {
+                Lit::Int { value, .. } => Val::Int(*value),
+                Lit::Bool(b) => Val::Bool(*b),
+                Lit::Addr(a) => Val::Addr(Addr::from_ip(*a)),
+                Lit::Prefix { addr, len } => {
+                    Val::Prefix(Addr::from_ip(*addr), (*len).min(128) as u8)
+                }
+                Lit::Range(a, b) => Val::Range(*a, *b),
+                Lit::Mac(m) => Val::Mac(*m),
+                Lit::Str(_) => Val::Str,
+                Lit::Float(_) => Val::Float,
+                Lit::Duration { .. } => Val::Duration,
+            },
+            ExprKind::Name(n) => {
+                if let Some(c) = self.consts.get(n.as_str()) {
+                    return self.val(c, depth + 1);
+                }
+                if let Some(&i) = self.ifaces.get(n.as_str()) {
+                    return Ok(Val::Iface(i));
+                }
+                match n.as_str() {
+                    "tcp" => Val::Int(6),
+                    "udp" => Val::Int(17),
+                    "icmp" => Val::Int(1),
+                    "icmpv6" => Val::Int(58),
+                    _ => return Err(format!("`{n}` has no constant value")),
+                }
+            }
+            ExprKind::Paren(x) => return self.val(x, depth + 1),
+            _ => return Err("not a constant".into()),
+        })
+    }
+
+    fn addr(&self, e: &ast::Expr) -> Result<Addr, String> {
+        match self.val(e, 0)? {
+            Val::Addr(a) => Ok(a),
+            v => Err(format!("expected an address, found {v:?}")),
+        }
+    }
+
+    fn service(&mut self, s: &ast::Service) -> Result<Service, String> {
+        let mut entries = Vec::new();
+        let mut unknown_balance = false;
+        for st in &s.stmts {
+            match &st.kind {
+                ast::ServiceStmtKind::Vip { addr, proto, ports } => {
+                    let a = self.addr(addr)?;
+                    let p = if proto.name == "udp" { 17 } else { 6 };
+                    let mut ranges = Vec::new();
+                    for port in ports {
+                        match self.val(port, 0)? {
+                            Val::Int(v) => ranges.push((v as u16, v as u16)),
+                            Val::Range(lo, hi) => ranges.push((lo as u16, hi as u16)),
+                            v => return Err(format!("not a port: {v:?}")),
+                        }
+                    }
+                    if ports.is_empty() {
+                        ranges.push((0, u16::MAX));
+                    }
+                    entries.push((a, p, ranges));
+                }
+                ast::ServiceStmtKind::Unknown(u) => unknown_balance = u.name == "balance",
+                _ => {}
+            }
+        }
+        Ok(Service {
+            name: s.name.name.clone(),
+            entries,
+            unknown_balance,
+        })
+    }
+
+    fn route(&mut self, r: &ast::Route) -> Result<Route, String> {
+        let (prefix, len) = match self.val(&r.prefix, 0)? {
+            Val::Prefix(a, l) => (a, l),
+            v => return Err(format!("not a prefix: {v:?}")),
+        };
+        let via = r.via.as_ref().map(|v| self.addr(v)).transpose()?;
+        let dev = match (&r.dev, via) {
+            (Some(d), _) => self.iface_index(&d.name)?,
+            (None, Some(gw)) => self
+                .prog
+                .interfaces
+                .iter()
+                .position(|i| i.addrs.iter().any(|&(a, l)| a.contains(l, gw)))
+                .ok_or_else(|| format!("no interface reaches {}", gw.to_ip()))?
+                as u32,
+            (None, None) => return Err("a route without via or dev".into()),
+        };
+        Ok(Route {
+            prefix: prefix_range(prefix, len).0,
+            len,
+            via,
+            dev,
+        })
+    }
+
+    fn new_set(&mut self, set: Set) -> SetId {
+        self.prog.sets.push(set);
+        (self.prog.sets.len() - 1) as SetId
+    }
+
+    /// The table of a set (named or inline) of the given elements.
+    fn set_table(&mut self, elems: &[ast::Expr]) -> Result<Set, String> {
+        let (mut ints, mut v4, mut v6, mut macs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in elems {
+            match self.val(e, 0)? {
+                Val::Int(v) => ints.push((v, v)),
+                Val::Range(a, b) => ints.push((a, b)),
+                Val::Iface(i) => ints.push((u64::from(i), u64::from(i))),
+                Val::Addr(a) => match a {
+                    Addr::V4(x) => v4.push((x, x)),
+                    Addr::V6(x) => v6.push((x, x)),
+                },
+                Val::Prefix(a, l) => match prefix_range(a, l) {
+                    (Addr::V4(lo), Addr::V4(hi)) => v4.push((lo, hi)),
+                    (Addr::V6(lo), Addr::V6(hi)) => v6.push((lo, hi)),
+                    _ => {}
+                },
+                Val::Mac(m) => macs.push(m),
+                v => return Err(format!("not a set element: {v:?}")),
+            }
+        }
+        Ok(if !macs.is_empty() {
+            macs.sort_unstable();
+            macs.dedup();
+            Set::Mac(macs)
+        } else if !v4.is_empty() || !v6.is_empty() {
+            Set::Prefix {
+                v4: merge(v4),
+                v6: merge(v6),
+            }
+        } else {
+            Set::Int(merge(ints))
+        })
+    }
+
+    /// The set an `in` refers to: a named set, an inline set, a prefix or a range.
+    fn set_of(&mut self, e: &'a ast::Expr) -> Result<SetId, String> {
+        match &e.kind {
+            ExprKind::Name(n) if self.set_defs.contains_key(n.as_str()) => {
+                if let Some(&id) = self.set_ids.get(n.as_str()) {
+                    return Ok(id);
+                }
+                let def = self.set_defs[n.as_str()];
+                let table = self.set_table(&def.elems)?;
+                let id = self.new_set(table);
+                self.set_ids.insert(&def.name.name, id);
+                Ok(id)
+            }
+            ExprKind::Set(elems) => {
+                let table = self.set_table(elems)?;
+                Ok(self.new_set(table))
+            }
+            ExprKind::Paren(x) => self.set_of(x),
+            _ => {
+                let table = self.set_table(std::slice::from_ref(e))?;
+                Ok(self.new_set(table))
+            }
+        }
+    }
+
+    fn cond(&mut self, e: &'a ast::Expr) -> Result<Cond, String> {
+        let span = e.span;
+        let kind = match &e.kind {
+            ExprKind::Paren(x) => return self.cond(x),
+            ExprKind::Lit(Lit::Bool(b)) => CondKind::Const(*b),
+            ExprKind::Name(_) => match self.val(e, 0)? {
+                Val::Bool(b) => CondKind::Const(b),
+                v => return Err(format!("not a condition: {v:?}")),
+            },
+            ExprKind::Not(x) => CondKind::Not(Box::new(self.cond(x)?)),
+            ExprKind::And(xs) => {
+                CondKind::And(xs.iter().map(|x| self.cond(x)).collect::<Result<_, _>>()?)
+            }
+            ExprKind::Or(xs) => {
+                CondKind::Or(xs.iter().map(|x| self.cond(x)).collect::<Result<_, _>>()?)
+            }
+            ExprKind::Field(f) => match field_kind(f) {
+                Some(FieldKind::Flag(mask)) => CondKind::Flag {
+                    need: present::TCP,
+                    mask,
+                    expect: true,
+                },
+                Some(FieldKind::Frag) => CondKind::Bit {
+                    need: IP,
+                    bit: present::FRAG,
+                    expect: true,
+                },
+                _ => return Err(format!("`{f}` is not a condition")),
+            },
+            ExprKind::Cmp(a, op, b) => self.compare(a, cmp_op(*op), b)?,
+            ExprKind::In(a, b) => self.member(a, b)?,
+            _ => return Err("not a condition".into()),
+        };
+        Ok(Cond { kind, span })
+    }
+
+    fn compare(
+        &mut self,
+        a: &'a ast::Expr,
+        op: CmpOp,
+        b: &'a ast::Expr,
+    ) -> Result<CondKind, String> {
+        let unparen = |e: &'a ast::Expr| -> &'a ast::Expr {
+            let mut e = e;
+            while let ExprKind::Paren(x) = &e.kind {
+                e = x;
+            }
+            e
+        };
+        let (a, b) = (unparen(a), unparen(b));
+        let (field, op, other) = match (&a.kind, &b.kind) {
+            (ExprKind::Field(f), _) => (f, op, b),
+            (_, ExprKind::Field(f)) => (f, flip(op), a),
+            _ => {
+                // Both sides constant: fold.
+                let (x, y) = (self.val(a, 0)?, self.val(b, 0)?);
+                let r = match (x, y) {
+                    (Val::Int(x), Val::Int(y)) => op.eval(x, y),
+                    (Val::Bool(x), Val::Bool(y)) => op.eval(u64::from(x), u64::from(y)),
+                    (Val::Addr(x), Val::Addr(y)) => (x == y) == (op == CmpOp::Eq),
+                    (Val::Mac(x), Val::Mac(y)) => (x == y) == (op == CmpOp::Eq),
+                    (Val::Iface(x), Val::Iface(y)) => op.eval(u64::from(x), u64::from(y)),
+                    (x, y) => return Err(format!("cannot fold {x:?} and {y:?}")),
+                };
+                return Ok(CondKind::Const(r));
+            }
+        };
+        let kind = field_kind(field).ok_or_else(|| format!("unknown field `{field}`"))?;
+        if let ExprKind::Field(g) = &other.kind {
+            return self.field_pair(field, op, g);
+        }
+        let v = self.val(other, 0)?;
+        Ok(match (kind, v) {
+            (FieldKind::Int(f, need), Val::Int(x)) => CondKind::Int {
+                need,
+                field: f,
+                op,
+                value: x,
+            },
+            (FieldKind::Int(f, need), Val::Iface(x)) => CondKind::Int {
+                need,
+                field: f,
+                op,
+                value: u64::from(x),
+            },
+            (FieldKind::Flag(mask), Val::Bool(x)) => match op {
+                CmpOp::Eq => CondKind::Flag {
+                    need: present::TCP,
+                    mask,
+                    expect: x,
+                },
+                CmpOp::Ne => CondKind::Flag {
+                    need: present::TCP,
+                    mask,
+                    expect: !x,
+                },
+                _ => return Err("booleans have no order".into()),
+            },
+            (FieldKind::Frag, Val::Bool(x)) => match op {
+                CmpOp::Eq => CondKind::Bit {
+                    need: IP,
+                    bit: present::FRAG,
+                    expect: x,
+                },
+                CmpOp::Ne => CondKind::Bit {
+                    need: IP,
+                    bit: present::FRAG,
+                    expect: !x,
+                },
+                _ => return Err("booleans have no order".into()),
+            },
+            (FieldKind::Addr(f), Val::Addr(x)) => CondKind::AddrEq {
+                need: fam_need(x),
+                field: f,
+                addr: x,
+                eq: op == CmpOp::Eq,
+            },
+            (FieldKind::Mac(f), Val::Mac(m)) => CondKind::MacEq {
+                field: f,
+                mac: m,
+                eq: op == CmpOp::Eq,
+            },
+            (_, v) => return Err(format!("cannot compare `{field}` with {v:?}")),
+        })
+    }
+
+    /// A comparison of two fields (`ip.src == ip.dst`, `tcp.sport < tcp.dport`).
+    fn field_pair(&mut self, a: &str, op: CmpOp, b: &str) -> Result<CondKind, String> {
+        let (Some(x), Some(y)) = (field_kind(a), field_kind(b)) else {
+            return Err(format!("unknown field `{a}` or `{b}`"));
+        };
+        Ok(match (x, y) {
+            // Both fields must be present: the needs of both sides, intersected
+            // where they share a header, or both required.
+            (FieldKind::Int(fa, na), FieldKind::Int(fb, nb)) => {
+                let need = if na == 0 {
+                    nb
+                } else if nb == 0 {
+                    na
+                } else {
+                    na & nb
+                };
+                if na != 0 && nb != 0 && need == 0 {
+                    // No packet has both headers (say `tcp.dport == udp.dport`).
+                    return Ok(CondKind::Const(false));
+                }
+                CondKind::IntFields {
+                    need,
+                    a: fa,
+                    op,
+                    b: fb,
+                }
+            }
+            (FieldKind::Addr(_), FieldKind::Addr(_)) => CondKind::AddrFields {
+                eq: op == CmpOp::Eq,
+            },
+            (FieldKind::Mac(_), FieldKind::Mac(_)) => CondKind::MacFields {
+                eq: op == CmpOp::Eq,
+            },
+            _ => return Err(format!("cannot compare `{a}` with `{b}`")),
+        })
+    }
+
+    fn member(&mut self, a: &'a ast::Expr, b: &'a ast::Expr) -> Result<CondKind, String> {
+        let mut a = a;
+        while let ExprKind::Paren(x) = &a.kind {
+            a = x;
+        }
+        let ExprKind::Field(field) = &a.kind else {
+            // A constant in a set: fold.
+            let v = self.val(a, 0)?;
+            let set = self.set_of(b)?;
+            let s = &self.prog.sets[set as usize];
+            let r = match v {
+                Val::Int(x) => s.contains_int(x),
+                Val::Iface(x) => s.contains_int(u64::from(x)),
+                Val::Addr(x) => s.contains_addr(x),
+                Val::Mac(m) => matches!(s, Set::Mac(ms) if ms.contains(&m)),
+                v => return Err(format!("cannot test {v:?} for membership")),
+            };
+            return Ok(CondKind::Const(r));
+        };
+        let kind = field_kind(field).ok_or_else(|| format!("unknown field `{field}`"))?;
+        let set = self.set_of(b)?;
+        Ok(match kind {
+            FieldKind::Int(f, need) => CondKind::IntIn {
+                need,
+                field: f,
+                set,
+            },
+            FieldKind::Addr(f) => CondKind::AddrIn {
+                need: IP,
+                field: f,
+                set,
+            },
+            FieldKind::Mac(f) => CondKind::MacIn { field: f, set },
+            _ => return Err(format!("`{field}` cannot be tested with `in`")),
+        })
+    }
+}
