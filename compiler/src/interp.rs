@@ -106,7 +106,7 @@ pub fn eval(prog: &Program, c: &Cond, f: &Fields) -> bool {
             field,
             op,
             value,
-        } => has(f, *need) && op.eval(int_field(f, *field), *value),
+        } => has(f, *need) && compare(*op, int_field(f, *field), *value),
         CondKind::IntIn { need, field, set } => {
             has(f, *need) && prog.sets[*set as usize].contains_int(int_field(f, *field))
         }
@@ -132,7 +132,7 @@ pub fn eval(prog: &Program, c: &Cond, f: &Fields) -> bool {
                 && matches!(&prog.sets[*set as usize], Set::Mac(ms) if ms.contains(&mac(f, *field)))
         }
         CondKind::IntFields { need, a, op, b } => {
-            has(f, *need) && op.eval(int_field(f, *a), int_field(f, *b))
+            has(f, *need) && compare(*op, int_field(f, *a), int_field(f, *b))
         }
         CondKind::AddrFields { eq } => match (addr(f, AddrField::Src), addr(f, AddrField::Dst)) {
             (Some(s), Some(d)) => (s == d) == *eq,

@@ -182,17 +182,6 @@ fn flip(op: CmpOp) -> CmpOp {
     }
 }
 
-fn cmp_op(op: ast::CmpOp) -> CmpOp {
-    match op {
-        ast::CmpOp::Eq => CmpOp::Eq,
-        ast::CmpOp::Ne => CmpOp::Ne,
-        ast::CmpOp::Lt => CmpOp::Lt,
-        ast::CmpOp::Le => CmpOp::Le,
-        ast::CmpOp::Gt => CmpOp::Gt,
-        ast::CmpOp::Ge => CmpOp::Ge,
-    }
-}
-
 fn fam_need(a: Addr) -> u32 {
     match a {
         Addr::V4(_) => present::IP4,
@@ -412,7 +401,7 @@ impl<'a> Lowerer<'a> {
                 },
                 _ => return Err(format!("`{f}` is not a condition")),
             },
-            ExprKind::Cmp(a, op, b) => self.compare(a, cmp_op(*op), b)?,
+            ExprKind::Cmp(a, op, b) => self.compare(a, *op, b)?,
             ExprKind::In(a, b) => self.member(a, b)?,
             _ => return Err("not a condition".into()),
         };
@@ -440,11 +429,11 @@ impl<'a> Lowerer<'a> {
                 // Both sides constant: fold.
                 let (x, y) = (self.val(a, 0)?, self.val(b, 0)?);
                 let r = match (x, y) {
-                    (Val::Int(x), Val::Int(y)) => op.eval(x, y),
-                    (Val::Bool(x), Val::Bool(y)) => op.eval(u64::from(x), u64::from(y)),
+                    (Val::Int(x), Val::Int(y)) => compare(op, x, y),
+                    (Val::Bool(x), Val::Bool(y)) => compare(op, u64::from(x), u64::from(y)),
                     (Val::Addr(x), Val::Addr(y)) => (x == y) == (op == CmpOp::Eq),
                     (Val::Mac(x), Val::Mac(y)) => (x == y) == (op == CmpOp::Eq),
-                    (Val::Iface(x), Val::Iface(y)) => op.eval(u64::from(x), u64::from(y)),
+                    (Val::Iface(x), Val::Iface(y)) => compare(op, u64::from(x), u64::from(y)),
                     (x, y) => return Err(format!("cannot fold {x:?} and {y:?}")),
                 };
                 return Ok(CondKind::Const(r));
