@@ -203,10 +203,6 @@ impl<'s> Driver<'s> {
             "filter" => Body::Filter(Vec::new()),
             _ => Body::Test(Vec::new()),
         };
-        if let Some(end) = self.whole_body(&mut body, head_end) {
-            items.push(self.finish_block(body, head, start, end));
-            return Some(end);
-        }
         let mut pos = head_end;
         // Start and end of the statement just read, if it was well formed.
         let mut prev: Option<(usize, usize)> = None;
@@ -327,40 +323,6 @@ impl<'s> Driver<'s> {
                 })
             }
         }
-    }
-
-    /// The fast path of a block: read the whole body (from just after `{` to its
-    /// `}`) in one pest call. None when it does not parse, or when a statement
-    /// starts in column 0 with an item keyword (the statement-wise path then reports
-    /// an unclosed block there); test blocks always take the statement-wise path.
-    fn whole_body(&mut self, body: &mut Body, head_end: usize) -> Option<usize> {
-        let rule = match body {
-            Body::Iface(_) => Rule::iface_body,
-            Body::Pool(_) => Rule::pool_body,
-            Body::Service(_) => Rule::service_body,
-            Body::Filter(_) => return None,
-            Body::Test(_) => return None,
-        };
-        let at = self.skip_trivia(head_end);
-        let pair = Grammar::parse(rule, self.src.get(at..)?).ok()?.next()?;
-        let end = at + pair.as_span().end();
-        let stmts: Vec<P<'s>> = pair.into_inner().collect();
-        if stmts
-            .iter()
-            .any(|p| self.item_starts_at(at + p.as_span().start()))
-        {
-            return None;
-        }
-        for p in stmts {
-            match body {
-                Body::Iface(v) => v.extend(self.iface_stmt(p, at)),
-                Body::Pool(v) => v.extend(self.pool_stmt(p, at)),
-                Body::Service(v) => v.extend(self.service_stmt(p, at)),
-                Body::Filter(v) => v.extend(self.rule(p, at)),
-                Body::Test(_) => {}
-            }
-        }
-        Some(end)
     }
 
     /// Run a rule at `pos`; on failure record the error and return None.
