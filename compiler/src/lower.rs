@@ -7,7 +7,7 @@
 
 use crate::ir::*;
 use lbp_abi::present;
-use lbp_lang::ast::{self, ExprKind, Item, Lit};
+use lbp_lang::ast::{self, ExprKind, Item, Lit, Span};
 use std::collections::HashMap;
 
 /// Lower a checked policy.
@@ -179,13 +179,6 @@ fn flip(op: CmpOp) -> CmpOp {
         CmpOp::Gt => CmpOp::Lt,
         CmpOp::Ge => CmpOp::Le,
         o => o,
-    }
-}
-
-fn fam_need(a: Addr) -> u32 {
-    match a {
-        Addr::V4(_) => present::IP4,
-        Addr::V6(_) => present::IP6,
     }
 }
 
@@ -422,6 +415,10 @@ impl<'a> Lowerer<'a> {
             e
         };
         let (a, b) = (unparen(a), unparen(b));
+        let span = a.span.to(b.span);
+        if let Some(kind) = self.bool_compare(a, op, b, span)? {
+            return Ok(kind);
+        }
         let (field, op, other) = match (&a.kind, &b.kind) {
             (ExprKind::Field(f), _) => (f, op, b),
             (_, ExprKind::Field(f)) => (f, flip(op), a),
@@ -441,7 +438,7 @@ impl<'a> Lowerer<'a> {
         };
         let kind = field_kind(field).ok_or_else(|| format!("unknown field `{field}`"))?;
         if let ExprKind::Field(g) = &other.kind {
-            return self.field_pair(field, op, g);
+            return self.field_pair(field, op, g, span);
         }
         let v = self.val(other, 0)?;
         Ok(match (kind, v) {
@@ -483,8 +480,10 @@ impl<'a> Lowerer<'a> {
                 },
                 _ => return Err("booleans have no order".into()),
             },
+            // Any IP packet has the field; an address of the other family is not
+            // equal (so `!=` holds for it).
             (FieldKind::Addr(f), Val::Addr(x)) => CondKind::AddrEq {
-                need: fam_need(x),
+                need: IP,
                 field: f,
                 addr: x,
                 eq: op == CmpOp::Eq,
@@ -499,7 +498,7 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A comparison of two fields (`ip.src == ip.dst`, `tcp.sport < tcp.dport`).
-    fn field_pair(&mut self, a: &str, op: CmpOp, b: &str) -> Result<CondKind, String> {
+    fn field_pair(&mut self, a: &str, op: CmpOp, b: &str, span: Span) -> Result<CondKind, String> {
         let (Some(x), Some(y)) = (field_kind(a), field_kind(b)) else {
             return Err(format!("unknown field `{a}` or `{b}`"));
         };
@@ -507,22 +506,28 @@ impl<'a> Lowerer<'a> {
             // Both fields must be present: the needs of both sides, intersected
             // where they share a header, or both required.
             (FieldKind::Int(fa, na), FieldKind::Int(fb, nb)) => {
-                let need = if na == 0 {
-                    nb
-                } else if nb == 0 {
-                    na
-                } else {
-                    na & nb
-                };
-                if na != 0 && nb != 0 && need == 0 {
-                    // No packet has both headers (say `tcp.dport == udp.dport`).
-                    return Ok(CondKind::Const(false));
-                }
-                CondKind::IntFields {
-                    need,
+                // Both headers must be there: the leaf needs `na`, and a presence
+                // test beside it needs `nb`.
+                let leaf = CondKind::IntFields {
+                    need: na,
                     a: fa,
                     op,
                     b: fb,
+                };
+                if nb == 0 || nb == na {
+                    leaf
+                } else {
+                    CondKind::And(vec![
+                        Cond {
+                            kind: CondKind::Bit {
+                                need: 0,
+                                bit: nb,
+                                expect: true,
+                            },
+                            span,
+                        },
+                        Cond { kind: leaf, span },
+                    ])
                 }
             }
             (FieldKind::Addr(_), FieldKind::Addr(_)) => CondKind::AddrFields {
@@ -533,6 +538,104 @@ impl<'a> Lowerer<'a> {
             },
             _ => return Err(format!("cannot compare `{a}` with `{b}`")),
         })
+    }
+
+    /// A boolean operand: the condition saying its header is present (for a flag
+    /// field), and its value. None: not a boolean.
+    fn bool_operand(
+        &mut self,
+        e: &'a ast::Expr,
+    ) -> Result<Option<(Option<Cond>, Cond, bool)>, String> {
+        let span = e.span;
+        let c = |kind| Cond { kind, span };
+        Ok(Some(match &e.kind {
+            ExprKind::Field(f) => match field_kind(f) {
+                Some(FieldKind::Flag(mask)) => (
+                    Some(c(CondKind::Bit {
+                        need: 0,
+                        bit: present::TCP,
+                        expect: true,
+                    })),
+                    c(CondKind::Flag {
+                        need: present::TCP,
+                        mask,
+                        expect: true,
+                    }),
+                    true,
+                ),
+                Some(FieldKind::Frag) => (
+                    Some(c(CondKind::Bit {
+                        need: 0,
+                        bit: IP,
+                        expect: true,
+                    })),
+                    c(CondKind::Bit {
+                        need: IP,
+                        bit: present::FRAG,
+                        expect: true,
+                    }),
+                    true,
+                ),
+                _ => return Ok(None),
+            },
+            ExprKind::Lit(Lit::Bool(b)) => (None, c(CondKind::Const(*b)), false),
+            ExprKind::Name(_) => match self.val(e, 0) {
+                Ok(Val::Bool(b)) => (None, c(CondKind::Const(b)), false),
+                _ => return Ok(None),
+            },
+            ExprKind::Cmp(..)
+            | ExprKind::In(..)
+            | ExprKind::And(_)
+            | ExprKind::Or(_)
+            | ExprKind::Not(_) => (None, self.cond(e)?, false),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// `a == b` or `a != b` of two booleans, unless it is a flag field against a
+    /// constant (which the field path handles with one leaf). Both headers must be
+    /// present for a flag's value to be compared at all.
+    fn bool_compare(
+        &mut self,
+        a: &'a ast::Expr,
+        op: CmpOp,
+        b: &'a ast::Expr,
+        span: Span,
+    ) -> Result<Option<CondKind>, String> {
+        let (Some((pa, va, fa)), Some((pb, vb, fb))) =
+            (self.bool_operand(a)?, self.bool_operand(b)?)
+        else {
+            return Ok(None);
+        };
+        let constant = |v: &Cond| matches!(v.kind, CondKind::Const(_));
+        if (fa && constant(&vb)) || (fb && constant(&va)) {
+            return Ok(None);
+        }
+        let c = |kind| Cond { kind, span };
+        let not = |x: &Cond| c(CondKind::Not(Box::new(x.clone())));
+        let same = match op {
+            CmpOp::Eq => true,
+            CmpOp::Ne => false,
+            _ => return Err("booleans have no order".into()),
+        };
+        let value = if same {
+            c(CondKind::Or(vec![
+                c(CondKind::And(vec![va.clone(), vb.clone()])),
+                c(CondKind::And(vec![not(&va), not(&vb)])),
+            ]))
+        } else {
+            c(CondKind::Or(vec![
+                c(CondKind::And(vec![va.clone(), not(&vb)])),
+                c(CondKind::And(vec![not(&va), vb.clone()])),
+            ]))
+        };
+        let mut all: Vec<Cond> = pa.into_iter().chain(pb).collect();
+        all.push(value);
+        Ok(Some(if all.len() == 1 {
+            all.pop().map(|x| x.kind).unwrap_or(CondKind::Const(false))
+        } else {
+            CondKind::And(all)
+        }))
     }
 
     fn member(&mut self, a: &'a ast::Expr, b: &'a ast::Expr) -> Result<CondKind, String> {

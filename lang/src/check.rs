@@ -2109,9 +2109,22 @@ impl<'a> Checker<'a> {
         if ta == Ty::Unknown || tb == Ty::Unknown {
             return;
         }
+        // Comparisons live in filter rules, where every number is an integer: a
+        // fractional constant against a field would only hide an off-by-one.
+        if matches!((ta, tb), (Ty::Int, Ty::Num) | (Ty::Num, Ty::Int)) {
+            let (num, int) = if ta == Ty::Num { (a, b) } else { (b, a) };
+            self.err(
+                "lbp::type::mismatch",
+                "packet fields hold integers; this is a fractional number",
+                num.span,
+                "a number with a fraction",
+            )
+            .also(int.span, "an integer")
+            .set_help("compare with an integer: `ip.ttl > 63.5` is `ip.ttl >= 64`");
+            return;
+        }
         let same = match (ta, tb) {
             (Ty::Addr(_), Ty::Addr(_)) => true,
-            (Ty::Int | Ty::Num, Ty::Int | Ty::Num) => true,
             (x, y) => x == y,
         };
         if !same {
