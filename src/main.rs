@@ -53,6 +53,29 @@ enum Command {
         #[command(flatten)]
         out: Output,
     },
+    /// Decide every packet of a pcap capture with a policy, one line per packet.
+    Eval {
+        policy: PathBuf,
+        /// A pcap capture (Ethernet).
+        #[arg(long)]
+        pcap: PathBuf,
+        /// The interface the packets arrive on (default: where a reply to the
+        /// source would leave, as in tests).
+        #[arg(long)]
+        on: Option<String>,
+        /// Output: text, or one JSON object per line.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Explain the decision for one packet, written as a test line
+    /// (`"tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn"`).
+    Explain { policy: PathBuf, packet: String },
+    /// Print a compiler stage of a policy, for debugging.
+    Compile {
+        policy: PathBuf,
+        #[arg(long, value_enum, default_value = "ir")]
+        emit: Stage,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -78,6 +101,12 @@ enum Color {
     Auto,
     Always,
     Never,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Stage {
+    /// The lowered IR.
+    Ir,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -234,10 +263,189 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Eval {
+            policy,
+            pcap,
+            on,
+            format,
+        } => {
+            let (src, analysis, prog) = load(&policy)?;
+            let _ = src;
+            let bytes = std::fs::read(&pcap).map_err(|e| format!("{}: {e}", pcap.display()))?;
+            let frames = lbp_compiler::pcap::frames(&bytes)
+                .map_err(|e| format!("{}: {e}", pcap.display()))?;
+            let on = match on {
+                Some(name) => Some(
+                    prog.interfaces
+                        .iter()
+                        .position(|i| i.name == name)
+                        .ok_or_else(|| format!("no interface `{name}` in the policy"))?
+                        as u32,
+                ),
+                None => None,
+            };
+            let mut conns = std::collections::HashSet::new();
+            let mut stdout = std::io::stdout().lock();
+            for (i, frame) in frames.iter().enumerate() {
+                let mut fields = lbp_compiler::wire::extract(frame.data, u32::MAX);
+                fields.in_iface = on
+                    .or_else(|| {
+                        let src =
+                            lbp_compiler::interp::addr(&fields, lbp_compiler::ir::AddrField::Src)?;
+                        lbp_compiler::interp::route(&prog, src).map(|r| prog.routes[r as usize].dev)
+                    })
+                    .unwrap_or(u32::MAX);
+                let d = lbp_compiler::interp::decide(&prog, &fields);
+                let verdict = lbp_compiler::testing::verdict(&prog, &fields, d, &mut conns);
+                let mut words = verdict.split(' ');
+                let action = words.next().unwrap_or("drop");
+                let rule = (d.rule != lbp_abi::NO_RULE)
+                    .then(|| prog.rules.get(d.rule as usize))
+                    .flatten();
+                let rule_text = rule.map(|r| {
+                    let (line, _) = lbp_lang::diag::line_col(&src, r.span.start);
+                    (
+                        d.rule,
+                        line,
+                        src.get(r.span.start..r.span.end)
+                            .unwrap_or("")
+                            .trim()
+                            .to_string(),
+                    )
+                });
+                let _ = &analysis;
+                let line = match format {
+                    Format::Json => {
+                        let mut o = serde_json::json!({ "packet": i + 1, "action": action, "stage": stage_name(d.stage) });
+                        match action {
+                            "balance" => o["service"] = serde_json::json!(words.next()),
+                            "forward" => o["interface"] = serde_json::json!(words.nth(1)),
+                            _ => {}
+                        }
+                        o["rule"] = match &rule_text {
+                            Some((n, line, text)) => {
+                                serde_json::json!({ "index": n, "line": line, "text": text })
+                            }
+                            None => serde_json::Value::Null,
+                        };
+                        o.to_string()
+                    }
+                    Format::Human => {
+                        let by = match &rule_text {
+                            Some((_, line, text)) => format!("  (rule at line {line}: {text})"),
+                            None => format!("  ({})", stage_name(d.stage)),
+                        };
+                        format!("{:>6}  {verdict}{by}", i + 1)
+                    }
+                };
+                let _ = writeln!(stdout, "{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { policy, packet } => {
+            let (src, analysis, prog) = load(&policy)?;
+            let line = if packet.contains("=>") {
+                packet.clone()
+            } else {
+                format!("{packet} => drop")
+            };
+            let wrapped = format!("test \"explain\" {{\n{line}\n}}\n");
+            let parsed = lbp_lang::parse::parse(&wrapped);
+            let pkt = match (parsed.diagnostics.first(), parsed.policy.items.first()) {
+                (None, Some(lbp_lang::ast::Item::Test(t))) if t.packets.len() == 1 => &t.packets[0],
+                (Some(d), _) => {
+                    return Err(format!(
+                        "the packet `{packet}` is not a test line: {}",
+                        d.message
+                    ));
+                }
+                _ => return Err(format!("the packet `{packet}` is not one test line")),
+            };
+            let consts = lbp_compiler::testing::consts(&analysis.policy);
+            let (_, fields) = lbp_compiler::testing::packet_fields(pkt, &prog, &consts)?;
+            let (d, missed, passed_by) = lbp_compiler::interp::trace(&prog, &fields);
+            let verdict = lbp_compiler::testing::verdict(
+                &prog,
+                &fields,
+                d,
+                &mut std::collections::HashSet::new(),
+            );
+            let name = policy.display().to_string();
+            println!("decision: {verdict}");
+            println!("stage:    {}", stage_name(d.stage));
+            let show = |i: u32, what: &str| {
+                let r = &prog.rules[i as usize];
+                let (l, c) = lbp_lang::diag::line_col(&src, r.span.start);
+                let text = src.get(r.span.start..r.span.end).unwrap_or("").trim();
+                println!("  {name}:{l}:{c}  {what}: {text}");
+            };
+            if !missed.is_empty() {
+                println!("rules that did not match:");
+                for &i in &missed {
+                    show(i, "no match");
+                }
+            }
+            if let Some(p) = passed_by {
+                println!("let past the filter by:");
+                show(p, "matched");
+            }
+            if d.rule != lbp_abi::NO_RULE {
+                let r = &prog.rules[d.rule as usize];
+                let (l, c) = lbp_lang::diag::line_col(&src, r.span.start);
+                let line_start = src[..r.span.start].rfind('\n').map_or(0, |n| n + 1);
+                let line_end = src[r.span.start..]
+                    .find('\n')
+                    .map_or(src.len(), |n| r.span.start + n);
+                let width = src[r.span.start..r.span.end.min(line_end)]
+                    .chars()
+                    .count()
+                    .max(1);
+                println!("decided by the rule at {name}:{l}:{c}:");
+                println!("{l:>6} | {}", &src[line_start..line_end]);
+                println!("{:>6} | {}{}", "", " ".repeat(c - 1), "^".repeat(width));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compile {
+            policy,
+            emit: Stage::Ir,
+        } => {
+            let (_, _, prog) = load(&policy)?;
+            println!("{prog:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lbp", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Read, check and lower a policy. Diagnostics of a broken policy are printed.
+fn load(file: &PathBuf) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
+    let src = read(file)?;
+    let analysis = lbp_lang::analyze(&src);
+    if analysis.has_errors() {
+        let out = Output {
+            format: Format::Human,
+            color: Color::Auto,
+        };
+        report(&out, file, &src, &analysis.diagnostics);
+        return Err(format!("{}: the policy has errors", file.display()));
+    }
+    let prog = lbp_compiler::lower::lower(&analysis.policy)
+        .map_err(|e| format!("{}: cannot compile: {e}", file.display()))?;
+    Ok((src, analysis, prog))
+}
+
+fn stage_name(stage: u32) -> &'static str {
+    match stage {
+        lbp_abi::stage::MALFORMED => "malformed packet",
+        lbp_abi::stage::FILTER => "filter rule",
+        lbp_abi::stage::SERVICE => "service entry",
+        lbp_abi::stage::INVALID_ENTRY => "virtual IP without a matching entry",
+        lbp_abi::stage::OWN_ADDRESS => "the appliance's own address",
+        _ => "routing",
     }
 }
 

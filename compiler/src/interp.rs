@@ -203,6 +203,23 @@ pub fn decide(prog: &Program, f: &Fields) -> Decision {
     }
 }
 
+/// The decision, the filter rules tried that did not match (for `lbp explain`),
+/// and the `accept` or `forward` rule that let the packet past the filter, if one
+/// did.
+pub fn trace(prog: &Program, f: &Fields) -> (Decision, Vec<u32>, Option<u32>) {
+    let d = decide(prog, f);
+    if d.stage == stage::MALFORMED {
+        return (d, Vec::new(), None);
+    }
+    if d.rule != NO_RULE {
+        return (d, (0..d.rule).collect(), None);
+    }
+    match prog.rules.iter().position(|r| eval(prog, &r.cond, f)) {
+        Some(p) => (d, (0..p as u32).collect(), Some(p as u32)),
+        None => (d, (0..prog.rules.len() as u32).collect(), None),
+    }
+}
+
 /// The longest matching route (the first of equal length), by index.
 pub fn route(prog: &Program, dst: Addr) -> Option<u32> {
     let mut best: Option<(u8, u32)> = None;

@@ -9,6 +9,7 @@ pub mod interp;
 pub mod ir;
 pub mod lower;
 pub mod packet;
+pub mod pcap;
 pub mod testing;
 pub mod wire;
 

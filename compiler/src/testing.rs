@@ -62,14 +62,7 @@ pub fn run(
     prog: &Program,
     backends: &[(&str, &dyn Backend)],
 ) -> Result<Report, String> {
-    let consts: HashMap<&str, &ast::Expr> = policy
-        .items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Const(c) => Some((c.name.name.as_str(), &c.value)),
-            _ => None,
-        })
-        .collect();
+    let consts = consts(policy);
     let mut report = Report::default();
     for item in &policy.items {
         let Item::Test(t) = item else { continue };
@@ -96,6 +89,18 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// The policy's consts by name (for resolving test packet lines).
+pub fn consts(policy: &ast::Policy) -> HashMap<&str, &ast::Expr> {
+    policy
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Const(c) => Some((c.name.name.as_str(), &c.value)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn expected_verdict(v: &ast::Verdict) -> String {
