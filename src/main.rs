@@ -222,7 +222,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let prog = lbp_compiler::lower::lower(&analysis.policy)
                     .map_err(|e| format!("{name}: cannot compile: {e}"))?;
                 let interp = lbp_compiler::Interpreter::new(&prog);
-                let backends: [(&str, &dyn lbp_compiler::Backend); 1] = [("interpreter", &interp)];
+                let jit = lbp_compiler::jit::compile(&prog)
+                    .map_err(|e| format!("{name}: cannot compile: {e}"))?;
+                let backends: [(&str, &dyn lbp_compiler::Backend); 2] =
+                    [("jit", &jit), ("interpreter", &interp)];
                 let result = lbp_compiler::testing::run(&analysis.policy, &prog, &backends)
                     .map_err(|e| format!("{name}: {e}"))?;
                 for o in &result.outcomes {

@@ -1,5 +1,5 @@
 //! The lbp compiler: lowers a checked policy (from `lbp-lang`) to the IR and runs
-//! it, through the reference interpreter or (to come) Cranelift-compiled code.
+//! it, through the reference interpreter or Cranelift-compiled code (`jit`).
 //!
 //! This crate does no I/O: it turns a tree into a program and tables, builds and
 //! parses packets in memory, and runs policy tests. It never reads the clock or the
@@ -7,6 +7,7 @@
 
 pub mod interp;
 pub mod ir;
+pub mod jit;
 pub mod lower;
 pub mod packet;
 pub mod pcap;
@@ -15,3 +16,4 @@ pub mod wire;
 
 pub use interp::{Backend, Interpreter};
 pub use ir::Program;
+pub use jit::Jit;
