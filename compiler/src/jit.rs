@@ -55,6 +55,26 @@ pub const INLINE_MAX: usize = 4;
 /// Conditions nested deeper than this are refused (the checker's limit on nesting
 /// keeps real policies far below it); it bounds the translator's recursion.
 const MAX_DEPTH: u32 = 1000;
+/// The most condition nodes and rules compiled into one function (see `compile`).
+/// Measured here: 10 000 rules of ~5 nodes compile in 2 s; 40 000 rules of 3 nodes
+/// took 128 s.
+pub const MAX_COND_NODES: usize = 60_000;
+pub const MAX_RULES: usize = 12_000;
+
+fn cond_nodes(c: &Cond) -> usize {
+    // Iterative, so that no condition can exhaust the stack here.
+    let mut stack = vec![c];
+    let mut n = 0;
+    while let Some(c) = stack.pop() {
+        n += 1;
+        match &c.kind {
+            CondKind::Not(x) => stack.push(x),
+            CondKind::And(xs) | CondKind::Or(xs) => stack.extend(xs.iter()),
+            _ => {}
+        }
+    }
+    n
+}
 
 /// What the service helper returns when the destination is a virtual IP but no
 /// entry matched.
@@ -464,6 +484,17 @@ fn build_tables(prog: &Program) -> Result<Tables, String> {
 pub fn compile(prog: &Program) -> Result<Jit, String> {
     if prog.rules.len() >= NO_RULE as usize {
         return Err("too many rules".into());
+    }
+    // The whole filter is one function, and Cranelift's cost grows faster than
+    // linearly with its size (10 000 rules: 1.6 s and 180 MB; 100 000: out of
+    // 24 GB). Refuse, with a clear error, what cannot be compiled in bounded
+    // memory; merging rules of the same shape into tables is what will lift this.
+    let nodes: usize = prog.rules.iter().map(|r| cond_nodes(&r.cond)).sum();
+    if nodes > MAX_COND_NODES || prog.rules.len() > MAX_RULES {
+        return Err(format!(
+            "the filter is too large to compile ({} rules, {nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes) until rules of the same shape are merged into tables",
+            prog.rules.len()
+        ));
     }
     let tables = Box::new(build_tables(prog)?);
 
