@@ -16,11 +16,20 @@
 //!   an IPv6 one as two 64-bit words), field-to-field comparisons, `!`, `&&` and `||`
 //!   as short-circuit branches, and set membership for small sets (at most
 //!   [`INLINE_MAX`] ranges or MACs per family) as a chain of range tests.
+//! - Inlined when small (at most [`INLINE_TAIL_MAX`] entries of the packet's
+//!   family): the stages after the filter. The family (`ip_version` and the
+//!   IP4/IP6 bits) and the destination's words are loaded once in the entry block
+//!   and shared by the rules and the stages; the service stage is a chain of
+//!   virtual-IP compares then protocol and port-range compares per entry, the
+//!   own-address check a chain of compares, and the route lookup a chain of masked
+//!   compares ranked longest written prefix first (ties: the first route), folded
+//!   into selects.
 //! - Calls to `extern "C"` helpers in this module (imported by symbol): membership in
-//!   larger sets (binary search over the sorted ranges), the service stage (one
-//!   binary search by virtual IP), the own-address check and the route lookup
-//!   (longest prefix first, a binary search per prefix length). Each helper takes
-//!   the tables by reference and the value by value, never panics, never allocates.
+//!   larger sets (binary search over the sorted ranges), and for larger tables the
+//!   service stage (one binary search by virtual IP), the own-address check and the
+//!   route lookup (longest prefix first, a binary search per prefix length). Each
+//!   helper takes the tables by reference and the value by value, never panics,
+//!   never allocates.
 //!
 //! Ownership: each [`Jit`] owns its `JITModule` (freed with `free_memory` when the
 //! `Jit` is dropped, and also when compilation fails half-way) and its boxed
@@ -51,6 +60,10 @@ use std::sync::{Mutex, PoisonError};
 /// Sets with at most this many ranges (or MACs) per family are tested inline;
 /// larger ones through a helper call.
 pub const INLINE_MAX: usize = 4;
+
+/// Per family, at most this many service entries, own addresses or routes are
+/// tested inline in the stages after the filter; larger tables through a helper.
+pub const INLINE_TAIL_MAX: usize = 16;
 
 /// Conditions nested deeper than this are refused (the checker's limit on nesting
 /// keeps real policies far below it); it bounds the translator's recursion.
@@ -633,6 +646,17 @@ fn field_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap().with_readonly()
 }
 
+/// The two 64-bit words of a big-endian 128-bit value as native-order loads of
+/// its bytes 0..8 and 8..16 read them.
+fn ne_words(v: u128) -> (u64, u64) {
+    let b = v.to_be_bytes();
+    let mut h = [0u8; 8];
+    let mut l = [0u8; 8];
+    h.copy_from_slice(&b[..8]);
+    l.copy_from_slice(&b[8..]);
+    (u64::from_ne_bytes(h), u64::from_ne_bytes(l))
+}
+
 /// A packet address as a helper receives it (see [`addr_of`]).
 struct AddrKey {
     fam: Value,
@@ -655,6 +679,15 @@ struct Translator<'a> {
     out: Value,
     /// `Fields::present`, loaded once in the entry block (which dominates all).
     present: Value,
+    /// `interp::addr`'s two cases (IPv4, IPv6) as 0 or 1, computed once in the
+    /// entry block from `ip_version` and the IP4/IP6 bits.
+    is4: Value,
+    is6: Value,
+    /// The destination address in native byte order, loaded once in the entry
+    /// block: the IPv4 word (bytes 12..16) and the two IPv6 words (0..8, 8..16).
+    dst4: Value,
+    dst_hi: Value,
+    dst_lo: Value,
     /// The exit block: (action, target, rule, stage) as I32 parameters.
     exit: Block,
 }
@@ -674,6 +707,21 @@ impl<'a> Translator<'a> {
             return Err("the filter function must have three parameters".into());
         };
         let present = b.ins().load(types::I32, field_flags(), fields, OFF_PRESENT);
+        let ver = b
+            .ins()
+            .uload8(types::I32, field_flags(), fields, OFF_IP_VERSION);
+        let v4 = b.ins().icmp_imm_u(IntCC::Equal, ver, 4);
+        let v6 = b.ins().icmp_imm_u(IntCC::Equal, ver, 6);
+        let p4 = b.ins().band_imm_u(present, i64::from(present::IP4));
+        let p4 = b.ins().icmp_imm_u(IntCC::NotEqual, p4, 0);
+        let p6 = b.ins().band_imm_u(present, i64::from(present::IP6));
+        let p6 = b.ins().icmp_imm_u(IntCC::NotEqual, p6, 0);
+        let is4 = b.ins().band(v4, p4);
+        let is6 = b.ins().band(v6, p6);
+        let doff = addr_offset(AddrField::Dst);
+        let dst4 = b.ins().load(types::I32, field_flags(), fields, doff + 12);
+        let dst_hi = b.ins().load(types::I64, field_flags(), fields, doff);
+        let dst_lo = b.ins().load(types::I64, field_flags(), fields, doff + 8);
         let exit = b.create_block();
         for _ in 0..4 {
             b.append_block_param(exit, types::I32);
@@ -692,6 +740,11 @@ impl<'a> Translator<'a> {
             fields,
             out,
             present,
+            is4,
+            is6,
+            dst4,
+            dst_hi,
+            dst_lo,
             exit,
         })
     }
@@ -777,6 +830,11 @@ impl<'a> Translator<'a> {
     }
 
     /// Steps 3 to 6, after the filter; `with_services` is 0 after `forward`.
+    ///
+    /// The packet's family is decided once; each family then has its own service,
+    /// own-address and route stages, inlined as straight-line compares of the
+    /// destination words loaded in the entry block when the family's table is
+    /// small (at most [`INLINE_TAIL_MAX`] entries), else through a helper call.
     fn translate_tail(&mut self, with_services: Value) {
         let (is4, is6) = self.family();
         let some = self.b.ins().bor(is4, is6);
@@ -787,16 +845,85 @@ impl<'a> Translator<'a> {
         self.exit_const(A::Drop, 0, NO_RULE, stage::ROUTE);
 
         self.b.switch_to_block(have);
-        let key = self.addr_key(AddrField::Dst, is4);
+        let t4 = self.b.create_block();
+        let t6 = self.b.create_block();
+        // Here is4 || is6 holds: !is4 means IPv6.
+        self.b.ins().brif(is4, t4, &[], t6, &[]);
+        self.b.switch_to_block(t4);
+        self.family_tail(false, with_services);
+        self.b.switch_to_block(t6);
+        self.family_tail(true, with_services);
+    }
+
+    /// The tail for packets of one family (`v6` or IPv4); ends the current block.
+    fn family_tail(&mut self, v6: bool, with_services: Value) {
+        let tables: &'a Tables = self.tables;
+        let fam_of = |a: &Addr| matches!(a, Addr::V6(_)) == v6;
         let route = self.b.create_block();
         let services = self.b.create_block();
         self.b.ins().brif(with_services, services, &[], route, &[]);
 
+        // Services (and virtual IPs without a matching entry).
         self.b.switch_to_block(services);
         let own = self.b.create_block();
-        if self.tables.services.is_empty() {
+        let vips: Vec<&(Addr, Vec<Entry>)> =
+            tables.services.iter().filter(|(a, _)| fam_of(a)).collect();
+        let n_entries: usize = vips.iter().map(|(_, es)| es.len()).sum();
+        let n_ports: usize = vips
+            .iter()
+            .flat_map(|(_, es)| es.iter())
+            .map(|e| e.ports.len())
+            .sum();
+        if vips.is_empty() {
             self.b.ins().jump(own, &[]);
+        } else if n_entries <= INLINE_TAIL_MAX && n_ports <= 4 * INLINE_TAIL_MAX {
+            let invalid = self.b.create_block();
+            for (vip, entries) in vips {
+                let hit = self.b.create_block();
+                let next = self.b.create_block();
+                let e = self.dst_eq(*vip);
+                self.b.ins().brif(e, hit, &[], next, &[]);
+                self.b.switch_to_block(hit);
+                let check = self.b.create_block();
+                let l4 = self.has(present::TCP | present::UDP);
+                self.b.ins().brif(l4, check, &[], invalid, &[]);
+                self.b.switch_to_block(check);
+                let proto =
+                    self.b
+                        .ins()
+                        .uload8(types::I32, field_flags(), self.fields, OFF_IP_PROTO);
+                let dport = self
+                    .b
+                    .ins()
+                    .uload16(types::I32, field_flags(), self.fields, OFF_DPORT);
+                for en in entries {
+                    let bal = self.b.create_block();
+                    let nxt = self.b.create_block();
+                    let p = self
+                        .b
+                        .ins()
+                        .icmp_imm_u(IntCC::Equal, proto, i64::from(en.proto));
+                    let m = self.any_range(
+                        types::I32,
+                        dport,
+                        en.ports
+                            .iter()
+                            .map(|&(lo, hi)| (u64::from(lo), u64::from(hi))),
+                    );
+                    let m = self.b.ins().band(p, m);
+                    self.b.ins().brif(m, bal, &[], nxt, &[]);
+                    self.b.switch_to_block(bal);
+                    self.exit_const(A::Balance, en.service, NO_RULE, stage::SERVICE);
+                    self.b.switch_to_block(nxt);
+                }
+                self.b.ins().jump(invalid, &[]);
+                self.b.switch_to_block(next);
+            }
+            self.b.ins().jump(own, &[]);
+            self.b.switch_to_block(invalid);
+            self.exit_invalid_entry();
         } else {
+            let key = self.dst_key(v6);
             let l4 = self.has(present::TCP | present::UDP);
             let proto = self
                 .b
@@ -832,44 +959,200 @@ impl<'a> Translator<'a> {
             self.b.ins().brif(is_vip, invalid, &[], own, &[]);
 
             self.b.switch_to_block(invalid);
-            let a = self.reset_or_drop();
-            let t = self.b.ins().iconst(types::I32, 0);
-            let rule = self.konst(types::I32, u64::from(NO_RULE));
-            let s = self
-                .b
-                .ins()
-                .iconst(types::I32, i64::from(stage::INVALID_ENTRY));
-            self.exit_with(a, t, rule, s);
+            self.exit_invalid_entry();
         }
 
+        // Own addresses.
         self.b.switch_to_block(own);
-        if self.tables.own.is_empty() {
+        let owns: Vec<Addr> = tables.own.iter().copied().filter(|a| fam_of(a)).collect();
+        if owns.is_empty() {
             self.b.ins().jump(route, &[]);
         } else {
-            let r = self.call(Helper::Own, &[key.fam, key.hi, key.lo]);
+            let r = if owns.len() <= INLINE_TAIL_MAX {
+                let mut acc: Option<Value> = None;
+                for a in owns {
+                    let e = self.dst_eq(a);
+                    acc = Some(match acc {
+                        Some(x) => self.b.ins().bor(x, e),
+                        None => e,
+                    });
+                }
+                acc.unwrap_or_else(|| self.b.ins().iconst(types::I8, 0))
+            } else {
+                let key = self.dst_key(v6);
+                self.call(Helper::Own, &[key.fam, key.hi, key.lo])
+            };
             let local = self.b.create_block();
             self.b.ins().brif(r, local, &[], route, &[]);
             self.b.switch_to_block(local);
             self.exit_const(A::Local, 0, NO_RULE, stage::OWN_ADDRESS);
         }
 
+        // The longest matching route.
         self.b.switch_to_block(route);
-        if self.tables.routes4.is_empty() && self.tables.routes6.is_empty() {
-            self.exit_const(A::Drop, 0, NO_RULE, stage::ROUTE);
+        let n_routes = if v6 {
+            tables.routes6.iter().map(|g| g.nets.len()).sum::<usize>()
         } else {
-            let r = self.call(Helper::Route, &[key.fam, key.hi, key.lo]);
-            let none = self
-                .b
-                .ins()
-                .icmp_imm_u(IntCC::Equal, r, i64::from(NO_ROUTE));
-            let drop = self.b.ins().iconst(types::I32, A::Drop as i64);
-            let fwd = self.b.ins().iconst(types::I32, A::Forward as i64);
-            let a = self.b.ins().select(none, drop, fwd);
-            let zero = self.b.ins().iconst(types::I32, 0);
-            let t = self.b.ins().select(none, zero, r);
-            let rule = self.konst(types::I32, u64::from(NO_RULE));
-            let s = self.b.ins().iconst(types::I32, i64::from(stage::ROUTE));
-            self.exit_with(a, t, rule, s);
+            tables.routes4.iter().map(|g| g.nets.len()).sum::<usize>()
+        };
+        if n_routes == 0 {
+            self.exit_const(A::Drop, 0, NO_RULE, stage::ROUTE);
+            return;
+        }
+        let r = if n_routes <= INLINE_TAIL_MAX {
+            // (match, route index) by rank: longest written prefix first, and in
+            // a group the keys are distinct, so at most one of them matches.
+            let mut ranked: Vec<(Option<Value>, u32)> = Vec::new();
+            if v6 {
+                for g in &tables.routes6 {
+                    for &(key, idx) in &g.nets {
+                        let m = self.dst_masked6(key, g.shift);
+                        ranked.push((m, idx));
+                    }
+                }
+            } else {
+                for g in &tables.routes4 {
+                    for &(key, idx) in &g.nets {
+                        let m = self.dst_masked4(key, g.shift);
+                        ranked.push((m, idx));
+                    }
+                }
+            }
+            // A select chain from the lowest rank up: the best match wins.
+            let mut r = self.konst(types::I32, u64::from(NO_ROUTE));
+            for (m, idx) in ranked.into_iter().rev() {
+                let c = self.konst(types::I32, u64::from(idx));
+                r = match m {
+                    Some(m) => self.b.ins().select(m, c, r),
+                    None => c,
+                };
+            }
+            r
+        } else {
+            let key = self.dst_key(v6);
+            self.call(Helper::Route, &[key.fam, key.hi, key.lo])
+        };
+        let none = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, r, i64::from(NO_ROUTE));
+        let drop = self.b.ins().iconst(types::I32, A::Drop as i64);
+        let fwd = self.b.ins().iconst(types::I32, A::Forward as i64);
+        let a = self.b.ins().select(none, drop, fwd);
+        let zero = self.b.ins().iconst(types::I32, 0);
+        let t = self.b.ins().select(none, zero, r);
+        let rule = self.konst(types::I32, u64::from(NO_RULE));
+        let s = self.b.ins().iconst(types::I32, i64::from(stage::ROUTE));
+        self.exit_with(a, t, rule, s);
+    }
+
+    fn exit_invalid_entry(&mut self) {
+        let a = self.reset_or_drop();
+        let t = self.b.ins().iconst(types::I32, 0);
+        let rule = self.konst(types::I32, u64::from(NO_RULE));
+        let s = self
+            .b
+            .ins()
+            .iconst(types::I32, i64::from(stage::INVALID_ENTRY));
+        self.exit_with(a, t, rule, s);
+    }
+
+    /// The destination equals `a` (of the family the caller knows it has), as 0
+    /// or 1, compared on the native-order words loaded in the entry block.
+    fn dst_eq(&mut self, a: Addr) -> Value {
+        match a {
+            Addr::V4(a) => {
+                let c = u32::from_ne_bytes(a.to_be_bytes());
+                self.b
+                    .ins()
+                    .icmp_imm_u(IntCC::Equal, self.dst4, i64::from(c))
+            }
+            Addr::V6(a) => {
+                let (h, l) = ne_words(a);
+                let c = self.konst(types::I64, h);
+                let eh = self.b.ins().icmp(IntCC::Equal, self.dst_hi, c);
+                let c = self.konst(types::I64, l);
+                let el = self.b.ins().icmp(IntCC::Equal, self.dst_lo, c);
+                self.b.ins().band(eh, el)
+            }
+        }
+    }
+
+    /// `dst >> shift == key` for an IPv4 destination, as a masked compare of the
+    /// native-order word; `None` when it always holds (shift 32).
+    fn dst_masked4(&mut self, key: u32, shift: u32) -> Option<Value> {
+        if shift >= 32 {
+            return None;
+        }
+        let mask = u32::MAX << shift;
+        let net = key << shift;
+        let m = u32::from_ne_bytes(mask.to_be_bytes());
+        let n = u32::from_ne_bytes(net.to_be_bytes());
+        let x = if mask == u32::MAX {
+            self.dst4
+        } else {
+            self.b.ins().band_imm_u(self.dst4, i64::from(m))
+        };
+        Some(self.b.ins().icmp_imm_u(IntCC::Equal, x, i64::from(n)))
+    }
+
+    /// `dst >> shift == key` for an IPv6 destination; `None` when it always holds.
+    fn dst_masked6(&mut self, key: u128, shift: u32) -> Option<Value> {
+        if shift >= 128 {
+            return None;
+        }
+        let mask = u128::MAX << shift;
+        let net = key << shift;
+        let (mh, ml) = ne_words(mask);
+        let (nh, nl) = ne_words(net);
+        let mut acc: Option<Value> = None;
+        for (w, m, n) in [(self.dst_hi, mh, nh), (self.dst_lo, ml, nl)] {
+            if m == 0 {
+                continue;
+            }
+            let x = if m == u64::MAX {
+                w
+            } else {
+                let mc = self.konst(types::I64, m);
+                self.b.ins().band(w, mc)
+            };
+            let nc = self.konst(types::I64, n);
+            let e = self.b.ins().icmp(IntCC::Equal, x, nc);
+            acc = Some(match acc {
+                Some(a) => self.b.ins().band(a, e),
+                None => e,
+            });
+        }
+        acc
+    }
+
+    /// The destination as a helper receives it, for a packet known to be of the
+    /// family `v6` (or IPv4).
+    fn dst_key(&mut self, v6: bool) -> AddrKey {
+        if v6 {
+            let (hi, lo) = (self.dst_hi, self.dst_lo);
+            let (hi, lo) = if cfg!(target_endian = "little") {
+                (self.b.ins().bswap(hi), self.b.ins().bswap(lo))
+            } else {
+                (hi, lo)
+            };
+            AddrKey {
+                fam: self.b.ins().iconst(types::I32, 6),
+                hi,
+                lo,
+            }
+        } else {
+            let a = self.dst4;
+            let a = if cfg!(target_endian = "little") {
+                self.b.ins().bswap(a)
+            } else {
+                a
+            };
+            AddrKey {
+                fam: self.b.ins().iconst(types::I32, 4),
+                hi: self.b.ins().iconst(types::I64, 0),
+                lo: self.b.ins().uextend(types::I64, a),
+            }
         }
     }
 
@@ -992,15 +1275,24 @@ impl<'a> Translator<'a> {
     ) {
         let (is4, is6) = self.family();
         let off = addr_offset(field);
-        let same = match addr {
-            Addr::V4(a) => {
+        let same = match (addr, field) {
+            (_, AddrField::Dst) => {
+                let e = self.dst_eq(addr);
+                let fam = if matches!(addr, Addr::V4(_)) {
+                    is4
+                } else {
+                    is6
+                };
+                self.b.ins().band(fam, e)
+            }
+            (Addr::V4(a), AddrField::Src) => {
                 let x = self.load(types::I32, off + 12);
                 let c = u32::from_ne_bytes(a.to_be_bytes());
                 let c = self.konst(types::I32, u64::from(c));
                 let e = self.b.ins().icmp(IntCC::Equal, x, c);
                 self.b.ins().band(is4, e)
             }
-            Addr::V6(a) => {
+            (Addr::V6(a), AddrField::Src) => {
                 let e = self.eq128_const(off, a);
                 self.b.ins().band(is6, e)
             }
@@ -1266,18 +1558,9 @@ impl<'a> Translator<'a> {
     }
 
     /// (is4, is6): which of `interp::addr`'s cases applies.
+    /// (Computed once in the entry block.)
     fn family(&mut self) -> (Value, Value) {
-        let v = self
-            .b
-            .ins()
-            .uload8(types::I32, field_flags(), self.fields, OFF_IP_VERSION);
-        let v4 = self.b.ins().icmp_imm_u(IntCC::Equal, v, 4);
-        let v6 = self.b.ins().icmp_imm_u(IntCC::Equal, v, 6);
-        let p4 = self.has(present::IP4);
-        let p6 = self.has(present::IP6);
-        let is4 = self.b.ins().band(v4, p4);
-        let is6 = self.b.ins().band(v6, p6);
-        (is4, is6)
+        (self.is4, self.is6)
     }
 
     /// The packet's address for a helper; valid when is4 or is6 holds.
