@@ -107,6 +107,8 @@ enum Color {
 enum Stage {
     /// The lowered IR.
     Ir,
+    /// The Cranelift IR of the compiled function.
+    Clif,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -409,12 +411,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compile {
-            policy,
-            emit: Stage::Ir,
-        } => {
+        Command::Compile { policy, emit } => {
             let (_, _, prog) = load(&policy)?;
-            println!("{prog:#?}");
+            match emit {
+                Stage::Ir => println!("{prog:#?}"),
+                Stage::Clif => {
+                    let clif = lbp_compiler::jit::clif(&prog)
+                        .map_err(|e| format!("{}: cannot compile: {e}", policy.display()))?;
+                    print!("{clif}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {

@@ -495,6 +495,16 @@ fn build_tables(prog: &Program) -> Result<Tables, String> {
 
 /// Compile a lowered policy to native code.
 pub fn compile(prog: &Program) -> Result<Jit, String> {
+    compile_inner(prog, false).map(|(jit, _)| jit)
+}
+
+/// The Cranelift IR (CLIF) of a policy's function, as generated before
+/// optimisation (`lbp compile --emit clif`).
+pub fn clif(prog: &Program) -> Result<String, String> {
+    compile_inner(prog, true).map(|(_, clif)| clif.unwrap_or_default())
+}
+
+fn compile_inner(prog: &Program, keep_clif: bool) -> Result<(Jit, Option<String>), String> {
     if prog.rules.len() >= NO_RULE as usize {
         return Err("too many rules".into());
     }
@@ -566,6 +576,7 @@ pub fn compile(prog: &Program) -> Result<Jit, String> {
         let t = Translator::new(b, module, prog, &tables, helpers)?;
         t.translate_program()?;
     }
+    let clif = keep_clif.then(|| ctx.func.display().to_string());
     module
         .define_function(func_id, &mut ctx)
         .map_err(|e| format!("Cranelift: {e:?}"))?;
@@ -583,12 +594,15 @@ pub fn compile(prog: &Program) -> Result<Jit, String> {
     // exactly `FilterFn`. The code stays mapped and executable until `Code::drop`
     // frees it, and `Code` lives in the same `Jit` as the pointer.
     let func = unsafe { std::mem::transmute::<*const u8, FilterFn>(entry) };
-    Ok(Jit {
-        func,
-        tables,
-        code,
-        code_size,
-    })
+    Ok((
+        Jit {
+            func,
+            tables,
+            code,
+            code_size,
+        },
+        clif,
+    ))
 }
 
 const OFF_PRESENT: i32 = offset_of!(Fields, present) as i32;

@@ -107,3 +107,20 @@ fn compile_emits_the_ir() {
         &text[..text.len().min(400)]
     );
 }
+
+#[test]
+fn compile_emits_the_clif() {
+    let out = lbp(&["compile", "policies/web.lbp", "--emit", "clif"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("function") && text.contains("block0") && text.contains("return"),
+        "{}",
+        &text[..text.len().min(400)]
+    );
+}
