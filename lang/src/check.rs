@@ -8,7 +8,7 @@
 //! It does not rewrite the tree.
 
 use crate::ast::*;
-use crate::diag::{Diagnostic, did_you_mean};
+use crate::diag::{Diagnostic, did_you_mean, suggest};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -545,10 +545,11 @@ impl<'a> Checker<'a> {
                         t.span,
                         "not a type",
                     );
-                    d.help = Some(match did_you_mean(&t.name, SET_TYPES.iter().map(|(n, _)| *n)) {
-                        Some(m) => format!("did you mean `{m}`?"),
-                        None => "set types are prefix, address, port, int, mac, interface and string".into(),
-                    });
+                    d.help = Some(suggest(
+                        &t.name,
+                        SET_TYPES.iter().map(|(n, _)| *n),
+                        "set types are prefix, address, port, int, mac, interface and string",
+                    ));
                     Some(Elem::Unknown)
                 }
             },
@@ -762,10 +763,11 @@ impl<'a> Checker<'a> {
                 h.kind.span,
                 "not a health check",
             );
-            d.help = Some(match did_you_mean(kind, HEALTH_KINDS.iter().copied()) {
-                Some(m) => format!("did you mean `{m}`?"),
-                None => "health checks are tcp, http and icmp".into(),
-            });
+            d.help = Some(suggest(
+                kind,
+                HEALTH_KINDS.iter().copied(),
+                "health checks are tcp, http and icmp",
+            ));
         }
         let (mut interval, mut timeout) = (None, None);
         self.opts(&h.opts, |c, o| {
@@ -966,10 +968,11 @@ impl<'a> Checker<'a> {
                                     n.span,
                                     "not an algorithm",
                                 );
-                                d.help = Some(match did_you_mean(&n.name, ALGORITHMS.iter().copied()) {
-                                    Some(m) => format!("did you mean `{m}`?"),
-                                    None => "algorithms are maglev, round_robin, least_load and hash(FIELD, ...)".into(),
-                                });
+                                d.help = Some(suggest(
+                                    &n.name,
+                                    ALGORITHMS.iter().copied(),
+                                    "algorithms are maglev, round_robin, least_load and hash(FIELD, ...)",
+                                ));
                             }
                         }
                         Balance::Hash { fields, .. } => {
@@ -1013,10 +1016,11 @@ impl<'a> Checker<'a> {
                                 kind.span,
                                 "not a mode",
                             );
-                            d.help = Some(match did_you_mean(other, ["nat", "dsr"]) {
-                                Some(m) => format!("did you mean `{m}`?"),
-                                None => "modes are `nat` (rewrite the destination) and `dsr` (rewrite the MAC only)".into(),
-                            });
+                            d.help = Some(suggest(
+                                other,
+                                ["nat", "dsr"],
+                                "modes are `nat` (rewrite the destination) and `dsr` (rewrite the MAC only)",
+                            ));
                         }
                     }
                     if let Some(p) = to_port
@@ -1224,12 +1228,11 @@ impl<'a> Checker<'a> {
                     a.kind.span,
                     "not an action",
                 );
-                d.help = Some(match did_you_mean(k, ACTIONS.iter().copied()) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None => {
-                        "actions are accept, drop, reset, local, forward and balance SERVICE".into()
-                    }
-                });
+                d.help = Some(suggest(
+                    k,
+                    ACTIONS.iter().copied(),
+                    "actions are accept, drop, reset, local, forward and balance SERVICE",
+                ));
             }
         }
     }
@@ -1274,13 +1277,14 @@ impl<'a> Checker<'a> {
                     i.span,
                     "not defined",
                 );
-                d.help = Some(match did_you_mean(&i.name, cands) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None => format!(
+                d.help = Some(suggest(
+                    &i.name,
+                    cands,
+                    format!(
                         "define it: `interface {} {{ address ADDRESS/LENGTH }}`",
                         i.name
                     ),
-                });
+                ));
                 None
             }
         }
@@ -1395,10 +1399,11 @@ impl<'a> Checker<'a> {
                 p.proto.span,
                 "not a protocol",
             );
-            d.help = Some(match did_you_mean(proto, known) {
-                Some(m) => format!("did you mean `{m}`?"),
-                None => "test packets are tcp, udp, icmp or icmpv6".into(),
-            });
+            d.help = Some(suggest(
+                proto,
+                known,
+                "test packets are tcp, udp, icmp or icmpv6",
+            ));
         }
         let has_ports = matches!(proto, "tcp" | "udp");
         let mut fams = Vec::new();
@@ -1955,10 +1960,11 @@ impl<'a> Checker<'a> {
                             e.span,
                             "not a field",
                         );
-                        d.help = Some(match did_you_mean(name, FIELDS.iter().map(|f| f.name)) {
-                            Some(m) => format!("did you mean `{m}`?"),
-                            None => "see the field list in docs/language.md".into(),
-                        });
+                        d.help = Some(suggest(
+                            name,
+                            FIELDS.iter().map(|f| f.name),
+                            "see the field list in docs/language.md",
+                        ));
                         Ty::Unknown
                     }
                 }

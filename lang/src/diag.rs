@@ -172,3 +172,16 @@ pub fn did_you_mean<'a>(
     }
     best.map(|(_, c)| c)
 }
+
+/// Help for an unknown name: "did you mean `x`?" when one of `candidates` is close
+/// to `name`, otherwise `otherwise` (what the valid names are).
+pub fn suggest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    otherwise: impl Into<String>,
+) -> String {
+    match did_you_mean(name, candidates) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => otherwise.into(),
+    }
+}
