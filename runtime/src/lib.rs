@@ -1,5 +1,20 @@
 //! The lbp runtime: switching cores polling NIC rings (AF_XDP, io_uring over
-//! AF_PACKET, in-memory), the connection table, header rewrite, routing and ARP.
+//! AF_PACKET, in-memory), the connection table, back-end choice, header rewrite,
+//! routing and ARP.
 //!
-//! Not built yet: this crate holds its place in the workspace. It will never import
-//! Cranelift; it calls compiled policies only through the shared ABI.
+//! It never imports Cranelift or the compiler's IR: compiled policies are called
+//! through `lbp-abi` only. Module map:
+//!
+//! - `ring`: frame memory ([`ring::Frames`]), the [`ring::Port`] trait, and its back
+//!   ends (in memory, AF_XDP, io_uring over AF_PACKET).
+//! - `wire`: packet views, checksums, NAT rewrite, and the packets the appliance
+//!   writes itself (TCP resets, ARP and neighbour replies).
+//! - `conn`: the connection table shared by the switching cores.
+//! - `balance`: back-end choice (Maglev, weighted round robin, least load, hash).
+//! - `neigh`: the neighbour (ARP / NDP) table and packets waiting for a resolution.
+
+pub mod balance;
+pub mod conn;
+pub mod neigh;
+pub mod ring;
+pub mod wire;
