@@ -1,1 +1,267 @@
-//! (being written)
+//! Packet-level code the switching cores act with: checksums, NAT rewrite, ICMP
+//! error translation, routing rewrites (MACs, TTL), TCP resets, ARP and IPv6
+//! neighbour discovery.
+//!
+//! Everything here is a pure function over a frame (`&[u8]` / `&mut [u8]`, the
+//! Ethernet header at offset 0): no system calls, no allocation, no clock. Header
+//! extraction is not here (the policy's `extract` fills `lbp_abi::Fields`); the
+//! functions take the offsets it found (`l3_off`, `l4_off`) and check every header
+//! they touch again themselves, so a wrong offset gives a refusal, never a bad write.
+//!
+//! Addresses are `std::net::IpAddr` (or `Ipv4Addr` / `Ipv6Addr` where only one
+//! family makes sense); a family that does not match the packet is refused.
+//!
+//! Panic contract: no function of this module panics, whatever the bytes and the
+//! offsets. Every read and write goes through `get` / `get_mut`, offsets are compared
+//! with the frame length before any arithmetic on them, and the only loops are
+//! bounded by constants (IPv6 extension headers, ND options) or by the frame length.
+//! A function that cannot do its work returns `false` / `None` and leaves the frame
+//! as it was: all checks happen before the first write.
+//!
+//! - [`checksum`]: the Internet checksum, pseudo-headers, RFC 1624 updates.
+//! - [`nat`]: address and port rewrite of TCP/UDP (and ICMP) packets, both ways.
+//! - [`icmp`]: the connection an ICMP error is about, and its NAT translation.
+//! - [`route`]: Ethernet addresses, TTL / hop limit.
+//! - [`reset`]: the TCP RST that answers a segment, built in place.
+//! - [`arp`]: ARP requests and replies (Ethernet / IPv4).
+//! - [`ndp`]: IPv6 neighbour solicitations and advertisements.
+
+pub mod arp;
+pub mod checksum;
+pub mod icmp;
+pub mod nat;
+pub mod ndp;
+pub mod reset;
+pub mod route;
+
+#[cfg(test)]
+mod testutil;
+
+pub use icmp::{IcmpError, icmp_error_rewrite, parse_icmp_error};
+pub use nat::{Side, rewrite, set_dst, set_src};
+pub use reset::reset_in_place;
+pub use route::{decrement_ttl, set_macs};
+
+/// Header layouts: field offsets from the start of each header.
+mod field {
+    /// Ethernet II.
+    pub mod eth {
+        pub const DST: usize = 0;
+        pub const SRC: usize = 6;
+        pub const ETHERTYPE: usize = 12;
+        pub const HEADER_LEN: usize = 14;
+        pub const TYPE_IPV4: u16 = 0x0800;
+        pub const TYPE_ARP: u16 = 0x0806;
+        pub const TYPE_IPV6: u16 = 0x86dd;
+    }
+
+    /// IPv4 (RFC 791).
+    pub mod ipv4 {
+        pub const VER_IHL: usize = 0;
+        pub const TOS: usize = 1;
+        pub const TOTAL_LEN: usize = 2;
+        pub const IDENT: usize = 4;
+        pub const FLAGS_FRAG: usize = 6;
+        pub const TTL: usize = 8;
+        pub const PROTOCOL: usize = 9;
+        pub const CHECKSUM: usize = 10;
+        pub const SRC: usize = 12;
+        pub const DST: usize = 16;
+        pub const MIN_HEADER_LEN: usize = 20;
+        pub const DF: u16 = 0x4000;
+        pub const MF: u16 = 0x2000;
+        pub const OFFSET_MASK: u16 = 0x1fff;
+    }
+
+    /// IPv6 (RFC 8200) and its extension headers.
+    pub mod ipv6 {
+        pub const VER_TC_FLOW: usize = 0;
+        pub const PAYLOAD_LEN: usize = 4;
+        pub const NEXT_HEADER: usize = 6;
+        pub const HOP_LIMIT: usize = 7;
+        pub const SRC: usize = 8;
+        pub const DST: usize = 24;
+        pub const HEADER_LEN: usize = 40;
+
+        pub const HOP_BY_HOP: u8 = 0;
+        pub const ROUTING: u8 = 43;
+        pub const FRAGMENT: u8 = 44;
+        pub const AH: u8 = 51;
+        pub const DEST_OPTS: u8 = 60;
+        pub const EXT_NEXT: usize = 0;
+        pub const EXT_LEN: usize = 1;
+        pub const FRAG_HEADER_LEN: usize = 8;
+        pub const FRAG_OFFSET: usize = 2;
+        /// At most this many extension headers are walked.
+        pub const MAX_EXT_HEADERS: usize = 8;
+    }
+
+    /// IP protocol numbers.
+    pub mod proto {
+        pub const ICMP: u8 = 1;
+        pub const TCP: u8 = 6;
+        pub const UDP: u8 = 17;
+        pub const ICMPV6: u8 = 58;
+    }
+
+    /// TCP (RFC 9293).
+    pub mod tcp {
+        pub const SPORT: usize = 0;
+        pub const DPORT: usize = 2;
+        pub const SEQ: usize = 4;
+        pub const ACK: usize = 8;
+        pub const DATA_OFF: usize = 12;
+        pub const FLAGS: usize = 13;
+        pub const WINDOW: usize = 14;
+        pub const CHECKSUM: usize = 16;
+        pub const URGENT: usize = 18;
+        pub const MIN_HEADER_LEN: usize = 20;
+    }
+
+    /// UDP (RFC 768).
+    pub mod udp {
+        pub const CHECKSUM: usize = 6;
+        pub const HEADER_LEN: usize = 8;
+    }
+
+    /// ICMP and ICMPv6: the common first bytes.
+    pub mod icmp {
+        pub const TYPE: usize = 0;
+        pub const CODE: usize = 1;
+        pub const CHECKSUM: usize = 2;
+        /// Type, code, checksum and the 4-byte field that precedes the body.
+        pub const HEADER_LEN: usize = 8;
+    }
+}
+
+/// A validated IP header: where it is, where its packet ends, what it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IpHeader {
+    /// 4 or 6.
+    version: u8,
+    /// Offset of the IP header in the frame.
+    l3: usize,
+    /// Offset one past the IP packet's last byte (the IP length field, not the
+    /// frame length: Ethernet padding is not part of the packet).
+    end: usize,
+    /// The upper-layer protocol (after IPv6 extension headers).
+    proto: u8,
+    /// Offset of the upper-layer header, `None` in a later fragment.
+    l4: Option<usize>,
+    /// The packet is a fragment (first or later).
+    fragment: bool,
+}
+
+/// Parses and checks the IP header at `l3` in `frame`: version, header length,
+/// length field within the frame, IPv6 extension headers (bounded). `None` for
+/// anything else or anything inconsistent.
+fn parse_ip(frame: &[u8], l3: usize) -> Option<IpHeader> {
+    use field::{ipv4, ipv6};
+    if l3 > frame.len() {
+        return None;
+    }
+    let version = u8_at(frame, l3)? >> 4;
+    match version {
+        4 => {
+            let ihl = usize::from(u8_at(frame, l3 + ipv4::VER_IHL)? & 0x0f) * 4;
+            let total = usize::from(u16_at(frame, l3 + ipv4::TOTAL_LEN)?);
+            if ihl < ipv4::MIN_HEADER_LEN || total < ihl || l3 + total > frame.len() {
+                return None;
+            }
+            let flags = u16_at(frame, l3 + ipv4::FLAGS_FRAG)?;
+            let later = flags & ipv4::OFFSET_MASK != 0;
+            Some(IpHeader {
+                version,
+                l3,
+                end: l3 + total,
+                proto: u8_at(frame, l3 + ipv4::PROTOCOL)?,
+                l4: (!later).then_some(l3 + ihl),
+                fragment: later || flags & ipv4::MF != 0,
+            })
+        }
+        6 => {
+            let payload = usize::from(u16_at(frame, l3 + ipv6::PAYLOAD_LEN)?);
+            let end = l3 + ipv6::HEADER_LEN + payload;
+            if end > frame.len() {
+                return None;
+            }
+            let (proto, l4, fragment) = walk_ipv6_ext(frame, l3, end)?;
+            Some(IpHeader {
+                version,
+                l3,
+                end,
+                proto,
+                l4,
+                fragment,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Walks the IPv6 extension headers of the header at `l3`, staying below `end`.
+/// Returns the upper-layer protocol, its offset (`None` in a later fragment) and
+/// whether a fragment header was seen. More than `MAX_EXT_HEADERS` is refused.
+fn walk_ipv6_ext(frame: &[u8], l3: usize, end: usize) -> Option<(u8, Option<usize>, bool)> {
+    use field::ipv6;
+    let mut next = u8_at(frame, l3 + ipv6::NEXT_HEADER)?;
+    let mut at = l3 + ipv6::HEADER_LEN;
+    let mut fragment = false;
+    for _ in 0..=ipv6::MAX_EXT_HEADERS {
+        let len = match next {
+            ipv6::HOP_BY_HOP | ipv6::ROUTING | ipv6::DEST_OPTS => {
+                (usize::from(u8_at(frame, at + ipv6::EXT_LEN)?) + 1) * 8
+            }
+            ipv6::AH => (usize::from(u8_at(frame, at + ipv6::EXT_LEN)?) + 2) * 4,
+            ipv6::FRAGMENT => ipv6::FRAG_HEADER_LEN,
+            _ => return Some((next, Some(at), fragment)),
+        };
+        if at + len > end {
+            return None;
+        }
+        let header_next = u8_at(frame, at + ipv6::EXT_NEXT)?;
+        if next == ipv6::FRAGMENT {
+            fragment = true;
+            if u16_at(frame, at + ipv6::FRAG_OFFSET)? >> 3 != 0 {
+                return Some((header_next, None, true));
+            }
+        }
+        next = header_next;
+        at += len;
+    }
+    None
+}
+
+fn u8_at(b: &[u8], at: usize) -> Option<u8> {
+    b.get(at).copied()
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    array_at(b, at).map(u16::from_be_bytes)
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    array_at(b, at).map(u32::from_be_bytes)
+}
+
+fn array_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..)?.first_chunk::<N>().copied()
+}
+
+fn put_u8(b: &mut [u8], at: usize, v: u8) -> Option<()> {
+    *b.get_mut(at)? = v;
+    Some(())
+}
+
+fn put_u16(b: &mut [u8], at: usize, v: u16) -> Option<()> {
+    put_array(b, at, &v.to_be_bytes())
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) -> Option<()> {
+    put_array(b, at, &v.to_be_bytes())
+}
+
+fn put_array<const N: usize>(b: &mut [u8], at: usize, v: &[u8; N]) -> Option<()> {
+    b.get_mut(at..)?.first_chunk_mut::<N>()?.copy_from_slice(v);
+    Some(())
+}
