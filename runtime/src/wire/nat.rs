@@ -199,3 +199,303 @@ fn update_l4<const N: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::{
+        Built, Spec, assert_checksums, build, ind_sum, ipv4_header_expected, l4_stored,
+    };
+    use proptest::prelude::*;
+
+    fn specs() -> Vec<Spec> {
+        let mut v = Vec::new();
+        for (src, dst) in [
+            ("198.18.0.10", "198.19.255.1"),
+            ("2001:db8:c::10", "2001:db8:f::1"),
+        ] {
+            for proto in [6, 17] {
+                for (vlan, opts) in [(false, 0), (true, 12)] {
+                    let mut s = Spec::new(src, dst, proto);
+                    s.vlan = vlan;
+                    s.ip_options = opts;
+                    s.tcp_options = if proto == 6 { 12 } else { 0 };
+                    v.push(s);
+                }
+            }
+        }
+        // Odd payload length.
+        let mut s = Spec::new("198.18.0.10", "198.19.255.1", 17);
+        s.payload = b"odd".to_vec();
+        v.push(s);
+        v
+    }
+
+    /// The same packet with other addresses and ports, built from scratch.
+    fn rebuilt(spec: &Spec, side: Side, addr: IpAddr, port: u16) -> Built {
+        let mut s = spec.clone();
+        match side {
+            Side::Src => (s.src, s.sport) = (addr, port),
+            Side::Dst => (s.dst, s.dport) = (addr, port),
+        }
+        build(&s)
+    }
+
+    #[test]
+    fn rewrite_equals_packet_built_from_scratch() {
+        for spec in specs() {
+            let b = build(&spec);
+            let (backend, vip): (IpAddr, IpAddr) = if spec.src.is_ipv4() {
+                (
+                    "198.18.7.7".parse().unwrap(),
+                    "198.19.0.80".parse().unwrap(),
+                )
+            } else {
+                (
+                    "2001:db8:b::7".parse().unwrap(),
+                    "2001:db8:ffff::80".parse().unwrap(),
+                )
+            };
+            let mut f = b.frame.clone();
+            assert!(set_dst(&mut f, b.l3, b.l4, backend, 8080), "{spec:?}");
+            assert_checksums(&f, b.l3, b.l4, spec.proto);
+            assert_eq!(f, rebuilt(&spec, Side::Dst, backend, 8080).frame);
+
+            let mut f = b.frame.clone();
+            assert!(set_src(&mut f, b.l3, b.l4, vip, 443), "{spec:?}");
+            assert_checksums(&f, b.l3, b.l4, spec.proto);
+            assert_eq!(f, rebuilt(&spec, Side::Src, vip, 443).frame);
+        }
+    }
+
+    #[test]
+    fn family_mismatch_and_bad_offsets_refused() {
+        for spec in specs() {
+            let b = build(&spec);
+            let other: IpAddr = if spec.src.is_ipv4() {
+                "2001:db8::1".parse().unwrap()
+            } else {
+                "198.18.0.1".parse().unwrap()
+            };
+            let same = spec.dst;
+            let mut f = b.frame.clone();
+            assert!(!set_dst(&mut f, b.l3, b.l4, other, 1));
+            assert!(!set_src(&mut f, b.l3, b.l4, other, 1));
+            assert!(!set_dst(&mut f, b.l3, b.l4 + 4, same, 1));
+            assert!(!set_dst(&mut f, b.l3 + 4, b.l4, same, 1));
+            assert!(!set_dst(&mut f, b.l3, usize::MAX, same, 1));
+            assert!(!set_dst(&mut f, usize::MAX, b.l4, same, 1));
+            // A TCP/UDP packet without its transport offset would lose its checksum.
+            assert!(!set_dst(&mut f, b.l3, 0, same, 1));
+            assert_eq!(f, b.frame);
+        }
+    }
+
+    #[test]
+    fn udp4_without_checksum_stays_without() {
+        let mut spec = Spec::new("198.18.0.10", "198.19.255.1", 17);
+        spec.udp_no_checksum = true;
+        let b = build(&spec);
+        let mut f = b.frame.clone();
+        assert!(set_dst(
+            &mut f,
+            b.l3,
+            b.l4,
+            "198.18.9.9".parse().unwrap(),
+            53
+        ));
+        assert_eq!(l4_stored(&f, b.l4, 17), 0);
+        assert_eq!(&f[b.l4 + 2..b.l4 + 4], &53u16.to_be_bytes());
+        assert_checksums(&f, b.l3, 0, 17);
+    }
+
+    /// A port chosen so that the UDP checksum of the result is 0 in ones'
+    /// complement: it must be written 0xffff.
+    #[test]
+    fn udp_zero_result_written_ffff() {
+        for (src, dst, new) in [
+            ("198.18.0.10", "198.19.255.1", "198.18.3.3"),
+            ("2001:db8::10", "2001:db8::1", "2001:db8::3"),
+        ] {
+            let spec = Spec::new(src, dst, 17);
+            let b = build(&spec);
+            let new: IpAddr = new.parse().unwrap();
+            // The sum of everything but the destination port, after the rewrite.
+            let mut probe = rebuilt(&spec, Side::Dst, new, 0).frame;
+            probe[b.l4 + 6] = 0;
+            probe[b.l4 + 7] = 0;
+            let (ps, _) = {
+                let v4 = new.is_ipv4();
+                let mut p = Vec::new();
+                if v4 {
+                    p.extend_from_slice(&probe[b.l3 + 12..b.l3 + 20]);
+                    p.extend_from_slice(&[0, 17]);
+                    p.extend_from_slice(&((probe.len() - b.l4) as u16).to_be_bytes());
+                } else {
+                    p.extend_from_slice(&probe[b.l3 + 8..b.l3 + 40]);
+                    p.extend_from_slice(&((probe.len() - b.l4) as u32).to_be_bytes());
+                    p.extend_from_slice(&[0, 0, 0, 17]);
+                }
+                p.extend_from_slice(&probe[b.l4..]);
+                (ind_sum(&p), ())
+            };
+            // S + port = 0xffff (ones' complement): the checksum is !0xffff = 0.
+            let port = (0xffff - ps) as u16;
+            let mut f = b.frame.clone();
+            assert!(set_dst(&mut f, b.l3, b.l4, new, port));
+            assert_eq!(l4_stored(&f, b.l4, 17), 0xffff);
+            assert_checksums(&f, b.l3, b.l4, 17);
+        }
+    }
+
+    #[test]
+    fn later_fragment_gets_ip_rewrite_only() {
+        // IPv4: fragment offset 1 (8 bytes).
+        let b = build(&Spec::new("198.18.0.10", "198.19.255.1", 17));
+        let mut f = b.frame.clone();
+        f[b.l3 + 6..b.l3 + 8].copy_from_slice(&0x0001u16.to_be_bytes());
+        let c = ipv4_header_expected(&f, b.l3);
+        f[b.l3 + 10..b.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let before = f.clone();
+        let new: IpAddr = "198.18.3.3".parse().unwrap();
+        assert!(!set_dst(&mut f, b.l3, b.l4, new, 9), "no transport header");
+        assert!(set_dst(&mut f, b.l3, 0, new, 9));
+        assert_eq!(&f[b.l3 + 16..b.l3 + 20], &[198, 18, 3, 3]);
+        assert_checksums(&f, b.l3, 0, 17);
+        assert_eq!(&f[b.l4..], &before[b.l4..], "fragment data untouched");
+
+        // IPv6: the hop-by-hop header turned into a fragment header, offset 1.
+        let mut spec = Spec::new("2001:db8::10", "2001:db8::1", 17);
+        spec.ip_options = 8;
+        let b = build(&spec);
+        let mut f = b.frame.clone();
+        f[b.l3 + 6] = 44;
+        f[b.l3 + 40..b.l3 + 48].copy_from_slice(&[17, 0, 0, 8, 0, 0, 0, 1]);
+        let before = f.clone();
+        let new: IpAddr = "2001:db8::3".parse().unwrap();
+        assert!(set_src(&mut f, b.l3, 0, new, 9));
+        assert_eq!(&f[b.l3 + 8..b.l3 + 24], &new_octets(new));
+        assert_eq!(&f[b.l3 + 24..], &before[b.l3 + 24..]);
+    }
+
+    fn new_octets(a: IpAddr) -> Vec<u8> {
+        match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    }
+
+    #[test]
+    fn icmp_echo() {
+        // ICMPv6: the address is in its pseudo-header.
+        let b = build(&Spec::new("2001:db8::10", "2001:db8::1", 58));
+        let mut f = b.frame.clone();
+        assert!(set_dst(
+            &mut f,
+            b.l3,
+            b.l4,
+            "2001:db8::77".parse().unwrap(),
+            1
+        ));
+        assert_checksums(&f, b.l3, b.l4, 58);
+        assert_eq!(&f[b.l4 + 4..], &b.frame[b.l4 + 4..], "identifier kept");
+        // ICMP over IPv4: the header checksum only.
+        let b = build(&Spec::new("198.18.0.10", "198.19.255.1", 1));
+        let mut f = b.frame.clone();
+        assert!(set_src(
+            &mut f,
+            b.l3,
+            b.l4,
+            "198.18.1.1".parse().unwrap(),
+            1
+        ));
+        assert_checksums(&f, b.l3, b.l4, 1);
+        assert_eq!(&f[b.l4..], &b.frame[b.l4..]);
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        for spec in specs() {
+            let b = build(&spec);
+            for n in 0..=b.frame.len() {
+                let mut f = b.frame[..n].to_vec();
+                let ok = set_dst(&mut f, b.l3, b.l4, spec.src, 7);
+                assert_eq!(ok, n == b.frame.len(), "cut at {n}");
+                if !ok {
+                    assert_eq!(f, b.frame[..n]);
+                }
+                let _ = set_src(&mut f, b.l3, 0, spec.dst, 7);
+                let _ = set_src(&mut f, n, n, spec.dst, 7);
+            }
+        }
+    }
+
+    fn addr_strategy(v6: bool) -> BoxedStrategy<IpAddr> {
+        if v6 {
+            any::<[u8; 16]>().prop_map(|a| IpAddr::from(a)).boxed()
+        } else {
+            any::<[u8; 4]>().prop_map(|a| IpAddr::from(a)).boxed()
+        }
+    }
+
+    fn case() -> impl Strategy<Value = (Spec, IpAddr, u16, IpAddr, u16)> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0usize..3,
+            0usize..40,
+        )
+            .prop_flat_map(|(v6, tcp, vlan, opts, plen)| {
+                (
+                    addr_strategy(v6),
+                    addr_strategy(v6),
+                    any::<(u16, u16)>(),
+                    addr_strategy(v6),
+                    any::<u16>(),
+                    addr_strategy(v6),
+                    any::<u16>(),
+                    proptest::collection::vec(any::<u8>(), plen),
+                )
+                    .prop_map(
+                        move |(src, dst, (sp, dp), a1, p1, a2, p2, payload)| {
+                            let mut s = Spec::new("0.0.0.0", "0.0.0.0", if tcp { 6 } else { 17 });
+                            (s.src, s.dst, s.sport, s.dport) = (src, dst, sp, dp);
+                            s.vlan = vlan;
+                            s.ip_options = opts * 4 * if v6 { 2 } else { 1 };
+                            s.payload = payload;
+                            (s, a1, p1, a2, p2)
+                        },
+                    )
+            })
+    }
+
+    proptest! {
+        /// client -> VIP becomes client -> back end (exactly the packet built
+        /// for that), and back; back end -> client becomes VIP -> client, and back.
+        #[test]
+        fn round_trips_restore_bytes((spec, a1, p1, a2, p2) in case()) {
+            let b = build(&spec);
+            let mut f = b.frame.clone();
+            prop_assert!(set_dst(&mut f, b.l3, b.l4, a1, p1));
+            assert_checksums(&f, b.l3, b.l4, spec.proto);
+            prop_assert_eq!(&f, &rebuilt(&spec, Side::Dst, a1, p1).frame);
+            prop_assert!(set_dst(&mut f, b.l3, b.l4, spec.dst, spec.dport));
+            prop_assert_eq!(&f, &b.frame);
+
+            prop_assert!(set_src(&mut f, b.l3, b.l4, a2, p2));
+            assert_checksums(&f, b.l3, b.l4, spec.proto);
+            prop_assert_eq!(&f, &rebuilt(&spec, Side::Src, a2, p2).frame);
+            prop_assert!(set_src(&mut f, b.l3, b.l4, spec.src, spec.sport));
+            prop_assert_eq!(&f, &b.frame);
+
+            // set_dst then set_src: a NAT'ed packet, then its addresses swapped back.
+            prop_assert!(set_dst(&mut f, b.l3, b.l4, a1, p1));
+            prop_assert!(set_src(&mut f, b.l3, b.l4, a2, p2));
+            assert_checksums(&f, b.l3, b.l4, spec.proto);
+            prop_assert!(set_dst(&mut f, b.l3, b.l4, spec.dst, spec.dport));
+            prop_assert!(set_src(&mut f, b.l3, b.l4, spec.src, spec.sport));
+            prop_assert_eq!(&f, &b.frame);
+        }
+    }
+}
