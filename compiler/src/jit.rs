@@ -38,6 +38,8 @@
 //! [`interp::decide`]: crate::interp::decide
 //! [`interp::addr`]: crate::interp::addr
 
+use crate::classify::Classifier;
+pub use crate::classify::MERGE_MIN;
 use crate::interp::Backend;
 use crate::ir::{
     self, Addr, AddrField, CmpOp, Cond, CondKind, IntField, MacField, Program, Set, SetId,
@@ -206,7 +208,31 @@ struct Tables {
     own: Vec<Addr>,
     routes4: Vec<RouteGroup<u32>>,
     routes6: Vec<RouteGroup<u128>>,
+    /// Filter rules merged into tables by shape, and the rules left inline.
+    classifier: Classifier,
+    /// Per rule, its action as [`rule_code`] encodes it (read after a merged
+    /// rule decided).
+    rule_codes: Vec<u32>,
 }
+
+/// A rule's action for the generated code: the kind in the low 3 bits
+/// (`CODE_*`), the service of `balance` above them.
+fn rule_code(a: ir::Action) -> u32 {
+    match a {
+        ir::Action::Accept => CODE_ACCEPT,
+        ir::Action::Forward => CODE_FORWARD,
+        ir::Action::Drop => CODE_DROP,
+        ir::Action::Reset => CODE_RESET,
+        ir::Action::Local => CODE_LOCAL,
+        ir::Action::Balance(s) => CODE_BALANCE | s << 3,
+    }
+}
+const CODE_ACCEPT: u32 = 0;
+const CODE_FORWARD: u32 = 1;
+const CODE_DROP: u32 = 2;
+const CODE_RESET: u32 = 3;
+const CODE_LOCAL: u32 = 4;
+const CODE_BALANCE: u32 = 5;
 
 #[derive(Debug)]
 enum SetTable {
@@ -334,6 +360,19 @@ extern "C" fn lbp_jit_service(
     SVC_NO_ENTRY
 }
 
+/// The merged filter rules: the lowest index of a merged rule whose condition
+/// holds, or `NO_RULE`.
+#[inline(never)]
+extern "C" fn lbp_jit_classify(t: &Tables, f: &Fields) -> u32 {
+    t.classifier.lookup(f).unwrap_or(NO_RULE)
+}
+
+/// A rule's [`rule_code`] (that of `drop` for an index out of range).
+#[inline(never)]
+extern "C" fn lbp_jit_rule_code(t: &Tables, rule: u32) -> u32 {
+    t.rule_codes.get(rule as usize).copied().unwrap_or(CODE_DROP)
+}
+
 #[inline(never)]
 extern "C" fn lbp_jit_own(t: &Tables, fam: u32, hi: u64, lo: u64) -> u32 {
     u32::from(t.own.binary_search(&addr_of(fam, hi, lo)).is_ok())
@@ -356,16 +395,20 @@ enum Helper {
     Service,
     Own,
     Route,
+    Classify,
+    RuleCode,
 }
 
 impl Helper {
-    const ALL: [Helper; 6] = [
+    const ALL: [Helper; 8] = [
         Helper::IntIn,
         Helper::AddrIn,
         Helper::MacIn,
         Helper::Service,
         Helper::Own,
         Helper::Route,
+        Helper::Classify,
+        Helper::RuleCode,
     ];
 
     fn name(self) -> &'static str {
@@ -376,6 +419,8 @@ impl Helper {
             Helper::Service => "lbp_jit_service",
             Helper::Own => "lbp_jit_own",
             Helper::Route => "lbp_jit_route",
+            Helper::Classify => "lbp_jit_classify",
+            Helper::RuleCode => "lbp_jit_rule_code",
         }
     }
 
@@ -387,6 +432,8 @@ impl Helper {
             Helper::Service => lbp_jit_service as *const u8,
             Helper::Own => lbp_jit_own as *const u8,
             Helper::Route => lbp_jit_route as *const u8,
+            Helper::Classify => lbp_jit_classify as *const u8,
+            Helper::RuleCode => lbp_jit_rule_code as *const u8,
         }
     }
 
@@ -399,11 +446,15 @@ impl Helper {
             Helper::MacIn => &[I32, I64],
             Helper::Service => &[I32, I64, I64, I32, I32],
             Helper::Own | Helper::Route => &[I32, I64, I64],
+            // The `Fields` pointer (the JIT refuses hosts whose pointers are not
+            // 64 bits wide).
+            Helper::Classify => &[I64],
+            Helper::RuleCode => &[I32],
         }
     }
 }
 
-fn build_tables(prog: &Program) -> Result<Tables, String> {
+fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
     let sets = prog
         .sets
         .iter()
@@ -486,6 +537,8 @@ fn build_tables(prog: &Program) -> Result<Tables, String> {
         own,
         routes4,
         routes6,
+        classifier: Classifier::build(prog, merge_min),
+        rule_codes: prog.rules.iter().map(|r| rule_code(r.action)).collect(),
     })
 }
 
@@ -493,33 +546,52 @@ fn build_tables(prog: &Program) -> Result<Tables, String> {
 // Compilation
 // ---------------------------------------------------------------------------
 
-/// Compile a lowered policy to native code.
+/// Compile a lowered policy to native code, merging rules of one shape into
+/// tables when at least [`MERGE_MIN`] rules share it.
 pub fn compile(prog: &Program) -> Result<Jit, String> {
-    compile_inner(prog, false).map(|(jit, _)| jit)
+    compile_with(prog, MERGE_MIN)
+}
+
+/// Compile, merging rules of one shape when at least `merge_min` share it
+/// (`usize::MAX`: never; 1: whenever possible, as the differential tests do).
+pub fn compile_with(prog: &Program, merge_min: usize) -> Result<Jit, String> {
+    compile_inner(prog, false, merge_min).map(|(jit, _)| jit)
 }
 
 /// The Cranelift IR (CLIF) of a policy's function, as generated before
 /// optimisation (`lbp compile --emit clif`).
 pub fn clif(prog: &Program) -> Result<String, String> {
-    compile_inner(prog, true).map(|(_, clif)| clif.unwrap_or_default())
+    compile_inner(prog, true, MERGE_MIN).map(|(_, clif)| clif.unwrap_or_default())
 }
 
-fn compile_inner(prog: &Program, keep_clif: bool) -> Result<(Jit, Option<String>), String> {
+fn compile_inner(
+    prog: &Program,
+    keep_clif: bool,
+    merge_min: usize,
+) -> Result<(Jit, Option<String>), String> {
     if prog.rules.len() >= NO_RULE as usize {
         return Err("too many rules".into());
     }
-    // The whole filter is one function, and Cranelift's cost grows faster than
-    // linearly with its size (10 000 rules: 1.6 s and 180 MB; 100 000: out of
-    // 24 GB). Refuse, with a clear error, what cannot be compiled in bounded
-    // memory; merging rules of the same shape into tables is what will lift this.
-    let nodes: usize = prog.rules.iter().map(|r| cond_nodes(&r.cond)).sum();
-    if nodes > MAX_COND_NODES || prog.rules.len() > MAX_RULES {
+    if size_of::<usize>() != 8 {
+        return Err("lbp's JIT needs a 64-bit host".into());
+    }
+    let tables = Box::new(build_tables(prog, merge_min)?);
+    // The rules left inline are one function, and Cranelift's cost grows faster
+    // than linearly with its size (10 000 rules: 1.6 s and 180 MB; 100 000: out
+    // of 24 GB). Refuse, with a clear error, what cannot be compiled in bounded
+    // memory.
+    let inline = &tables.classifier.inline;
+    let nodes: usize = inline
+        .iter()
+        .filter_map(|&i| prog.rules.get(i as usize))
+        .map(|r| cond_nodes(&r.cond))
+        .sum();
+    if nodes > MAX_COND_NODES || inline.len() > MAX_RULES {
         return Err(format!(
-            "the filter is too large to compile ({} rules, {nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes) until rules of the same shape are merged into tables",
-            prog.rules.len()
+            "the filter is too large to compile: {} rules could not be merged into tables ({nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes); rules that are conjunctions of field tests (`==`, `in`, comparisons, flags, negated `in`) merge",
+            inline.len()
         ));
     }
-    let tables = Box::new(build_tables(prog)?);
 
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
@@ -785,19 +857,54 @@ impl<'a> Translator<'a> {
         let after = self.b.create_block();
         let with_services = self.b.append_block_param(after, types::I32);
 
+        let tables: &'a Tables = self.tables;
+        let cls = &tables.classifier;
         let mut cur = first_rule;
-        for (i, rule) in self.prog.rules.iter().enumerate() {
+        if cls.groups.is_empty() {
+            for (i, rule) in self.prog.rules.iter().enumerate() {
+                self.b.switch_to_block(cur);
+                let hit = self.b.create_block();
+                let next = self.b.create_block();
+                self.translate_cond(&rule.cond, hit, next, 0)?;
+                self.b.switch_to_block(hit);
+                self.translate_action(i as u32, rule.action, after);
+                cur = next;
+            }
             self.b.switch_to_block(cur);
-            let hit = self.b.create_block();
-            let next = self.b.create_block();
-            self.translate_cond(&rule.cond, hit, next, 0)?;
-            self.b.switch_to_block(hit);
-            self.translate_action(i as u32, rule.action, after);
-            cur = next;
+            let one = self.b.ins().iconst(types::I32, 1);
+            self.b.ins().jump(after, &[BlockArg::Value(one)]);
+        } else {
+            // The merged rules' answer first; then the inline rules in order,
+            // each tested only while its index is below that answer.
+            self.b.switch_to_block(cur);
+            let best = self.call(Helper::Classify, &[self.fields]);
+            let merged = self.b.create_block();
+            cur = self.b.create_block();
+            self.b.ins().jump(cur, &[]);
+            for &i in &cls.inline {
+                let Some(rule) = self.prog.rules.get(i as usize) else {
+                    return Err(format!("no rule {i}"));
+                };
+                self.b.switch_to_block(cur);
+                let test = self.b.create_block();
+                let hit = self.b.create_block();
+                let next = self.b.create_block();
+                let later = self
+                    .b
+                    .ins()
+                    .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, best, i64::from(i));
+                self.b.ins().brif(later, merged, &[], test, &[]);
+                self.b.switch_to_block(test);
+                self.translate_cond(&rule.cond, hit, next, 0)?;
+                self.b.switch_to_block(hit);
+                self.translate_action(i, rule.action, after);
+                cur = next;
+            }
+            self.b.switch_to_block(cur);
+            self.b.ins().jump(merged, &[]);
+            self.b.switch_to_block(merged);
+            self.translate_merged(best, after);
         }
-        self.b.switch_to_block(cur);
-        let one = self.b.ins().iconst(types::I32, 1);
-        self.b.ins().jump(after, &[BlockArg::Value(one)]);
 
         self.b.switch_to_block(after);
         self.translate_tail(with_services);
@@ -820,6 +927,49 @@ impl<'a> Translator<'a> {
         let config = self.module.target_config();
         self.b.finalize(config);
         Ok(())
+    }
+
+    /// After a merged rule decided (`best`, or `NO_RULE` when none did): its
+    /// action, read from the rule codes.
+    fn translate_merged(&mut self, best: Value, after: Block) {
+        let none = self.b.ins().icmp_imm_u(IntCC::Equal, best, i64::from(NO_RULE));
+        let pass = self.b.create_block();
+        let decided = self.b.create_block();
+        let one = self.b.ins().iconst(types::I32, 1);
+        self.b.ins().brif(none, after, &[BlockArg::Value(one)], decided, &[]);
+        self.b.switch_to_block(decided);
+        let code = self.call(Helper::RuleCode, &[best]);
+        let kind = self.b.ins().band_imm_u(code, 7);
+        let is_pass = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, kind, i64::from(CODE_DROP));
+        let stop = self.b.create_block();
+        self.b.ins().brif(is_pass, pass, &[], stop, &[]);
+        // accept (0) goes on to the services, forward (1) routes at once.
+        self.b.switch_to_block(pass);
+        let with_services = self.b.ins().bxor_imm_u(kind, 1);
+        self.b.ins().jump(after, &[BlockArg::Value(with_services)]);
+
+        self.b.switch_to_block(stop);
+        let target = self.b.ins().ushr_imm_u(code, 3);
+        let is_reset = self.b.ins().icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_RESET));
+        let is_local = self.b.ins().icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_LOCAL));
+        let is_balance = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_BALANCE));
+        let reset = self.reset_or_drop();
+        let local = self.konst(types::I32, A::Local as u64);
+        let balance = self.konst(types::I32, A::Balance as u64);
+        let drop = self.konst(types::I32, A::Drop as u64);
+        let a = self.b.ins().select(is_balance, balance, drop);
+        let a = self.b.ins().select(is_local, local, a);
+        let a = self.b.ins().select(is_reset, reset, a);
+        let zero = self.konst(types::I32, 0);
+        let target = self.b.ins().select(is_balance, target, zero);
+        let stage = self.konst(types::I32, u64::from(stage::FILTER));
+        self.exit_with(a, target, best, stage);
     }
 
     /// The block of a rule whose condition held.

@@ -5,6 +5,7 @@
 //! parses packets in memory, and runs policy tests. It never reads the clock or the
 //! network; the runtime calls compiled policies through `lbp-abi` only.
 
+pub mod classify;
 pub mod interp;
 pub mod ir;
 pub mod jit;

@@ -355,6 +355,8 @@ fn policies_agree_on_test_packets_and_random_fields() {
     for (name, src) in all_policies() {
         let (policy, prog) = load(&name, &src);
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Every rule that can be merged into a table, merged.
+        let merged = jit::compile_with(&prog, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
 
         let consts: HashMap<&str, &ast::Expr> = policy
             .items
@@ -388,11 +390,9 @@ fn policies_agree_on_test_packets_and_random_fields() {
         };
         for i in 0..n {
             let f = pool.fields(&mut r);
-            assert_eq!(
-                jit.decide(&f),
-                interp::decide(&prog, &f),
-                "{name}, random packet {i}: {f:?}"
-            );
+            let want = interp::decide(&prog, &f);
+            assert_eq!(jit.decide(&f), want, "{name}, random packet {i}: {f:?}");
+            assert_eq!(merged.decide(&f), want, "{name} merged, random packet {i}: {f:?}");
             total += 1;
         }
     }
@@ -405,8 +405,10 @@ fn the_case_corpus_gives_the_same_verdicts_on_both_back_ends() {
     for (name, src) in lbp_files("tests/cases") {
         let (policy, prog) = load(&name, &src);
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let merged = jit::compile_with(&prog, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
         let interp = Interpreter::new(&prog);
-        let backends: [(&str, &dyn Backend); 2] = [("interp", &interp), ("jit", &jit)];
+        let backends: [(&str, &dyn Backend); 3] =
+            [("interp", &interp), ("jit", &jit), ("jit, rules merged", &merged)];
         let report = testing::run(&policy, &prog, &backends).unwrap();
         for o in &report.outcomes {
             assert!(!o.disagreement(), "{name}, test {:?}: {:?}", o.test, o.got);
@@ -730,13 +732,61 @@ proptest! {
         prop_assume!(!a.has_errors());
         let prog = lower::lower(&a.policy).map_err(TestCaseError::fail)?;
         let jit = jit::compile(&prog).map_err(TestCaseError::fail)?;
+        let merged = jit::compile_with(&prog, 1).map_err(TestCaseError::fail)?;
         let pool = Pool::of(&prog);
         let mut r = Rng::new(seed);
         for _ in 0..300 {
             let f = pool.fields(&mut r);
-            prop_assert_eq!(jit.decide(&f), interp::decide(&prog, &f), "{:?}", f);
+            let want = interp::decide(&prog, &f);
+            prop_assert_eq!(jit.decide(&f), want, "{:?}", f);
+            prop_assert_eq!(merged.decide(&f), want, "merged: {:?}", f);
         }
     }
+
+    /// Many rules of a few shapes, over narrow value domains so that rules share
+    /// keys and overlap: merged into tables (at the default threshold and at 1)
+    /// they must decide as the interpreter, rule by rule, does.
+    #[test]
+    fn merged_rules_agree(rules in prop::collection::vec((shaped_rule(), action()), 8..80), seed in any::<u64>()) {
+        let mut src = String::from("interface a { address 198.18.1.1/24, 2001:db8:1::1/64 }\ninterface b { address 198.18.2.1/24 }\npool p {\n    backend 198.18.2.11\n}\nservice s0 {\n    vip 198.18.0.10 tcp port 80\n    pool p\n}\nservice s1 {\n    vip 198.18.0.11 udp port 53\n    pool p\n}\nfilter {\n");
+        for (c, a) in &rules {
+            src += &format!("    {c} => {a}\n");
+        }
+        src += "}\nroute 0.0.0.0/0 via 198.18.2.254 dev b\n";
+        let a = lbp_lang::analyze(&src);
+        prop_assume!(!a.has_errors());
+        let prog = lower::lower(&a.policy).map_err(TestCaseError::fail)?;
+        let pool = Pool::of(&prog);
+        for min in [1, 4, jit::MERGE_MIN] {
+            let jit = jit::compile_with(&prog, min).map_err(TestCaseError::fail)?;
+            let mut r = Rng::new(seed);
+            for _ in 0..400 {
+                let f = pool.fields(&mut r);
+                prop_assert_eq!(jit.decide(&f), interp::decide(&prog, &f), "merge_min {}: {:?}\n{}", min, f, src);
+            }
+        }
+    }
+}
+
+/// A rule of one of a few shapes: conjunctions of one to three tests, each an
+/// equality, a set, a range, a flag or a negated set, over narrow domains.
+fn shaped_rule() -> impl Strategy<Value = String> {
+    let port = || 20..30u32;
+    let net = || 0..4u32;
+    let test = prop_oneof![
+        port().prop_map(|p| format!("tcp.dport == {p}")),
+        (port(), port()).prop_map(|(a, b)| format!("tcp.dport in {{ {a}, {b} }}")),
+        (port(), 1..6u32).prop_map(|(a, n)| format!("l4.dport in {a}..{}", a + n)),
+        net().prop_map(|n| format!("ip.src == 198.18.{n}.5")),
+        net().prop_map(|n| format!("ip.src in 198.18.{n}.0/24")),
+        net().prop_map(|n| format!("!(ip.src in 198.18.{n}.0/24)")),
+        net().prop_map(|n| format!("ip.dst in 2001:db8:{n}::/48")),
+        (60..70u32).prop_map(|t| format!("ip.ttl < {t}")),
+        (60..70u32).prop_map(|t| format!("ip.ttl >= {t}")),
+        (0..3u32).prop_map(|t| format!("icmp.type == {t}")),
+        prop::sample::select(vec!["tcp.syn", "!tcp.ack", "ip.frag", "in.iface == a", "udp.dport != 53"]).prop_map(String::from),
+    ];
+    prop::collection::vec(test, 1..4).prop_map(|ts| ts.join(" && "))
 }
 
 /// The generator must mostly produce policies that check clean, or the property
