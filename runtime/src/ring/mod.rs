@@ -16,6 +16,8 @@
 //! shared by the core's sockets).
 
 pub mod mem;
+pub mod tap;
+pub mod uring;
 
 /// The size of one frame slot. A power of two, at least the largest frame lbp
 /// handles (1 514 bytes plus VLAN tags), as AF_XDP's UMEM chunk size must be.
