@@ -245,3 +245,313 @@ fn icmp_rewrite(
     };
     put_u16(frame, csum_at, c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::{Built, Spec, assert_checksums, build, l4_expected};
+
+    /// An ICMP error from `src` to `dst` (type, code) carrying the first
+    /// `keep` bytes of `inner`'s IP packet; every checksum computed from scratch.
+    fn error(inner: &Built, src: &str, dst: &str, t: u8, c: u8, keep: usize, vlan: bool) -> Built {
+        let v6 = inner.frame[inner.l3] >> 4 == 6;
+        let mut s = Spec::new(src, dst, if v6 { 58 } else { 1 });
+        s.vlan = vlan;
+        let ip = &inner.frame[inner.l3..];
+        s.payload = ip[..keep.min(ip.len())].to_vec();
+        let mut b = build(&s);
+        // type, code, checksum, then 4 bytes (MTU 1400 for "too big" kinds)
+        b.frame[b.l4..b.l4 + 8].copy_from_slice(&[t, c, 0, 0, 0, 0, 0x05, 0x78]);
+        let proto = if v6 { 58 } else { 1 };
+        let sum = l4_expected(&b.frame, b.l3, b.l4, proto);
+        b.frame[b.l4 + 2..b.l4 + 4].copy_from_slice(&sum.to_be_bytes());
+        b
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn tcp(src: &str, sp: u16, dst: &str, dp: u16) -> Spec {
+        let mut s = Spec::new(src, dst, 6);
+        (s.sport, s.dport) = (sp, dp);
+        s
+    }
+
+    fn udp(src: &str, sp: u16, dst: &str, dp: u16) -> Spec {
+        let mut s = tcp(src, sp, dst, dp);
+        s.proto = 17;
+        s
+    }
+
+    #[test]
+    fn parse_inner_tuple() {
+        // IPv4, inner TCP cut to header + 8 bytes, inner IP options.
+        let mut inner = tcp("198.18.5.5", 8080, "198.18.0.1", 40000);
+        inner.ip_options = 8;
+        let e = error(
+            &build(&inner),
+            "198.18.5.5",
+            "198.18.0.1",
+            3,
+            4,
+            28 + 8,
+            true,
+        );
+        let got = parse_icmp_error(&e.frame, e.l3, e.l4).unwrap();
+        assert_eq!(
+            (
+                got.icmp_type,
+                got.icmp_code,
+                got.src,
+                got.dst,
+                got.proto,
+                got.sport,
+                got.dport
+            ),
+            (3, 4, ip("198.18.5.5"), ip("198.18.0.1"), 6, 8080, 40000)
+        );
+        assert_eq!((got.inner_l3, got.inner_l4), (e.l4 + 8, e.l4 + 8 + 28));
+
+        // IPv6, inner UDP whole, with a hop-by-hop header.
+        let mut inner = udp("2001:db8::1", 5353, "2001:db8:f::80", 53);
+        inner.ip_options = 8;
+        let e = error(
+            &build(&inner),
+            "2001:db8:9::1",
+            "2001:db8::1",
+            2,
+            0,
+            1280,
+            false,
+        );
+        let got = parse_icmp_error(&e.frame, e.l3, e.l4).unwrap();
+        assert_eq!(
+            (got.src, got.dst, got.proto, got.sport, got.dport),
+            (ip("2001:db8::1"), ip("2001:db8:f::80"), 17, 5353, 53)
+        );
+        assert_eq!(got.inner_l4, got.inner_l3 + 48);
+
+        // Inner ICMP: no ports.
+        let inner = Spec::new("198.18.0.1", "198.18.5.5", 1);
+        let e = error(&build(&inner), "198.18.9.9", "198.18.0.1", 11, 0, 28, false);
+        let got = parse_icmp_error(&e.frame, e.l3, e.l4).unwrap();
+        assert_eq!(
+            (got.proto, got.sport, got.dport, got.inner_l4),
+            (1, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn not_errors() {
+        // Echo requests are not errors.
+        for (a, b) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let e = build(&Spec::new(a, b, if a.contains(':') { 58 } else { 1 }));
+            assert_eq!(parse_icmp_error(&e.frame, e.l3, e.l4), None);
+        }
+        let inner = build(&tcp("198.18.5.5", 1, "198.18.0.1", 2));
+        let e = error(&inner, "198.18.5.5", "198.18.0.1", 3, 1, 28, false);
+        assert!(parse_icmp_error(&e.frame, e.l3, e.l4).is_some());
+        for t in [0u8, 4, 5, 8, 13] {
+            let mut f = e.frame.clone();
+            f[e.l4] = t;
+            assert_eq!(parse_icmp_error(&f, e.l3, e.l4), None, "type {t}");
+        }
+        // Inner header of the other family; inner header cut short.
+        let mut f = e.frame.clone();
+        f[e.l4 + 8] = 0x65;
+        assert_eq!(parse_icmp_error(&f, e.l3, e.l4), None);
+        let e = error(&inner, "198.18.5.5", "198.18.0.1", 3, 1, 19, false);
+        assert_eq!(parse_icmp_error(&e.frame, e.l3, e.l4), None);
+        // Wrong offsets.
+        let e = error(&inner, "198.18.5.5", "198.18.0.1", 3, 1, 28, false);
+        assert_eq!(parse_icmp_error(&e.frame, e.l3, e.l4 + 8), None);
+        assert_eq!(parse_icmp_error(&e.frame, e.l3, 0), None);
+    }
+
+    /// Each translation gives exactly the error built from scratch around the
+    /// translated packet.
+    #[test]
+    fn rewrite_equals_error_built_from_scratch() {
+        struct Case {
+            inner: Spec,
+            outer: (&'static str, &'static str),
+            keep: usize,
+            vlan: bool,
+            rw_outer: Option<(Side, &'static str)>,
+            rw_inner: (Side, &'static str, u16),
+            want_inner: Spec,
+            want_outer: (&'static str, &'static str),
+        }
+        let cases = [
+            // A back end's "fragmentation needed" about its reply, for the client.
+            Case {
+                inner: tcp("198.18.5.5", 8080, "198.18.0.1", 40000),
+                outer: ("198.18.5.5", "198.18.0.1"),
+                keep: 28,
+                vlan: false,
+                rw_outer: Some((Side::Src, "198.19.0.80")),
+                rw_inner: (Side::Src, "198.19.0.80", 80),
+                want_inner: tcp("198.19.0.80", 80, "198.18.0.1", 40000),
+                want_outer: ("198.19.0.80", "198.18.0.1"),
+            },
+            // A client's "port unreachable" about a reply, for the back end (whole
+            // inner UDP packet: its checksum is updated too).
+            Case {
+                inner: udp("198.19.0.80", 53, "198.18.0.1", 5000),
+                outer: ("198.18.0.1", "198.19.0.80"),
+                keep: 1500,
+                vlan: true,
+                rw_outer: Some((Side::Dst, "198.18.5.5")),
+                rw_inner: (Side::Src, "198.18.5.5", 5353),
+                want_inner: udp("198.18.5.5", 5353, "198.18.0.1", 5000),
+                want_outer: ("198.18.0.1", "198.18.5.5"),
+            },
+            // A router's "packet too big" about client -> back end, for the client.
+            Case {
+                inner: tcp("2001:db8::1", 40000, "2001:db8:b::5", 8080),
+                outer: ("2001:db8:9::1", "2001:db8::1"),
+                keep: 1280,
+                vlan: false,
+                rw_outer: None,
+                rw_inner: (Side::Dst, "2001:db8:f::80", 443),
+                want_inner: tcp("2001:db8::1", 40000, "2001:db8:f::80", 443),
+                want_outer: ("2001:db8:9::1", "2001:db8::1"),
+            },
+            // IPv6 back end's "unreachable" about its UDP reply, tagged, cut short.
+            Case {
+                inner: udp("2001:db8:b::5", 5353, "2001:db8::1", 6000),
+                outer: ("2001:db8:b::5", "2001:db8::1"),
+                keep: 46,
+                vlan: true,
+                rw_outer: Some((Side::Src, "2001:db8:f::80")),
+                rw_inner: (Side::Src, "2001:db8:f::80", 53),
+                want_inner: udp("2001:db8:f::80", 53, "2001:db8::1", 6000),
+                want_outer: ("2001:db8:f::80", "2001:db8::1"),
+            },
+        ];
+        for c in cases {
+            let e = error(&build(&c.inner), c.outer.0, c.outer.1, 3, 4, c.keep, c.vlan);
+            let want = error(
+                &build(&c.want_inner),
+                c.want_outer.0,
+                c.want_outer.1,
+                3,
+                4,
+                c.keep,
+                c.vlan,
+            );
+            let mut f = e.frame.clone();
+            let outer = c.rw_outer.map(|(s, a)| (s, ip(a)));
+            assert!(icmp_error_rewrite(
+                &mut f,
+                e.l3,
+                e.l4,
+                outer,
+                c.rw_inner.0,
+                ip(c.rw_inner.1),
+                c.rw_inner.2
+            ));
+            assert_eq!(f, want.frame, "{:?}", c.inner);
+            assert_checksums(&f, e.l3, e.l4, if c.outer.0.contains(':') { 58 } else { 1 });
+        }
+    }
+
+    #[test]
+    fn rewrite_refusals_leave_frame() {
+        let inner = build(&tcp("198.18.5.5", 8080, "198.18.0.1", 40000));
+        let e = error(&inner, "198.18.5.5", "198.18.0.1", 3, 4, 28, false);
+        let mut f = e.frame.clone();
+        let v6 = ip("2001:db8::1");
+        let v4 = ip("198.19.0.80");
+        assert!(!icmp_error_rewrite(
+            &mut f,
+            e.l3,
+            e.l4,
+            None,
+            Side::Src,
+            v6,
+            1
+        ));
+        assert!(!icmp_error_rewrite(
+            &mut f,
+            e.l3,
+            e.l4,
+            Some((Side::Src, v6)),
+            Side::Src,
+            v4,
+            1
+        ));
+        assert!(!icmp_error_rewrite(
+            &mut f,
+            e.l3,
+            e.l4 + 1,
+            None,
+            Side::Src,
+            v4,
+            1
+        ));
+        assert_eq!(f, e.frame);
+        // An echo request is no error.
+        let echo = build(&Spec::new("198.18.0.1", "198.18.0.2", 1));
+        let mut f = echo.frame.clone();
+        assert!(!icmp_error_rewrite(
+            &mut f,
+            echo.l3,
+            echo.l4,
+            None,
+            Side::Src,
+            v4,
+            1
+        ));
+        assert_eq!(f, echo.frame);
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        let samples = [
+            error(
+                &build(&tcp("198.18.5.5", 1, "198.18.0.1", 2)),
+                "198.18.5.5",
+                "198.18.0.1",
+                3,
+                4,
+                28,
+                true,
+            ),
+            error(
+                &build(&udp("2001:db8::1", 1, "2001:db8::2", 2)),
+                "2001:db8::3",
+                "2001:db8::1",
+                1,
+                4,
+                1280,
+                false,
+            ),
+        ];
+        for e in samples {
+            let a = if e.frame[e.l3] >> 4 == 4 {
+                ip("198.19.0.1")
+            } else {
+                ip("2001:db8::9")
+            };
+            for n in 0..=e.frame.len() {
+                let mut f = e.frame[..n].to_vec();
+                let full = n == e.frame.len();
+                assert_eq!(
+                    parse_icmp_error(&f, e.l3, e.l4).is_some(),
+                    full,
+                    "cut at {n}"
+                );
+                let ok =
+                    icmp_error_rewrite(&mut f, e.l3, e.l4, Some((Side::Dst, a)), Side::Src, a, 9);
+                assert_eq!(ok, full);
+                if !full {
+                    assert_eq!(f, e.frame[..n]);
+                }
+                // The inner header's length field claiming more than is there.
+                let _ = parse_icmp_error(&f, e.l3, usize::MAX);
+            }
+        }
+    }
+}

@@ -142,3 +142,182 @@ fn fill_tcp_csum(frame: &mut [u8], at: usize, pseudo: u64) -> Option<()> {
     let c = !fold(sum(pseudo, frame.get(at..at + tcp::MIN_HEADER_LEN)?));
     put_u16(frame, at + tcp::CHECKSUM, c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::{MAC_A, MAC_B, Spec, assert_checksums, build};
+
+    fn be32(f: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(f[at..at + 4].try_into().unwrap())
+    }
+
+    /// Resets `spec`'s segment and checks what every RST has in common; returns
+    /// the RST frame and its TCP offset.
+    fn reset(spec: &Spec) -> (Vec<u8>, usize) {
+        let b = build(spec);
+        let mut f = b.frame.clone();
+        let n = reset_in_place(&mut f, b.frame.len(), b.l3, b.l4).expect("answered");
+        f.truncate(n);
+        let v4 = spec.src.is_ipv4();
+        let l4 = b.l3 + if v4 { 20 } else { 40 };
+        assert_eq!(n, l4 + 20);
+        assert_eq!(&f[0..6], &MAC_A);
+        assert_eq!(&f[6..12], &MAC_B);
+        assert_eq!(
+            &f[12..b.l3],
+            &b.frame[12..b.l3],
+            "VLAN tag and EtherType kept"
+        );
+        let (sa, da) = if v4 { (12, 16) } else { (8, 24) };
+        let alen = if v4 { 4 } else { 16 };
+        let o = &b.frame;
+        assert_eq!(
+            &f[b.l3 + sa..b.l3 + sa + alen],
+            &o[b.l3 + da..b.l3 + da + alen]
+        );
+        assert_eq!(
+            &f[b.l3 + da..b.l3 + da + alen],
+            &o[b.l3 + sa..b.l3 + sa + alen]
+        );
+        if v4 {
+            assert_eq!(&f[b.l3..b.l3 + 10], &[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6]);
+        } else {
+            assert_eq!(&f[b.l3..b.l3 + 8], &[0x60, 0, 0, 0, 0, 20, 6, 64]);
+        }
+        assert_eq!(&f[l4..l4 + 2], &o[b.l4 + 2..b.l4 + 4]);
+        assert_eq!(&f[l4 + 2..l4 + 4], &o[b.l4..b.l4 + 2]);
+        assert_eq!(f[l4 + 12], 0x50, "no options");
+        assert_eq!(&f[l4 + 14..l4 + 16], &[0, 0], "window 0");
+        assert_eq!(&f[l4 + 18..l4 + 20], &[0, 0], "urgent 0");
+        assert_checksums(&f, b.l3, l4, 6);
+        (f, l4)
+    }
+
+    fn all_shapes(src: &str, dst: &str) -> Vec<Spec> {
+        let mut v = Vec::new();
+        for (vlan, opts, tcp_opts) in [(false, 0, 0), (true, 8, 12)] {
+            let mut s = Spec::new(src, dst, 6);
+            s.vlan = vlan;
+            s.ip_options = opts;
+            s.tcp_options = tcp_opts;
+            v.push(s);
+        }
+        v
+    }
+
+    #[test]
+    fn segment_with_ack() {
+        for (src, dst) in [
+            ("198.18.0.1", "198.19.0.80"),
+            ("2001:db8::1", "2001:db8::80"),
+        ] {
+            for mut s in all_shapes(src, dst) {
+                s.tcp_flags = 0x18; // PSH|ACK
+                let (f, l4) = reset(&s);
+                assert_eq!(be32(&f, l4 + 4), s.ack, "seq = SEG.ACK");
+                assert_eq!(be32(&f, l4 + 8), 0);
+                assert_eq!(f[l4 + 13], RST);
+            }
+        }
+    }
+
+    #[test]
+    fn segment_without_ack() {
+        for (src, dst) in [
+            ("198.18.0.1", "198.19.0.80"),
+            ("2001:db8::1", "2001:db8::80"),
+        ] {
+            for mut s in all_shapes(src, dst) {
+                // (flags, payload length, expected SEG.LEN)
+                for (flags, plen, seg_len) in [
+                    (SYN, 0, 1),
+                    (SYN, 7, 8),
+                    (SYN | FIN, 3, 5),
+                    (FIN, 0, 1),
+                    (0, 10, 10),
+                    (0x08, 1, 1), // PSH only
+                ] {
+                    s.tcp_flags = flags;
+                    s.payload = vec![0xab; plen];
+                    s.seq = 0xffff_fffe;
+                    let (f, l4) = reset(&s);
+                    assert_eq!(be32(&f, l4 + 4), 0);
+                    assert_eq!(
+                        be32(&f, l4 + 8),
+                        s.seq.wrapping_add(seg_len),
+                        "flags {flags:#x}"
+                    );
+                    assert_eq!(f[l4 + 13], RST | ACK);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn never_answers_reset_or_fragment() {
+        for (src, dst) in [
+            ("198.18.0.1", "198.19.0.80"),
+            ("2001:db8::1", "2001:db8::80"),
+        ] {
+            for flags in [RST, RST | ACK, RST | SYN] {
+                let mut s = Spec::new(src, dst, 6);
+                s.tcp_flags = flags;
+                let b = build(&s);
+                let mut f = b.frame.clone();
+                assert_eq!(reset_in_place(&mut f, b.frame.len(), b.l3, b.l4), None);
+                assert_eq!(f, b.frame);
+            }
+        }
+        // IPv4 first fragment (MF).
+        let b = build(&Spec::new("198.18.0.1", "198.19.0.80", 6));
+        let mut f = b.frame.clone();
+        f[b.l3 + 6] = 0x20;
+        let before = f.clone();
+        assert_eq!(reset_in_place(&mut f, before.len(), b.l3, b.l4), None);
+        assert_eq!(f, before);
+        // UDP is not TCP.
+        let b = build(&Spec::new("198.18.0.1", "198.19.0.80", 17));
+        let mut f = b.frame.clone();
+        assert_eq!(reset_in_place(&mut f, b.frame.len(), b.l3, b.l4), None);
+        assert_eq!(f, b.frame);
+    }
+
+    #[test]
+    fn bad_offsets_and_lengths() {
+        let b = build(&Spec::new("198.18.0.1", "198.19.0.80", 6));
+        let mut f = b.frame.clone();
+        let n = f.len();
+        assert_eq!(reset_in_place(&mut f, n + 1, b.l3, b.l4), None);
+        assert_eq!(reset_in_place(&mut f, n, b.l3, b.l4 + 1), None);
+        assert_eq!(reset_in_place(&mut f, n, b.l3, 0), None);
+        assert_eq!(reset_in_place(&mut f, n, usize::MAX, usize::MAX), None);
+        assert_eq!(reset_in_place(&mut f, n, 0, b.l4), None);
+        assert_eq!(f, b.frame);
+        // Data offset below 5.
+        f[b.l4 + 12] = 0x40;
+        let before = f.clone();
+        assert_eq!(reset_in_place(&mut f, n, b.l3, b.l4), None);
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        for (src, dst) in [
+            ("198.18.0.1", "198.19.0.80"),
+            ("2001:db8::1", "2001:db8::80"),
+        ] {
+            for s in all_shapes(src, dst) {
+                let b = build(&s);
+                for n in 0..=b.frame.len() {
+                    let mut f = b.frame.clone();
+                    let r = reset_in_place(&mut f, n, b.l3, b.l4);
+                    assert_eq!(r.is_some(), n == b.frame.len(), "cut at {n}");
+                    let mut g = b.frame[..n].to_vec();
+                    let _ = reset_in_place(&mut g, n, b.l3, b.l4);
+                    let _ = reset_in_place(&mut g, usize::MAX, b.l3, b.l4);
+                }
+            }
+        }
+    }
+}
