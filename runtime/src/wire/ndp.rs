@@ -309,3 +309,202 @@ fn write_msg(
     ));
     put_u16(frame, l4 + icmp::CHECKSUM, c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::{l4_expected, l4_stored};
+
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+    const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+
+    fn peer() -> Ipv6Addr {
+        "2001:db8::11".parse().unwrap()
+    }
+    fn ours() -> Ipv6Addr {
+        "2001:db8::ab:cdef".parse().unwrap()
+    }
+
+    /// The ICMPv6 checksum must equal an independent computation from scratch.
+    fn assert_icmp6_checksum(f: &[u8], l3: usize) {
+        let l4 = l3 + 40;
+        assert_eq!(l4_stored(f, l4, 58), l4_expected(f, l3, l4, 58));
+    }
+
+    fn fix_checksum(f: &mut [u8], l3: usize) {
+        let c = l4_expected(f, l3, l3 + 40, 58);
+        f[l3 + 42..l3 + 44].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// The peer's NS for our address, as `build_ns` writes it, optionally with a
+    /// VLAN tag inserted.
+    fn ns(vlan: bool) -> (Vec<u8>, usize) {
+        let mut f = vec![0u8; 128];
+        let n = build_ns(&mut f, PEER_MAC, peer(), ours()).unwrap();
+        f.truncate(n);
+        if vlan {
+            f.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+            (f, 18)
+        } else {
+            (f, 14)
+        }
+    }
+
+    #[test]
+    fn built_ns() {
+        let (f, l3) = ns(false);
+        assert_eq!(f.len(), NS_FRAME_LEN);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0xff, 0xab, 0xcd, 0xef]);
+        assert_eq!(&f[6..14], &[2, 0, 0, 0, 0, 0x11, 0x86, 0xdd]);
+        let want_dst: Ipv6Addr = "ff02::1:ffab:cdef".parse().unwrap();
+        assert_eq!(&f[l3 + 24..l3 + 40], &want_dst.octets());
+        assert_eq!(f[l3 + 7], 255);
+        assert_icmp6_checksum(&f, l3);
+        let s = parse_ns(&f, l3, l3 + 40).unwrap();
+        assert_eq!(
+            s,
+            Solicitation {
+                src: peer(),
+                dst: want_dst,
+                target: ours(),
+                source_ll: Some(PEER_MAC),
+            }
+        );
+        assert_eq!(build_ns(&mut [0u8; 85], OUR_MAC, ours(), peer()), None);
+    }
+
+    #[test]
+    fn ns_to_na() {
+        for vlan in [false, true] {
+            let (mut f, l3) = ns(vlan);
+            let len = f.len();
+            let before = f.clone();
+            assert_eq!(
+                na_from_ns_in_place(&mut f, len, l3, l3 + 40, OUR_MAC, peer()),
+                None
+            );
+            assert_eq!(f, before);
+            let n = na_from_ns_in_place(&mut f, len, l3, l3 + 40, OUR_MAC, ours()).unwrap();
+            assert_eq!(n, l3 + 72);
+            f.truncate(n);
+            assert_eq!(&f[0..6], &PEER_MAC);
+            assert_eq!(&f[6..12], &OUR_MAC);
+            assert_eq!(&f[12..l3], &before[12..l3]);
+            assert_eq!(f[l3 + 7], 255);
+            assert_icmp6_checksum(&f, l3);
+            let a = parse_na(&f, l3, l3 + 40).unwrap();
+            assert_eq!(
+                a,
+                Advertisement {
+                    src: ours(),
+                    dst: peer(),
+                    target: ours(),
+                    target_ll: Some(OUR_MAC),
+                    router: false,
+                    solicited: true,
+                    override_: true,
+                }
+            );
+            // An NA is not an NS.
+            assert_eq!(parse_ns(&f, l3, l3 + 40), None);
+        }
+    }
+
+    /// Duplicate address detection: from ::, no option; the NA goes to all nodes,
+    /// not solicited, and is longer than the NS (the buffer has room).
+    #[test]
+    fn dad_ns_to_multicast_na() {
+        let (mut f, l3) = ns(false);
+        f[l3 + 8..l3 + 24].fill(0);
+        f[l3 + 5] = 24;
+        f.truncate(l3 + 64);
+        fix_checksum(&mut f, l3);
+        let s = parse_ns(&f, l3, l3 + 40).unwrap();
+        assert!(s.src.is_unspecified() && s.source_ll.is_none());
+        let len = f.len();
+        assert_eq!(
+            na_from_ns_in_place(&mut f, len, l3, l3 + 40, OUR_MAC, ours()),
+            None,
+            "no room"
+        );
+        f.resize(128, 0xee);
+        let n = na_from_ns_in_place(&mut f, len, l3, l3 + 40, OUR_MAC, ours()).unwrap();
+        f.truncate(n);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_icmp6_checksum(&f, l3);
+        let a = parse_na(&f, l3, l3 + 40).unwrap();
+        assert_eq!(a.dst, "ff02::1".parse::<Ipv6Addr>().unwrap());
+        assert!(!a.solicited && a.override_);
+
+        // From :: with a source link-layer option is invalid.
+        let (mut g, l3) = ns(false);
+        g[l3 + 8..l3 + 24].fill(0);
+        fix_checksum(&mut g, l3);
+        assert_eq!(parse_ns(&g, l3, l3 + 40), None);
+    }
+
+    #[test]
+    fn invalid_messages_refused() {
+        let (f, l3) = ns(false);
+        let l4 = l3 + 40;
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut g = f.clone();
+        g[l4 + 2] ^= 1;
+        cases.push(("bad checksum", g));
+        let mut g = f.clone();
+        g[l3 + 7] = 254;
+        cases.push(("hop limit", g));
+        let mut g = f.clone();
+        g[l4 + 1] = 1;
+        fix_checksum(&mut g, l3);
+        cases.push(("code", g));
+        let mut g = f.clone();
+        g[l4 + 8] = 0xff;
+        fix_checksum(&mut g, l3);
+        cases.push(("multicast target", g));
+        let mut g = f.clone();
+        g[l4 + 25] = 0;
+        fix_checksum(&mut g, l3);
+        cases.push(("zero-length option", g));
+        let mut g = f.clone();
+        g[l4 + 25] = 2;
+        fix_checksum(&mut g, l3);
+        cases.push(("option past the end", g));
+        for (what, mut g) in cases {
+            assert_eq!(parse_ns(&g, l3, l4), None, "{what}");
+            let len = g.len();
+            let before = g.clone();
+            assert_eq!(
+                na_from_ns_in_place(&mut g, len, l3, l4, OUR_MAC, ours()),
+                None
+            );
+            assert_eq!(g, before);
+        }
+        // Multicast NA with the solicited flag.
+        let (mut f, l3) = ns(false);
+        let len = f.len();
+        na_from_ns_in_place(&mut f, len, l3, l3 + 40, OUR_MAC, ours()).unwrap();
+        f[l3 + 24..l3 + 40].copy_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+        fix_checksum(&mut f, l3);
+        assert_eq!(parse_na(&f, l3, l3 + 40), None);
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        for vlan in [false, true] {
+            let (f, l3) = ns(vlan);
+            for n in 0..=f.len() {
+                let full = n == f.len();
+                assert_eq!(parse_ns(&f[..n], l3, l3 + 40).is_some(), full, "cut at {n}");
+                let mut g = f.clone();
+                let r = na_from_ns_in_place(&mut g, n, l3, l3 + 40, OUR_MAC, ours());
+                assert_eq!(r.is_some(), full);
+                let mut g = f[..n].to_vec();
+                let _ = na_from_ns_in_place(&mut g, n, l3, l3 + 40, OUR_MAC, ours());
+                let _ = na_from_ns_in_place(&mut g, usize::MAX, usize::MAX, 0, OUR_MAC, ours());
+                let _ = parse_na(&g, l3, l3 + 40);
+                let _ = build_ns(&mut g, OUR_MAC, ours(), peer());
+            }
+        }
+    }
+}
