@@ -376,6 +376,20 @@ fn icmp_echo_from_b(count: u16) -> u32 {
 #[test]
 fn uring_answers_echo_requests() {
     require_netns!();
+    echo_through_port(UringConfig::default());
+}
+
+/// The same with a kernel submission thread (SQPOLL).
+#[test]
+fn uring_answers_echo_requests_sqpoll() {
+    require_netns!();
+    echo_through_port(UringConfig {
+        sqpoll_idle_ms: Some(50),
+        ..UringConfig::default()
+    });
+}
+
+fn echo_through_port(cfg: UringConfig) {
     let (a, b) = topology();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -384,8 +398,7 @@ fn uring_answers_echo_requests() {
             let mut frames = Frames::new(512).expect("frames");
             let start_free = frames.free_count();
             // SAFETY: `frames` outlives the port (closed below).
-            let mut port = unsafe { UringPort::open("u0", &mut frames, UringConfig::default()) }
-                .expect("open port");
+            let mut port = unsafe { UringPort::open("u0", &mut frames, cfg) }.expect("open port");
             let mut replies = 0u32;
             let mut burst = [Desc { addr: 0, len: 0 }; 32];
             let deadline = Instant::now() + Duration::from_secs(15);
