@@ -324,21 +324,18 @@ mod tests {
             let mut probe = rebuilt(&spec, Side::Dst, new, 0).frame;
             probe[b.l4 + 6] = 0;
             probe[b.l4 + 7] = 0;
-            let (ps, _) = {
-                let v4 = new.is_ipv4();
-                let mut p = Vec::new();
-                if v4 {
-                    p.extend_from_slice(&probe[b.l3 + 12..b.l3 + 20]);
-                    p.extend_from_slice(&[0, 17]);
-                    p.extend_from_slice(&((probe.len() - b.l4) as u16).to_be_bytes());
-                } else {
-                    p.extend_from_slice(&probe[b.l3 + 8..b.l3 + 40]);
-                    p.extend_from_slice(&((probe.len() - b.l4) as u32).to_be_bytes());
-                    p.extend_from_slice(&[0, 0, 0, 17]);
-                }
-                p.extend_from_slice(&probe[b.l4..]);
-                (ind_sum(&p), ())
-            };
+            let mut p = Vec::new();
+            if new.is_ipv4() {
+                p.extend_from_slice(&probe[b.l3 + 12..b.l3 + 20]);
+                p.extend_from_slice(&[0, 17]);
+                p.extend_from_slice(&((probe.len() - b.l4) as u16).to_be_bytes());
+            } else {
+                p.extend_from_slice(&probe[b.l3 + 8..b.l3 + 40]);
+                p.extend_from_slice(&((probe.len() - b.l4) as u32).to_be_bytes());
+                p.extend_from_slice(&[0, 0, 0, 17]);
+            }
+            p.extend_from_slice(&probe[b.l4..]);
+            let ps = ind_sum(&p);
             // S + port = 0xffff (ones' complement): the checksum is !0xffff = 0.
             let port = (0xffff - ps) as u16;
             let mut f = b.frame.clone();
@@ -432,9 +429,9 @@ mod tests {
 
     fn addr_strategy(v6: bool) -> BoxedStrategy<IpAddr> {
         if v6 {
-            any::<[u8; 16]>().prop_map(|a| IpAddr::from(a)).boxed()
+            any::<[u8; 16]>().prop_map(IpAddr::from).boxed()
         } else {
-            any::<[u8; 4]>().prop_map(|a| IpAddr::from(a)).boxed()
+            any::<[u8; 4]>().prop_map(IpAddr::from).boxed()
         }
     }
 
