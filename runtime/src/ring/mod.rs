@@ -15,9 +15,11 @@
 //! interface can be transmitted on any other without a copy (AF_XDP: one UMEM
 //! shared by the core's sockets).
 
+pub mod bpf;
 pub mod mem;
 pub mod tap;
 pub mod uring;
+pub mod xdp;
 
 /// The size of one frame slot. A power of two, at least the largest frame lbp
 /// handles (1 514 bytes plus VLAN tags), as AF_XDP's UMEM chunk size must be.

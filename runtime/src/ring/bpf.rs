@@ -1,0 +1,584 @@
+//! The little bpf(2) lbp needs for AF_XDP, by raw system call: an XSKMAP (queue
+//! index to AF_XDP socket), a six-instruction XDP program assembled here that
+//! redirects each frame to the socket of its receive queue (and passes it to the
+//! kernel when that queue has none), and attaching that program to an interface.
+//!
+//! Attaching prefers a bpf link (BPF_LINK_CREATE): the kernel detaches a link's
+//! program when the last descriptor of the link closes, so the program goes away
+//! on every exit path, a kill by signal included. Where links are refused it falls
+//! back to the older netlink attachment (RTM_SETLINK with IFLA_XDP), which outlives
+//! the process; that one is detached on drop, and [`detach_stale`] removes one left
+//! by a killed earlier run. Native (driver) mode is tried first, generic (skb)
+//! mode second.
+//!
+//! This is not a BPF loader: no ELF, no BTF, no relocations, no libbpf; one
+//! program, one map type. All `unsafe` here is system calls on buffers this module
+//! owns for the call's duration.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+/// `struct xdp_md`: offset of `rx_queue_index`.
+const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
+const XDP_PASS: i32 = 2;
+
+/// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the kernel's skb path.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+/// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const NLA_F_NESTED: u16 = 1 << 15;
+
+/// Where an XDP program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver, before any skb exists (`XDP_FLAGS_DRV_MODE`).
+    Driver,
+    /// On the kernel's generic path, for drivers without XDP (`XDP_FLAGS_SKB_MODE`).
+    Generic,
+}
+
+impl XdpMode {
+    /// The attach flag of this mode.
+    pub fn flags(self) -> u32 {
+        match self {
+            XdpMode::Driver => XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// bpf(2) with `attr` as the attribute block; returns the result (an fd or 0).
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable `#[repr(C)]` block of `size_of::<T>()`
+    // bytes for the duration of the call; the kernel reads (and for some commands
+    // writes) only within that size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful bpf(2) call that creates a
+    // descriptor; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+/// The index of a network interface in the calling thread's namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    // SAFETY: `c` is a NUL-terminated string live for the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(i)
+    }
+}
+
+/// An XSKMAP: receive-queue index to AF_XDP socket.
+#[derive(Debug)]
+pub struct XskMap {
+    fd: OwnedFd,
+    entries: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl XskMap {
+    /// A map with room for queues `0..entries`.
+    pub fn new(entries: u32) -> io::Result<XskMap> {
+        let mut a = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_XSKMAP,
+            key_size: 4,
+            value_size: 4,
+            max_entries: entries.max(1),
+            map_flags: 0,
+        };
+        let fd = sys_bpf(BPF_MAP_CREATE, &mut a)?;
+        Ok(XskMap {
+            fd: owned(fd),
+            entries: entries.max(1),
+        })
+    }
+
+    /// How many queue slots the map has.
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// Send the frames of receive queue `queue` to the AF_XDP socket `sock`
+    /// (which must be bound to that queue of the interface).
+    pub fn insert(&self, queue: u32, sock: BorrowedFd<'_>) -> io::Result<()> {
+        let key = queue;
+        let value: u32 = sock.as_raw_fd() as u32;
+        let mut a = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            value: &value as *const u32 as u64,
+            ..MapElemAttr::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+    }
+
+    /// Stop redirecting queue `queue` (its frames go to the kernel again).
+    pub fn remove(&self, queue: u32) -> io::Result<()> {
+        let key = queue;
+        let mut a = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            ..MapElemAttr::default()
+        };
+        sys_bpf(BPF_MAP_DELETE_ELEM, &mut a).map(drop)
+    }
+}
+
+impl AsFd for XskMap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Insn {
+    code: u8,
+    /// dst register in the low nibble, src register in the high nibble.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0x0f),
+        off,
+        imm,
+    }
+}
+
+/// The redirect program, for a map whose descriptor is `map_fd`:
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 16)     ; ctx->rx_queue_index
+/// r1 = map_fd ll             ; ld_imm64, src = BPF_PSEUDO_MAP_FD (two slots)
+/// r3 = XDP_PASS              ; what bpf_redirect_map returns on a missing entry
+/// call bpf_redirect_map
+/// exit                       ; r0 = XDP_REDIRECT, or XDP_PASS
+/// ```
+fn redirect_program(map_fd: RawFd) -> [Insn; 6] {
+    const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    const LD_IMM_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
+    const ALU64_MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    const JMP_CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
+    const JMP_EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
+    [
+        insn(LDX_MEM_W, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0),
+        insn(LD_IMM_DW, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
+        insn(0, 0, 0, 0, 0),
+        insn(ALU64_MOV_K, 3, 0, 0, XDP_PASS),
+        insn(JMP_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+        insn(JMP_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// A loaded redirect program (see [`RedirectProgram::load`]).
+#[derive(Debug)]
+pub struct RedirectProgram {
+    fd: OwnedFd,
+}
+
+impl RedirectProgram {
+    /// The name the program carries in the kernel (`bpftool prog` shows it).
+    pub const NAME: &'static str = "lbp_redirect";
+
+    /// Load the program that redirects each frame to `map`'s socket for the
+    /// frame's receive queue, and passes it to the kernel if there is none.
+    pub fn load(map: &XskMap) -> io::Result<RedirectProgram> {
+        let prog = redirect_program(map.fd.as_raw_fd());
+        let license = c"GPL";
+        let mut name = [0u8; 16];
+        name[..Self::NAME.len()].copy_from_slice(Self::NAME.as_bytes());
+        let mut a = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: prog.len() as u32,
+            insns: prog.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            prog_name: name,
+            expected_attach_type: BPF_XDP,
+            ..ProgLoadAttr::default()
+        };
+        match sys_bpf(BPF_PROG_LOAD, &mut a) {
+            Ok(fd) => Ok(RedirectProgram { fd: owned(fd) }),
+            Err(e) => {
+                // Load again with the verifier's log, to say why.
+                let mut log = vec![0u8; 16 * 1024];
+                a.log_level = 1;
+                a.log_size = log.len() as u32;
+                a.log_buf = log.as_mut_ptr() as u64;
+                if let Ok(fd) = sys_bpf(BPF_PROG_LOAD, &mut a) {
+                    return Ok(RedirectProgram { fd: owned(fd) });
+                }
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("loading the XDP redirect program: {e}; verifier: {text}"),
+                ))
+            }
+        }
+    }
+}
+
+impl AsFd for RedirectProgram {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// Set (`prog` = Some) or clear (None) the netlink-attached XDP program of
+/// `ifindex` in the mode `flags`.
+fn netlink_set_xdp(ifindex: u32, prog: Option<BorrowedFd<'_>>, flags: u32) -> io::Result<()> {
+    // SAFETY: plain socket(2); the result is checked.
+    let s = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `s` is a descriptor just created and owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval for the call's duration.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+
+    // nlmsghdr (16) + ifinfomsg (16) + IFLA_XDP { IFLA_XDP_FD, IFLA_XDP_FLAGS } (20).
+    let fd: i32 = prog.map_or(-1, |p| p.as_raw_fd());
+    let mut m = Vec::with_capacity(52);
+    let seq: u32 = 1;
+    m.extend_from_slice(&52u32.to_ne_bytes());
+    m.extend_from_slice(&libc::RTM_SETLINK.to_ne_bytes());
+    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.push(libc::AF_UNSPEC as u8);
+    m.push(0);
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&20u16.to_ne_bytes());
+    m.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&IFLA_XDP_FD.to_ne_bytes());
+    m.extend_from_slice(&fd.to_ne_bytes());
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&IFLA_XDP_FLAGS.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    debug_assert_eq!(m.len(), 52);
+
+    // SAFETY: a zeroed sockaddr_nl is valid; family set below.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `m` and `addr` are live for the call; lengths are theirs.
+    let r = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            m.as_ptr() as *const libc::c_void,
+            m.len(),
+            0,
+            &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 8192];
+    for _ in 0..16 {
+        // SAFETY: `buf` is writable for its length for the call's duration.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut rest = &buf[..n as usize];
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+            let mseq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            if len < 16 || len > rest.len() {
+                break;
+            }
+            if ty == libc::NLMSG_ERROR as u16 && mseq == seq && len >= 20 {
+                let err = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+                return if err == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(-err))
+                };
+            }
+            let step = ((len + 3) & !3).min(rest.len());
+            rest = &rest[step..];
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no netlink acknowledgement for RTM_SETLINK",
+    ))
+}
+
+/// Attach `prog` to `ifindex` the old way (netlink, `mode`). Such an attachment
+/// survives the process; prefer [`Attachment::attach`].
+pub fn netlink_attach(ifindex: u32, prog: BorrowedFd<'_>, mode: XdpMode) -> io::Result<()> {
+    netlink_set_xdp(ifindex, Some(prog), mode.flags())
+}
+
+/// Remove a netlink-attached XDP program from `ifindex`, in both modes: one a
+/// killed earlier run left behind. A program held by a live bpf link (another
+/// running process) is left alone: the kernel refuses to remove it (EBUSY), and
+/// this returns that error.
+pub fn detach_stale(ifindex: u32) -> io::Result<()> {
+    let skb = netlink_set_xdp(ifindex, None, XDP_FLAGS_SKB_MODE);
+    let drv = netlink_set_xdp(ifindex, None, XDP_FLAGS_DRV_MODE);
+    skb.and(drv)
+}
+
+#[derive(Debug)]
+enum How {
+    /// A bpf link: detached when this descriptor closes.
+    Link(#[allow(dead_code)] OwnedFd),
+    /// Netlink: detached by [`Drop`].
+    Netlink,
+}
+
+/// An XDP program attached to an interface; detached on drop.
+#[derive(Debug)]
+pub struct Attachment {
+    ifindex: u32,
+    mode: XdpMode,
+    how: How,
+}
+
+impl Attachment {
+    /// Attach `prog` to `ifindex`: by bpf link, native mode then generic; else by
+    /// netlink, native then generic. The error is the last one met.
+    pub fn attach(ifindex: u32, prog: &RedirectProgram) -> io::Result<Attachment> {
+        let mut last = None;
+        for mode in [XdpMode::Driver, XdpMode::Generic] {
+            let mut a = LinkCreateAttr {
+                prog_fd: prog.fd.as_raw_fd() as u32,
+                target_ifindex: ifindex,
+                attach_type: BPF_XDP,
+                flags: mode.flags(),
+            };
+            match sys_bpf(BPF_LINK_CREATE, &mut a) {
+                Ok(fd) => {
+                    return Ok(Attachment {
+                        ifindex,
+                        mode,
+                        how: How::Link(owned(fd)),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        for mode in [XdpMode::Driver, XdpMode::Generic] {
+            match netlink_attach(ifindex, prog.as_fd(), mode) {
+                Ok(()) => {
+                    return Ok(Attachment {
+                        ifindex,
+                        mode,
+                        how: How::Netlink,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("XDP attach failed")))
+    }
+
+    /// The mode the program runs in.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Whether the attachment is a bpf link (detached by the kernel even if the
+    /// process is killed).
+    pub fn is_link(&self) -> bool {
+        matches!(self.how, How::Link(_))
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let How::Netlink = self.how {
+            let _ = netlink_set_xdp(self.ifindex, None, self.mode.flags());
+        }
+    }
+}
+
+/// Everything that steers one interface's receive queues into AF_XDP sockets:
+/// the map, the program, its attachment. Dropping it detaches the program.
+#[derive(Debug)]
+pub struct XdpRedirect {
+    // Field order is drop order: detach first, then close program and map.
+    attachment: Attachment,
+    program: RedirectProgram,
+    map: XskMap,
+}
+
+impl XdpRedirect {
+    /// Remove a stale program left on `ifindex` by an earlier run, then load and
+    /// attach the redirect program for queues `0..queues`. Until a socket is
+    /// inserted for a queue, that queue's frames go to the kernel.
+    pub fn attach(ifindex: u32, queues: u32) -> io::Result<XdpRedirect> {
+        // A failure here (EBUSY: a live link of another process) shows up as the
+        // attach error below, which is the more useful one to report.
+        let _ = detach_stale(ifindex);
+        let map = XskMap::new(queues)?;
+        let program = RedirectProgram::load(&map)?;
+        let attachment = Attachment::attach(ifindex, &program)?;
+        Ok(XdpRedirect {
+            attachment,
+            program,
+            map,
+        })
+    }
+
+    /// Redirect queue `queue` to the AF_XDP socket `sock`.
+    pub fn insert(&self, queue: u32, sock: BorrowedFd<'_>) -> io::Result<()> {
+        self.map.insert(queue, sock)
+    }
+
+    /// Stop redirecting queue `queue`.
+    pub fn remove(&self, queue: u32) -> io::Result<()> {
+        self.map.remove(queue)
+    }
+
+    /// The attachment (mode, link or netlink).
+    pub fn attachment(&self) -> &Attachment {
+        &self.attachment
+    }
+
+    /// The loaded program.
+    pub fn program(&self) -> &RedirectProgram {
+        &self.program
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_encoding() {
+        let p = redirect_program(7);
+        assert_eq!(size_of::<Insn>(), 8);
+        assert_eq!((p[0].code, p[0].regs, p[0].off), (0x61, 0x12, 16));
+        assert_eq!((p[1].code, p[1].regs, p[1].imm), (0x18, 0x11, 7));
+        assert_eq!((p[3].code, p[3].regs, p[3].imm), (0xb7, 0x03, 2));
+        assert_eq!((p[4].code, p[4].imm), (0x85, 51));
+        assert_eq!(p[5].code, 0x95);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+    }
+
+    #[test]
+    fn unknown_interface_is_an_error() {
+        assert!(ifindex("lbp-no-such-if0").is_err());
+        assert!(ifindex("a\0b").is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! AF_XDP ports and lbp's own XDP redirect program, in network namespaces made by
+//! the tests: frames from a peer namespace arrive on the socket, frames sent on
+//! the socket reach the peer, two sockets share one UMEM across interfaces, the
+//! program is detached when its owner drops it, and a stale program left on an
+//! interface is removed at start. Needs root; skipped with a message otherwise.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lbp_runtime::ring::bpf::{self, RedirectProgram, XdpMode, XdpRedirect, XskMap};
+use lbp_runtime::ring::xdp::{XdpOptions, XdpPort};
+use lbp_runtime::ring::{Desc, Frames, Port};
+use support::{Netns, veth};
+
+const APP_MAC: &str = "02:00:5e:12:00:01";
+const PEER_MAC: &str = "02:00:5e:12:00:02";
+const APP_B_MAC: &str = "02:00:5e:12:01:01";
+const PEER_B_MAC: &str = "02:00:5e:12:01:02";
+
+fn mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate() {
+        m[i] = u8::from_str_radix(p, 16).unwrap();
+    }
+    m
+}
+
+/// The appliance namespace `app` with `lbp0` (no address: AF_XDP takes its
+/// frames), and `peer` with `lbp1` = 198.18.0.2/24, which reaches 198.18.0.1 and
+/// 198.18.1.0/24 through lbp0's MAC without ARP.
+struct Topo {
+    app: Netns,
+    peer: Netns,
+}
+
+fn topo(tag: &str) -> Topo {
+    let app = Netns::new(&format!("{tag}a"));
+    let peer = Netns::new(&format!("{tag}p"));
+    veth(&app, "lbp0", &peer, "lbp1");
+    app.ip(&["link", "set", "lbp0", "address", APP_MAC]);
+    peer.ip(&["link", "set", "lbp1", "address", PEER_MAC]);
+    peer.ip(&["addr", "add", "198.18.0.2/24", "dev", "lbp1"]);
+    peer.ip(&[
+        "neigh",
+        "add",
+        "198.18.0.1",
+        "lladdr",
+        APP_MAC,
+        "nud",
+        "permanent",
+        "dev",
+        "lbp1",
+    ]);
+    peer.ip(&[
+        "route",
+        "add",
+        "198.18.1.0/24",
+        "via",
+        "198.18.0.1",
+        "dev",
+        "lbp1",
+    ]);
+    Topo { app, peer }
+}
+
+fn xdp_shown(ns: &Netns, ifname: &str) -> bool {
+    let out = ns.ip(&["link", "show", "dev", ifname]);
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// A UDP/IPv4 frame's destination port and payload.
+fn udp(frame: &[u8]) -> Option<(u16, &[u8])> {
+    if frame.len() < 42 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
+        return None;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    if ihl < 20 || frame.len() < l4 + 8 {
+        return None;
+    }
+    let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+    Some((dport, &frame[l4 + 8..]))
+}
+
+/// Turn a UDP/IPv4 frame around: swap MACs, addresses and ports. Both checksums
+/// stay right (they are sums, and the swapped fields are summed the same).
+fn reflect(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    for i in 0..6 {
+        f.swap(i, 6 + i);
+    }
+    for i in 0..4 {
+        f.swap(26 + i, 30 + i);
+    }
+    for i in 0..2 {
+        f.swap(l4 + i, l4 + 2 + i);
+    }
+}
+
+/// Write a complete UDP checksum into a UDP/IPv4 frame. A local sender on veth
+/// hands the wire only a partial one (checksum offload), which XDP sees as is;
+/// the kernel would finish it, but a frame sent back over AF_XDP must carry it.
+fn set_udp_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    let ulen = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
+    let end = (l4 + ulen).min(f.len());
+    f[l4 + 6] = 0;
+    f[l4 + 7] = 0;
+    let mut sum: u32 = 17 + ulen as u32;
+    for c in f[26..34].chunks(2).chain(f[l4..end].chunks(2)) {
+        let hi = u32::from(c[0]) << 8;
+        sum += hi | c.get(1).map_or(0, |&b| u32::from(b));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[l4 + 6..l4 + 8].copy_from_slice(&ck.to_be_bytes());
+}
+
+fn small_opts(ifindex: u32) -> XdpOptions {
+    let mut o = XdpOptions::new(ifindex, 0);
+    o.fill_target = 512;
+    o
+}
+
+/// Open lbp's redirect program and one port on `lbp0` in the calling thread's
+/// namespace.
+fn open_port(frames: &mut Frames) -> (XdpRedirect, XdpPort) {
+    let ifindex = bpf::ifindex("lbp0").expect("lbp0");
+    let redirect = XdpRedirect::attach(ifindex, 1).expect("attach XDP program");
+    let port = XdpPort::open(frames, &small_opts(ifindex), None).expect("AF_XDP socket");
+    redirect.insert(0, port.as_fd()).expect("XSKMAP insert");
+    (redirect, port)
+}
+
+#[test]
+fn frames_arrive_and_replies_reach_the_peer() {
+    require_netns!();
+    let t = topo("xr");
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let done = AtomicBool::new(false);
+    const N: usize = 20;
+    std::thread::scope(|s| {
+        let app = s.spawn(|| {
+            t.app.enter();
+            let mut frames = Frames::new(2048).unwrap();
+            let (redirect, mut port) = open_port(&mut frames);
+            assert!(!port.zero_copy(), "veth has no zero-copy AF_XDP");
+            eprintln!(
+                "xdp: mode {:?}, link {}, busy poll {}",
+                redirect.attachment().mode(),
+                redirect.attachment().is_link(),
+                port.busy_poll()
+            );
+            assert!(xdp_shown(&t.app, "lbp0"));
+            ready_tx.send(()).unwrap();
+            let mut burst = [Desc { addr: 0, len: 0 }; 32];
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let n = port.recv(&mut frames, &mut burst);
+                let mut out = Vec::new();
+                for &d in &burst[..n] {
+                    match udp(frames.packet(d)) {
+                        Some((9000, payload)) => {
+                            seen.push(payload.to_vec());
+                            reflect(frames.packet_mut(d));
+                            set_udp_checksum(frames.packet_mut(d));
+                            out.push(d);
+                        }
+                        _ => frames.free(d),
+                    }
+                }
+                let sent = port.send(&mut frames, &out);
+                for &d in &out[sent..] {
+                    frames.free(d);
+                }
+                port.flush(&mut frames);
+                if n == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            // Let the last completions come back, then check every frame is
+            // either free or held by the port.
+            for _ in 0..100 {
+                port.flush(&mut frames);
+                if port.lent() == 512 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(frames.free_count() + port.lent(), frames.count());
+            let st = port.stats();
+            assert!(
+                st.rx_packets >= N as u64 && st.tx_packets >= N as u64,
+                "{st:?}"
+            );
+            seen
+        });
+        let peer = s.spawn(|| {
+            t.peer.enter();
+            let sock = UdpSocket::bind("198.18.0.2:40000").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let ready_rx = ready_rx;
+            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let mut replies = 0;
+            let mut buf = [0u8; 2048];
+            for i in 0..N {
+                let msg = format!("lbp-xdp-{i}");
+                for _attempt in 0..5 {
+                    sock.send_to(msg.as_bytes(), "198.18.0.1:9000").unwrap();
+                    match sock.recv_from(&mut buf) {
+                        Ok((len, from)) => {
+                            assert_eq!(from.to_string(), "198.18.0.1:9000");
+                            assert_eq!(&buf[..len], msg.as_bytes());
+                            replies += 1;
+                            break;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            replies
+        });
+        let replies = peer.join().unwrap();
+        let seen = app.join().unwrap();
+        assert_eq!(replies, N, "every datagram came back, reflected");
+        for i in 0..N {
+            let msg = format!("lbp-xdp-{i}");
+            assert!(seen.iter().any(|p| p == msg.as_bytes()), "{msg} not seen");
+        }
+    });
+    assert!(!xdp_shown(&t.app, "lbp0"), "program detached on drop");
+}
+
+#[test]
+fn shared_umem_forwards_between_interfaces() {
+    require_netns!();
+    let t = topo("xs");
+    let peer_b = Netns::new("xsb");
+    veth(&t.app, "lbp2", &peer_b, "lbp3");
+    t.app.ip(&["link", "set", "lbp2", "address", APP_B_MAC]);
+    peer_b.ip(&["link", "set", "lbp3", "address", PEER_B_MAC]);
+    peer_b.ip(&["addr", "add", "198.18.1.2/24", "dev", "lbp3"]);
+    peer_b.ip(&[
+        "neigh",
+        "add",
+        "198.18.1.1",
+        "lladdr",
+        APP_B_MAC,
+        "nud",
+        "permanent",
+        "dev",
+        "lbp3",
+    ]);
+    peer_b.ip(&[
+        "route",
+        "add",
+        "198.18.0.0/24",
+        "via",
+        "198.18.1.1",
+        "dev",
+        "lbp3",
+    ]);
+
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let done = AtomicBool::new(false);
+    const N: usize = 10;
+    std::thread::scope(|s| {
+        let app = s.spawn(|| {
+            t.app.enter();
+            let mut frames = Frames::new(2048).unwrap();
+            let (_ra, mut a) = open_port(&mut frames);
+            let ib = bpf::ifindex("lbp2").unwrap();
+            let rb = XdpRedirect::attach(ib, 1).unwrap();
+            let mut b = XdpPort::open(&mut frames, &small_opts(ib), Some(&a)).unwrap();
+            rb.insert(0, b.as_fd()).unwrap();
+            // A port of another Frames is refused.
+            let mut other = Frames::new(1024).unwrap();
+            assert!(XdpPort::open(&mut other, &small_opts(ib), Some(&a)).is_err());
+            ready_tx.send(()).unwrap();
+            let (src, dst) = (mac(APP_B_MAC), mac(PEER_B_MAC));
+            let mut burst = [Desc { addr: 0, len: 0 }; 32];
+            let mut forwarded = 0;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let n = a.recv(&mut frames, &mut burst);
+                let mut out = Vec::new();
+                for &d in &burst[..n] {
+                    if let Some((9000, _)) = udp(frames.packet(d)) {
+                        let f = frames.packet_mut(d);
+                        f[0..6].copy_from_slice(&dst);
+                        f[6..12].copy_from_slice(&src);
+                        set_udp_checksum(f);
+                        out.push(d);
+                    } else {
+                        frames.free(d);
+                    }
+                }
+                let sent = b.send(&mut frames, &out);
+                forwarded += sent;
+                for &d in &out[sent..] {
+                    frames.free(d);
+                }
+                b.flush(&mut frames);
+                // Port b receives nothing here, but keeps its fill ring.
+                let m = b.recv(&mut frames, &mut burst);
+                for &d in &burst[..m] {
+                    frames.free(d);
+                }
+                if n == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            for _ in 0..100 {
+                b.flush(&mut frames);
+                if b.lent() == 512 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(frames.free_count() + a.lent() + b.lent(), frames.count());
+            forwarded
+        });
+        let receiver = s.spawn(|| {
+            peer_b.enter();
+            let sock = UdpSocket::bind("198.18.1.2:9000").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.len() < N && Instant::now() < deadline && !done.load(Ordering::Relaxed) {
+                if let Ok((len, from)) = sock.recv_from(&mut buf) {
+                    assert_eq!(from.to_string(), "198.18.0.2:40001");
+                    got.push(buf[..len].to_vec());
+                }
+            }
+            got
+        });
+        let sender = s.spawn(|| {
+            t.peer.enter();
+            let sock = UdpSocket::bind("198.18.0.2:40001").unwrap();
+            let ready_rx = ready_rx;
+            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            for i in 0..N {
+                sock.send_to(format!("fwd-{i}").as_bytes(), "198.18.1.2:9000")
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        sender.join().unwrap();
+        let got = receiver.join().unwrap();
+        done.store(true, Ordering::Relaxed);
+        let forwarded = app.join().unwrap();
+        assert_eq!(got.len(), N, "all datagrams crossed from lbp0 to lbp2");
+        assert!(forwarded >= N);
+        for i in 0..N {
+            assert!(got.contains(&format!("fwd-{i}").into_bytes()));
+        }
+    });
+    assert!(!xdp_shown(&t.app, "lbp0") && !xdp_shown(&t.app, "lbp2"));
+}
+
+#[test]
+fn stale_program_is_removed_at_start() {
+    require_netns!();
+    let t = topo("xt");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            t.app.enter();
+            let ifindex = bpf::ifindex("lbp0").unwrap();
+            // What a killed run that attached through netlink leaves behind: a
+            // program on the interface, owned by no process.
+            {
+                let map = XskMap::new(1).unwrap();
+                let prog = RedirectProgram::load(&map).unwrap();
+                bpf::netlink_attach(ifindex, prog.as_fd(), XdpMode::Generic).unwrap();
+            }
+            assert!(xdp_shown(&t.app, "lbp0"), "stale program in place");
+            let r = XdpRedirect::attach(ifindex, 1).expect("attach over a stale program");
+            assert!(
+                r.attachment().is_link(),
+                "the stale program was removed, so a bpf link could be made"
+            );
+            drop(r);
+            assert!(!xdp_shown(&t.app, "lbp0"), "nothing left after drop");
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn throughput_smoke() {
+    require_netns!();
+    let t = topo("xp");
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let app = s.spawn(|| {
+            t.app.enter();
+            let mut frames = Frames::new(4096).unwrap();
+            let (_redirect, mut port) = open_port(&mut frames);
+            ready_tx.send(()).unwrap();
+            let mut burst = [Desc { addr: 0, len: 0 }; 64];
+            let (mut rx, mut tx) = (0u64, 0u64);
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(5) {
+                let n = port.recv(&mut frames, &mut burst);
+                for &d in &burst[..n] {
+                    if udp(frames.packet(d)).is_some() {
+                        reflect(frames.packet_mut(d));
+                        set_udp_checksum(frames.packet_mut(d));
+                    }
+                }
+                let sent = port.send(&mut frames, &burst[..n]);
+                for &d in &burst[sent..n] {
+                    frames.free(d);
+                }
+                port.flush(&mut frames);
+                rx += n as u64;
+                tx += sent as u64;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            (rx, tx, secs, port.stats())
+        });
+        let peer = s.spawn(|| {
+            t.peer.enter();
+            let sock = UdpSocket::bind("198.18.0.2:40002").unwrap();
+            let ready_rx = ready_rx;
+            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let payload = [0x5au8; 18];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while sent < 2_000_000 && start.elapsed() < Duration::from_secs(1) {
+                if sock.send_to(&payload, "198.18.0.1:9000").is_ok() {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            done.store(true, Ordering::Relaxed);
+            sent
+        });
+        let sent = peer.join().unwrap();
+        let (rx, tx, secs, st) = app.join().unwrap();
+        eprintln!(
+            "xdp smoke: peer sent {sent}; socket received {rx}, reflected {tx} in {secs:.2} s \
+             ({:.0} rx/s); kernel drops {}",
+            rx as f64 / secs,
+            st.rx_dropped
+        );
+        assert!(rx > 0 && tx > 0, "traffic flowed");
+        assert!(
+            rx <= sent + 1000,
+            "no invented frames (plus a few IPv6 control frames)"
+        );
+    });
+}
