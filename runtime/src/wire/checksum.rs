@@ -30,9 +30,10 @@ pub fn sum(acc: u64, data: &[u8]) -> u64 {
 /// addition). The result is not complemented.
 #[must_use]
 pub fn fold(acc: u64) -> u16 {
-    // Four folds bring any u64 down to 16 bits.
+    // Each step shrinks a value above 0xffff; five steps reach 16 bits from any
+    // u64 (four are not enough for sums near u64::MAX).
     let mut s = acc;
-    for _ in 0..4 {
+    while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
     s as u16
@@ -97,6 +98,16 @@ mod tests {
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(fold(sum(0, &data)), 0xddf2);
         assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn fold_extremes() {
+        // 2^16 = 1 in ones' complement arithmetic, so u64::MAX = 2^64 - 1 is a
+        // multiple of 0xffff: a non-zero zero, 0xffff.
+        assert_eq!(fold(u64::MAX), 0xffff);
+        assert_eq!(fold(0xffff_ffff_0000_ffff), 0xffff);
+        assert_eq!(fold(0x1_0000), 1);
+        assert_eq!(fold(0), 0);
     }
 
     #[test]
