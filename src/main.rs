@@ -323,7 +323,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     Format::Json => {
                         let mut o = serde_json::json!({ "packet": i + 1, "action": action, "stage": stage_name(d.stage) });
                         match action {
-                            "balance" => o["service"] = serde_json::json!(words.next()),
+                            "balance" => {
+                                o["service"] = serde_json::json!(words.next());
+                                o["hash"] = serde_json::json!(format!("{:08x}", d.hash));
+                            }
                             "forward" => o["interface"] = serde_json::json!(words.nth(1)),
                             _ => {}
                         }
@@ -378,6 +381,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let name = policy.display().to_string();
             println!("decision: {verdict}");
             println!("stage:    {}", stage_name(d.stage));
+            if d.action == lbp_abi::Action::Balance as u32 {
+                println!("hash:     {:08x}", d.hash);
+            }
             let show = |i: u32, what: &str| {
                 let r = &prog.rules[i as usize];
                 let (l, c) = lbp_lang::diag::line_col(&src, r.span.start);

@@ -115,6 +115,7 @@ fn d(action: Action, target: u32, rule: u32, stage: u32) -> Decision {
         target,
         rule,
         stage,
+        hash: 0,
     }
 }
 
@@ -155,7 +156,9 @@ fn web(f: &Fields) -> Decision {
     };
     if dst == 0xc612_000a {
         if tcp && f.ip_proto == 6 && (f.dport == 80 || f.dport == 443) {
-            return d(Action::Balance, 0, NO_RULE, stage::SERVICE);
+            let mut b = d(Action::Balance, 0, NO_RULE, stage::SERVICE);
+            b.hash = lbp_abi::flow_hash(f, lbp_abi::hash_field::ALL);
+            return b;
         }
         let a = if tcp && f.tcp_flags & tcp_flag::RST == 0 {
             Action::Reset

@@ -39,6 +39,7 @@ fn decision(action: A, target: u32, rule: u32, stage: u32) -> Decision {
         target,
         rule,
         stage,
+        hash: 0,
     }
 }
 
@@ -142,8 +143,21 @@ pub fn eval(prog: &Program, c: &Cond, f: &Fields) -> bool {
     }
 }
 
-/// The whole decision for one packet.
+/// The whole decision for one packet: the pipeline's, with the flow hash of a
+/// `balance` decision over its service's hash fields.
 pub fn decide(prog: &Program, f: &Fields) -> Decision {
+    let mut d = pipeline(prog, f);
+    if d.action == A::Balance as u32 {
+        let mask = prog
+            .services
+            .get(d.target as usize)
+            .map_or(lbp_abi::hash_field::ALL, |s| s.hash_mask);
+        d.hash = lbp_abi::flow_hash(f, mask);
+    }
+    d
+}
+
+fn pipeline(prog: &Program, f: &Fields) -> Decision {
     if f.present & present::MALFORMED != 0 || f.present & present::ETH == 0 {
         return decision(A::Drop, 0, NO_RULE, stage::MALFORMED);
     }

@@ -70,6 +70,8 @@ pub struct Service {
     pub entries: Vec<(Addr, u8, Vec<(u16, u16)>)>,
     /// `unknown balance`: a TCP non-SYN of no known connection is balanced too.
     pub unknown_balance: bool,
+    /// The fields its flow hash mixes (bits of `lbp_abi::hash_field`).
+    pub hash_mask: u32,
 }
 
 #[derive(Clone, Debug)]

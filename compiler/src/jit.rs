@@ -213,6 +213,8 @@ struct Tables {
     /// Per rule, its action as [`rule_code`] encodes it (read after a merged
     /// rule decided).
     rule_codes: Vec<u32>,
+    /// Per service, the fields of its flow hash.
+    hash_masks: Vec<u32>,
 }
 
 /// A rule's action for the generated code: the kind in the low 3 bits
@@ -373,6 +375,17 @@ extern "C" fn lbp_jit_rule_code(t: &Tables, rule: u32) -> u32 {
     t.rule_codes.get(rule as usize).copied().unwrap_or(CODE_DROP)
 }
 
+/// The flow hash of a packet balanced by `service`.
+#[inline(never)]
+extern "C" fn lbp_jit_flow_hash(t: &Tables, f: &Fields, service: u32) -> u32 {
+    let mask = t
+        .hash_masks
+        .get(service as usize)
+        .copied()
+        .unwrap_or(lbp_abi::hash_field::ALL);
+    lbp_abi::flow_hash(f, mask)
+}
+
 #[inline(never)]
 extern "C" fn lbp_jit_own(t: &Tables, fam: u32, hi: u64, lo: u64) -> u32 {
     u32::from(t.own.binary_search(&addr_of(fam, hi, lo)).is_ok())
@@ -397,10 +410,11 @@ enum Helper {
     Route,
     Classify,
     RuleCode,
+    FlowHash,
 }
 
 impl Helper {
-    const ALL: [Helper; 8] = [
+    const ALL: [Helper; 9] = [
         Helper::IntIn,
         Helper::AddrIn,
         Helper::MacIn,
@@ -409,6 +423,7 @@ impl Helper {
         Helper::Route,
         Helper::Classify,
         Helper::RuleCode,
+        Helper::FlowHash,
     ];
 
     fn name(self) -> &'static str {
@@ -421,6 +436,7 @@ impl Helper {
             Helper::Route => "lbp_jit_route",
             Helper::Classify => "lbp_jit_classify",
             Helper::RuleCode => "lbp_jit_rule_code",
+            Helper::FlowHash => "lbp_jit_flow_hash",
         }
     }
 
@@ -434,6 +450,7 @@ impl Helper {
             Helper::Route => lbp_jit_route as *const u8,
             Helper::Classify => lbp_jit_classify as *const u8,
             Helper::RuleCode => lbp_jit_rule_code as *const u8,
+            Helper::FlowHash => lbp_jit_flow_hash as *const u8,
         }
     }
 
@@ -450,6 +467,7 @@ impl Helper {
             // 64 bits wide).
             Helper::Classify => &[I64],
             Helper::RuleCode => &[I32],
+            Helper::FlowHash => &[I64, I32],
         }
     }
 }
@@ -539,6 +557,7 @@ fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
         routes6,
         classifier: Classifier::build(prog, merge_min),
         rule_codes: prog.rules.iter().map(|r| rule_code(r.action)).collect(),
+        hash_masks: prog.services.iter().map(|s| s.hash_mask).collect(),
     })
 }
 
@@ -918,9 +937,28 @@ impl<'a> Translator<'a> {
             offset_of!(Decision, rule),
             offset_of!(Decision, stage),
         ];
-        for (v, off) in p.into_iter().zip(offs) {
+        for (&v, off) in p.iter().zip(offs) {
             self.b.ins().store(store, v, self.out, off as i32);
         }
+        // `balance`: the flow hash over the service's fields; else 0.
+        let hash_off = offset_of!(Decision, hash) as i32;
+        let balanced = self.b.create_block();
+        let no_hash = self.b.create_block();
+        let done = self.b.create_block();
+        let is_balance = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, p[0], A::Balance as i64);
+        self.b.ins().brif(is_balance, balanced, &[], no_hash, &[]);
+        self.b.switch_to_block(balanced);
+        let h = self.call(Helper::FlowHash, &[self.fields, p[1]]);
+        self.b.ins().store(store, h, self.out, hash_off);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(no_hash);
+        let zero = self.b.ins().iconst(types::I32, 0);
+        self.b.ins().store(store, zero, self.out, hash_off);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(done);
         self.b.ins().return_(&[]);
 
         self.b.seal_all_blocks();
@@ -1947,7 +1985,8 @@ mod tests {
                 action: A::Drop as u32,
                 target: 0,
                 rule: NO_RULE,
-                stage: stage::ROUTE
+                stage: stage::ROUTE,
+                hash: 0
             }
         );
         f.present |= present::MALFORMED;
@@ -2017,11 +2056,13 @@ mod tests {
                     name: "a".into(),
                     entries: vec![(vip, 6, vec![(443, 443)])],
                     unknown_balance: false,
+                    hash_mask: lbp_abi::hash_field::ALL,
                 },
                 Service {
                     name: "b".into(),
                     entries: vec![(vip, 6, vec![(80, 80), (8000, 8100)])],
                     unknown_balance: false,
+                    hash_mask: lbp_abi::hash_field::ALL,
                 },
             ],
             sets: vec![Set::Int((0..10).map(|i| (i * 100, i * 100 + 5)).collect())],

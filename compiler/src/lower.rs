@@ -6,7 +6,7 @@
 //! cannot lower (which a checked tree never is) it returns a message, not a panic.
 
 use crate::ir::*;
-use lbp_abi::present;
+use lbp_abi::{hash_field, present};
 use lbp_lang::ast::{self, ExprKind, Item, Lit, Span};
 use std::collections::HashMap;
 
@@ -246,6 +246,7 @@ impl<'a> Lowerer<'a> {
     fn service(&mut self, s: &ast::Service) -> Result<Service, String> {
         let mut entries = Vec::new();
         let mut unknown_balance = false;
+        let mut hash_mask = hash_field::ALL;
         for st in &s.stmts {
             match &st.kind {
                 ast::ServiceStmtKind::Vip { addr, proto, ports } => {
@@ -265,6 +266,18 @@ impl<'a> Lowerer<'a> {
                     entries.push((a, p, ranges));
                 }
                 ast::ServiceStmtKind::Unknown(u) => unknown_balance = u.name == "balance",
+                ast::ServiceStmtKind::Balance(ast::Balance::Hash { fields, .. }) => {
+                    hash_mask = fields.iter().fold(0, |m, f| {
+                        m | match f.name.as_str() {
+                            "ip.src" => hash_field::SRC,
+                            "ip.dst" => hash_field::DST,
+                            "ip.proto" => hash_field::PROTO,
+                            "l4.sport" => hash_field::SPORT,
+                            "l4.dport" => hash_field::DPORT,
+                            _ => 0,
+                        }
+                    });
+                }
                 _ => {}
             }
         }
@@ -272,6 +285,7 @@ impl<'a> Lowerer<'a> {
             name: s.name.name.clone(),
             entries,
             unknown_balance,
+            hash_mask,
         })
     }
 

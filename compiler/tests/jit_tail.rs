@@ -56,6 +56,7 @@ fn program(r: &mut Rng) -> Program {
                 })
                 .collect(),
             unknown_balance: false,
+            hash_mask: lbp_abi::hash_field::ALL,
         })
         .collect();
     let n_own = 1 + r.below(40);
