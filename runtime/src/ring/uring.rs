@@ -690,6 +690,8 @@ impl Port for UringPort {
         }
         self.kick();
         self.reap(frames);
+        // Frames just freed by sends go straight back to the receive ring.
+        self.refill(frames);
     }
 
     fn stats(&self) -> PortStats {
