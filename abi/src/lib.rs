@@ -2,10 +2,12 @@
 //! function signature, with no dependencies.
 //!
 //! A switching core extracts a packet's header fields once into [`Fields`] (module
-//! `wire` of the compiler crate does that, bounds-checked, in safe Rust), then calls
+//! [`wire`] does that, bounds-checked, in safe Rust), then calls
 //! the compiled policy, which reads only `Fields` and the policy's own tables and
 //! writes a [`Decision`]. The runtime depends on this crate, never on Cranelift.
 #![forbid(unsafe_code)]
+
+pub mod wire;
 
 /// Bits of [`Fields::present`]: which headers the packet has.
 pub mod present {

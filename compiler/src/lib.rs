@@ -13,7 +13,8 @@ pub mod lower;
 pub mod packet;
 pub mod pcap;
 pub mod testing;
-pub mod wire;
+/// Header extraction lives in the ABI crate, so that the runtime shares it.
+pub use lbp_abi::wire;
 
 pub use interp::{Backend, Interpreter};
 pub use ir::Program;

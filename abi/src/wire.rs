@@ -24,7 +24,7 @@
 //! reads only through `get`/`first_chunk`, allocates nothing, and its only loops are
 //! bounded by constants (2 VLAN tags, 8 extension headers).
 
-use lbp_abi::{Fields, present};
+use crate::{Fields, present};
 
 /// At most this many VLAN tags are skipped; a third tag is an unknown EtherType.
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -339,7 +339,7 @@ fn bytes<const N: usize>(s: &[u8], at: usize) -> Parse<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lbp_abi::tcp_flag;
+    use crate::tcp_flag;
 
     // `extract` does not verify checksums, so most checksum fields here are 0.
     const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
