@@ -414,7 +414,11 @@ fn throughput_smoke() {
         let app = s.spawn(|| {
             t.app.enter();
             let mut frames = Frames::new(4096).unwrap();
-            let (_redirect, mut port) = open_port(&mut frames);
+            let ifindex = bpf::ifindex("lbp0").unwrap();
+            let redirect = XdpRedirect::attach(ifindex, 1).unwrap();
+            // The default options: 2 048 frames lent for receiving.
+            let mut port = XdpPort::open(&mut frames, &XdpOptions::new(ifindex, 0), None).unwrap();
+            redirect.insert(0, port.as_fd()).unwrap();
             ready_tx.send(()).unwrap();
             let mut burst = [Desc { addr: 0, len: 0 }; 64];
             let (mut rx, mut tx) = (0u64, 0u64);
