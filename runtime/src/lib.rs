@@ -11,9 +11,11 @@
 //!   writes itself (TCP resets, ARP and neighbour replies).
 //! - `conn`: the connection table shared by the switching cores.
 //! - `balance`: back-end choice (Maglev, weighted round robin, least load, hash).
+//! - `config`: the interfaces, services, pools and routes, as plain data.
 //! - `neigh`: the neighbour (ARP / NDP) table and packets waiting for a resolution.
 
 pub mod balance;
+pub mod config;
 pub mod conn;
 pub mod neigh;
 pub mod ring;

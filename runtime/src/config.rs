@@ -1,0 +1,90 @@
+//! What the runtime needs to know of a policy beyond its compiled filter: the
+//! interfaces, services, pools and routes, as plain data.
+//!
+//! The `lbp` binary fills it from the compiler's lowered policy; the runtime never
+//! sees the IR. Indices agree with the compiled policy's [`lbp_abi::Decision`]:
+//! `Fields::in_iface` and a route's `dev` index [`Appliance::interfaces`], a
+//! `Balance` decision's `target` indexes [`Appliance::services`], and a `Forward`
+//! decision's `target` indexes [`Appliance::routes`].
+
+use std::net::IpAddr;
+
+/// One appliance's configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Appliance {
+    pub interfaces: Vec<Interface>,
+    pub services: Vec<Service>,
+    /// Connected networks first, then the `route` items, as the compiled policy
+    /// numbers them.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interface {
+    /// The name in the policy.
+    pub name: String,
+    /// The interface's MAC: the policy's, or the bound OS interface's.
+    pub mac: [u8; 6],
+    /// Addresses with their connected network's prefix length.
+    pub addrs: Vec<(IpAddr, u8)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// The virtual IPs (the ARP / neighbour code answers for them).
+    pub vips: Vec<IpAddr>,
+    pub mode: Mode,
+    pub algorithm: Algorithm,
+    /// `unknown balance`: a TCP segment that is not a SYN and belongs to no known
+    /// connection is balanced; otherwise (the default) it is answered with a RST.
+    pub unknown_balance: bool,
+    /// The pool's back ends (a service without a pool has none: its packets are
+    /// dropped).
+    pub backends: Vec<Backend>,
+}
+
+/// How a balanced packet reaches its back end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Rewrite the destination address (and port: the back end's own `port`,
+    /// else `to_port`, else the packet's), and the source of the replies back.
+    Nat { to_port: Option<u16> },
+    /// Direct server return: rewrite the MAC addresses only; the back end holds
+    /// the virtual IP and answers the client itself.
+    Dsr,
+}
+
+/// How a new connection's back end is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Weighted Maglev consistent hashing of `Decision::hash`.
+    Maglev,
+    /// Weighted round robin.
+    RoundRobin,
+    /// The back end with the least load per unit of weight.
+    LeastLoad,
+    /// `hash(FIELD, ...)`: Maglev over the hash of the listed fields (the
+    /// compiled policy already hashed just those into `Decision::hash`).
+    Hash,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub addr: IpAddr,
+    /// The port to rewrite to (NAT), if the back end names one.
+    pub port: Option<u16>,
+    /// The static weight (the control core may publish other weights).
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub prefix: IpAddr,
+    pub len: u8,
+    /// The next hop; `None` for a connected network (the destination itself is
+    /// the next hop).
+    pub via: Option<IpAddr>,
+    /// Index into [`Appliance::interfaces`].
+    pub dev: u32,
+}
