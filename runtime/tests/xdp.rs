@@ -396,6 +396,10 @@ fn stale_program_is_removed_at_start() {
                 r.attachment().is_link(),
                 "the stale program was removed, so a bpf link could be made"
             );
+            // A live attachment is not "stale": a second one is refused and the
+            // first stays.
+            assert!(XdpRedirect::attach(ifindex, 1).is_err());
+            assert!(xdp_shown(&t.app, "lbp0"));
             drop(r);
             assert!(!xdp_shown(&t.app, "lbp0"), "nothing left after drop");
         })
