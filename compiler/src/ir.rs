@@ -21,6 +21,40 @@ pub struct Program {
     /// The filter rules of every `filter` block, in order.
     pub rules: Vec<Rule>,
     pub sets: Vec<Set>,
+    pub pools: Vec<Pool>,
+}
+
+/// A pool of back ends (for the runtime; the filter never reads it).
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub name: String,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub addr: Addr,
+    /// `weight N`, default 1.
+    pub weight: u32,
+    /// `port N`: the port NAT rewrites to for this back end.
+    pub port: Option<u16>,
+}
+
+/// How a service's packets reach the back end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Nat { to_port: Option<u16> },
+    Dsr,
+}
+
+/// How a service picks a back end for a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    Maglev,
+    RoundRobin,
+    LeastLoad,
+    /// `hash(FIELD, ...)` (the fields are the service's `hash_mask`).
+    Hash,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +106,12 @@ pub struct Service {
     pub unknown_balance: bool,
     /// The fields its flow hash mixes (bits of `lbp_abi::hash_field`).
     pub hash_mask: u32,
+    /// Index into [`Program::pools`].
+    pub pool: Option<u32>,
+    /// `mode`, default `nat` (keeping the port).
+    pub mode: Mode,
+    /// `balance`, default `maglev`.
+    pub algorithm: Algorithm,
 }
 
 #[derive(Clone, Debug)]

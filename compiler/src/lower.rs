@@ -52,6 +52,10 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
             Item::Service(s) => {
                 l.services.insert(&s.name.name, l.services.len() as u32);
             }
+            Item::Pool(p) => {
+                let pool = l.pool(p)?;
+                l.prog.pools.push(pool);
+            }
             _ => {}
         }
     }
@@ -247,6 +251,9 @@ impl<'a> Lowerer<'a> {
         let mut entries = Vec::new();
         let mut unknown_balance = false;
         let mut hash_mask = hash_field::ALL;
+        let mut pool = None;
+        let mut mode = Mode::Nat { to_port: None };
+        let mut algorithm = Algorithm::Maglev;
         for st in &s.stmts {
             match &st.kind {
                 ast::ServiceStmtKind::Vip { addr, proto, ports } => {
@@ -266,7 +273,37 @@ impl<'a> Lowerer<'a> {
                     entries.push((a, p, ranges));
                 }
                 ast::ServiceStmtKind::Unknown(u) => unknown_balance = u.name == "balance",
+                ast::ServiceStmtKind::Pool(p) => {
+                    pool = self
+                        .prog
+                        .pools
+                        .iter()
+                        .position(|x| x.name == p.name)
+                        .map(|i| i as u32);
+                }
+                ast::ServiceStmtKind::Mode { kind, to_port } => {
+                    mode = if kind.name == "dsr" {
+                        Mode::Dsr
+                    } else {
+                        let to_port = match to_port {
+                            Some(e) => match self.val(e, 0)? {
+                                Val::Int(v) => Some(u16::try_from(v).map_err(|_| "not a port")?),
+                                v => return Err(format!("not a port: {v:?}")),
+                            },
+                            None => None,
+                        };
+                        Mode::Nat { to_port }
+                    };
+                }
+                ast::ServiceStmtKind::Balance(ast::Balance::Named(n)) => {
+                    algorithm = match n.name.as_str() {
+                        "round_robin" => Algorithm::RoundRobin,
+                        "least_load" => Algorithm::LeastLoad,
+                        _ => Algorithm::Maglev,
+                    };
+                }
                 ast::ServiceStmtKind::Balance(ast::Balance::Hash { fields, .. }) => {
+                    algorithm = Algorithm::Hash;
                     hash_mask = fields.iter().fold(0, |m, f| {
                         m | match f.name.as_str() {
                             "ip.src" => hash_field::SRC,
@@ -278,7 +315,6 @@ impl<'a> Lowerer<'a> {
                         }
                     });
                 }
-                _ => {}
             }
         }
         Ok(Service {
@@ -286,6 +322,37 @@ impl<'a> Lowerer<'a> {
             entries,
             unknown_balance,
             hash_mask,
+            pool,
+            mode,
+            algorithm,
+        })
+    }
+
+    fn pool(&mut self, p: &ast::Pool) -> Result<Pool, String> {
+        let mut backends = Vec::new();
+        for st in &p.stmts {
+            let ast::PoolStmtKind::Backend(b) = &st.kind else {
+                continue;
+            };
+            let addr = self.addr(&b.addr)?;
+            let mut weight = 1;
+            let mut port = None;
+            for o in &b.opts {
+                let v = match self.val(&o.value, 0)? {
+                    Val::Int(v) => v,
+                    v => return Err(format!("`{}` takes a number, not {v:?}", o.key.name)),
+                };
+                match o.key.name.as_str() {
+                    "weight" => weight = u32::try_from(v).map_err(|_| "weight out of range")?,
+                    "port" => port = Some(u16::try_from(v).map_err(|_| "port out of range")?),
+                    other => return Err(format!("unknown back-end option `{other}`")),
+                }
+            }
+            backends.push(Backend { addr, weight, port });
+        }
+        Ok(Pool {
+            name: p.name.name.clone(),
+            backends,
         })
     }
 
@@ -687,5 +754,68 @@ impl<'a> Lowerer<'a> {
             FieldKind::Mac(f) => CondKind::MacIn { field: f, set },
             _ => return Err(format!("`{field}` cannot be tested with `in`")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lowered(src: &str) -> Program {
+        let a = lbp_lang::analyze(src);
+        assert!(!a.has_errors(), "{:?}", a.diagnostics.first());
+        lower(&a.policy).expect("lowers")
+    }
+
+    #[test]
+    fn pools_modes_and_algorithms_are_lowered_for_the_runtime() {
+        let p = lowered(
+            "interface a { address 198.18.0.1/24 }
+service late {
+    vip 198.18.0.11 udp port 53
+    pool dns
+    balance hash(ip.src, l4.dport)
+    mode dsr
+}
+pool web {
+    backend 198.18.0.21 weight 3 port 8081
+    backend 2001:db8::22
+}
+pool dns {
+    backend 198.18.0.31
+}
+service http {
+    vip 198.18.0.10 tcp port 80
+    pool web
+    balance round_robin
+    mode nat to port 8080
+}
+service plain {
+    vip 198.18.0.12 tcp port 81
+    pool web
+}
+",
+        );
+        assert_eq!(p.pools.len(), 2);
+        let web = &p.pools[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.backends.len(), 2);
+        assert_eq!(web.backends[0].addr, Addr::V4(0xc612_0015));
+        assert_eq!((web.backends[0].weight, web.backends[0].port), (3, Some(8081)));
+        assert_eq!((web.backends[1].weight, web.backends[1].port), (1, None));
+        // A service may name a pool declared after it.
+        let late = &p.services[0];
+        assert_eq!(late.pool, Some(1));
+        assert_eq!(late.mode, Mode::Dsr);
+        assert_eq!(late.algorithm, Algorithm::Hash);
+        assert_eq!(late.hash_mask, hash_field::SRC | hash_field::DPORT);
+        let http = &p.services[1];
+        assert_eq!(http.pool, Some(0));
+        assert_eq!(http.mode, Mode::Nat { to_port: Some(8080) });
+        assert_eq!(http.algorithm, Algorithm::RoundRobin);
+        assert_eq!(http.hash_mask, hash_field::ALL);
+        let plain = &p.services[2];
+        assert_eq!(plain.mode, Mode::Nat { to_port: None });
+        assert_eq!(plain.algorithm, Algorithm::Maglev);
     }
 }

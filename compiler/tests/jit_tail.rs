@@ -57,6 +57,9 @@ fn program(r: &mut Rng) -> Program {
                 .collect(),
             unknown_balance: false,
             hash_mask: lbp_abi::hash_field::ALL,
+            pool: None,
+            mode: ir::Mode::Dsr,
+            algorithm: ir::Algorithm::Maglev,
         })
         .collect();
     let n_own = 1 + r.below(40);
@@ -113,6 +116,7 @@ fn program(r: &mut Rng) -> Program {
         routes,
         rules,
         sets: vec![],
+        pools: vec![],
     }
 }
 
