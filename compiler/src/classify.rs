@@ -417,6 +417,75 @@ impl Hasher for WordHasher {
 
 type Key = [Val; KEY_FIELDS];
 
+/// The hash of a key's first `k` values.
+fn key_hash(key: &Key, k: usize) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for &(tag, v) in key.iter().take(k) {
+        h = (h.rotate_left(23) ^ (v as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h.rotate_left(23) ^ ((v >> 64) as u64) ^ u64::from(tag) << 56)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    h ^ (h >> 29)
+}
+
+/// The exact keys of a group: a bit filter that turns most absent keys away
+/// without touching the table, then an open-addressing table (linear probing)
+/// from key to bucket. Built once; read-only afterwards.
+#[derive(Debug, Default)]
+struct KeyTable {
+    /// One bit per hash value modulo its length (a power of two, about 16 bits
+    /// per key).
+    filter: Vec<u64>,
+    /// Slots: (hash, key, bucket), `u32::MAX` bucket for an empty slot; a power
+    /// of two, at most half full.
+    slots: Vec<(u64, Key, u32)>,
+    k: usize,
+}
+
+impl KeyTable {
+    fn build(keys: &[(Key, u32)], k: usize) -> KeyTable {
+        let n = keys.len().max(1);
+        let bits = (n * 16).next_power_of_two().max(64);
+        let mut filter = vec![0u64; bits / 64];
+        let cap = (n * 2).next_power_of_two();
+        let mut slots = vec![(0u64, [(0u8, 0u128); KEY_FIELDS], u32::MAX); cap];
+        for &(key, bucket) in keys {
+            let h = key_hash(&key, k);
+            let bit = (h >> 7) as usize & (bits - 1);
+            filter[bit / 64] |= 1 << (bit % 64);
+            let mut i = h as usize & (cap - 1);
+            while slots[i].2 != u32::MAX {
+                i = (i + 1) & (cap - 1);
+            }
+            slots[i] = (h, key, bucket);
+        }
+        KeyTable { filter, slots, k }
+    }
+
+    fn get(&self, key: &Key) -> Option<u32> {
+        let h = key_hash(key, self.k);
+        let bits = self.filter.len() * 64;
+        let bit = (h >> 7) as usize & bits.wrapping_sub(1);
+        if self.filter.get(bit / 64)? & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = h as usize & mask;
+        // At most half the slots are full, so an empty one ends every probe.
+        for _ in 0..self.slots.len() {
+            let (sh, sk, b) = self.slots.get(i)?;
+            if *b == u32::MAX {
+                return None;
+            }
+            if *sh == h && sk[..self.k] == key[..self.k] {
+                return Some(*b);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+}
+
 /// A candidate: a rule and its range atoms (a slice of [`Group::atoms`]).
 #[derive(Clone, Copy, Debug)]
 struct Cand {
@@ -447,7 +516,7 @@ pub struct Group {
     primary: Option<(usize, AtomField, u32)>,
     /// The `present` bits every exact atom needs (each must hold).
     needs: Vec<u32>,
-    map: HashMap<Key, u32, BuildHasherDefault<WordHasher>>,
+    map: KeyTable,
     buckets: Vec<Bucket>,
     cands: Vec<Cand>,
     atoms: Vec<RangeAtom>,
@@ -465,7 +534,11 @@ impl Group {
         for (k, &(field, _)) in key.iter_mut().zip(&self.exact) {
             *k = value(f, field)?;
         }
-        let b = self.buckets.get(*self.map.get(&key)? as usize)?;
+        let b = if self.exact.is_empty() {
+            self.buckets.first()?
+        } else {
+            self.buckets.get(self.map.get(&key)? as usize)?
+        };
         let mut skip = None;
         let (start, end) = match self.primary {
             Some((p, field, need)) if b.indexed => {
@@ -615,14 +688,14 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
 
     // The primary: the first non-negated range atom of the shape.
     let primary = shape.range.iter().position(|&(_, _, neg)| !neg);
-    let mut map = HashMap::default();
+    let mut map = Vec::new();
     let mut buckets = Vec::new();
     let mut cands = Vec::new();
     for k in key_order {
         let Some(list) = per_key.remove(&k) else {
             continue;
         };
-        map.insert(k, buckets.len() as u32);
+        map.push((k, buckets.len() as u32));
         let indexed = primary.and_then(|p| index_bucket(&list, &atoms_store, p, &mut cands));
         match indexed {
             Some(b) => buckets.push(b),
@@ -641,7 +714,7 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
         needs: shape.exact.iter().map(|&(_, need)| need).collect(),
         exact: shape.exact.clone(),
         primary: primary.and_then(|p| shape.range.get(p).map(|&(f, need, _)| (p, f, need))),
-        map,
+        map: KeyTable::build(&map, shape.exact.len()),
         buckets,
         cands,
         atoms: atoms_store,
