@@ -951,7 +951,16 @@ impl<'a> Translator<'a> {
             .icmp_imm_u(IntCC::Equal, p[0], A::Balance as i64);
         self.b.ins().brif(is_balance, balanced, &[], no_hash, &[]);
         self.b.switch_to_block(balanced);
-        let h = self.call(Helper::FlowHash, &[self.fields, p[1]]);
+        let all = self
+            .prog
+            .services
+            .iter()
+            .all(|s| s.hash_mask == lbp_abi::hash_field::ALL);
+        let h = if all {
+            self.flow_hash_5tuple()
+        } else {
+            self.call(Helper::FlowHash, &[self.fields, p[1]])
+        };
         self.b.ins().store(store, h, self.out, hash_off);
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(no_hash);
@@ -1695,6 +1704,53 @@ impl<'a> Translator<'a> {
         } else {
             x
         }
+    }
+
+    /// `lbp_abi::flow_hash(fields, hash_field::ALL)`, inline: the same mixing, in
+    /// the same order, with the same constants (the differential tests compare
+    /// the two on every balanced packet).
+    fn flow_hash_5tuple(&mut self) -> Value {
+        const K: i64 = 0x9e37_79b9_7f4a_7c15_u64 as i64;
+        let mut h = self.b.ins().iconst(types::I64, 0x6c62_7020_666c_6f77);
+        let mix = |t: &mut Self, h: Value, w: Value| {
+            let r = t.b.ins().rotl_imm_u(h, 27);
+            let x = t.b.ins().bxor(r, w);
+            t.b.ins().imul_imm_s(x, K)
+        };
+        for field in [AddrField::Src, AddrField::Dst] {
+            let off = addr_offset(field);
+            let a = self.load_be64(off);
+            let b = self.load_be64(off + 8);
+            h = mix(self, h, a);
+            h = mix(self, h, b);
+        }
+        let proto = self
+            .b
+            .ins()
+            .uload8(types::I64, field_flags(), self.fields, OFF_IP_PROTO);
+        let sport = self.b.ins().uload16(
+            types::I64,
+            field_flags(),
+            self.fields,
+            offset_of!(Fields, sport) as i32,
+        );
+        let dport = self
+            .b
+            .ins()
+            .uload16(types::I64, field_flags(), self.fields, OFF_DPORT);
+        let proto = self.b.ins().ishl_imm_u(proto, 32);
+        let sport = self.b.ins().ishl_imm_u(sport, 16);
+        let w = self.b.ins().bor(proto, sport);
+        let w = self.b.ins().bor(w, dport);
+        h = mix(self, h, w);
+        for k in [0xff51_afd7_ed55_8ccd_u64 as i64, 0xc4ce_b9fe_1a85_ec53_u64 as i64] {
+            let s = self.b.ins().ushr_imm_u(h, 33);
+            h = self.b.ins().bxor(h, s);
+            h = self.b.ins().imul_imm_s(h, k);
+        }
+        let s = self.b.ins().ushr_imm_u(h, 33);
+        h = self.b.ins().bxor(h, s);
+        self.b.ins().ireduce(types::I32, h)
     }
 
     fn load_be64(&mut self, off: i32) -> Value {
