@@ -1142,7 +1142,7 @@ mod tests {
                         x ^= x << 17;
                         let j = (x % u64::from(i + 1)) as u32;
                         let o = (x >> 32) as u32 % threads;
-                        let o = if j % 2 == 0 { o } else { 0 };
+                        let o = if j.is_multiple_of(2) { o } else { 0 };
                         let k2 = key(o * 100_000 + j, (j % 64) as u16 + 1, 80, PROTO_TCP);
                         if let Some(c) = t.lookup(&k2, ACK, now) {
                             assert_eq!(c.target, target_of(&k2));
@@ -1181,5 +1181,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn concurrent_churn_on_a_tiny_table() {
+        // Two buckets, 10 entries, 4 threads inserting, looking up, removing and
+        // sweeping keys from one small pool: every lock is contended and entries
+        // are evicted and expired all the time. Whatever a thread finds must be
+        // exactly what was inserted for that key, and the count must stay exact.
+        let t = ConnTable::with_config(
+            10,
+            Timeouts {
+                tcp_established: 50,
+                udp: 30,
+                ..Timeouts::default()
+            },
+            7,
+        );
+        std::thread::scope(|s| {
+            for th in 0..4u64 {
+                let t = &t;
+                s.spawn(move || {
+                    let mut x = 0x2545_f491_4f6c_dd1d ^ th;
+                    for step in 0..20_000u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let proto = if x & 1 == 0 { PROTO_TCP } else { PROTO_UDP };
+                        let k = key((x >> 8) as u32 % 24, (x >> 16) as u16 % 3, 80, proto);
+                        let now = step;
+                        let found = match (x >> 32) % 4 {
+                            0 => match t.insert(&k, target_of(&k), ACK, now) {
+                                Insert::New(c) | Insert::Existing(c) => Some(c),
+                                Insert::NotRecorded => None,
+                            },
+                            1 => t.lookup(&k, ACK, now),
+                            2 => t.remove(&k),
+                            _ => {
+                                t.sweep(now, 1);
+                                None
+                            }
+                        };
+                        if let Some(c) = found {
+                            assert_eq!(c.target, target_of(&k));
+                        }
+                        assert!(t.len() <= 10);
+                    }
+                });
+            }
+        });
+        let live: usize = t
+            .buckets
+            .iter()
+            .map(|b| b.lock().iter().filter(|s| s.used).count())
+            .sum();
+        assert_eq!(live, t.len());
+        let st = t.stats();
+        assert!(st.evictions > 0 && st.expired > 0, "{st:?}");
     }
 }
