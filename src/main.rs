@@ -3,6 +3,8 @@
 //! This binary is the only part of lbp that reads arguments and the environment,
 //! prints, or exits. Each subcommand is a thin shell around the library crates.
 
+mod appliance;
+
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lbp_lang::Diagnostic;
 use std::io::{IsTerminal, Write};
@@ -109,6 +111,9 @@ enum Stage {
     Ir,
     /// The Cranelift IR of the compiled function.
     Clif,
+    /// What the runtime is given besides the filter: interfaces, services with
+    /// their back ends, routes.
+    Runtime,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -117,6 +122,11 @@ enum Emit {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`lbp ... | head`) ends lbp
+    // quietly, as it does any other command-line tool, instead of a panic.
+    // SAFETY: setting a signal's disposition to its default has no preconditions;
+    // no other thread exists yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -426,6 +436,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         .map_err(|e| format!("{}: cannot compile: {e}", policy.display()))?;
                     print!("{clif}");
                 }
+                Stage::Runtime => println!("{:#?}", appliance::appliance(&prog)),
             }
             Ok(ExitCode::SUCCESS)
         }
