@@ -24,7 +24,10 @@ pub fn unavailable() -> Option<String> {
 macro_rules! require_netns {
     () => {
         if let Some(why) = support::unavailable() {
-            eprintln!("SKIPPED: {}: needs root and network namespaces ({why})", module_path!());
+            eprintln!(
+                "SKIPPED: {}: needs root and network namespaces ({why})",
+                module_path!()
+            );
             return;
         }
     };
@@ -101,15 +104,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     run(&[
-        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if,
-        "netns", &b.name,
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
     ]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
