@@ -10,7 +10,10 @@
 //! table fill far more evenly than one); both are derived from the client's
 //! address, port and protocol only, so that the reply a back end sends (which
 //! names the client but not the virtual IP) finds its connection in the same two
-//! buckets ([`ConnTable::lookup_reverse`], for NAT). Time is passed in as `now`,
+//! buckets ([`ConnTable::lookup_reverse`], for NAT). The price: one client
+//! address and port can hold at most `2 * SLOTS` connections at once (to
+//! different virtual services), which only a hostile client reaches, and only at
+//! its own expense. Time is passed in as `now`,
 //! nanoseconds of a monotonic clock the caller reads.
 //!
 //! When a new connection finds no room, the table reclaims an expired entry, else
