@@ -13,8 +13,8 @@
 //! buckets ([`ConnTable::lookup_reverse`], for NAT). The price: one client
 //! address and port can hold at most `2 * SLOTS` connections at once (to
 //! different virtual services), which only a hostile client reaches, and only at
-//! its own expense. Time is passed in as `now`,
-//! nanoseconds of a monotonic clock the caller reads.
+//! its own expense. Time is passed in as `now`, nanoseconds of a monotonic
+//! clock the caller reads.
 //!
 //! When a new connection finds no room, the table reclaims an expired entry, else
 //! evicts the entry least worth keeping (closing, then half-open, then non-TCP,
