@@ -1,6 +1,7 @@
 //! Fuzz the packet path differentially: any frame, through `wire::extract` and
-//! then through the reference interpreter and the JIT of a stock policy, must give
-//! the same decision, without a panic or a fault.
+//! then through the reference interpreter and the JIT of a stock or case-corpus
+//! policy (compiled as usual, and with every mergeable rule merged into tables),
+//! must give the same decision, without a panic or a fault.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,13 +11,19 @@ use std::sync::OnceLock;
 struct Compiled {
     prog: lbp_compiler::Program,
     jit: lbp_compiler::Jit,
+    merged: lbp_compiler::Jit,
 }
 
 fn policies() -> &'static Vec<Compiled> {
     static P: OnceLock<Vec<Compiled>> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/cases"),
+        ]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()))
+        .collect();
         names.sort();
         names
             .iter()
@@ -26,7 +33,8 @@ fn policies() -> &'static Vec<Compiled> {
                 let a = lbp_lang::analyze(&src);
                 let prog = lbp_compiler::lower::lower(&a.policy).unwrap();
                 let jit = lbp_compiler::jit::compile(&prog).unwrap();
-                Compiled { prog, jit }
+                let merged = lbp_compiler::jit::compile_with(&prog, 1).unwrap();
+                Compiled { prog, jit, merged }
             })
             .collect()
     })
@@ -40,4 +48,5 @@ fuzz_target!(|data: &[u8]| {
     let fields = lbp_compiler::wire::extract(frame, in_iface);
     let want = lbp_compiler::interp::decide(&c.prog, &fields);
     assert_eq!(c.jit.decide(&fields), want, "JIT and interpreter disagree on {fields:?}");
+    assert_eq!(c.merged.decide(&fields), want, "merged JIT and interpreter disagree on {fields:?}");
 });
