@@ -13,10 +13,15 @@
 //! - `balance`: back-end choice (Maglev, weighted round robin, least load, hash).
 //! - `config`: the interfaces, services, pools and routes, as plain data.
 //! - `neigh`: the neighbour (ARP / NDP) table and packets waiting for a resolution.
+//! - `generation`: what the control core may replace (policy, configuration,
+//!   weight tables) and its publication to the switching cores.
+//! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
 
 pub mod balance;
 pub mod config;
 pub mod conn;
+pub mod generation;
 pub mod neigh;
 pub mod ring;
+pub mod switch;
 pub mod wire;
