@@ -1039,7 +1039,7 @@ impl Burst<'_> {
 // The wire module's test support (frame builder, independent checksums),
 // compiled here too: it is private to `wire`.
 #[cfg(test)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "wire/testutil.rs"]
 mod testutil;
 
