@@ -16,6 +16,8 @@
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
+//! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames) and
+//!   XDP packet counter, for benchmarks and tests.
 
 pub mod balance;
 pub mod config;
@@ -24,4 +26,5 @@ pub mod generation;
 pub mod neigh;
 pub mod ring;
 pub mod switch;
+pub mod trafficgen;
 pub mod wire;

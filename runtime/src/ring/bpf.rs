@@ -457,10 +457,16 @@ impl Attachment {
     /// Attach `prog` to `ifindex`: by bpf link, native mode then generic; else by
     /// netlink, native then generic. The error is the last one met.
     pub fn attach(ifindex: u32, prog: &RedirectProgram) -> io::Result<Attachment> {
+        Self::attach_fd(ifindex, prog.as_fd())
+    }
+
+    /// [`Attachment::attach`] for any loaded XDP program, given by its descriptor
+    /// (the traffic generator's counter and reflector use it).
+    pub fn attach_fd(ifindex: u32, prog: BorrowedFd<'_>) -> io::Result<Attachment> {
         let mut last = None;
         for mode in [XdpMode::Driver, XdpMode::Generic] {
             let mut a = LinkCreateAttr {
-                prog_fd: prog.fd.as_raw_fd() as u32,
+                prog_fd: prog.as_raw_fd() as u32,
                 target_ifindex: ifindex,
                 attach_type: BPF_XDP,
                 flags: mode.flags(),
@@ -477,7 +483,7 @@ impl Attachment {
             }
         }
         for mode in [XdpMode::Driver, XdpMode::Generic] {
-            match netlink_attach(ifindex, prog.as_fd(), mode) {
+            match netlink_attach(ifindex, prog, mode) {
                 Ok(()) => {
                     return Ok(Attachment {
                         ifindex,

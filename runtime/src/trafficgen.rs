@@ -1,0 +1,974 @@
+//! lbp's own traffic generator and packet counter, for benchmarks and tests: no
+//! xdp-tools, no libbpf, no clang; raw bpf(2) with programs assembled here.
+//!
+//! The [`Generator`] runs a tiny XDP program with `BPF_PROG_RUN` in live-frames
+//! mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+): the kernel copies the given
+//! frame into pages of its own, runs the program on each copy `repeat` times, and
+//! because the program returns `XDP_TX` the kernel transmits every copy out of the
+//! interface named by the context's `ingress_ifindex` (XDP_TX becomes a redirect
+//! to that interface). The interface's ifindex is resolved in the calling
+//! thread's network namespace. On veth the peer must run NAPI (an XDP program or
+//! GRO enabled on it), else the kernel drops the frames. The kernel does not say
+//! how many frames left; `run` returns how many it asked for, and a [`Counter`] on
+//! the far side says how many arrived. [`Generator::with_flows`] loads a variant
+//! that makes every frame a new flow (IPv4 TCP or UDP): it takes a number from a
+//! map counter per frame and writes it into the source port and the low 16 bits
+//! of the source address, updating the IPv4 and TCP/UDP checksums incrementally.
+//!
+//! The [`Counter`] is an XDP program attached to a receiving interface that adds
+//! each IPv4 and IPv6 frame (packets and bytes) to an array map and drops it;
+//! other frames (ARP, for one) pass to the kernel, so neighbour resolution still
+//! works. It is read with `BPF_MAP_LOOKUP_ELEM`, so the sink counts without a
+//! socket. The [`Reflector`] is the trivial `XDP_TX` program, for a reference rate.
+//! Attached programs go through [`crate::ring::bpf::Attachment`] (a bpf link, so
+//! they are detached when dropped or when the process dies).
+//!
+//! This is not a packet crafting library: [`udp4_frame`] builds the one frame
+//! the benchmarks need. All `unsafe` here is bpf(2) on buffers this module owns
+//! for the call's duration.
+
+use std::io;
+use std::mem::size_of;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::ring::bpf::{Attachment, XdpMode};
+use crate::wire::checksum;
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: transmit the frames the program returns.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+/// The kernel's largest live-frames batch (`TEST_XDP_MAX_BATCH`).
+pub const MAX_BATCH: u32 = 256;
+
+const XDP_DROP: i32 = 1;
+const XDP_PASS: i32 = 2;
+const XDP_TX: i32 = 3;
+
+/// Frames per `BPF_PROG_RUN` call in [`Generator::run_for`]: small enough to
+/// check the clock often (tens of milliseconds at millions per second).
+const CHUNK: u32 = 1 << 16;
+
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable `#[repr(C)]` block of `size_of::<T>()`
+    // bytes for the call's duration, and every pointer stored in it (by the
+    // callers in this module) points at a buffer that outlives the call with the
+    // length given beside it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful bpf(2) call that creates a
+    // descriptor; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+// ---------------------------------------------------------------- assembly
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    /// dst register in the low nibble, src register in the high nibble.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0x0f),
+        off,
+        imm,
+    }
+}
+
+mod op {
+    pub const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    pub const LDX_H: u8 = 0x69; // BPF_LDX | BPF_MEM | BPF_H
+    pub const STX_H: u8 = 0x6b; // BPF_STX | BPF_MEM | BPF_H
+    pub const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
+    pub const ATOMIC_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW
+    pub const LD_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
+    pub const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    pub const MOV_X: u8 = 0xbf;
+    pub const ADD_K: u8 = 0x07;
+    pub const ADD_X: u8 = 0x0f;
+    pub const SUB_X: u8 = 0x1f;
+    pub const AND_K: u8 = 0x57;
+    pub const RSH_K: u8 = 0x77;
+    pub const XOR_K: u8 = 0xa7;
+    pub const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    pub const JNE_K: u8 = 0x55;
+    pub const JGT_X: u8 = 0x2d;
+    pub const CALL: u8 = 0x85;
+    pub const EXIT: u8 = 0x95;
+    /// Atomic immediates: `BPF_ADD`, and `BPF_ADD | BPF_FETCH`.
+    pub const ATOMIC_ADD: i32 = 0x00;
+    pub const ATOMIC_FETCH_ADD: i32 = 0x01;
+}
+
+/// A program under assembly, with forward jumps to one `out` label.
+struct Asm {
+    insns: Vec<Insn>,
+    to_out: Vec<usize>,
+}
+
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            insns: Vec::with_capacity(64),
+            to_out: Vec::new(),
+        }
+    }
+
+    fn i(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(insn(code, dst, src, off, imm));
+    }
+
+    /// `dst = map_fd ll` (two slots).
+    fn ld_map(&mut self, dst: u8, map: RawFd) {
+        self.i(op::LD_DW, dst, BPF_PSEUDO_MAP_FD, 0, map);
+        self.i(0, 0, 0, 0, 0);
+    }
+
+    /// A conditional jump to `out`, patched by [`Asm::finish`].
+    fn jump_out(&mut self, code: u8, dst: u8, src: u8, imm: i32) {
+        self.to_out.push(self.insns.len());
+        self.i(code, dst, src, 0, imm);
+    }
+
+    /// `r0 = map value for key 0`, or 0; `map` is an array map. Clobbers r1-r5.
+    fn lookup_key0(&mut self, map: RawFd) {
+        self.ld_map(1, map);
+        self.i(op::ST_W, 10, 0, -4, 0);
+        self.i(op::MOV_X, 2, 10, 0, 0);
+        self.i(op::ADD_K, 2, 0, 0, -4);
+        self.i(op::CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM);
+    }
+
+    /// RFC 1624 eqn. 3 on the 16-bit checksum at `r7 + at`: for each (old, new)
+    /// register pair, `HC' = ~(~HC + ~old + new)`; with `l4`, a result of 0 is
+    /// written as 0xffff (the same ones' complement zero; UDP's rule). Words are
+    /// loaded in host order on both sides, which the ones' complement sum does
+    /// not mind. Clobbers r0 and r1.
+    fn csum_update(&mut self, at: i16, pairs: &[(u8, u8)], l4: bool) {
+        self.i(op::LDX_H, 0, 7, at, 0);
+        self.i(op::XOR_K, 0, 0, 0, 0xffff);
+        for &(old, new) in pairs {
+            self.i(op::MOV_X, 1, old, 0, 0);
+            self.i(op::XOR_K, 1, 0, 0, 0xffff);
+            self.i(op::ADD_X, 0, 1, 0, 0);
+            self.i(op::ADD_X, 0, new, 0, 0);
+        }
+        for _ in 0..2 {
+            self.i(op::MOV_X, 1, 0, 0, 0);
+            self.i(op::RSH_K, 1, 0, 0, 16);
+            self.i(op::AND_K, 0, 0, 0, 0xffff);
+            self.i(op::ADD_X, 0, 1, 0, 0);
+        }
+        self.i(op::XOR_K, 0, 0, 0, 0xffff);
+        if l4 {
+            // if r0 != 0 skip the next instruction; r0 = 0xffff
+            self.i(op::JNE_K, 0, 0, 1, 0);
+            self.i(op::MOV_K, 0, 0, 0, 0xffff);
+        }
+        self.i(op::STX_H, 7, 0, at, 0);
+    }
+
+    /// Append `out: r0 = verdict; exit` and patch the jumps to it.
+    fn finish(mut self, verdict: i32) -> Vec<Insn> {
+        let out = self.insns.len();
+        for &j in &self.to_out {
+            self.insns[j].off = (out - j - 1) as i16;
+        }
+        self.i(op::MOV_K, 0, 0, 0, verdict);
+        self.i(op::EXIT, 0, 0, 0, 0);
+        self.insns
+    }
+}
+
+/// `r0 = verdict; exit`.
+fn constant_program(verdict: i32) -> Vec<Insn> {
+    Asm::new().finish(verdict)
+}
+
+/// The counter: IPv4 and IPv6 frames are added to the map's entry 0 (packets
+/// at offset 0, bytes at 8) and dropped; anything else passes.
+///
+/// ```text
+/// r6 = r1; r7 = ctx->data; r8 = ctx->data_end
+/// r2 = r7 + 14; if r2 > r8 goto pass
+/// r2 = *(u16 *)(r7 + 12)               ; ethertype, as loaded (host order)
+/// if r2 == 0x0008 goto count           ; 0x0800 in network order
+/// if r2 != 0xdd86 goto pass            ; 0x86dd in network order
+/// count: r0 = lookup(map, 0); if r0 == 0 goto drop
+/// lock *(u64 *)(r0 + 0) += 1; lock *(u64 *)(r0 + 8) += r8 - r7
+/// drop: r0 = XDP_DROP; exit
+/// pass: r0 = XDP_PASS; exit
+/// ```
+fn counter_program(map: RawFd) -> Vec<Insn> {
+    let ethertype = |net: u16| i32::from(u16::from_ne_bytes(net.to_be_bytes()));
+    let mut a = Asm::new();
+    a.i(op::MOV_X, 6, 1, 0, 0);
+    a.i(op::LDX_W, 7, 6, 0, 0);
+    a.i(op::LDX_W, 8, 6, 4, 0);
+    a.i(op::MOV_X, 2, 7, 0, 0);
+    a.i(op::ADD_K, 2, 0, 0, 14);
+    a.jump_out(op::JGT_X, 2, 8, 0);
+    a.i(op::LDX_H, 2, 7, 12, 0);
+    a.i(op::JEQ_K, 2, 0, 1, ethertype(0x0800));
+    a.jump_out(op::JNE_K, 2, 0, ethertype(0x86dd));
+    a.lookup_key0(map);
+    // if r0 == 0 skip the counting (5 instructions) and drop
+    a.i(op::JEQ_K, 0, 0, 5, 0);
+    a.i(op::MOV_K, 1, 0, 0, 1);
+    a.i(op::ATOMIC_DW, 0, 1, 0, op::ATOMIC_ADD);
+    a.i(op::MOV_X, 1, 8, 0, 0);
+    a.i(op::SUB_X, 1, 7, 0, 0);
+    a.i(op::ATOMIC_DW, 0, 1, 8, op::ATOMIC_ADD);
+    a.i(op::MOV_K, 0, 0, 0, XDP_DROP);
+    a.i(op::EXIT, 0, 0, 0, 0);
+    a.finish(XDP_PASS)
+}
+
+/// Where the flow variant writes, in a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowFields {
+    /// IPv4 header checksum.
+    ip_csum: i16,
+    /// The low 16 bits of the IPv4 source address.
+    src_low: i16,
+    /// TCP or UDP source port.
+    sport: i16,
+    /// TCP or UDP checksum, `None` for UDP without one (zero).
+    l4_csum: Option<i16>,
+    /// Bytes the program must be able to touch.
+    need: i32,
+}
+
+/// Locate the fields of an Ethernet + IPv4 + TCP/UDP frame (no VLAN tag).
+fn flow_fields(frame: &[u8]) -> Option<FlowFields> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let proto = frame[23];
+    let l4 = 14 + ihl;
+    let (csum_at, hdr) = match proto {
+        6 => (l4 + 16, 20),
+        17 => (l4 + 6, 8),
+        _ => return None,
+    };
+    if ihl < 20 || frame.len() < l4 + hdr {
+        return None;
+    }
+    let l4_csum = if proto == 17 && frame[csum_at..csum_at + 2] == [0, 0] {
+        None
+    } else {
+        Some(csum_at as i16)
+    };
+    Some(FlowFields {
+        ip_csum: 24,
+        src_low: 28,
+        sport: l4 as i16,
+        l4_csum,
+        need: (l4 + hdr) as i32,
+    })
+}
+
+/// The new-flow generator: as `constant_program(XDP_TX)`, after writing a
+/// per-frame number `c` (from an atomic fetch-add on the map's entry 0) into the
+/// source port (`c & 0xffff`) and the low half of the source address
+/// (`(c >> 16) & 0xffff`), checksums updated. Frames too short go out unchanged.
+fn flow_program(map: RawFd, f: FlowFields) -> Vec<Insn> {
+    let mut a = Asm::new();
+    a.i(op::MOV_X, 6, 1, 0, 0);
+    a.i(op::LDX_W, 7, 6, 0, 0);
+    a.i(op::LDX_W, 8, 6, 4, 0);
+    a.i(op::MOV_X, 2, 7, 0, 0);
+    a.i(op::ADD_K, 2, 0, 0, f.need);
+    a.jump_out(op::JGT_X, 2, 8, 0);
+    a.lookup_key0(map);
+    a.jump_out(op::JEQ_K, 0, 0, 0);
+    a.i(op::MOV_K, 9, 0, 0, 1);
+    a.i(op::ATOMIC_DW, 0, 9, 0, op::ATOMIC_FETCH_ADD);
+    // r2 = new port word, r3 = new address word, r4 / r5 = the old ones.
+    a.i(op::MOV_X, 2, 9, 0, 0);
+    a.i(op::AND_K, 2, 0, 0, 0xffff);
+    a.i(op::MOV_X, 3, 9, 0, 0);
+    a.i(op::RSH_K, 3, 0, 0, 16);
+    a.i(op::AND_K, 3, 0, 0, 0xffff);
+    a.i(op::LDX_H, 4, 7, f.sport, 0);
+    a.i(op::LDX_H, 5, 7, f.src_low, 0);
+    a.csum_update(f.ip_csum, &[(5, 3)], false);
+    if let Some(at) = f.l4_csum {
+        a.csum_update(at, &[(5, 3), (4, 2)], true);
+    }
+    a.i(op::STX_H, 7, 2, f.sport, 0);
+    a.i(op::STX_H, 7, 3, f.src_low, 0);
+    a.finish(XDP_TX)
+}
+
+// ---------------------------------------------------------------- loading
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Load an XDP program; on failure, load again with the verifier's log and put
+/// it in the error.
+fn load(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut pname = [0u8; 16];
+    let n = name.len().min(15);
+    pname[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut a = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: pname,
+        expected_attach_type: BPF_XDP,
+        ..ProgLoadAttr::default()
+    };
+    match sys_bpf(BPF_PROG_LOAD, &mut a) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(e) => {
+            let mut log = vec![0u8; 64 * 1024];
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = sys_bpf(BPF_PROG_LOAD, &mut a) {
+                return Ok(owned(fd));
+            }
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            Err(io::Error::new(
+                e.kind(),
+                format!("loading XDP program {name}: {e}; verifier: {text}"),
+            ))
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// A one-entry array map with `value_size`-byte values, zeroed.
+fn array_map(value_size: u32) -> io::Result<OwnedFd> {
+    let mut a = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    sys_bpf(BPF_MAP_CREATE, &mut a).map(owned)
+}
+
+/// Entry 0 of a one-entry array map of u64 words.
+fn read_words<const N: usize>(map: BorrowedFd<'_>) -> io::Result<[u64; N]> {
+    let key = 0u32;
+    let mut value = [0u64; N];
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
+    Ok(value)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The kernel's id of the program `prog` (as `bpftool prog` shows it).
+pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    // struct bpf_prog_info: `type` (u32), then `id` (u32); the kernel fills at
+    // most `info_len` bytes.
+    let mut info = [0u32; 64];
+    let mut a = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: size_of::<[u32; 64]>() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    Ok(info[1])
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// Whether a program with id `id` is still loaded anywhere in the kernel.
+/// Programs are freed after an RCU grace period: poll briefly after a drop.
+pub fn prog_loaded(id: u32) -> io::Result<bool> {
+    let mut a = GetByIdAttr {
+        id,
+        ..GetByIdAttr::default()
+    };
+    match sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut a) {
+        Ok(fd) => {
+            drop(owned(fd));
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------- generator
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// `struct xdp_md`, as the test run's input context.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Sends copies of one frame out of an interface at kernel speed (see the
+/// module documentation). Not `Sync`-shared state: one per sending thread.
+#[derive(Debug)]
+pub struct Generator {
+    prog: OwnedFd,
+    /// The flow variant's counter (entry 0: the next flow number).
+    flows: Option<OwnedFd>,
+    ifindex: u32,
+    frame: Vec<u8>,
+}
+
+impl Generator {
+    /// Frames accepted: an Ethernet header up to a 1 500-byte payload.
+    pub const FRAME_LEN: std::ops::RangeInclusive<usize> = 14..=1514;
+
+    fn check(frame: &[u8]) -> io::Result<()> {
+        if Self::FRAME_LEN.contains(&frame.len()) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a generator frame has 14 to 1514 bytes, not {}",
+                    frame.len()
+                ),
+            ))
+        }
+    }
+
+    /// A generator sending `frame` unchanged out of `ifindex` (an interface of
+    /// the calling thread's network namespace).
+    pub fn new(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
+        Self::check(frame)?;
+        Ok(Generator {
+            prog: load("lbp_gen", &constant_program(XDP_TX))?,
+            flows: None,
+            ifindex,
+            frame: frame.to_vec(),
+        })
+    }
+
+    /// A generator that makes each frame a new flow: `frame` must be Ethernet +
+    /// IPv4 + TCP or UDP; frame `n` gets source port and low source-address half
+    /// from `n` (2^32 distinct flows, sources in the /16 of `frame`'s source).
+    pub fn with_flows(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
+        Self::check(frame)?;
+        let f = flow_fields(frame).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the flow generator needs an Ethernet + IPv4 + TCP/UDP frame",
+            )
+        })?;
+        let map = array_map(8)?;
+        let prog = load("lbp_gen_flows", &flow_program(map.as_raw_fd(), f))?;
+        Ok(Generator {
+            prog,
+            flows: Some(map),
+            ifindex,
+            frame: frame.to_vec(),
+        })
+    }
+
+    /// Send `count` frames, `batch` (1 to [`MAX_BATCH`]; 0 for the kernel's
+    /// default of 64) per kernel batch; returns how many were handed to the
+    /// interface. Interrupted by a signal, it returns what was sent before.
+    pub fn run(&self, count: u64, batch: u32) -> io::Result<u64> {
+        if batch > MAX_BATCH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("batch {batch} is above {MAX_BATCH}"),
+            ));
+        }
+        let mut sent = 0u64;
+        while sent < count {
+            let n = (count - sent).min(u64::from(u32::MAX)) as u32;
+            self.run_once(n, batch)?;
+            sent += u64::from(n);
+        }
+        Ok(sent)
+    }
+
+    /// Send for `time` (and at most `max` frames); returns frames sent.
+    pub fn run_for(&self, time: Duration, max: u64, batch: u32) -> io::Result<u64> {
+        let end = Instant::now() + time;
+        let mut sent = 0u64;
+        while sent < max && Instant::now() < end {
+            sent += self.run((max - sent).min(u64::from(CHUNK)), batch)?;
+        }
+        Ok(sent)
+    }
+
+    fn run_once(&self, repeat: u32, batch: u32) -> io::Result<()> {
+        let mut ctx = XdpMd {
+            data_end: self.frame.len() as u32,
+            ingress_ifindex: self.ifindex,
+            ..XdpMd::default()
+        };
+        let mut a = TestRunAttr {
+            prog_fd: self.prog.as_raw_fd() as u32,
+            data_size_in: self.frame.len() as u32,
+            data_in: self.frame.as_ptr() as u64,
+            repeat,
+            ctx_size_in: size_of::<XdpMd>() as u32,
+            ctx_in: &mut ctx as *mut XdpMd as u64,
+            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size: batch,
+            ..TestRunAttr::default()
+        };
+        sys_bpf(BPF_PROG_TEST_RUN, &mut a).map(drop)
+    }
+
+    /// Set the flow variant's next flow number (its low 16 bits become the
+    /// source port, the next 16 the low half of the source address, both as
+    /// written in host byte order). No effect on a plain generator.
+    pub fn set_next_flow(&self, n: u64) -> io::Result<()> {
+        let Some(m) = &self.flows else {
+            return Ok(());
+        };
+        let key = 0u32;
+        let mut a = MapElemAttr {
+            map_fd: m.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            value: &n as *const u64 as u64,
+            ..MapElemAttr::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+    }
+
+    /// The flow variant's next flow number (0 for a plain generator): it starts
+    /// at 0 (or as set) and grows by one per frame the program runs on.
+    pub fn next_flow(&self) -> io::Result<u64> {
+        match &self.flows {
+            Some(m) => Ok(read_words::<1>(m.as_fd())?[0]),
+            None => Ok(0),
+        }
+    }
+
+    /// The loaded program's kernel id.
+    pub fn prog_id(&self) -> io::Result<u32> {
+        prog_id(self.prog.as_fd())
+    }
+}
+
+// ---------------------------------------------------------------- sink side
+
+/// Packets and bytes a [`Counter`] has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    /// IPv4 and IPv6 frames.
+    pub packets: u64,
+    /// Their bytes, Ethernet header included.
+    pub bytes: u64,
+}
+
+/// Counts (and drops) the IP frames arriving on an interface; see the module
+/// documentation. Detached on drop.
+#[derive(Debug)]
+pub struct Counter {
+    // Field order is drop order: detach first.
+    attachment: Attachment,
+    prog: OwnedFd,
+    map: OwnedFd,
+}
+
+impl Counter {
+    /// Load the counter and attach it to `ifindex` (native XDP where the driver
+    /// has it, generic otherwise).
+    pub fn attach(ifindex: u32) -> io::Result<Counter> {
+        let map = array_map(16)?;
+        let prog = load("lbp_count", &counter_program(map.as_raw_fd()))?;
+        let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
+        Ok(Counter {
+            attachment,
+            prog,
+            map,
+        })
+    }
+
+    /// The counts so far.
+    pub fn read(&self) -> io::Result<Count> {
+        let [packets, bytes] = read_words::<2>(self.map.as_fd())?;
+        Ok(Count { packets, bytes })
+    }
+
+    /// Where the program runs.
+    pub fn mode(&self) -> XdpMode {
+        self.attachment.mode()
+    }
+
+    /// The loaded program's kernel id.
+    pub fn prog_id(&self) -> io::Result<u32> {
+        prog_id(self.prog.as_fd())
+    }
+}
+
+/// The trivial `r0 = XDP_TX; exit` program attached to an interface: every frame
+/// goes back out where it came from, unchanged. Detached on drop.
+#[derive(Debug)]
+pub struct Reflector {
+    attachment: Attachment,
+    prog: OwnedFd,
+}
+
+impl Reflector {
+    /// Load and attach the reflector to `ifindex`.
+    pub fn attach(ifindex: u32) -> io::Result<Reflector> {
+        let prog = load("lbp_xdp_tx", &constant_program(XDP_TX))?;
+        let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
+        Ok(Reflector { attachment, prog })
+    }
+
+    /// Where the program runs.
+    pub fn mode(&self) -> XdpMode {
+        self.attachment.mode()
+    }
+
+    /// The loaded program's kernel id.
+    pub fn prog_id(&self) -> io::Result<u32> {
+        prog_id(self.prog.as_fd())
+    }
+}
+
+// ---------------------------------------------------------------- frames
+
+/// An Ethernet + IPv4 + UDP frame with `payload` zero bytes, both checksums
+/// computed (a UDP checksum of 0 is sent as 0xffff). `payload` is capped so the
+/// frame stays within [`Generator::FRAME_LEN`].
+pub fn udp4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: usize,
+) -> Vec<u8> {
+    let payload = payload.min(1514 - 42);
+    let udp_len = (8 + payload) as u16;
+    let ip_len = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + usize::from(ip_len));
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let ip_csum = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(14 + usize::from(ip_len), 0);
+    let acc = checksum::pseudo_v4(src, dst, 17, udp_len);
+    let mut c = !checksum::fold(checksum::sum(acc, &f[34..]));
+    if c == 0 {
+        c = 0xffff;
+    }
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 6] = [2, 0, 0x5e, 0x10, 0, 1];
+    const B: [u8; 6] = [2, 0, 0x5e, 0x10, 0, 2];
+
+    fn frame() -> Vec<u8> {
+        udp4_frame(
+            A,
+            B,
+            Ipv4Addr::new(198, 18, 0, 1),
+            Ipv4Addr::new(198, 18, 0, 2),
+            1000,
+            2000,
+            18,
+        )
+    }
+
+    /// An independent check: the checksums of a frame verify to zero.
+    fn verifies(f: &[u8]) -> bool {
+        let ip_ok = checksum::fold(checksum::sum(0, &f[14..34])) == 0xffff;
+        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        let len = (f.len() - 34) as u16;
+        let acc = checksum::pseudo_v4(src, dst, 17, len);
+        ip_ok && checksum::fold(checksum::sum(acc, &f[34..])) == 0xffff
+    }
+
+    #[test]
+    fn udp_frame_is_well_formed() {
+        let f = frame();
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f[0..6], &B);
+        assert_eq!(&f[6..12], &A);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 46);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 26);
+        assert!(verifies(&f));
+        let big = udp4_frame(A, B, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 1, 2, 99_999);
+        assert!(Generator::FRAME_LEN.contains(&big.len()));
+        assert!(verifies(&big));
+    }
+
+    #[test]
+    fn flow_fields_of_frames() {
+        let f = frame();
+        let ff = flow_fields(&f).unwrap();
+        assert_eq!((ff.ip_csum, ff.src_low, ff.sport), (24, 28, 34));
+        assert_eq!(ff.l4_csum, Some(40));
+        assert_eq!(ff.need, 42);
+        let mut z = f.clone();
+        z[40] = 0;
+        z[41] = 0;
+        assert_eq!(flow_fields(&z).unwrap().l4_csum, None);
+        // Not IPv4, truncated, not TCP/UDP, bad header length: refused.
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(flow_fields(&arp), None);
+        assert_eq!(flow_fields(&f[..38]), None);
+        let mut icmp = f.clone();
+        icmp[23] = 1;
+        assert_eq!(flow_fields(&icmp), None);
+        let mut ihl = f.clone();
+        ihl[14] = 0x44;
+        assert_eq!(flow_fields(&ihl), None);
+        assert_eq!(flow_fields(&[]), None);
+    }
+
+    /// A small interpreter of exactly the instructions `flow_program` uses, so the
+    /// checksum arithmetic is checked here without the kernel.
+    fn interpret(prog: &[Insn], pkt: &mut [u8], counter: &mut u64) -> i32 {
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        // Registers holding "pointers": r7 = packet base (0), r8 = end.
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 1000, "runaway program");
+            let i = prog[pc];
+            let (d, s) = (usize::from(i.regs & 0xf), usize::from(i.regs >> 4));
+            let imm = i64::from(i.imm) as u64;
+            pc += 1;
+            match i.code {
+                op::MOV_X => r[d] = r[s],
+                op::MOV_K => r[d] = imm,
+                op::ADD_K => r[d] = r[d].wrapping_add(imm),
+                op::ADD_X => r[d] = r[d].wrapping_add(r[s]),
+                op::AND_K => r[d] &= imm,
+                op::RSH_K => r[d] >>= imm,
+                op::XOR_K => r[d] ^= imm,
+                op::LDX_W if s == 6 => r[d] = if i.off == 0 { 0 } else { pkt.len() as u64 },
+                op::LDX_H => {
+                    let at = (r[s] as i64 + i64::from(i.off)) as usize;
+                    r[d] = u64::from(u16::from_ne_bytes([pkt[at], pkt[at + 1]]));
+                }
+                op::STX_H => {
+                    let at = (r[d] as i64 + i64::from(i.off)) as usize;
+                    pkt[at..at + 2].copy_from_slice(&(r[s] as u16).to_ne_bytes());
+                }
+                op::LD_DW => {
+                    r[d] = 0;
+                    pc += 1;
+                }
+                op::ST_W => {}
+                op::CALL => r[0] = 1, // a non-null map value
+                op::ATOMIC_DW => {
+                    assert_eq!(i.imm, op::ATOMIC_FETCH_ADD);
+                    let old = *counter;
+                    *counter += r[s];
+                    r[s] = old;
+                }
+                op::JGT_X => {
+                    if r[d] > r[s] {
+                        pc = (pc as i64 + i64::from(i.off)) as usize;
+                    }
+                }
+                op::JEQ_K | op::JNE_K => {
+                    if (r[d] == imm) == (i.code == op::JEQ_K) {
+                        pc = (pc as i64 + i64::from(i.off)) as usize;
+                    }
+                }
+                op::EXIT => return r[0] as i32,
+                c => panic!("opcode {c:#x} not interpreted"),
+            }
+        }
+    }
+
+    #[test]
+    fn flow_program_makes_distinct_flows_with_valid_checksums() {
+        let base = frame();
+        let ff = flow_fields(&base).unwrap();
+        let prog = flow_program(3, ff);
+        let mut counter = 0x0001_fffe_u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut pkt = base.clone();
+        for _ in 0..5 {
+            // Frames may be fresh copies or reused ones: try both.
+            for p in [&mut base.clone(), &mut pkt] {
+                let before = counter;
+                assert_eq!(interpret(&prog, p, &mut counter), XDP_TX);
+                assert_eq!(counter, before + 1);
+                assert!(verifies(p), "bad checksum after flow {before:#x}");
+                assert_eq!(&p[26..28], &[198, 18], "source stays in its /16");
+                assert!(seen.insert((p[28], p[29], p[34], p[35])));
+                assert_eq!(&p[30..34], &base[30..34]);
+                assert_eq!(&p[36..38], &base[36..38]);
+            }
+        }
+        // A truncated frame goes out unchanged, and takes no number.
+        let mut short = base[..40].to_vec();
+        let before = counter;
+        assert_eq!(interpret(&prog, &mut short, &mut counter), XDP_TX);
+        assert_eq!((counter, &short[..]), (before, &base[..40]));
+    }
+
+    #[test]
+    fn flow_program_without_udp_checksum_leaves_it_zero() {
+        let mut base = frame();
+        base[40] = 0;
+        base[41] = 0;
+        let prog = flow_program(3, flow_fields(&base).unwrap());
+        let mut counter = 77;
+        let mut p = base.clone();
+        assert_eq!(interpret(&prog, &mut p, &mut counter), XDP_TX);
+        assert_eq!(&p[40..42], &[0, 0]);
+        assert_eq!(checksum::fold(checksum::sum(0, &p[14..34])), 0xffff);
+        assert_ne!(&p[28..30], &base[28..30]);
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(size_of::<Insn>(), 8);
+        assert_eq!(size_of::<TestRunAttr>(), 80);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
+        assert_eq!(size_of::<XdpMd>(), 24);
+        let p = constant_program(XDP_TX);
+        assert_eq!(p, vec![insn(0xb7, 0, 0, 0, 3), insn(0x95, 0, 0, 0, 0)]);
+        let c = counter_program(5);
+        // Every jump lands inside the program.
+        for (n, i) in c.iter().enumerate() {
+            if i.code & 0x07 == 0x05 && i.code != op::CALL && i.code != op::EXIT {
+                let t = n as i64 + 1 + i64::from(i.off);
+                assert!((0..c.len() as i64).contains(&t), "jump at {n} to {t}");
+            }
+        }
+        assert_eq!(c.last().unwrap().code, op::EXIT);
+    }
+}
