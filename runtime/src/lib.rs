@@ -16,6 +16,8 @@
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
+//! - `run`: the loops of `lbp run`: a switching core over its ports, the bare
+//!   forwarder, the control core's housekeeping, binding interfaces to rings.
 //! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames) and
 //!   XDP packet counter, for benchmarks and tests.
 
@@ -25,6 +27,7 @@ pub mod conn;
 pub mod generation;
 pub mod neigh;
 pub mod ring;
+pub mod run;
 pub mod switch;
 pub mod trafficgen;
 pub mod wire;

@@ -19,6 +19,8 @@
 //!
 //! The order of checks on a packet:
 //! 1. Too short for Ethernet, or `extract` says malformed: dropped (malformed).
+//!    A frame the control plane sent (`in_iface` [`FROM_LOCAL`]) is then routed
+//!    and nothing else (IP only; no TTL change).
 //! 2. ARP: the sender learned (if on a connected network of the receiving
 //!    interface) and its waiting packets released; a request for an address of
 //!    the receiving interface or a virtual IP answered in place; anything else
@@ -67,6 +69,10 @@ use crate::wire::{self, Side};
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETH_HEADER_LEN: usize = 14;
 const PROTO_ICMPV6: u8 = 58;
+
+/// The `in_iface` of a frame that the control plane (the TAP) sent: it skips
+/// ARP / ND, NAT return and the policy, and is routed (see `lbp run`).
+pub const FROM_LOCAL: u32 = u32::MAX;
 
 /// Why a frame was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +135,8 @@ pub struct Counters {
     pub rx: PktBytes,
     /// By the policy's action, indexed by `Action as usize`.
     pub actions: [PktBytes; 5],
+    /// Frames from the control plane ([`FROM_LOCAL`]) routed out.
+    pub from_local: PktBytes,
     /// NAT return traffic rewritten back to the virtual IP.
     pub nat_return: PktBytes,
     /// ICMP errors about a balanced connection, sent on to its back end or client.
@@ -526,6 +534,9 @@ impl Burst<'_> {
         if f.present & present::ETH == 0 || f.present & present::MALFORMED != 0 {
             return self.drop_frame(d, DropReason::Malformed);
         }
+        if in_iface == FROM_LOCAL {
+            return self.from_local(d, &f);
+        }
         if f.eth_type == ETHERTYPE_ARP {
             return self.arp(d, in_iface);
         }
@@ -546,6 +557,17 @@ impl Burst<'_> {
         }
         let dec = self.g.policy.decide(&f);
         self.act(d, &f, &dec);
+    }
+
+    /// A frame the control plane (the TAP) sent: no filter, no TTL change (the
+    /// kernel made it), routed by the longest prefix. Anything but IP (its ARP and
+    /// neighbour discovery are answered by the caller) is dropped.
+    fn from_local(&mut self, d: Desc, f: &Fields) {
+        if f.present & (present::IP4 | present::IP6) == 0 {
+            return self.drop_frame(d, DropReason::NotOurs);
+        }
+        self.st.counters.from_local.add(d.len);
+        self.route_to(d, ip_of(f.ip_version, &f.ip_dst));
     }
 
     // ---- ARP and neighbour discovery --------------------------------------
