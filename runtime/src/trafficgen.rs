@@ -115,6 +115,8 @@ mod op {
     pub const LDX_H: u8 = 0x69; // BPF_LDX | BPF_MEM | BPF_H
     pub const STX_H: u8 = 0x6b; // BPF_STX | BPF_MEM | BPF_H
     pub const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
+    pub const ST_H: u8 = 0x6a; // BPF_ST | BPF_MEM | BPF_H
+    pub const ST_B: u8 = 0x72; // BPF_ST | BPF_MEM | BPF_B
     pub const ATOMIC_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW
     pub const LD_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
     pub const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
@@ -157,6 +159,51 @@ impl Asm {
     fn ld_map(&mut self, dst: u8, map: RawFd) {
         self.i(op::LD_DW, dst, BPF_PSEUDO_MAP_FD, 0, map);
         self.i(0, 0, 0, 0, 0);
+    }
+
+    /// `r6 = ctx; r7 = data; r8 = data_end`, then, if the frame has at least
+    /// `head.len()` bytes, write `head` over its start (else jump to `out`).
+    ///
+    /// Live frames come from a page pool that the kernel recycles without
+    /// copying the frame in again, and a receiver that forwards a frame
+    /// rewrites it in place (MAC addresses, TTL, checksum): without this, a
+    /// recycled page would go out with the previous trip's headers.
+    fn restore(&mut self, head: &[u8]) {
+        self.i(op::MOV_X, 6, 1, 0, 0);
+        self.i(op::LDX_W, 7, 6, 0, 0);
+        self.i(op::LDX_W, 8, 6, 4, 0);
+        self.i(op::MOV_X, 2, 7, 0, 0);
+        self.i(op::ADD_K, 2, 0, 0, head.len() as i32);
+        self.jump_out(op::JGT_X, 2, 8, 0);
+        let mut at = 0usize;
+        for w in head.chunks(4) {
+            match *w {
+                [a, b, c, d] => {
+                    let imm = i32::from_ne_bytes([a, b, c, d]);
+                    self.i(op::ST_W, 7, 0, at as i16, imm);
+                }
+                [a, b] => self.i(
+                    op::ST_H,
+                    7,
+                    0,
+                    at as i16,
+                    i32::from(u16::from_ne_bytes([a, b])),
+                ),
+                [a, b, c] => {
+                    self.i(
+                        op::ST_H,
+                        7,
+                        0,
+                        at as i16,
+                        i32::from(u16::from_ne_bytes([a, b])),
+                    );
+                    self.i(op::ST_B, 7, 0, at as i16 + 2, i32::from(c));
+                }
+                [a] => self.i(op::ST_B, 7, 0, at as i16, i32::from(a)),
+                _ => {}
+            }
+            at += w.len();
+        }
     }
 
     /// A conditional jump to `out`, patched by [`Asm::finish`].
@@ -218,6 +265,19 @@ impl Asm {
 /// `r0 = verdict; exit`.
 fn constant_program(verdict: i32) -> Vec<Insn> {
     Asm::new().finish(verdict)
+}
+
+/// How much of a frame the generator programs rewrite on each run: its headers
+/// (Ethernet, IPv4 with options or IPv6, TCP or UDP), never more than 128 bytes.
+fn head_len(frame: &[u8]) -> usize {
+    frame.len().min(128)
+}
+
+/// The plain generator: restore the frame's headers, then `XDP_TX`.
+fn tx_program(frame: &[u8]) -> Vec<Insn> {
+    let mut a = Asm::new();
+    a.restore(&frame[..head_len(frame)]);
+    a.finish(XDP_TX)
 }
 
 /// The counter: IPv4 and IPv6 frames are added to the map's entry 0 (packets
@@ -304,15 +364,13 @@ fn flow_fields(frame: &[u8]) -> Option<FlowFields> {
     })
 }
 
-/// The new-flow generator: as `constant_program(XDP_TX)`, after writing a
+/// The new-flow generator: as `tx_program`, after writing a
 /// per-frame number `c` (from an atomic fetch-add on the map's entry 0) into the
 /// source port (`c & 0xffff`) and the low half of the source address
 /// (`(c >> 16) & 0xffff`), checksums updated. Frames too short go out unchanged.
-fn flow_program(map: RawFd, f: FlowFields) -> Vec<Insn> {
+fn flow_program(map: RawFd, frame: &[u8], f: FlowFields) -> Vec<Insn> {
     let mut a = Asm::new();
-    a.i(op::MOV_X, 6, 1, 0, 0);
-    a.i(op::LDX_W, 7, 6, 0, 0);
-    a.i(op::LDX_W, 8, 6, 4, 0);
+    a.restore(&frame[..head_len(frame)]);
     a.i(op::MOV_X, 2, 7, 0, 0);
     a.i(op::ADD_K, 2, 0, 0, f.need);
     a.jump_out(op::JGT_X, 2, 8, 0);
@@ -554,7 +612,7 @@ impl Generator {
     pub fn new(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
         Self::check(frame)?;
         Ok(Generator {
-            prog: load("lbp_gen", &constant_program(XDP_TX))?,
+            prog: load("lbp_gen", &tx_program(frame))?,
             flows: None,
             ifindex,
             frame: frame.to_vec(),
@@ -573,7 +631,7 @@ impl Generator {
             )
         })?;
         let map = array_map(8)?;
-        let prog = load("lbp_gen_flows", &flow_program(map.as_raw_fd(), f))?;
+        let prog = load("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f))?;
         Ok(Generator {
             prog,
             flows: Some(map),
@@ -886,7 +944,26 @@ mod tests {
                     r[d] = 0;
                     pc += 1;
                 }
-                op::ST_W => {}
+                op::ST_W | op::ST_H | op::ST_B if d == 7 => {
+                    let at = i.off as usize;
+                    let b = i.imm.to_ne_bytes();
+                    let n = match i.code {
+                        op::ST_W => 4,
+                        op::ST_H => 2,
+                        _ => 1,
+                    };
+                    let src = match n {
+                        4 => b,
+                        // Narrow stores take the low bytes of the value.
+                        2 => {
+                            let v = (i.imm as u16).to_ne_bytes();
+                            [v[0], v[1], 0, 0]
+                        }
+                        _ => [i.imm as u8, 0, 0, 0],
+                    };
+                    pkt[at..at + n].copy_from_slice(&src[..n]);
+                }
+                op::ST_W => {}        // the stack key
                 op::CALL => r[0] = 1, // a non-null map value
                 op::ATOMIC_DW => {
                     assert_eq!(i.imm, op::ATOMIC_FETCH_ADD);
@@ -914,7 +991,7 @@ mod tests {
     fn flow_program_makes_distinct_flows_with_valid_checksums() {
         let base = frame();
         let ff = flow_fields(&base).unwrap();
-        let prog = flow_program(3, ff);
+        let prog = flow_program(3, &base, ff);
         let mut counter = 0x0001_fffe_u64;
         let mut seen = std::collections::HashSet::new();
         let mut pkt = base.clone();
@@ -939,11 +1016,41 @@ mod tests {
     }
 
     #[test]
+    fn programs_restore_headers_a_forwarder_rewrote() {
+        let base = frame();
+        // What a forwarding receiver does to the page in place: new MACs, TTL
+        // down by one, IPv4 checksum updated.
+        let mut fwd = base.clone();
+        fwd[0..12].copy_from_slice(&[9; 12]);
+        fwd[22] -= 1;
+        fwd[24] = fwd[24].wrapping_add(1);
+        let mut n = 0;
+        let tx = tx_program(&base);
+        assert_eq!(interpret(&tx, &mut fwd, &mut n), XDP_TX);
+        assert_eq!(fwd, base);
+        // Odd lengths use half-word and byte stores.
+        for len in [14, 15, 17, 59, 61, 200] {
+            let long: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let mut f = vec![0xee; len];
+            assert_eq!(interpret(&tx_program(&long), &mut f, &mut n), XDP_TX);
+            let h = head_len(&long);
+            assert_eq!(&f[..h], &long[..h], "length {len}");
+        }
+        let mut fwd = base.clone();
+        fwd[0..12].copy_from_slice(&[9; 12]);
+        fwd[22] -= 1;
+        let flows = flow_program(3, &base, flow_fields(&base).unwrap());
+        assert_eq!(interpret(&flows, &mut fwd, &mut n), XDP_TX);
+        assert_eq!((&fwd[..12], fwd[22]), (&base[..12], base[22]));
+        assert!(verifies(&fwd));
+    }
+
+    #[test]
     fn flow_program_without_udp_checksum_leaves_it_zero() {
         let mut base = frame();
         base[40] = 0;
         base[41] = 0;
-        let prog = flow_program(3, flow_fields(&base).unwrap());
+        let prog = flow_program(3, &base, flow_fields(&base).unwrap());
         let mut counter = 77;
         let mut p = base.clone();
         assert_eq!(interpret(&prog, &mut p, &mut counter), XDP_TX);
