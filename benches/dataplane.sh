@@ -1,0 +1,496 @@
+#!/usr/bin/env bash
+# The data-plane benchmark of issue 4, on one namespace topology and one core
+# assignment, with lbp's own traffic generator and counter (the `trafficgen`
+# example of lbp-runtime: BPF_PROG_RUN in XDP live-frames mode, and an XDP
+# program that counts and drops at the far side).
+#
+#   cli (c0) ── (a0) app (a1) ── (s0) sw: bridge br0 (s1,s2,s3) ── (b0) be1, be2, be3
+#
+# cli is the client, app the appliance (only its two interfaces live there), sw
+# the back ends' switch (a bridge in a namespace of its own, so the appliance's
+# netfilter never sees bridged traffic), be1..be3 the back ends. Addresses are in
+# 198.18.0.0/15 only: clients 198.18.0.0/16, servers 198.19.0.0/24, the virtual
+# IP 198.19.100.1. Nothing leaves the machine.
+#
+# Measured, each for $SECONDS_PER_RUN seconds (packets per second counted at the
+# back ends, so what arrived, not what was offered):
+#   - plain kernel forwarding (ip_forward), for reference;
+#   - nftables DNAT load balancing in app, as kube-proxy's nftables mode does it
+#     (a service map, then `numgen random mod 3 vmap` to per-endpoint chains),
+#     one flow (established) and a new flow per packet;
+#   - the in-kernel XDP_TX rate of a trivial program on app's client interface;
+#   - lbp run with one switching core (established and new flows) and lbp's bare
+#     forwarder on the same rings (`lbp run --bare`), when `lbp run` exists (else
+#     "not yet available");
+#   - wrk requests per second, keep-alive and new connections, through nftables
+#     DNAT, straight to one back end, and through lbp when it exists.
+#
+# Run as root: `benches/dataplane.sh` from the workspace root. Environment:
+#   SECONDS_PER_RUN (5), TRAFFICGEN (path of the built example), LBP (path of the
+#   lbp binary, default target/release/lbp), GEN_CPU (CPU for the generator, 0),
+#   LBP_CORES (switching core list for lbp run, 1).
+# Every namespace and process it makes is removed on exit, also on failure.
+
+set -u
+set -o pipefail
+
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIPPED: benches/dataplane.sh needs root (network namespaces, XDP)"
+    exit 0
+fi
+for tool in ip; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "SKIPPED: benches/dataplane.sh needs $tool"
+        exit 0
+    fi
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+T=${SECONDS_PER_RUN:-5}
+GEN_CPU=${GEN_CPU:-0}
+LBP=${LBP:-$ROOT/target/release/lbp}
+LBP_CORES=${LBP_CORES:-1}
+P="lbpb$$"                      # namespace prefix, unique per run
+WORK=$(mktemp -d /tmp/lbp-dataplane.XXXXXX)
+NSES=()
+PIDS=()
+LBP_PID=
+
+log() { echo "# $*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}" $LBP_PID; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}" $LBP_PID; do
+        wait "$pid" 2>/dev/null
+    done
+    local ns
+    for ns in "${NSES[@]}"; do
+        ip netns del "$ns" 2>/dev/null
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Install a missing tool with apt-get (quietly), or return 1.
+need() {
+    local tool=$1 pkg=${2:-$1}
+    command -v "$tool" >/dev/null && return 0
+    log "installing $pkg"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1
+    command -v "$tool" >/dev/null
+}
+
+# ------------------------------------------------------------------ the tools
+
+TRAFFICGEN=${TRAFFICGEN:-}
+if [ -z "$TRAFFICGEN" ]; then
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    TRAFFICGEN=$TARGET/release/examples/trafficgen
+    if ! (cd "$ROOT" && cargo build -q --release -p lbp-runtime --example trafficgen) >&2; then
+        echo "SKIPPED: could not build the trafficgen example of lbp-runtime"
+        exit 0
+    fi
+fi
+[ -x "$TRAFFICGEN" ] || { echo "SKIPPED: no trafficgen binary at $TRAFFICGEN"; exit 0; }
+need ethtool || { echo "SKIPPED: ethtool is missing and could not be installed"; exit 0; }
+HAVE_NFT=1; need nft nftables || HAVE_NFT=0
+HAVE_WRK=1; need wrk || HAVE_WRK=0
+HAVE_PY=1; command -v python3 >/dev/null || HAVE_PY=0
+PIN=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN=(taskset -c "$GEN_CPU")
+fi
+
+# ------------------------------------------------------------------ topology
+
+CLI=$P-cli APP=$P-app SW=$P-sw
+BES=("$P-be1" "$P-be2" "$P-be3")
+C0_MAC=02:00:5e:18:00:02 A0_MAC=02:00:5e:18:00:01 A1_MAC=02:00:5e:19:00:01
+BE_MAC=(02:00:5e:19:00:11 02:00:5e:19:00:12 02:00:5e:19:00:13)
+BE_IP=(198.19.0.11 198.19.0.12 198.19.0.13)
+VIP=198.19.100.1
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+mkns() {
+    ip netns add "$1" || exit 1
+    NSES+=("$1")
+    ip -n "$1" link set lo up
+    # No IPv6: its link-local chatter would reach the counters (which count
+    # IPv4 and IPv6 frames).
+    nsx "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# veth NS_A IF_A NS_B IF_B: a pair, both up, transmit checksum offload off (a
+# local stack on veth otherwise leaves checksums to an offload that never runs).
+mkveth() {
+    ip link add "$2" netns "$1" type veth peer name "$4" netns "$3" || exit 1
+    ip -n "$1" link set "$2" up
+    ip -n "$3" link set "$4" up
+    nsx "$1" ethtool -K "$2" tx off >/dev/null 2>&1
+    nsx "$3" ethtool -K "$4" tx off >/dev/null 2>&1
+}
+
+build_topology() {
+    mkns "$CLI"; mkns "$APP"; mkns "$SW"
+    local i
+    for i in 0 1 2; do mkns "${BES[$i]}"; done
+
+    mkveth "$CLI" c0 "$APP" a0
+    mkveth "$APP" a1 "$SW" s0
+    ip -n "$CLI" link set c0 address $C0_MAC
+    ip -n "$APP" link set a0 address $A0_MAC
+    ip -n "$APP" link set a1 address $A1_MAC
+    ip -n "$CLI" addr add 198.18.0.2/16 dev c0
+    ip -n "$CLI" route add 198.19.0.0/16 via 198.18.0.1
+    ip -n "$CLI" neigh replace 198.18.0.1 lladdr $A0_MAC dev c0 nud permanent
+    ip -n "$APP" addr add 198.18.0.1/16 dev a0
+    ip -n "$APP" addr add 198.19.0.1/24 dev a1
+    nsx "$APP" sysctl -qw net.ipv4.ip_forward=1
+    # Frames of a live-frames run reach a veth peer only through its NAPI
+    # instance, which GRO (or an XDP program) turns on.
+    nsx "$APP" ethtool -K a0 gro on >/dev/null 2>&1
+    nsx "$CLI" ethtool -K c0 gro on >/dev/null 2>&1
+
+    ip -n "$SW" link add br0 type bridge
+    ip -n "$SW" link set br0 up
+    ip -n "$SW" link set s0 master br0
+    for i in 0 1 2; do
+        mkveth "$SW" "s$((i + 1))" "${BES[$i]}" b0
+        ip -n "$SW" link set "s$((i + 1))" master br0
+        # The back ends' counters drop what they receive, so the bridge would
+        # never learn where they are and flood every frame to all of them.
+        nsx "$SW" bridge fdb replace "${BE_MAC[$i]}" dev "s$((i + 1))" master static
+        ip -n "${BES[$i]}" link set b0 address "${BE_MAC[$i]}"
+        ip -n "${BES[$i]}" addr add "${BE_IP[$i]}/24" dev b0
+        ip -n "${BES[$i]}" route add default via 198.19.0.1
+        ip -n "${BES[$i]}" neigh replace 198.19.0.1 lladdr $A1_MAC dev b0 nud permanent
+        ip -n "$APP" neigh replace "${BE_IP[$i]}" lladdr "${BE_MAC[$i]}" dev a1 nud permanent
+    done
+}
+
+# ------------------------------------------------------------------ measuring
+
+# start_bg NAME CMD...: run CMD in the background, output to $WORK/NAME.
+start_bg() {
+    local name=$1; shift
+    "$@" >"$WORK/$name" 2>&1 &
+    PIDS+=("$!")
+}
+
+# wait_for FILE TEXT SECONDS: until FILE contains TEXT (bounded).
+wait_for() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -qi "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Stop the background processes started so far (by PID) and forget them.
+stop_bg() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    PIDS=()
+}
+
+# pps NAME DST_IP DPORT [--flows]: send for $T s from cli, count at the back
+# ends; prints "NAME offered delivered" rates and records RATE[NAME].
+declare -A RATE OFFER
+pps() {
+    local name=$1 dst=$2 dport=$3; shift 3
+    local i
+    for i in 0 1 2; do
+        start_bg "count-$name-$i" nsx "${BES[$i]}" "$TRAFFICGEN" count b0 --seconds $((T + 3))
+    done
+    for i in 0 1 2; do
+        if ! wait_for "$WORK/count-$name-$i" ready 10; then
+            log "$name: counter $i did not start: $(cat "$WORK/count-$name-$i")"
+            stop_bg; return 1
+        fi
+    done
+    measure "$name" "$WORK/count-$name-" 3 "$dst" "$dport" "$@"
+}
+
+# measure NAME COUNT_PREFIX N_COUNTERS DST DPORT [--flows]: the generator run and
+# the arithmetic, once the counters are attached.
+measure() {
+    local name=$1 prefix=$2 n=$3 dst=$4 dport=$5; shift 5
+    local out
+    out=$("${PIN[@]}" timeout $((T + 20)) ip netns exec "$CLI" "$TRAFFICGEN" send c0 --dst-mac $A0_MAC \
+        --src 198.18.0.2 --dst "$dst" --dport "$dport" --seconds "$T" "$@" 2>&1)
+    echo "$out" >"$WORK/send-$name"
+    local pid
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    PIDS=()
+    local sent secs total=0 i c
+    sent=$(sed -n 's/^sent \([0-9]*\) frames.* in \([0-9.]*\) s.*/\1/p' <<<"$out")
+    secs=$(sed -n 's/^sent \([0-9]*\) frames.* in \([0-9.]*\) s.*/\2/p' <<<"$out")
+    if [ -z "$sent" ]; then
+        log "$name: the generator failed: $out"
+        return 1
+    fi
+    local per=()
+    for ((i = 0; i < n; i++)); do
+        c=$(sed -n 's/^counted total \([0-9]*\)/\1/p' "$prefix$i")
+        per+=("${c:-0}")
+        total=$((total + ${c:-0}))
+    done
+    OFFER[$name]=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%.0f", s / t }')
+    RATE[$name]=$(awk -v s="$total" -v t="$secs" 'BEGIN { printf "%.0f", s / t }')
+    printf '%-28s offered %12s pps   delivered %12s pps   (per counter: %s)\n' \
+        "$name" "${OFFER[$name]}" "${RATE[$name]}" "${per[*]}"
+    if [ -n "${DATAPLANE_STATS:-}" ]; then
+        local ns
+        for ns in "$APP" "$SW"; do
+            echo "--- $ns"; ip -n "$ns" -s link show; nsx "$ns" nstat -a 2>/dev/null | grep -iv " 0 "
+        done >&2
+    fi
+}
+
+nft_dnat_on() {
+    nsx "$APP" nft -f - <<EOF
+table ip lbpbench {
+    chain services {
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr . meta l4proto . th dport vmap {
+            $VIP . udp . 9 : goto svc-udp,
+            $VIP . tcp . 80 : goto svc-tcp
+        }
+    }
+    chain svc-udp {
+        numgen random mod 3 vmap { 0 : goto ep-udp-1, 1 : goto ep-udp-2, 2 : goto ep-udp-3 }
+    }
+    chain svc-tcp {
+        numgen random mod 3 vmap { 0 : goto ep-tcp-1, 1 : goto ep-tcp-2, 2 : goto ep-tcp-3 }
+    }
+    chain ep-udp-1 {
+        dnat to ${BE_IP[0]}
+    }
+    chain ep-udp-2 {
+        dnat to ${BE_IP[1]}
+    }
+    chain ep-udp-3 {
+        dnat to ${BE_IP[2]}
+    }
+    chain ep-tcp-1 {
+        meta l4proto tcp dnat to ${BE_IP[0]}:8080
+    }
+    chain ep-tcp-2 {
+        meta l4proto tcp dnat to ${BE_IP[1]}:8080
+    }
+    chain ep-tcp-3 {
+        meta l4proto tcp dnat to ${BE_IP[2]}:8080
+    }
+}
+EOF
+}
+nft_dnat_off() { nsx "$APP" nft delete table ip lbpbench 2>/dev/null; }
+
+# ------------------------------------------------------------------ lbp run
+
+# The policy lbp runs in app: the same service as the nftables rules.
+write_policy() {
+    cat >"$WORK/bench.lbp" <<EOF
+interface client  { address 198.18.0.1/16 }
+interface servers { address 198.19.0.1/24 }
+
+pool bench {
+    backend ${BE_IP[0]}
+    backend ${BE_IP[1]}
+    backend ${BE_IP[2]}
+}
+
+service udp_sink {
+    vip $VIP udp port 9
+    pool bench
+    balance maglev
+    mode nat
+}
+
+service http {
+    vip $VIP tcp port 80
+    pool bench
+    balance maglev
+    mode nat to port 8080
+}
+EOF
+}
+
+lbp_run_available() {
+    [ -x "$LBP" ] && "$LBP" run --help >/dev/null 2>&1
+}
+
+# lbp_start [EXTRA ARGS...]: start `lbp run` in app on a0/a1 with one switching
+# core and wait for its ready line; returns 1 if it does not come.
+# (Fill in the options `lbp run` ends up with, e.g. a bare-forwarder switch.)
+lbp_start() {
+    write_policy
+    start_bg lbp-run nsx "$APP" "$LBP" run "$WORK/bench.lbp" \
+        --iface client=a0 --iface servers=a1 --cores "$LBP_CORES" "$@"
+    if ! wait_for "$WORK/lbp-run" ready 15; then
+        log "lbp run did not say it was ready: $(tail -5 "$WORK/lbp-run")"
+        stop_bg
+        return 1
+    fi
+}
+
+# lbp_pps NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]
+lbp_pps() {
+    local name=$1; shift
+    local lbp_args=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do lbp_args+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift
+    if ! lbp_run_available; then
+        printf '%-28s not yet available (no `%s run`)\n' "$name" "$LBP"
+        return 0
+    fi
+    lbp_start "${lbp_args[@]}" || { printf '%-28s failed to start\n' "$name"; return 0; }
+    LBP_PID=${PIDS[-1]}
+    PIDS=()
+    pps "$name" "$VIP" 9 "$@"
+    kill "$LBP_PID" 2>/dev/null; wait "$LBP_PID" 2>/dev/null
+    LBP_PID=
+}
+
+# ------------------------------------------------------------------ wrk
+
+start_http() {
+    local i
+    for i in 0 1 2; do
+        start_bg "http-$i" nsx "${BES[$i]}" python3 -c '
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = 65536                # one write per response (no Nagle stalls)
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+print("listening", flush=True)
+S((sys.argv[1], 8080), H).serve_forever()
+' "${BE_IP[$i]}"
+    done
+    for i in 0 1 2; do
+        wait_for "$WORK/http-$i" listening 10 || { log "http server $i did not start"; return 1; }
+    done
+}
+
+declare -A RPS
+# rps NAME URL [wrk args]: a bounded wrk run from cli.
+rps() {
+    local name=$1 url=$2; shift 2
+    local out r
+    out=$(timeout $((T + 15)) ip netns exec "$CLI" wrk -t1 -c16 -d"${T}s" "$@" "$url" 2>&1)
+    r=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' <<<"$out")
+    local errs
+    errs=$(grep -E "Socket errors|Non-2xx" <<<"$out" | tr -s ' ' | tr '\n' ' ')
+    RPS[$name]=${r:-0}
+    printf '%-36s %10s requests/s %s\n' "$name" "${r:-failed}" "$errs"
+}
+
+ratio() {
+    awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'
+}
+
+# ------------------------------------------------------------------ the run
+
+build_topology
+echo "lbp data-plane benchmark: kernel $(uname -r), $(nproc) CPUs, generator on CPU $GEN_CPU, $T s per run"
+echo "topology: cli -> app (a0|a1) -> sw bridge -> 3 back ends; 60-byte UDP frames"
+echo
+echo "== packets per second (generator in cli, counters at the back ends)"
+pps "kernel forwarding" "${BE_IP[0]}" 9
+
+if [ "$HAVE_NFT" = 1 ]; then
+    nft_dnat_on || log "nft rules failed to load"
+    pps "nftables DNAT, one flow" "$VIP" 9
+    nsx "$APP" sh -c 'command -v conntrack >/dev/null && conntrack -F' >/dev/null 2>&1
+    pps "nftables DNAT, new flows" "$VIP" 9 --flows
+    ct=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null)
+    ctmax=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null)
+    echo "  (conntrack entries after the new-flow run: ${ct:-?} of ${ctmax:-?})"
+    nft_dnat_off
+else
+    echo "nftables DNAT                not measured (nft missing)"
+fi
+
+# XDP_TX reference: the reflector on a0 sends every frame back to c0, counted there.
+start_bg reflect nsx "$APP" "$TRAFFICGEN" reflect a0 --seconds $((T + 5))
+reflect_pid=${PIDS[-1]}
+start_bg count-xdptx-0 nsx "$CLI" "$TRAFFICGEN" count c0 --seconds $((T + 3))
+if wait_for "$WORK/reflect" ready 10 && wait_for "$WORK/count-xdptx-0" ready 10; then
+    measure "XDP_TX reflect (in kernel)" "$WORK/count-xdptx-" 1 "$VIP" 9
+    echo "  ($(head -1 "$WORK/reflect"))"
+else
+    log "XDP_TX reference did not start: $(cat "$WORK/reflect" "$WORK/count-xdptx-0")"
+fi
+kill "$reflect_pid" 2>/dev/null; wait "$reflect_pid" 2>/dev/null
+stop_bg
+
+lbp_pps "lbp, one flow"
+lbp_pps "lbp, new flows" -- --flows
+# The bare forwarder swaps the MAC addresses and sends out of a1: a source MAC
+# of be1 makes the bridge deliver each frame to be1 alone.
+lbp_pps "lbp bare forwarder" --bare -- --src-mac "${BE_MAC[0]}"
+echo
+
+echo "== HTTP requests per second (wrk -t1 -c16 -d${T}s from cli)"
+if [ "$HAVE_WRK" = 1 ] && [ "$HAVE_PY" = 1 ] && start_http; then
+    rps "straight to one back end, keep-alive" "http://${BE_IP[0]}:8080/"
+    rps "straight to one back end, new conns" "http://${BE_IP[0]}:8080/" -H "Connection: close"
+    if [ "$HAVE_NFT" = 1 ]; then
+        nft_dnat_on
+        rps "nftables DNAT, keep-alive" "http://$VIP/"
+        rps "nftables DNAT, new conns" "http://$VIP/" -H "Connection: close"
+        nft_dnat_off
+    fi
+    if lbp_run_available && lbp_start; then
+        rps "lbp, keep-alive" "http://$VIP/"
+        rps "lbp, new conns" "http://$VIP/" -H "Connection: close"
+    else
+        printf '%-36s not yet available\n' "lbp"
+    fi
+    stop_bg
+else
+    echo "not measured (wrk or python3 missing, or the servers did not start)"
+fi
+echo
+
+echo "== ratios"
+fwd=${RATE[kernel forwarding]:-0}
+est=${RATE[nftables DNAT, one flow]:-0}
+new=${RATE[nftables DNAT, new flows]:-0}
+xtx=${RATE[XDP_TX reflect (in kernel)]:-0}
+echo "nftables DNAT one flow / kernel forwarding:   $(ratio "$est" "$fwd")"
+echo "nftables DNAT new flows / kernel forwarding:  $(ratio "$new" "$fwd")"
+echo "kernel forwarding / XDP_TX reflect:           $(ratio "$fwd" "$xtx")"
+if [ -n "${RATE[lbp, one flow]:-}" ]; then
+    echo "lbp one flow / nftables DNAT one flow:        $(ratio "${RATE[lbp, one flow]}" "$est")   (target >= 1.5)"
+    echo "lbp new flows / nftables DNAT new flows:      $(ratio "${RATE[lbp, new flows]:-0}" "$new")   (target >= 1.5)"
+    echo "lbp one flow / lbp bare forwarder:            $(ratio "${RATE[lbp, one flow]}" "${RATE[lbp bare forwarder]:-0}")   (target >= 0.8)"
+else
+    echo "lbp ratios:                                   not yet available"
+fi
+ka=${RPS[straight to one back end, keep-alive]:-0}
+echo "wrk nftables DNAT / one back end, keep-alive: $(ratio "${RPS[nftables DNAT, keep-alive]:-0}" "$ka")"
+echo "wrk nftables DNAT / one back end, new conns:  $(ratio "${RPS[nftables DNAT, new conns]:-0}" "${RPS[straight to one back end, new conns]:-0}")"
+if [ -n "${RPS[lbp, keep-alive]:-}" ]; then
+    echo "wrk lbp / nftables DNAT, keep-alive:          $(ratio "${RPS[lbp, keep-alive]}" "${RPS[nftables DNAT, keep-alive]:-0}")   (target >= 1)"
+    echo "wrk lbp / nftables DNAT, new conns:           $(ratio "${RPS[lbp, new conns]:-0}" "${RPS[nftables DNAT, new conns]:-0}")   (target >= 1)"
+fi
