@@ -4,6 +4,7 @@
 //! prints, or exits. Each subcommand is a thin shell around the library crates.
 
 mod appliance;
+mod run;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lbp_lang::Diagnostic;
@@ -78,6 +79,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "ir")]
         emit: Stage,
     },
+    /// Run the appliance: bind the policy's interfaces and switch packets until
+    /// SIGINT or SIGTERM.
+    Run(run::RunArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -440,6 +444,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => Ok(run::main(args)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lbp", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

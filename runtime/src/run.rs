@@ -553,7 +553,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, s: &Snapshot) {
+    /// Add one core's snapshot.
+    pub fn add(&mut self, s: &Snapshot) {
         for p in &s.ports {
             self.rx_packets += p.rx_packets;
             self.tx_packets += p.tx_packets;
