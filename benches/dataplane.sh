@@ -58,14 +58,23 @@ LBP_PID=
 
 log() { echo "# $*" >&2; }
 
+# stop_pids PID...: SIGTERM, up to 5 s to exit, then SIGKILL; reaped.
+stop_pids() {
+    local pid i
+    [ $# -gt 0 ] || return 0
+    kill "$@" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    kill -KILL "$@" 2>/dev/null
+    for pid in "$@"; do wait "$pid" 2>/dev/null; done
+}
+
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}" $LBP_PID; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}" $LBP_PID; do
-        wait "$pid" 2>/dev/null
-    done
+    stop_pids "${PIDS[@]}" $LBP_PID
     local ns
     for ns in "${NSES[@]}"; do
         ip netns del "$ns" 2>/dev/null
@@ -175,9 +184,16 @@ build_topology() {
 
 # ------------------------------------------------------------------ measuring
 
-# start_bg NAME CMD...: run CMD in the background, output to $WORK/NAME.
+# start_bg NAME CMD...: run CMD in the background, output to $WORK/NAME. CMD
+# is an external command (`nsx` is turned into `ip netns exec`, which execs
+# its command), so $! is the PID of the process itself and stopping it by PID
+# stops the program, not a wrapper shell.
 start_bg() {
     local name=$1; shift
+    if [ "$1" = nsx ]; then
+        shift
+        set -- ip netns exec "$@"
+    fi
     "$@" >"$WORK/$name" 2>&1 &
     PIDS+=("$!")
 }
@@ -194,9 +210,7 @@ wait_for() {
 
 # Stop the background processes started so far (by PID) and forget them.
 stop_bg() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    stop_pids "${PIDS[@]}"
     PIDS=()
 }
 
@@ -355,7 +369,7 @@ lbp_pps() {
     LBP_PID=${PIDS[-1]}
     PIDS=()
     pps "$name" "$VIP" 9 "$@"
-    kill "$LBP_PID" 2>/dev/null; wait "$LBP_PID" 2>/dev/null
+    stop_pids "$LBP_PID"
     LBP_PID=
 }
 
@@ -432,7 +446,6 @@ fi
 
 # XDP_TX reference: the reflector on a0 sends every frame back to c0, counted there.
 start_bg reflect nsx "$APP" "$TRAFFICGEN" reflect a0 --seconds $((T + 5))
-reflect_pid=${PIDS[-1]}
 start_bg count-xdptx-0 nsx "$CLI" "$TRAFFICGEN" count c0 --seconds $((T + 3))
 if wait_for "$WORK/reflect" ready 10 && wait_for "$WORK/count-xdptx-0" ready 10; then
     measure "XDP_TX reflect (in kernel)" "$WORK/count-xdptx-" 1 "$VIP" 9
@@ -440,7 +453,6 @@ if wait_for "$WORK/reflect" ready 10 && wait_for "$WORK/count-xdptx-0" ready 10;
 else
     log "XDP_TX reference did not start: $(cat "$WORK/reflect" "$WORK/count-xdptx-0")"
 fi
-kill "$reflect_pid" 2>/dev/null; wait "$reflect_pid" 2>/dev/null
 stop_bg
 
 lbp_pps "lbp, one flow"
