@@ -4,6 +4,7 @@ mod cases;
 mod compiler;
 mod docs;
 mod policies;
+mod run;
 mod ui;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,336 @@
+//! `lbp run` in network namespaces made here: the appliance namespace with two
+//! veth interfaces, a client and a server namespace at their other ends
+//! (198.18.0.0/24 and 198.18.1.0/24). Checks that the ready line comes, that a
+//! UDP datagram is routed across (ARP answered and resolved by lbp), that the
+//! appliance's own address reaches a program in its namespace through the TAP
+//! and the answer comes back, and that SIGTERM ends lbp with status 0, no XDP
+//! program and no TAP left. Needs root; prints SKIPPED otherwise.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const POLICY: &str = "\
+interface left { address 198.18.0.1/24 }
+interface right { address 198.18.1.1/24 }
+";
+
+fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    for (tool, arg) in [("ip", "-V"), ("ethtool", "--version")] {
+        match Command::new(tool).arg(arg).output() {
+            Ok(o) if o.status.success() => {}
+            _ => return Some(format!("`{tool}` is missing")),
+        }
+    }
+    None
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Namespaces removed on drop (their veths go with them).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// An `lbp run` process, killed on drop if still running.
+struct Lbp(Child);
+
+impl Drop for Lbp {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Run `f` on a thread inside namespace `ns`; sockets made there stay there.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace file");
+        // SAFETY: `file` is an open namespace file for the call; setns moves only
+        // this (short-lived) thread.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Send `msg` from `from` (in namespace `ns`) to `to` until `check` sees it
+/// (bounded tries).
+fn send_until(ns: &str, from: &'static str, to: &'static str, rx: &UdpSocket, msg: &[u8]) -> bool {
+    let sock = in_ns(ns, move || UdpSocket::bind(from).expect("bind client"));
+    let mut buf = [0u8; 64];
+    for _ in 0..10 {
+        sock.send_to(msg, to).expect("send");
+        if let Ok((n, _)) = rx.recv_from(&mut buf)
+            && &buf[..n] == msg
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
+    if let Some(why) = unavailable() {
+        eprintln!(
+            "SKIPPED: {}: needs root and network namespaces ({why})",
+            module_path!()
+        );
+        return;
+    }
+    let tag = std::process::id();
+    let (app, cli, srv) = (
+        format!("lbpr-a-{tag}"),
+        format!("lbpr-c-{tag}"),
+        format!("lbpr-s-{tag}"),
+    );
+    for n in [&app, &cli, &srv] {
+        sh(&["ip", "netns", "add", n]);
+    }
+    let _ns = Namespaces(vec![app.clone(), cli.clone(), srv.clone()]);
+    for (a_if, peer, p_if) in [("rl", &cli, "c0"), ("rr", &srv, "s0")] {
+        sh(&[
+            "ip", "link", "add", a_if, "netns", &app, "type", "veth", "peer", "name", p_if,
+            "netns", peer,
+        ]);
+        sh(&["ip", "-n", &app, "link", "set", a_if, "up"]);
+        sh(&["ip", "-n", peer, "link", "set", p_if, "up"]);
+        sh(&["ip", "-n", peer, "link", "set", "lo", "up"]);
+        // A local stack leaves checksums to offload, which AF_XDP cannot see.
+        sh(&[
+            "ip", "netns", "exec", peer, "ethtool", "-K", p_if, "tx", "off",
+        ]);
+    }
+    sh(&["ip", "-n", &app, "link", "set", "lo", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli,
+        "addr",
+        "add",
+        "198.18.0.2/24",
+        "dev",
+        "c0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &cli,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &srv,
+        "addr",
+        "add",
+        "198.18.1.2/24",
+        "dev",
+        "s0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &srv,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.1.1",
+    ]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("two.lbp");
+    std::fs::write(&policy, POLICY).expect("write policy");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &app])
+        .arg(env!("CARGO_BIN_EXE_lbp"))
+        .arg("run")
+        .arg(&policy)
+        .args([
+            "--iface",
+            "left=rl",
+            "--iface",
+            "right=rr",
+            "--stats-interval",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lbp run");
+    let mut lbp = Lbp(child);
+    let stdout = lbp.0.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = lines.recv_timeout(Duration::from_secs(30));
+    let Ok(ready) = ready else {
+        let _ = lbp.0.kill();
+        let out = lbp.0.wait_with_output_ref();
+        panic!("no ready line; stderr: {out}");
+    };
+    assert!(ready.starts_with("lbp: ready"), "{ready}");
+    assert!(ready.contains("2 interfaces"), "{ready}");
+    assert!(ready.contains("1 switching core"), "{ready}");
+
+    // Routed across: client -> server, ARP answered and resolved by lbp.
+    let server = in_ns(&srv, || {
+        let s = UdpSocket::bind("198.18.1.2:7777").expect("bind server");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    });
+    assert!(
+        send_until(
+            &cli,
+            "198.18.0.2:40000",
+            "198.18.1.2:7777",
+            &server,
+            b"across"
+        ),
+        "a datagram from the client did not reach the server"
+    );
+
+    // The appliance's own address: through the TAP to a program in the
+    // appliance's namespace, and its answer back to the client.
+    let echo = in_ns(&app, || {
+        let s = UdpSocket::bind("198.18.0.1:7778").expect("bind on the TAP address");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    });
+    let echo_thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+                if &buf[..n] == b"stop" {
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    let client = in_ns(&cli, || {
+        let s = UdpSocket::bind("198.18.0.2:40001").expect("bind client");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    });
+    let mut echoed = false;
+    let mut buf = [0u8; 64];
+    for _ in 0..10 {
+        client.send_to(b"hello", "198.18.0.1:7778").unwrap();
+        if let Ok((n, from)) = client.recv_from(&mut buf)
+            && &buf[..n] == b"hello"
+        {
+            assert_eq!(from.to_string(), "198.18.0.1:7778");
+            echoed = true;
+            break;
+        }
+    }
+    let _ = client.send_to(b"stop", "198.18.0.1:7778");
+    let _ = echo_thread.join();
+    assert!(echoed, "no answer from a program behind the TAP");
+
+    // SIGTERM: exit 0, final summary, nothing left attached.
+    // SAFETY: kill(2) on the PID of the child this test started (`ip netns
+    // exec` execs lbp in place, so it is lbp's PID), which has not been reaped.
+    assert_eq!(
+        unsafe { libc::kill(lbp.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = lbp.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "lbp did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = lbp.0.wait_with_output_ref();
+    assert!(status.success(), "exit {status:?}; stderr: {stderr}");
+    assert!(stderr.contains("lbp: final: "), "{stderr}");
+    let links = sh(&["ip", "-n", &app, "link"]);
+    assert!(!links.contains("xdp"), "an XDP program is left: {links}");
+    assert!(!links.contains("lbp0"), "the TAP is left: {links}");
+}
+
+/// Read what remains of a child's stderr (it has exited or been killed).
+trait StderrText {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl StderrText for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    }
+}
+
+#[test]
+fn lbp_run_reports_a_missing_interface_and_exits_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("two.lbp");
+    std::fs::write(&policy, POLICY).expect("write policy");
+    let out = Command::new(env!("CARGO_BIN_EXE_lbp"))
+        .arg("run")
+        .arg(&policy)
+        .args([
+            "--iface",
+            "left=lbp-nosuch0",
+            "--iface",
+            "right=lbp-nosuch1",
+        ])
+        .output()
+        .expect("lbp runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such interface `lbp-nosuch0`"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: no ready line");
+}
