@@ -3,8 +3,10 @@
 mod cases;
 mod compiler;
 mod docs;
+mod e2e;
 mod policies;
 mod run;
+mod topology;
 mod ui;
 
 use std::path::{Path, PathBuf};

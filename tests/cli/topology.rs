@@ -1,0 +1,911 @@
+//! The end-to-end suite's network: namespaces, veth pairs, a bridge, back-end
+//! servers, and the client-side probes (HTTP, connect, ping, raw frames). It is
+//! test support, not a test: `e2e.rs` runs the checks.
+//!
+//! ```text
+//!  client ns                appliance ns                 switch ns            back ends
+//!  eth0 ─────────────── client      servers ──────── p-app ─┐
+//!  198.18.0.2/24        (lbp binds both; the                br0 ─ p-b1 ─── b1 eth0 198.18.2.11
+//!  198.18.0.66/24        kernel holds no address            ├──── p-b2 ─── b2 eth0 198.18.2.12
+//!  2001:db8::2/64        there: they are on lbp's TAP)      └──── p-b3 ─── b3 eth0 198.18.2.13
+//! ```
+//!
+//! The back ends sit behind a Linux bridge in a namespace of their own, so that
+//! only the appliance's two interfaces live in the appliance's namespace (a bridge
+//! there would let the kernel's netfilter see, and rewrite, the bridged traffic).
+//! Every back end runs, in threads of the test process, an HTTP server on
+//! `[::]:8080` and `[::]:80` (the second also catches the DSR virtual IPs on its
+//! loopback) and a UDP echo on `[::]:5353`; each answers with the back end's name.
+//!
+//! Two forwarders can fill the appliance namespace: the kernel (addresses on the
+//! interfaces, IP forwarding, nftables DNAT for one virtual IP), which checks the
+//! topology and the probes themselves, and `lbp run`, which the suite tests.
+//! Addresses come from 198.18.0.0/15 and 2001:db8::/32 only. Everything made here is
+//! removed on drop (servers stopped and joined, namespaces deleted), also when a
+//! test fails. What it is not: a benchmark topology (`benches/dataplane.sh`).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The appliance's interface MACs and the client's (fixed, so raw frames can be
+/// addressed without asking anyone).
+pub const APP_CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0xe0, 0x00, 0x01];
+pub const APP_SERVERS_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0xe0, 0x02, 0x01];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0xe0, 0x00, 0x02];
+
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const BLOCKED4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 66);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const APP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const NAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const NAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+pub const DSR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+pub const DSR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+/// The back ends: name, IPv4 and IPv6 address (weights 1, 2, 3 in the policy).
+pub const BACKENDS: [(&str, Ipv4Addr, Ipv6Addr); 3] = [
+    (
+        "b1",
+        Ipv4Addr::new(198, 18, 2, 11),
+        Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x11),
+    ),
+    (
+        "b2",
+        Ipv4Addr::new(198, 18, 2, 12),
+        Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x12),
+    ),
+    (
+        "b3",
+        Ipv4Addr::new(198, 18, 2, 13),
+        Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x13),
+    ),
+];
+
+/// Why namespace tests cannot run here, or `None` when they can.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("the `ip` command (iproute2) is missing".into()),
+    }
+}
+
+/// The tools the suite runs that are not on `PATH` (CI installs them).
+pub fn missing_tools() -> Vec<&'static str> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["curl", "ethtool", "nft", "sysctl"]
+        .into_iter()
+        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .collect()
+}
+
+/// Run a command, panicking with its output when it fails.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A new namespace named `lbpe-<tag>-<pid>-<n>` with its loopback up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "lbpe-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// Run a command inside the namespace and wait for it (panics on failure).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// A command inside the namespace, not yet started.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// `sysctl -w KEY=VALUE` inside the namespace.
+    pub fn sysctl(&self, kv: &str) {
+        self.exec(&["sysctl", "-q", "-w", kv]);
+    }
+
+    /// Run `f` on a thread of its own that has entered the namespace (sockets it
+    /// opens belong to the namespace), and return its result.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("a probe thread panicked")
+    }
+}
+
+/// Move the calling thread into the namespace at `path`.
+fn enter(path: &str) {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: `f` is an open namespace file for the call's duration; setns changes
+    // only the calling thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {path}: {}", io::Error::last_os_error());
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up,
+/// with transmit checksum offload off on both ends (a frame a local stack sends
+/// must carry its checksum: AF_XDP sees the bytes, not the offload request).
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    run(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        ns.exec(&["ethtool", "-K", ifname, "tx", "off"]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+}
+
+/// Who forwards in the appliance namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarder {
+    /// The kernel: addresses on the interfaces, forwarding on, nftables DNAT of
+    /// the NAT virtual IP's port 81 by `numgen inc` (weights 1, 2, 3).
+    Kernel,
+    /// `lbp run`, started by the test: the kernel of the appliance namespace
+    /// holds no address on the interfaces and takes no frame from them.
+    Lbp,
+}
+
+/// The whole network. Servers are stopped before the namespaces go.
+#[derive(Debug)]
+pub struct Topology {
+    _servers: Servers,
+    pub client: Netns,
+    pub app: Netns,
+    _switch: Netns,
+    _backends: Vec<Netns>,
+}
+
+impl Topology {
+    /// Build it (about a second of `ip` commands).
+    pub fn build(tag: &str, fwd: Forwarder) -> Topology {
+        let client = Netns::new(&format!("{tag}c"));
+        let app = Netns::new(&format!("{tag}a"));
+        let switch = Netns::new(&format!("{tag}s"));
+        let backends: Vec<Netns> = (1..=3).map(|i| Netns::new(&format!("{tag}b{i}"))).collect();
+
+        // Client side.
+        veth(&app, "client", &client, "eth0");
+        app.ip(&["link", "set", "client", "address", &mac_str(APP_CLIENT_MAC)]);
+        client.ip(&["link", "set", "eth0", "address", &mac_str(CLIENT_MAC)]);
+        client.ip(&["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+        client.ip(&["addr", "add", "198.18.0.66/24", "dev", "eth0"]);
+        client.ip(&["addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad"]);
+        client.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.18.0.1",
+            "dev",
+            "eth0",
+            "onlink",
+        ]);
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8::1",
+            "dev",
+            "eth0",
+            "onlink",
+        ]);
+
+        // Server side: the appliance and the back ends on one bridge.
+        switch.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+        veth(&app, "servers", &switch, "p-app");
+        app.ip(&[
+            "link",
+            "set",
+            "servers",
+            "address",
+            &mac_str(APP_SERVERS_MAC),
+        ]);
+        switch.ip(&["link", "set", "p-app", "master", "br0"]);
+        for (i, (ns, (_, a4, a6))) in backends.iter().zip(BACKENDS).enumerate() {
+            let port = format!("p-b{}", i + 1);
+            veth(ns, "eth0", &switch, &port);
+            switch.ip(&["link", "set", &port, "master", "br0"]);
+            ns.ip(&["addr", "add", &format!("{a4}/24"), "dev", "eth0"]);
+            ns.ip(&["addr", "add", &format!("{a6}/64"), "dev", "eth0", "nodad"]);
+            ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                "198.18.2.1",
+                "dev",
+                "eth0",
+                "onlink",
+            ]);
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "2001:db8:2::1",
+                "dev",
+                "eth0",
+                "onlink",
+            ]);
+            // DSR: the virtual IPs on the loopback, never announced by ARP.
+            ns.ip(&["addr", "add", &format!("{DSR4}/32"), "dev", "lo"]);
+            ns.ip(&["addr", "add", &format!("{DSR6}/128"), "dev", "lo"]);
+            for key in ["all", "eth0"] {
+                ns.sysctl(&format!("net.ipv4.conf.{key}.arp_ignore=1"));
+                ns.sysctl(&format!("net.ipv4.conf.{key}.arp_announce=2"));
+            }
+        }
+
+        match fwd {
+            Forwarder::Kernel => kernel_forwarder(&app),
+            Forwarder::Lbp => {
+                // The kernel of the appliance namespace must leave these
+                // interfaces' frames to lbp. With AF_XDP it never sees them; with
+                // AF_PACKET it gets them too, so an nftables ingress chain drops
+                // them after the packet sockets have had their copy (taps come
+                // before ingress hooks), and IPv6 is off there.
+                let mut rules = String::from("table netdev lbpe {\n");
+                for ifname in ["client", "servers"] {
+                    app.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6=1"));
+                    app.sysctl(&format!("net.ipv4.conf.{ifname}.arp_ignore=8"));
+                    rules.push_str(&format!(
+                        "chain in_{ifname} {{ type filter hook ingress device {ifname} priority 0; policy drop; }}\n"
+                    ));
+                }
+                rules.push_str("}\n");
+                nft(&app, &rules);
+            }
+        }
+
+        let servers = Servers::start(&backends);
+        Topology {
+            _servers: servers,
+            client,
+            app,
+            _switch: switch,
+            _backends: backends,
+        }
+    }
+}
+
+impl Topology {
+    /// Addresses, routes and neighbours of every namespace (for failure messages).
+    pub fn dump(&self) -> String {
+        let mut text = String::new();
+        let all = [&self.client, &self.app, &self._switch]
+            .into_iter()
+            .chain(self._backends.iter());
+        for ns in all {
+            for args in [
+                &["-br", "addr"][..],
+                &["route"],
+                &["-6", "route"],
+                &["neigh"],
+                &["-6", "neigh"],
+            ] {
+                let mut v = vec!["-n", &ns.name];
+                v.extend_from_slice(args);
+                if let Ok(o) = Command::new("ip").args(&v).output() {
+                    text.push_str(&format!(
+                        "[{} ip {}]\n{}",
+                        ns.name,
+                        args.join(" "),
+                        String::from_utf8_lossy(&o.stdout)
+                    ));
+                }
+            }
+        }
+        text
+    }
+}
+
+/// The kernel as the forwarder (for the topology's self-check).
+fn kernel_forwarder(app: &Netns) {
+    app.ip(&["addr", "add", "198.18.0.1/24", "dev", "client"]);
+    app.ip(&["addr", "add", &format!("{NAT4}/32"), "dev", "client"]);
+    app.ip(&["addr", "add", "2001:db8::1/64", "dev", "client", "nodad"]);
+    app.ip(&["addr", "add", "198.18.2.1/24", "dev", "servers"]);
+    app.ip(&["addr", "add", "2001:db8:2::1/64", "dev", "servers", "nodad"]);
+    app.sysctl("net.ipv4.ip_forward=1");
+    app.sysctl("net.ipv6.conf.all.forwarding=1");
+    let rules = format!(
+        "table ip lbpe {{\n\
+         chain pre {{ type nat hook prerouting priority dstnat;\n\
+         ip daddr {NAT4} tcp dport 81 dnat to numgen inc mod 6 map {{ 0 : 198.18.2.11, 1-2 : 198.18.2.12, 3-5 : 198.18.2.13 }}:8080\n\
+         }}\n\
+         chain forward_chain {{ type filter hook forward priority filter; ip saddr {BLOCKED4} drop; }}\n\
+         chain input_chain {{ type filter hook input priority filter; ip saddr {BLOCKED4} drop; }}\n\
+         }}\n"
+    );
+    nft(app, &rules);
+}
+
+/// Load nftables rules in the namespace.
+fn nft(ns: &Netns, rules: &str) {
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    let out = child.wait_with_output().expect("nft ends");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The back ends' servers: one thread per back end, stopped and joined on drop.
+#[derive(Debug)]
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// How long a server thread lives at most (the suite takes far less).
+const SERVER_LIFETIME: Duration = Duration::from_secs(600);
+
+impl Servers {
+    fn start(backends: &[Netns]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (ns, (name, _, _)) in backends.iter().zip(BACKENDS) {
+            let path = format!("/var/run/netns/{}", ns.name);
+            let stop2 = stop.clone();
+            let (tx, rx) = mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                enter(&path);
+                let bound = (|| -> io::Result<_> {
+                    let l8080 = TcpListener::bind("[::]:8080")?;
+                    let l80 = TcpListener::bind("[::]:80")?;
+                    let udp = UdpSocket::bind("[::]:5353")?;
+                    Ok((l8080, l80, udp))
+                })();
+                match bound {
+                    Ok((a, b, u)) => {
+                        tx.send(Ok(())).expect("the test waits");
+                        serve(name, &[a, b], &u, &stop2);
+                    }
+                    Err(e) => tx.send(Err(e)).expect("the test waits"),
+                }
+            }));
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("server thread answers")
+                .unwrap_or_else(|e| panic!("back end {name}: bind: {e}"));
+        }
+        Servers { stop, threads }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A back end's loop: HTTP on every listener (one connection at a time, each
+/// bounded by timeouts), UDP echo of the name, until `stop` or the lifetime ends.
+fn serve(name: &str, listeners: &[TcpListener], udp: &UdpSocket, stop: &AtomicBool) {
+    let end = Instant::now() + SERVER_LIFETIME;
+    let mut fds: Vec<libc::pollfd> = listeners
+        .iter()
+        .map(|l| l.as_raw_fd())
+        .chain([udp.as_raw_fd()])
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let body = format!("{name}\n");
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd entries whose
+        // descriptors are owned by `listeners` and `udp` for this call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if n <= 0 {
+            continue;
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if fds[i].revents & libc::POLLIN != 0
+                && let Ok((s, _)) = l.accept()
+            {
+                let _ = answer_http(s, &body);
+            }
+        }
+        if fds[listeners.len()].revents & libc::POLLIN != 0
+            && let Ok((_, from)) = udp.recv_from(&mut buf)
+        {
+            let _ = udp.send_to(body.as_bytes(), from);
+        }
+    }
+}
+
+/// Read one request head (bounded) and answer it with `body`.
+fn answer_http(mut s: TcpStream, body: &str) -> io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let reply = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(reply.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)
+}
+
+/// `curl` in the client namespace: the body, or why not (exit code and stderr).
+pub fn curl(client: &Netns, url: &str, extra: &[&str], timeout_s: u32) -> Result<String, String> {
+    let t = timeout_s.to_string();
+    let mut args = vec![
+        "-sS",
+        "-g",
+        "--max-time",
+        &t,
+        "--connect-timeout",
+        &t,
+        "--noproxy",
+        "*",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = client
+        .command("curl")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "curl {url}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// One HTTP/1.0 GET over a new connection from the calling thread's namespace:
+/// the body (the back end's name).
+pub fn http_get(to: SocketAddr, timeout: Duration) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&to, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: lbp-e2e\r\n\r\n")?;
+    let mut resp = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_string()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP 200 answer: {text:?}"),
+        )),
+    }
+}
+
+/// `n` sequential connections to `to`, one GET each, within `budget`: how many
+/// each back end served, and the failures.
+pub fn spread(to: SocketAddr, n: usize, budget: Duration) -> ([usize; 3], Vec<String>) {
+    let end = Instant::now() + budget;
+    let mut counts = [0usize; 3];
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        if Instant::now() >= end {
+            errors.push("time budget spent".into());
+            break;
+        }
+        match http_get(to, Duration::from_secs(2)) {
+            Ok(body) => match BACKENDS.iter().position(|b| b.0 == body) {
+                Some(i) => counts[i] += 1,
+                None => errors.push(format!("unknown body {body:?}")),
+            },
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (counts, errors)
+}
+
+/// One UDP datagram to `to` and its answer.
+pub fn udp_ask(to: SocketAddr, timeout: Duration) -> io::Result<String> {
+    let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    s.set_read_timeout(Some(timeout))?;
+    s.send_to(b"who?", to)?;
+    let mut buf = [0u8; 512];
+    let (n, _) = s.recv_from(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn raw_socket(domain: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_rcv_timeout(fd: &OwnedFd, t: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(t.subsec_micros()),
+    };
+    // SAFETY: `tv` is a valid timeval for the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn sockaddr(to: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match to {
+        IpAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: an all-zero sockaddr_in6 is valid; fields are set below.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = a.octets();
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Ping `to` once from the calling thread's namespace (raw ICMP or ICMPv6
+/// socket): `Ok` when an echo reply with our identifier comes back from it
+/// within `timeout`.
+pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
+    let (domain, proto, req_type, reply_type) = match to {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129),
+    };
+    let fd = raw_socket(domain, proto)?;
+    set_rcv_timeout(&fd, Duration::from_millis(200))?;
+    let id = (std::process::id() as u16) ^ 0x5a5a;
+    let mut msg = [0u8; 24];
+    msg[0] = req_type;
+    msg[4..6].copy_from_slice(&id.to_be_bytes());
+    msg[6..8].copy_from_slice(&1u16.to_be_bytes());
+    msg[8..].copy_from_slice(b"lbp-e2e-ping-bod");
+    if to.is_ipv4() {
+        let c = checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    } // ICMPv6: the kernel fills the checksum on raw ICMPv6 sockets.
+    let (ss, len) = sockaddr(to);
+    // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const ss).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    for _ in 0..10_000 {
+        if Instant::now() >= end {
+            break;
+        }
+        // SAFETY: `buf` is writable for its length during the call.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            continue;
+        }
+        let pkt = &buf[..n as usize];
+        // IPv4 raw sockets deliver the IP header; ICMPv6 ones do not.
+        let (icmp, src_ok) = match to {
+            IpAddr::V4(a) => {
+                if pkt.len() < 20 {
+                    continue;
+                }
+                let ihl = usize::from(pkt[0] & 0x0f) * 4;
+                (pkt.get(ihl..).unwrap_or(&[]), pkt[12..16] == a.octets())
+            }
+            IpAddr::V6(_) => (pkt, true),
+        };
+        if src_ok && icmp.len() >= 8 && icmp[0] == reply_type && icmp[4..6] == id.to_be_bytes() {
+            return Ok(());
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+}
+
+/// An AF_PACKET socket bound to `ifname` in the calling thread's namespace.
+pub struct FrameSender {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl FrameSender {
+    pub fn open(ifname: &str) -> io::Result<FrameSender> {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let cname = std::ffi::CString::new(ifname).expect("no NUL in an interface name");
+        // SAFETY: `cname` is a NUL-terminated string alive for the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FrameSender { fd, ifindex })
+    }
+
+    /// Send one frame as it is (no padding, no checksum fixing).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+        let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        ll.sll_family = libc::AF_PACKET as u16;
+        ll.sll_ifindex = self.ifindex;
+        ll.sll_halen = 6;
+        ll.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+        // SAFETY: `frame` and `ll` are valid for the given lengths during the call.
+        let r = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// `lbp run` in the appliance namespace, stopped (SIGTERM, then SIGKILL) by its
+/// PID on drop.
+#[derive(Debug)]
+pub struct Lbp {
+    child: Option<Child>,
+    stderr: tempfile::NamedTempFile,
+    pub ready_line: String,
+}
+
+impl Lbp {
+    /// Start `lbp run POLICY ARGS...` and wait (bounded) for its `lbp: ready`
+    /// line.
+    pub fn start(app: &Netns, policy: &str, args: &[&str]) -> Result<Lbp, String> {
+        let stderr = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let mut child = app
+            .command(env!("CARGO_BIN_EXE_lbp"))
+            .arg("run")
+            .arg(crate::root().join(policy))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("cannot start lbp: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().take(10_000) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lbp = Lbp {
+            child: Some(child),
+            stderr,
+            ready_line: String::new(),
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("lbp: ready") => {
+                    lbp.ready_line = line;
+                    return Ok(lbp);
+                }
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if !lbp.alive() {
+                break;
+            }
+        }
+        Err(format!(
+            "lbp did not get ready (alive: {}); stderr:\n{}",
+            lbp.alive(),
+            lbp.stderr_text()
+        ))
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// What lbp wrote on stderr so far (the last 4 000 bytes).
+    pub fn stderr_text(&self) -> String {
+        let text = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[start..].to_string()
+    }
+
+    /// SIGTERM, then wait (bounded); SIGKILL if it does not end. The exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped
+        // (try_wait saw it running), so the PID cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Lbp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
