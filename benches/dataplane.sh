@@ -28,7 +28,8 @@
 # Run as root: `benches/dataplane.sh` from the workspace root. Environment:
 #   SECONDS_PER_RUN (5), TRAFFICGEN (path of the built example), LBP (path of the
 #   lbp binary, default target/release/lbp), GEN_CPU (CPU for the generator, 0),
-#   LBP_CORES (switching core list for lbp run, 1).
+#   KERNEL_CPU (CPU for app's kernel receive path, 1), LBP_CORES (the `--cores`
+#   list for lbp run, 1).
 # Every namespace and process it makes is removed on exit, also on failure.
 
 set -u
@@ -48,6 +49,10 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=${SECONDS_PER_RUN:-5}
 GEN_CPU=${GEN_CPU:-0}
+# The CPU that does the kernel's receive work in app (RPS on a0): the one lbp's
+# switching core gets, so the kernel paths and lbp have the same core
+# assignment. Without RPS, on veth all of it would run on the generator's CPU.
+KERNEL_CPU=${KERNEL_CPU:-1}
 LBP=${LBP:-$ROOT/target/release/lbp}
 LBP_CORES=${LBP_CORES:-1}
 P="lbpb$$"                      # namespace prefix, unique per run
@@ -108,6 +113,7 @@ fi
 need ethtool || { echo "SKIPPED: ethtool is missing and could not be installed"; exit 0; }
 HAVE_NFT=1; need nft nftables || HAVE_NFT=0
 HAVE_WRK=1; need wrk || HAVE_WRK=0
+HAVE_CONNTRACK=1; need conntrack || HAVE_CONNTRACK=0
 HAVE_PY=1; command -v python3 >/dev/null || HAVE_PY=0
 PIN=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -258,7 +264,7 @@ measure() {
     done
     OFFER[$name]=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%.0f", s / t }')
     RATE[$name]=$(awk -v s="$total" -v t="$secs" 'BEGIN { printf "%.0f", s / t }')
-    printf '%-28s offered %12s pps   delivered %12s pps   (per counter: %s)\n' \
+    printf '%-34s offered %9s pps   delivered %9s pps   (per counter: %s)\n' \
         "$name" "${OFFER[$name]}" "${RATE[$name]}" "${per[*]}"
     if [ -n "${DATAPLANE_STATS:-}" ]; then
         local ns
@@ -362,10 +368,10 @@ lbp_pps() {
     while [ $# -gt 0 ] && [ "$1" != -- ]; do lbp_args+=("$1"); shift; done
     [ "${1:-}" = -- ] && shift
     if ! lbp_run_available; then
-        printf '%-28s not yet available (no `%s run`)\n' "$name" "$LBP"
+        printf '%-34s not yet available (no `%s run`)\n' "$name" "$LBP"
         return 0
     fi
-    lbp_start "${lbp_args[@]}" || { printf '%-28s failed to start\n' "$name"; return 0; }
+    lbp_start "${lbp_args[@]}" || { printf '%-34s failed to start\n' "$name"; return 0; }
     LBP_PID=${PIDS[-1]}
     PIDS=()
     pps "$name" "$VIP" 9 "$@"
@@ -425,23 +431,47 @@ ratio() {
 # ------------------------------------------------------------------ the run
 
 build_topology
-echo "lbp data-plane benchmark: kernel $(uname -r), $(nproc) CPUs, generator on CPU $GEN_CPU, $T s per run"
+echo "lbp data-plane benchmark: kernel $(uname -r), $(nproc) CPUs, $T s per run"
+echo "cores: generator on CPU $GEN_CPU; app's kernel receive path (RPS) and lbp's switching core on CPU $KERNEL_CPU (LBP_CORES=$LBP_CORES)"
 echo "topology: cli -> app (a0|a1) -> sw bridge -> 3 back ends; 60-byte UDP frames"
 echo
 echo "== packets per second (generator in cli, counters at the back ends)"
-pps "kernel forwarding" "${BE_IP[0]}" 9
+# kernel_paths SUFFIX: forwarding and nftables DNAT (one flow, new flows).
+kernel_paths() {
+    local sfx=$1
+    pps "kernel forwarding$sfx" "${BE_IP[0]}" 9
+    if [ "$HAVE_NFT" = 1 ]; then
+        nft_dnat_on || log "nft rules failed to load"
+        pps "nftables DNAT, one flow$sfx" "$VIP" 9
+        pps "nftables DNAT, new flows$sfx" "$VIP" 9 --flows
+        local ct ctmax
+        ct=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null)
+        ctmax=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null)
+        echo "  (conntrack entries after the new-flow run: ${ct:-?} of ${ctmax:-?})"
+        nft_dnat_off
+        [ "$HAVE_CONNTRACK" = 1 ] && nsx "$APP" conntrack -F >/dev/null 2>&1
+    else
+        echo "nftables DNAT: not measured (nft missing)"
+    fi
+}
 
-if [ "$HAVE_NFT" = 1 ]; then
-    nft_dnat_on || log "nft rules failed to load"
-    pps "nftables DNAT, one flow" "$VIP" 9
-    nsx "$APP" sh -c 'command -v conntrack >/dev/null && conntrack -F' >/dev/null 2>&1
-    pps "nftables DNAT, new flows" "$VIP" 9 --flows
-    ct=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null)
-    ctmax=$(nsx "$APP" cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null)
-    echo "  (conntrack entries after the new-flow run: ${ct:-?} of ${ctmax:-?})"
-    nft_dnat_off
+# set_rps CPU|none: where app's kernel receive path runs.
+set_rps() {
+    local mask=0
+    [ "$1" != none ] && mask=$(printf %x $((1 << $1)))
+    nsx "$APP" sh -c "echo $mask >/sys/class/net/a0/queues/rx-0/rps_cpus" 2>/dev/null
+}
+
+if [ "$(nproc)" -ge 2 ]; then
+    set_rps "$KERNEL_CPU"
+    kernel_paths ""
+    echo "-- the same with everything on the generator's CPU (no RPS; veth runs the receive"
+    echo "   path on the sending CPU, which also paces the generator: offered = delivered)"
+    set_rps none
+    kernel_paths ", 1 CPU"
+    set_rps "$KERNEL_CPU"
 else
-    echo "nftables DNAT                not measured (nft missing)"
+    kernel_paths ""
 fi
 
 # XDP_TX reference: the reflector on a0 sends every frame back to c0, counted there.
@@ -492,6 +522,9 @@ xtx=${RATE[XDP_TX reflect (in kernel)]:-0}
 echo "nftables DNAT one flow / kernel forwarding:   $(ratio "$est" "$fwd")"
 echo "nftables DNAT new flows / kernel forwarding:  $(ratio "$new" "$fwd")"
 echo "kernel forwarding / XDP_TX reflect:           $(ratio "$fwd" "$xtx")"
+if [ -n "${RATE[kernel forwarding, 1 CPU]:-}" ]; then
+    echo "nftables DNAT one flow, 1 CPU / RPS:          $(ratio "${RATE[nftables DNAT, one flow, 1 CPU]:-0}" "$est")"
+fi
 if [ -n "${RATE[lbp, one flow]:-}" ]; then
     echo "lbp one flow / nftables DNAT one flow:        $(ratio "${RATE[lbp, one flow]}" "$est")   (target >= 1.5)"
     echo "lbp new flows / nftables DNAT new flows:      $(ratio "${RATE[lbp, new flows]:-0}" "$new")   (target >= 1.5)"
