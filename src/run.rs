@@ -422,8 +422,10 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     }
     redirects.clear();
     drop(tap);
-    let mut totals = Totals::default();
-    totals.connections = shared.conns.len() as u64;
+    let mut totals = Totals {
+        connections: shared.conns.len() as u64,
+        ..Totals::default()
+    };
     for s in &snaps {
         totals.add(s);
     }

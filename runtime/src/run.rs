@@ -596,6 +596,9 @@ pub const DROP_NAMES: [(DropReason, &str); DropReason::COUNT] = [
 // ---- Binding ------------------------------------------------------------------
 
 /// A NIC port of either kind.
+// The variants differ in size, but ports are made once and live in a Vec: no
+// copy of one is ever on a hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum NicPort {
     Xdp(XdpPort),

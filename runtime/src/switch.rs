@@ -535,7 +535,7 @@ impl Burst<'_> {
             return self.drop_frame(d, DropReason::Malformed);
         }
         if in_iface == FROM_LOCAL {
-            return self.from_local(d, &f);
+            return self.routed_from_local(d, &f);
         }
         if f.eth_type == ETHERTYPE_ARP {
             return self.arp(d, in_iface);
@@ -562,7 +562,7 @@ impl Burst<'_> {
     /// A frame the control plane (the TAP) sent: no filter, no TTL change (the
     /// kernel made it), routed by the longest prefix. Anything but IP (its ARP and
     /// neighbour discovery are answered by the caller) is dropped.
-    fn from_local(&mut self, d: Desc, f: &Fields) {
+    fn routed_from_local(&mut self, d: Desc, f: &Fields) {
         if f.present & (present::IP4 | present::IP6) == 0 {
             return self.drop_frame(d, DropReason::NotOurs);
         }

@@ -88,7 +88,7 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 fn send_until(ns: &str, from: &'static str, to: &'static str, rx: &UdpSocket, msg: &[u8]) -> bool {
     let sock = in_ns(ns, move || UdpSocket::bind(from).expect("bind client"));
     let mut buf = [0u8; 64];
-    for _ in 0..10 {
+    for _ in 0..30 {
         sock.send_to(msg, to).expect("send");
         if let Ok((n, _)) = rx.recv_from(&mut buf)
             && &buf[..n] == msg
@@ -108,7 +108,14 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
         );
         return;
     }
-    let tag = std::process::id();
+    scenario("xdp", "xdp driver copy");
+    scenario("uring", "io_uring");
+}
+
+/// The whole check with `--rings RINGS`; the ready line must name `shown`.
+fn scenario(rings: &str, shown: &str) {
+    // (Not the rings' name: `ip link` output is searched for "xdp" below.)
+    let tag = format!("{}-{}", std::process::id(), rings.len());
     let (app, cli, srv) = (
         format!("lbpr-a-{tag}"),
         format!("lbpr-c-{tag}"),
@@ -187,7 +194,9 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
             "--iface",
             "right=rr",
             "--stats-interval",
-            "0",
+            "1",
+            "--rings",
+            rings,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,6 +221,7 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     assert!(ready.starts_with("lbp: ready"), "{ready}");
     assert!(ready.contains("2 interfaces"), "{ready}");
     assert!(ready.contains("1 switching core"), "{ready}");
+    assert!(ready.contains(shown), "{ready}");
 
     // Routed across: client -> server, ARP answered and resolved by lbp.
     let server = in_ns(&srv, || {
@@ -220,16 +230,18 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
             .unwrap();
         s
     });
-    assert!(
-        send_until(
-            &cli,
-            "198.18.0.2:40000",
-            "198.18.1.2:7777",
-            &server,
-            b"across"
-        ),
-        "a datagram from the client did not reach the server"
-    );
+    if !send_until(
+        &cli,
+        "198.18.0.2:40000",
+        "198.18.1.2:7777",
+        &server,
+        b"across",
+    ) {
+        stop_and_panic(
+            &mut lbp,
+            "a datagram from the client did not reach the server",
+        );
+    }
 
     // The appliance's own address: through the TAP to a program in the
     // appliance's namespace, and its answer back to the client.
@@ -241,7 +253,7 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     });
     let echo_thread = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok((n, from)) = echo.recv_from(&mut buf) {
                 let _ = echo.send_to(&buf[..n], from);
@@ -260,7 +272,7 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     });
     let mut echoed = false;
     let mut buf = [0u8; 64];
-    for _ in 0..10 {
+    for _ in 0..30 {
         client.send_to(b"hello", "198.18.0.1:7778").unwrap();
         if let Ok((n, from)) = client.recv_from(&mut buf)
             && &buf[..n] == b"hello"
@@ -272,7 +284,9 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     }
     let _ = client.send_to(b"stop", "198.18.0.1:7778");
     let _ = echo_thread.join();
-    assert!(echoed, "no answer from a program behind the TAP");
+    if !echoed {
+        stop_and_panic(&mut lbp, "no answer from a program behind the TAP");
+    }
 
     // SIGTERM: exit 0, final summary, nothing left attached.
     // SAFETY: kill(2) on the PID of the child this test started (`ip netns
@@ -295,6 +309,16 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     let links = sh(&["ip", "-n", &app, "link"]);
     assert!(!links.contains("xdp"), "an XDP program is left: {links}");
     assert!(!links.contains("lbp0"), "the TAP is left: {links}");
+}
+
+/// Stop lbp with SIGTERM and fail with `what` and lbp's stderr.
+fn stop_and_panic(lbp: &mut Lbp, what: &str) -> ! {
+    // SAFETY: kill(2) on the PID of our own unreaped child.
+    unsafe { libc::kill(lbp.0.id() as libc::pid_t, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = lbp.0.kill();
+    let err = lbp.0.wait_with_output_ref();
+    panic!("{what}; lbp's stderr:\n{err}");
 }
 
 /// Read what remains of a child's stderr (it has exited or been killed).
