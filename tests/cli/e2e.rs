@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::topology::{
-    APP_CLIENT_MAC, APP4, BACKENDS, BLOCKED4, CLIENT_MAC, CLIENT4, DSR4, DSR6, Forwarder,
+    APP_CLIENT_MAC, APP4, BACKENDS, BLOCKED4, CLIENT_MAC, CLIENT4, CLIENT6, DSR4, DSR6, Forwarder,
     FrameSender, Lbp, NAT4, NAT6, Netns, Topology, curl, missing_tools, ping, spread, udp_ask,
     unavailable,
 };
@@ -77,22 +77,51 @@ fn is_backend(body: &str) -> bool {
     BACKENDS.iter().any(|b| b.0 == body)
 }
 
-/// HTTP with curl to `ip:port` is answered by a back end.
-fn http_via(client: &Netns, ip: IpAddr, port: u16) -> Result<(), String> {
-    let body = curl(client, &url(ip, port), &[], 3)?;
-    if is_backend(&body) {
-        Ok(())
+/// What the back end that answers must have seen.
+#[derive(Clone, Copy, Debug)]
+enum Seen {
+    /// NAT: the connection arrived at the back end's own address, port 8080,
+    /// from the client's address.
+    Nat,
+    /// DSR: it arrived at the virtual IP and port itself, from the client.
+    Dsr,
+}
+
+/// HTTP with curl to `ip:port` is answered by a back end that saw what `seen`
+/// says.
+fn http_via(client: &Netns, ip: IpAddr, port: u16, seen: Seen) -> Result<(), String> {
+    let body = curl(client, &url(ip, port), &[], 5)?;
+    let fields: Vec<&str> = body.split(' ').collect();
+    let [name, local, peer] = fields[..] else {
+        return Err(format!("{ip}:{port} answered {body:?}"));
+    };
+    let Some(&(_, a4, a6)) = BACKENDS.iter().find(|b| b.0 == name) else {
+        return Err(format!("{ip}:{port} answered {body:?}, not a back end"));
+    };
+    let local: SocketAddr = local.parse().map_err(|_| format!("answer {body:?}"))?;
+    let peer: SocketAddr = peer.parse().map_err(|_| format!("answer {body:?}"))?;
+    let own: IpAddr = if ip.is_ipv4() { a4.into() } else { a6.into() };
+    let want_local = match seen {
+        Seen::Nat => SocketAddr::new(own, 8080),
+        Seen::Dsr => SocketAddr::new(ip, port),
+    };
+    let want_peer: IpAddr = if ip.is_ipv4() {
+        CLIENT4.into()
     } else {
-        Err(format!(
-            "{ip}:{port} answered {body:?}, not a back end's name"
-        ))
+        CLIENT6.into()
+    };
+    if local != want_local || peer.ip() != want_peer {
+        return Err(format!(
+            "{ip}:{port} ({seen:?}): {name} saw {local} from {peer}, expected {want_local} from {want_peer}"
+        ));
     }
+    Ok(())
 }
 
 /// HTTP with curl to `ip:port` is answered by exactly back end `name`.
 fn http_from(client: &Netns, ip: IpAddr, port: u16, name: &str) -> Result<(), String> {
-    let body = curl(client, &url(ip, port), &[], 3)?;
-    if body == name {
+    let body = curl(client, &url(ip, port), &[], 5)?;
+    if body.split(' ').next() == Some(name) {
         Ok(())
     } else {
         Err(format!("{ip}:{port} answered {body:?}, expected {name:?}"))
@@ -302,7 +331,7 @@ fn ip6(dst: std::net::Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     f.push(next);
     f.push(64);
-    f.extend_from_slice(&crate::topology::CLIENT6.octets());
+    f.extend_from_slice(&CLIENT6.octets());
     f.extend_from_slice(&dst.octets());
     f.extend_from_slice(payload);
     f
@@ -513,10 +542,10 @@ fn lbp_suite(rings: &str) {
     let c = &topo.client;
     let mut r = Report::default();
 
-    r.check("HTTP NAT IPv4", http_via(c, NAT4.into(), 80));
-    r.check("HTTP NAT IPv6", http_via(c, NAT6.into(), 80));
-    r.check("HTTP DSR IPv4", http_via(c, DSR4.into(), 80));
-    r.check("HTTP DSR IPv6", http_via(c, DSR6.into(), 80));
+    r.check("HTTP NAT IPv4", http_via(c, NAT4.into(), 80, Seen::Nat));
+    r.check("HTTP NAT IPv6", http_via(c, NAT6.into(), 80, Seen::Nat));
+    r.check("HTTP DSR IPv4", http_via(c, DSR4.into(), 80, Seen::Dsr));
+    r.check("HTTP DSR IPv6", http_via(c, DSR6.into(), 80, Seen::Dsr));
     r.check(
         "UDP NAT IPv4",
         udp_echo(c, SocketAddr::new(NAT4.into(), 53), None),
@@ -552,9 +581,9 @@ fn lbp_suite(rings: &str) {
             if !lbp.alive() {
                 return Err("lbp is no longer running".into());
             }
-            http_via(c, NAT4.into(), 80)?;
-            http_via(c, NAT6.into(), 80)?;
-            http_via(c, DSR4.into(), 80)?;
+            http_via(c, NAT4.into(), 80, Seen::Nat)?;
+            http_via(c, NAT6.into(), 80, Seen::Nat)?;
+            http_via(c, DSR4.into(), 80, Seen::Dsr)?;
             pinged(c, BACKENDS[2].1.into())
         }),
     );

@@ -479,7 +479,7 @@ fn serve(name: &str, listeners: &[TcpListener], udp: &UdpSocket, stop: &AtomicBo
             revents: 0,
         })
         .collect();
-    let body = format!("{name}\n");
+    let udp_body = format!("{name}\n");
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
         // SAFETY: `fds` is a live array of `fds.len()` pollfd entries whose
@@ -492,19 +492,27 @@ fn serve(name: &str, listeners: &[TcpListener], udp: &UdpSocket, stop: &AtomicBo
             if fds[i].revents & libc::POLLIN != 0
                 && let Ok((s, _)) = l.accept()
             {
-                let _ = answer_http(s, &body);
+                let _ = answer_http(s, name);
             }
         }
         if fds[listeners.len()].revents & libc::POLLIN != 0
             && let Ok((_, from)) = udp.recv_from(&mut buf)
         {
-            let _ = udp.send_to(body.as_bytes(), from);
+            let _ = udp.send_to(udp_body.as_bytes(), from);
         }
     }
 }
 
-/// Read one request head (bounded) and answer it with `body`.
-fn answer_http(mut s: TcpStream, body: &str) -> io::Result<()> {
+/// Read one request head (bounded) and answer it with a body that names the back
+/// end, the address the connection arrived at and the address it came from:
+/// `b1 198.18.2.11:8080 198.18.0.2:40000`.
+fn answer_http(mut s: TcpStream, name: &str) -> io::Result<()> {
+    let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let body = format!(
+        "{name} {} {}\n",
+        canon(s.local_addr()?),
+        canon(s.peer_addr()?)
+    );
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::new();
@@ -556,7 +564,7 @@ pub fn curl(client: &Netns, url: &str, extra: &[&str], timeout_s: u32) -> Result
 }
 
 /// One HTTP/1.0 GET over a new connection from the calling thread's namespace:
-/// the body (the back end's name).
+/// the body (see `answer_http`).
 pub fn http_get(to: SocketAddr, timeout: Duration) -> io::Result<String> {
     let mut s = TcpStream::connect_timeout(&to, timeout)?;
     s.set_read_timeout(Some(timeout))?;
@@ -586,7 +594,10 @@ pub fn spread(to: SocketAddr, n: usize, budget: Duration) -> ([usize; 3], Vec<St
             break;
         }
         match http_get(to, Duration::from_secs(2)) {
-            Ok(body) => match BACKENDS.iter().position(|b| b.0 == body) {
+            Ok(body) => match BACKENDS
+                .iter()
+                .position(|b| body.split(' ').next() == Some(b.0))
+            {
                 Some(i) => counts[i] += 1,
                 None => errors.push(format!("unknown body {body:?}")),
             },
@@ -683,9 +694,9 @@ fn sockaddr(to: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (ss, len as libc::socklen_t)
 }
 
-/// Ping `to` once from the calling thread's namespace (raw ICMP or ICMPv6
-/// socket): `Ok` when an echo reply with our identifier comes back from it
-/// within `timeout`.
+/// Ping `to` from the calling thread's namespace with a raw ICMP or ICMPv6
+/// socket (up to three requests, one a second, as `ping -c 3` would): `Ok` when
+/// an echo reply with our identifier comes back from it within `timeout`.
 pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
     let (domain, proto, req_type, reply_type) = match to {
         IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
@@ -704,25 +715,43 @@ pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
         msg[2..4].copy_from_slice(&c.to_be_bytes());
     } // ICMPv6: the kernel fills the checksum on raw ICMPv6 sockets.
     let (ss, len) = sockaddr(to);
-    // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
-    let r = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&raw const ss).cast(),
-            len,
-        )
+    let send = |msg: &[u8]| -> io::Result<()> {
+        // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&raw const ss).cast(),
+                len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    send(&msg)?;
+    let mut sent_at = Instant::now();
+    let mut sent = 1u16;
     let end = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     for _ in 0..10_000 {
         if Instant::now() >= end {
             break;
+        }
+        // Like `ping -c 3`: another request each second, three at most.
+        if sent < 3 && sent_at.elapsed() >= Duration::from_secs(1) {
+            sent += 1;
+            msg[6..8].copy_from_slice(&sent.to_be_bytes());
+            if to.is_ipv4() {
+                msg[2..4].copy_from_slice(&[0, 0]);
+                let c = checksum(&msg);
+                msg[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+            send(&msg)?;
+            sent_at = Instant::now();
         }
         // SAFETY: `buf` is writable for its length during the call.
         let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
