@@ -405,7 +405,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
             )
         );
         let _ = std::io::stdout().flush();
-        control_loop(&control, args.stats_interval, &handles);
+        control_loop(&control, args.stats_interval, args.bare, &handles);
     } else if !STOP.load(Ordering::SeqCst) {
         start_error = Some("the switching cores did not start".to_string());
     }
@@ -440,7 +440,12 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
 /// `interval` seconds, until the stop flag is set or a core ends on its own.
 /// Hot reload (a new generation published here) and health checks (weights)
 /// will be driven from this loop.
-fn control_loop<T>(control: &Control, interval: u64, cores: &[std::thread::JoinHandle<T>]) {
+fn control_loop<T>(
+    control: &Control,
+    interval: u64,
+    bare: bool,
+    cores: &[std::thread::JoinHandle<T>],
+) {
     let mut n = 0u64;
     let mut last = control.totals();
     let mut last_at = Instant::now();
@@ -454,7 +459,7 @@ fn control_loop<T>(control: &Control, interval: u64, cores: &[std::thread::JoinH
         if interval > 0 && last_at.elapsed() >= Duration::from_secs(interval) {
             let now = control.totals();
             let secs = last_at.elapsed().as_secs_f64();
-            eprintln!("lbp: stats: {}", summary(&now, Some((&last, secs)), false));
+            eprintln!("lbp: stats: {}", summary(&now, Some((&last, secs)), bare));
             last = now;
             last_at = Instant::now();
         }

@@ -479,7 +479,10 @@ fn from_kernel(frames: &mut Frames, d: Desc, link: &LocalLink) -> Kernel {
         }
         return Kernel::Other;
     }
-    if f.present & (lbp_abi::present::IP4 | lbp_abi::present::IP6) != 0 {
+    // Multicast and broadcast (IPv6 router solicitations, MLD reports): for
+    // the link between the kernel and the cores only, never routed.
+    let group = frames.packet(d).first().is_some_and(|b| b & 1 != 0);
+    if !group && f.present & (lbp_abi::present::IP4 | lbp_abi::present::IP6) != 0 {
         Kernel::Ip
     } else {
         Kernel::Other
@@ -1046,6 +1049,12 @@ mod tests {
             LOCAL_LINK.tap_mac,
         );
         assert!(r.tap.inject(&reply));
+        // An MLD report to a multicast group: stays on the TAP's link.
+        let mut mld = Spec::new("fe80::1", "ff02::16", 58);
+        mld.payload = vec![143, 0, 0, 0, 0, 0, 0, 0];
+        let mut mld = build(&mld).frame;
+        mld[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 0x16]);
+        assert!(r.tap.inject(&mld));
         // The TAP is polled every LOCAL_POLL_EVERY iterations: run a full round.
         for i in 0..u64::from(LOCAL_POLL_EVERY) {
             r.core.step(1_000_000_001 + i);
@@ -1066,6 +1075,8 @@ mod tests {
         assert!(r.hosts[1].take_all().is_empty());
         assert_eq!(r.core.counters().from_local.packets, 1);
         assert_eq!(r.core.loop_counters().local_neigh_answers, 1);
+        assert_eq!(r.core.loop_counters().local_other, 1);
+        assert_eq!(r.core.counters().dropped(DropReason::NoRoute), 0);
         no_leak(r);
     }
 
