@@ -82,7 +82,7 @@ pub fn unavailable() -> Option<String> {
 /// The tools the suite runs that are not on `PATH` (CI installs them).
 pub fn missing_tools() -> Vec<&'static str> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    ["curl", "ethtool", "nft", "sysctl"]
+    ["curl", "ethtool", "nft"]
         .into_iter()
         .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
         .collect()
@@ -152,9 +152,17 @@ impl Netns {
         c
     }
 
-    /// `sysctl -w KEY=VALUE` inside the namespace.
+    /// Set `KEY=VALUE` (sysctl notation) inside the namespace: written to
+    /// `/proc/sys` by a thread that entered it (no `sysctl` program needed).
     pub fn sysctl(&self, kv: &str) {
-        self.exec(&["sysctl", "-q", "-w", kv]);
+        let (key, value) = kv.split_once('=').expect("KEY=VALUE");
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_string();
+        let r = self.within({
+            let path = path.clone();
+            move || std::fs::write(&path, value)
+        });
+        r.unwrap_or_else(|e| panic!("{}: {path}: {e}", self.name));
     }
 
     /// Run `f` on a thread of its own that has entered the namespace (sockets it
@@ -426,13 +434,17 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(600);
 
 impl Servers {
     fn start(backends: &[Netns]) -> Servers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        // The guard exists before the first thread, so that a failure below
+        // still stops the threads already started.
+        let mut servers = Servers {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
         for (ns, (name, _, _)) in backends.iter().zip(BACKENDS) {
             let path = format!("/var/run/netns/{}", ns.name);
-            let stop2 = stop.clone();
+            let stop2 = servers.stop.clone();
             let (tx, rx) = mpsc::channel();
-            threads.push(std::thread::spawn(move || {
+            servers.threads.push(std::thread::spawn(move || {
                 enter(&path);
                 let bound = (|| -> io::Result<_> {
                     let l8080 = TcpListener::bind("[::]:8080")?;
@@ -452,7 +464,7 @@ impl Servers {
                 .expect("server thread answers")
                 .unwrap_or_else(|e| panic!("back end {name}: bind: {e}"));
         }
-        Servers { stop, threads }
+        servers
     }
 }
 
