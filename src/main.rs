@@ -4,6 +4,7 @@
 //! prints, or exits. Each subcommand is a thin shell around the library crates.
 
 mod appliance;
+mod demo;
 mod run;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -82,6 +83,10 @@ enum Command {
     /// Run the appliance: bind the policy's interfaces and switch packets until
     /// SIGINT or SIGTERM.
     Run(run::RunArgs),
+    /// Show lbp at work on a built-in policy, in network namespaces of its own:
+    /// build a client, the appliance and three back ends, send HTTP requests
+    /// through the virtual IP, print the spread, remove everything (needs root).
+    Demo(demo::DemoArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -445,6 +450,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => Ok(run::main(args)),
+        Command::Demo(args) => Ok(demo::main(args)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lbp", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

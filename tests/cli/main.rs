@@ -2,6 +2,7 @@
 
 mod cases;
 mod compiler;
+mod demo;
 mod docs;
 mod e2e;
 mod policies;
