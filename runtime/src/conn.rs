@@ -653,6 +653,31 @@ impl ConnTable {
         None
     }
 
+    /// Remove the connection whose reverse key is `rkey`, if any (a client that
+    /// opens a new connection straight to a back end from the same address and
+    /// port as an earlier NAT connection to it ends that one: the two would share
+    /// the back end's 4-tuple, and its answers would be taken for the old one's).
+    pub fn remove_reverse(&self, rkey: &ReverseKey) -> Option<(ConnKey, Conn)> {
+        let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
+        for i in [i1, i2] {
+            let mut bucket = self.buckets[i].lock();
+            if let Some(slot) = bucket.iter_mut().find(|s| {
+                s.used
+                    && s.key.client == rkey.client
+                    && s.key.client_port == rkey.client_port
+                    && s.key.proto == rkey.proto
+                    && s.key.version == rkey.version
+                    && s.conn.target.backend_addr == rkey.backend
+                    && s.conn.target.backend_port == rkey.backend_port
+            }) {
+                slot.used = false;
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return Some((slot.key, slot.conn));
+            }
+        }
+        None
+    }
+
     /// Remove the expired entries of the next `budget` buckets (cycling through
     /// the table across calls); returns how many were removed. The control core
     /// calls this periodically so that idle entries do not wait for a lookup or an

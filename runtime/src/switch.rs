@@ -141,6 +141,9 @@ pub struct Counters {
     pub nat_return: PktBytes,
     /// ICMP errors about a balanced connection, sent on to its back end or client.
     pub icmp_errors: u64,
+    /// NAT connections ended by a new direct connection with the same 4-tuple at
+    /// the back end.
+    pub superseded: u64,
     /// Drops by [`DropReason`] (index `reason as usize`).
     pub drops: [u64; DropReason::COUNT],
     /// TCP non-SYN segments of no connection answered with a RST.
@@ -554,6 +557,7 @@ impl Burst<'_> {
             if self.nat_return(d, &f) {
                 return;
             }
+            self.supersede(&f);
         }
         let dec = self.g.policy.decide(&f);
         self.act(d, &f, &dec);
@@ -848,6 +852,32 @@ impl Burst<'_> {
             return true;
         }
         false
+    }
+
+    /// A TCP SYN (not SYN-ACK) sent straight to a NAT back end's address and
+    /// port ends an earlier NAT connection of the same client address and port to
+    /// that back end: both have the same 4-tuple at the back end, and without
+    /// this its answers to the new connection would be rewritten as the old
+    /// one's (seen with a client port reused after 3 000 connections through the
+    /// virtual IP).
+    fn supersede(&mut self, f: &Fields) {
+        if f.present & present::TCP == 0
+            || f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK) != tcp_flag::SYN
+            || !self.g.is_nat_backend(&ip_of(f.ip_version, &f.ip_dst))
+        {
+            return;
+        }
+        let rkey = ReverseKey {
+            backend: f.ip_dst,
+            client: f.ip_src,
+            backend_port: f.dport,
+            client_port: f.sport,
+            version: f.ip_version,
+            proto: f.ip_proto,
+        };
+        if self.shared.conns.remove_reverse(&rkey).is_some() {
+            self.st.counters.superseded += 1;
+        }
     }
 
     /// NAT return traffic; true when handled.
@@ -1408,6 +1438,31 @@ mod tests {
             1,
             "least load counts new connections"
         );
+    }
+
+    #[test]
+    fn a_direct_connection_supersedes_a_nat_connection_of_the_same_tuple() {
+        let mut r = Rig::known();
+        let out = r.run(
+            &[(0, tcp("198.18.0.50", "198.18.0.10", 40000, 80, SYN))],
+            NS,
+        );
+        let x = fields(&out.tx[1][0]);
+        let backend = ip_of(x.ip_version, &x.ip_dst).to_string();
+        let bport = x.dport;
+        // The client reuses its port for a connection straight to the back end.
+        let direct = tcp("198.18.0.50", &backend, 40000, bport, SYN);
+        let out = r.run(&[(0, direct)], 2 * NS);
+        assert_eq!(out.tx[1].len(), 1, "routed to the back end");
+        assert_eq!(r.st.counters.superseded, 1);
+        // The back end's answer belongs to the new connection: not rewritten.
+        let mut reply = tcp(&backend, "198.18.0.50", bport, 40000, SYN | ACK);
+        reply[6..12].copy_from_slice(&mac_of(ip(&backend)));
+        let out = r.run(&[(1, reply)], 3 * NS);
+        let y = fields(&out.tx[0][0]);
+        assert_eq!(ip_of(y.ip_version, &y.ip_src), ip(&backend));
+        assert_eq!(y.sport, bport);
+        assert_eq!(r.st.counters.nat_return.packets, 0);
     }
 
     #[test]
