@@ -28,6 +28,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// `println!` that ignores a closed stdout (`lbp demo | head` must still tear
+/// down: SIGPIPE is ignored while the demo runs).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stdout(), $($t)*);
+    }};
+}
+
 /// The built-in policy.
 const POLICY: &str = include_str!("demo.lbp");
 
@@ -70,10 +78,10 @@ enum Rings {
     Uring,
 }
 
-/// Set by SIGINT.
+/// Set by SIGINT, SIGTERM or SIGHUP.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
@@ -81,14 +89,20 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn install_sigint() {
+/// SIGINT, SIGTERM and SIGHUP set the flag (the demo then tears down); SIGPIPE
+/// is ignored (a closed stdout must not skip the teardown).
+fn install_signal_handlers() {
     // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no
     // flags), then the handler is filled in.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
-    // SAFETY: the handler only stores to an atomic (async-signal-safe); `sa` is
-    // valid for the call and the old action is not asked for.
-    unsafe { libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut()) };
+    sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); `sa`
+        // is valid for the call and the old action is not asked for.
+        unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
+    }
+    // SAFETY: ignoring a signal has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 /// `lbp demo`.
@@ -107,7 +121,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    install_sigint();
+    install_signal_handlers();
     match demo(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -141,7 +155,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         policy,
     };
 
-    println!("lbp demo: building the network (namespaces {prefix}-*)");
+    say!("lbp demo: building the network (namespaces {prefix}-*)");
     for tag in ["client", "app", "switch", "b1", "b2", "b3"] {
         d.namespaces.push(Netns::new(&format!("{prefix}-{tag}"))?);
         check_interrupt()?;
@@ -180,7 +194,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         chain in_client { type filter hook ingress device client priority 0; policy drop; }\n\
         chain in_servers { type filter hook ingress device servers priority 0; policy drop; }\n}\n";
     if let Err(e) = app.nft(rules) {
-        println!("lbp demo: note: no nftables ingress chain ({e}); fine with AF_XDP rings");
+        say!("lbp demo: note: no nftables ingress chain ({e}); fine with AF_XDP rings");
     }
     d.servers.start(&[b1, b2, b3])?;
 
@@ -192,20 +206,18 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         .arg(&d.policy.0)
         .args(["--rings", &rings, "--max-connections", "65536"])
         .args(["--tap", "lbp0", "--stats-interval", "0"]);
-    println!("lbp demo: starting lbp run --rings {rings} on the built-in policy");
+    say!("lbp demo: starting lbp run --rings {rings} on the built-in policy");
     let lbp = d.lbp.insert(LbpChild::start(cmd)?);
-    println!("{}", lbp.ready);
+    say!("{}", lbp.ready);
 
     // The traffic, from a thread in the client's namespace.
     let n = args.requests as usize;
-    let started = Instant::now();
     let t = client.within(move || Traffic::send(n))?;
-    let secs = started.elapsed().as_secs_f64();
 
     let lbp = d.lbp.as_mut().ok_or("lbp")?;
-    let ok = report(&t, n, secs, lbp.alive());
+    let ok = report(&t, n, lbp.alive());
     if args.keep && !interrupted() {
-        println!(
+        say!(
             "lbp demo: kept running; try `sudo ip netns exec {prefix}-client curl http://{VIP4}/` \
              (Ctrl-C ends it, ten minutes at most)"
         );
@@ -216,20 +228,20 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     }
     let status = lbp.stop();
     match lbp.final_line() {
-        Some(line) => println!("  {line}"),
-        None => println!("  lbp: no final summary (exit status {status:?})"),
+        Some(line) => say!("  {line}"),
+        None => say!("  lbp: no final summary (exit status {status:?})"),
     }
     let clean = status.is_some_and(|s| s.success());
     if !clean {
-        println!("lbp demo: lbp run did not end cleanly: {status:?}");
+        say!("lbp demo: lbp run did not end cleanly: {status:?}");
         for line in lbp.stderr_tail(20) {
-            println!("  | {line}");
+            say!("  | {line}");
         }
     }
     drop(d);
-    println!("lbp demo: removed the namespaces {prefix}-*");
+    say!("lbp demo: removed the namespaces {prefix}-*");
     let ok = ok && clean && !interrupted();
-    println!("lbp demo: {}", if ok { "OK" } else { "FAILED" });
+    say!("lbp demo: {}", if ok { "OK" } else { "FAILED" });
     Ok(ok)
 }
 
@@ -241,54 +253,62 @@ fn check_interrupt() -> Result<(), String> {
 }
 
 /// Print the summary; whether every request succeeded and the spread is right.
-fn report(t: &Traffic, n: usize, secs: f64, lbp_alive: bool) -> bool {
+fn report(t: &Traffic, n: usize, lbp_alive: bool) -> bool {
     let mut ok = lbp_alive;
+    let secs = t.secs;
     let served: usize = t.counts.iter().sum();
     let total_w: u32 = BACKENDS.iter().map(|b| b.3).sum();
-    println!(
-        "lbp demo: {served} of {n} requests to {VIP4}:80 answered in {secs:.1} s ({:.0} requests/s)",
-        n as f64 / secs.max(1e-3)
+    say!(
+        "lbp demo: {served} of {n} requests to {VIP4}:80 answered in {secs:.2} s ({:.0} requests/s, one connection at a time)",
+        served as f64 / secs.max(1e-3)
     );
-    println!("  back end  address       weight  requests  share  (weight's share)");
+    say!("  back end  address       weight  requests  share  (weight's share)");
     for (&(name, a4, _, w), &c) in BACKENDS.iter().zip(&t.counts) {
         let want = f64::from(w) / f64::from(total_w);
-        let share = c as f64 / n as f64;
+        let share = c as f64 / served.max(1) as f64;
         // 15 % of the weight's share, or three standard deviations of a random
-        // spread of n requests when n is too small for 15 % to be meaningful.
-        let sigma = (want * (1.0 - want) / n as f64).sqrt();
+        // spread of that many requests when they are too few for 15 % to mean
+        // much (Maglev hashes each connection: the spread is random).
+        let sigma = (want * (1.0 - want) / served.max(1) as f64).sqrt();
         let within = (share - want).abs() <= (0.15 * want).max(3.0 * sigma);
         ok &= within;
-        println!(
+        say!(
             "  {name:<8}  {a4:<12}  {w:>6}  {c:>8}  {:>4.1} %  ({:.1} %){}",
             share * 100.0,
             want * 100.0,
             if within { "" } else { "  <- off" }
         );
     }
-    println!(
+    say!(
         "  refused {}, timeouts {}, other errors {}",
-        t.refused, t.timeouts, t.other
+        t.refused,
+        t.timeouts,
+        t.other
     );
     for e in t.errors.iter().take(5) {
-        println!("    {e}");
+        say!("    {e}");
     }
     ok &= served == n;
+    if interrupted() {
+        say!("  interrupted: the IPv6, closed-port and blocked-source checks did not run");
+        return false;
+    }
     let v6_ok = t.v6.iter().filter(|r| r.is_ok()).count();
     let names: Vec<&str> =
         t.v6.iter()
             .map(|r| r.as_deref().unwrap_or("error"))
             .collect();
-    println!(
+    say!(
         "  IPv6 [{VIP6}]:80: {v6_ok} of {V6_REQUESTS} answered ({})",
         names.join(" ")
     );
     ok &= v6_ok == V6_REQUESTS;
-    println!("  {VIP4}:25 (no service): {}", t.port25);
+    say!("  {VIP4}:25 (no service): {}", t.port25);
     ok &= t.port25.starts_with("refused");
-    println!("  from the blocked {BLOCKED4}: {}", t.blocked);
+    say!("  from the blocked {BLOCKED4}: {}", t.blocked);
     ok &= t.blocked.starts_with("no answer");
     if !lbp_alive {
-        println!("  lbp run ended during the demo");
+        say!("  lbp run ended during the demo");
     }
     ok
 }
@@ -297,6 +317,8 @@ fn report(t: &Traffic, n: usize, secs: f64, lbp_alive: bool) -> bool {
 #[derive(Debug, Default)]
 struct Traffic {
     counts: [usize; 3],
+    /// How long the IPv4 requests took.
+    secs: f64,
     refused: usize,
     timeouts: usize,
     other: usize,
@@ -311,11 +333,18 @@ impl Traffic {
     /// port and the blocked source; bounded by `REQUEST_BUDGET` and Ctrl-C.
     fn send(n: usize) -> Traffic {
         let mut t = Traffic::default();
-        let end = Instant::now() + REQUEST_BUDGET;
+        let started = Instant::now();
+        let end = started + REQUEST_BUDGET;
         let vip4 = SocketAddr::new(VIP4.into(), 80);
         for _ in 0..n {
-            if interrupted() || Instant::now() >= end {
-                t.errors.push("stopped: interrupted or out of time".into());
+            if interrupted() {
+                t.errors.push("interrupted".into());
+                break;
+            }
+            if Instant::now() >= end {
+                let secs = REQUEST_BUDGET.as_secs();
+                t.errors
+                    .push(format!("stopped: the {secs} s budget is spent"));
                 break;
             }
             match http_get(None, vip4) {
@@ -335,6 +364,10 @@ impl Traffic {
                     t.errors.push(e.to_string());
                 }
             }
+        }
+        t.secs = started.elapsed().as_secs_f64();
+        if interrupted() {
+            return t;
         }
         for _ in 0..V6_REQUESTS {
             let r = http_get(None, SocketAddr::new(VIP6.into(), 80));
