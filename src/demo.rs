@@ -215,7 +215,8 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     let t = client.within(move || Traffic::send(n))?;
 
     let lbp = d.lbp.as_mut().ok_or("lbp")?;
-    let ok = report(&t, n, lbp.alive());
+    // Ctrl-C ends `--keep` normally: only an interruption before here fails.
+    let ok = report(&t, n, lbp.alive()) && !interrupted();
     if args.keep && !interrupted() {
         say!(
             "lbp demo: kept running; try `sudo ip netns exec {prefix}-client curl http://{VIP4}/` \
@@ -240,7 +241,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     }
     drop(d);
     say!("lbp demo: removed the namespaces {prefix}-*");
-    let ok = ok && clean && !interrupted();
+    let ok = ok && clean;
     say!("lbp demo: {}", if ok { "OK" } else { "FAILED" });
     Ok(ok)
 }
