@@ -23,31 +23,31 @@
 //! Attached programs go through [`crate::ring::bpf::Attachment`] (a bpf link, so
 //! they are detached when dropped or when the process dies).
 //!
+//! The system call, the instruction encoding, program loading and map access are
+//! [`crate::ring::bpf`]'s; this module has the programs and the commands only it
+//! uses (test runs, program info).
+//!
 //! This is not a packet crafting library: [`udp4_frame`] builds the one frame
-//! the benchmarks need. All `unsafe` here is bpf(2) on buffers this module owns
-//! for the call's duration.
+//! the benchmarks need. This module has no `unsafe` of its own: the bpf(2) calls
+//! go through [`crate::ring::bpf`].
 
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::ring::bpf::{Attachment, XdpMode};
+use crate::ring::bpf::{
+    Attachment, BPF_PSEUDO_MAP_FD, Insn, XDP_PASS, XdpMode, insn, load_xdp, map_create, map_lookup,
+    map_update, owned, sys_bpf,
+};
 use crate::wire::checksum;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: transmit the frames the program returns.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -55,60 +55,13 @@ const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 pub const MAX_BATCH: u32 = 256;
 
 const XDP_DROP: i32 = 1;
-const XDP_PASS: i32 = 2;
 const XDP_TX: i32 = 3;
 
 /// Frames per `BPF_PROG_RUN` call in [`Generator::run_for`]: small enough to
 /// check the clock often (tens of milliseconds at millions per second).
 const CHUNK: u32 = 1 << 16;
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, writable `#[repr(C)]` block of `size_of::<T>()`
-    // bytes for the call's duration, and every pointer stored in it (by the
-    // callers in this module) points at a buffer that outlives the call with the
-    // length given beside it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            size_of::<T>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn owned(fd: libc::c_long) -> OwnedFd {
-    // SAFETY: `fd` was just returned by a successful bpf(2) call that creates a
-    // descriptor; nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
 // ---------------------------------------------------------------- assembly
-
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Insn {
-    code: u8,
-    /// dst register in the low nibble, src register in the high nibble.
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | (dst & 0x0f),
-        off,
-        imm,
-    }
-}
 
 mod op {
     pub const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
@@ -397,102 +350,15 @@ fn flow_program(map: RawFd, frame: &[u8], f: FlowFields) -> Vec<Insn> {
 
 // ---------------------------------------------------------------- loading
 
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-/// Load an XDP program; on failure, load again with the verifier's log and put
-/// it in the error.
-fn load(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
-    let license = c"GPL";
-    let mut pname = [0u8; 16];
-    let n = name.len().min(15);
-    pname[..n].copy_from_slice(&name.as_bytes()[..n]);
-    let mut a = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: pname,
-        expected_attach_type: BPF_XDP,
-        ..ProgLoadAttr::default()
-    };
-    match sys_bpf(BPF_PROG_LOAD, &mut a) {
-        Ok(fd) => Ok(owned(fd)),
-        Err(e) => {
-            let mut log = vec![0u8; 64 * 1024];
-            a.log_level = 1;
-            a.log_size = log.len() as u32;
-            a.log_buf = log.as_mut_ptr() as u64;
-            if let Ok(fd) = sys_bpf(BPF_PROG_LOAD, &mut a) {
-                return Ok(owned(fd));
-            }
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let text = String::from_utf8_lossy(&log[..end]);
-            Err(io::Error::new(
-                e.kind(),
-                format!("loading XDP program {name}: {e}; verifier: {text}"),
-            ))
-        }
-    }
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
 /// A one-entry array map with `value_size`-byte values, zeroed.
 fn array_map(value_size: u32) -> io::Result<OwnedFd> {
-    let mut a = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_ARRAY,
-        key_size: 4,
-        value_size,
-        max_entries: 1,
-        map_flags: 0,
-    };
-    sys_bpf(BPF_MAP_CREATE, &mut a).map(owned)
+    map_create(BPF_MAP_TYPE_ARRAY, 4, value_size, 1)
 }
 
 /// Entry 0 of a one-entry array map of u64 words.
 fn read_words<const N: usize>(map: BorrowedFd<'_>) -> io::Result<[u64; N]> {
-    let key = 0u32;
     let mut value = [0u64; N];
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: value.as_mut_ptr() as u64,
-        ..MapElemAttr::default()
-    };
-    sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
+    map_lookup(map, &0u32, &mut value)?;
     Ok(value)
 }
 
@@ -612,7 +478,7 @@ impl Generator {
     pub fn new(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
         Self::check(frame)?;
         Ok(Generator {
-            prog: load("lbp_gen", &tx_program(frame))?,
+            prog: load_xdp("lbp_gen", &tx_program(frame))?,
             flows: None,
             ifindex,
             frame: frame.to_vec(),
@@ -631,7 +497,7 @@ impl Generator {
             )
         })?;
         let map = array_map(8)?;
-        let prog = load("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f))?;
+        let prog = load_xdp("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f))?;
         Ok(Generator {
             prog,
             flows: Some(map),
@@ -696,14 +562,7 @@ impl Generator {
         let Some(m) = &self.flows else {
             return Ok(());
         };
-        let key = 0u32;
-        let mut a = MapElemAttr {
-            map_fd: m.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            value: &n as *const u64 as u64,
-            ..MapElemAttr::default()
-        };
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+        map_update(m.as_fd(), &0u32, &n)
     }
 
     /// The flow variant's next flow number (0 for a plain generator): it starts
@@ -747,7 +606,7 @@ impl Counter {
     /// has it, generic otherwise).
     pub fn attach(ifindex: u32) -> io::Result<Counter> {
         let map = array_map(16)?;
-        let prog = load("lbp_count", &counter_program(map.as_raw_fd()))?;
+        let prog = load_xdp("lbp_count", &counter_program(map.as_raw_fd()))?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
         Ok(Counter {
             attachment,
@@ -784,7 +643,7 @@ pub struct Reflector {
 impl Reflector {
     /// Load and attach the reflector to `ifindex`.
     pub fn attach(ifindex: u32) -> io::Result<Reflector> {
-        let prog = load("lbp_xdp_tx", &constant_program(XDP_TX))?;
+        let prog = load_xdp("lbp_xdp_tx", &constant_program(XDP_TX))?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
         Ok(Reflector { attachment, prog })
     }

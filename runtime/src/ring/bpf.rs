@@ -12,14 +12,17 @@
 //! mode second.
 //!
 //! This is not a BPF loader: no ELF, no BTF, no relocations, no libbpf; one
-//! program, one map type. All `unsafe` here is system calls on buffers this module
-//! owns for the call's duration.
+//! program, one map type. The crate's traffic generator ([`crate::trafficgen`])
+//! shares the low-level pieces: the system call, the instruction encoding, program
+//! loading and map creation and access (all `pub(crate)`). All `unsafe` here is
+//! system calls on buffers this module or its caller owns for the call's duration.
 
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -28,11 +31,14 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_PSEUDO_MAP_FD`: the source register of an `ld_imm64` whose immediate is a
+/// map descriptor.
+pub(crate) const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// `struct xdp_md`: offset of `rx_queue_index`.
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
-const XDP_PASS: i32 = 2;
+/// `XDP_PASS`: hand the frame to the kernel.
+pub(crate) const XDP_PASS: i32 = 2;
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the kernel's skb path.
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -64,10 +70,13 @@ impl XdpMode {
 }
 
 /// bpf(2) with `attr` as the attribute block; returns the result (an fd or 0).
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+/// Every pointer a caller stores in `attr` must point at a buffer that outlives
+/// the call, with the length given beside it (or the size the command implies).
+pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, writable `#[repr(C)]` block of `size_of::<T>()`
     // bytes for the duration of the call; the kernel reads (and for some commands
-    // writes) only within that size.
+    // writes) only within that size, and through the pointers in it, which the
+    // callers in this crate set to buffers live for the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -83,7 +92,8 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-fn owned(fd: libc::c_long) -> OwnedFd {
+/// The descriptor a successful creating bpf(2) call returned, owned.
+pub(crate) fn owned(fd: libc::c_long) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful bpf(2) call that creates a
     // descriptor; nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
@@ -129,19 +139,52 @@ struct MapElemAttr {
     flags: u64,
 }
 
+/// A new map of `map_type` (`BPF_MAP_TYPE_*`), zeroed where the type says so.
+pub(crate) fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: 0,
+    };
+    sys_bpf(BPF_MAP_CREATE, &mut a).map(owned)
+}
+
+/// Set `key` to `value` in `map`; `K` and `V` must have the map's key and value
+/// sizes.
+pub(crate) fn map_update<K, V>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        ..MapElemAttr::default()
+    };
+    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+}
+
+/// Read `key` of `map` into `value`; `K` and `V` must have the map's key and
+/// value sizes.
+pub(crate) fn map_lookup<K, V>(map: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *mut V as u64,
+        ..MapElemAttr::default()
+    };
+    sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a).map(drop)
+}
+
 impl XskMap {
     /// A map with room for queues `0..entries`.
     pub fn new(entries: u32) -> io::Result<XskMap> {
-        let mut a = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_XSKMAP,
-            key_size: 4,
-            value_size: 4,
-            max_entries: entries.max(1),
-            map_flags: 0,
-        };
-        let fd = sys_bpf(BPF_MAP_CREATE, &mut a)?;
         Ok(XskMap {
-            fd: owned(fd),
+            fd: map_create(BPF_MAP_TYPE_XSKMAP, 4, 4, entries.max(1))?,
             entries: entries.max(1),
         })
     }
@@ -154,15 +197,8 @@ impl XskMap {
     /// Send the frames of receive queue `queue` to the AF_XDP socket `sock`
     /// (which must be bound to that queue of the interface).
     pub fn insert(&self, queue: u32, sock: BorrowedFd<'_>) -> io::Result<()> {
-        let key = queue;
         let value: u32 = sock.as_raw_fd() as u32;
-        let mut a = MapElemAttr {
-            map_fd: self.fd.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            ..MapElemAttr::default()
-        };
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+        map_update(self.fd.as_fd(), &queue, &value)
     }
 
     /// Stop redirecting queue `queue` (its frames go to the kernel again).
@@ -185,16 +221,20 @@ impl AsFd for XskMap {
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct Insn {
-    code: u8,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Insn {
+    /// The opcode.
+    pub(crate) code: u8,
     /// dst register in the low nibble, src register in the high nibble.
-    regs: u8,
-    off: i16,
-    imm: i32,
+    pub(crate) regs: u8,
+    /// The offset (memory access, jump).
+    pub(crate) off: i16,
+    /// The immediate.
+    pub(crate) imm: i32,
 }
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+/// Encode one instruction.
+pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
         code,
         regs: (src << 4) | (dst & 0x0f),
@@ -245,6 +285,42 @@ struct ProgLoadAttr {
     expected_attach_type: u32,
 }
 
+/// Load the XDP program `prog` under `name` (its first 15 bytes); on failure,
+/// load again with the verifier's log and put that in the error.
+pub(crate) fn load_xdp(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut pname = [0u8; 16];
+    let n = name.len().min(15);
+    pname[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut a = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: pname,
+        expected_attach_type: BPF_XDP,
+        ..ProgLoadAttr::default()
+    };
+    match sys_bpf(BPF_PROG_LOAD, &mut a) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(e) => {
+            let mut log = vec![0u8; 64 * 1024];
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = sys_bpf(BPF_PROG_LOAD, &mut a) {
+                return Ok(owned(fd));
+            }
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            Err(io::Error::new(
+                e.kind(),
+                format!("loading XDP program {name}: {e}; verifier: {text}"),
+            ))
+        }
+    }
+}
+
 /// A loaded redirect program (see [`RedirectProgram::load`]).
 #[derive(Debug)]
 pub struct RedirectProgram {
@@ -259,37 +335,9 @@ impl RedirectProgram {
     /// frame's receive queue, and passes it to the kernel if there is none.
     pub fn load(map: &XskMap) -> io::Result<RedirectProgram> {
         let prog = redirect_program(map.fd.as_raw_fd());
-        let license = c"GPL";
-        let mut name = [0u8; 16];
-        name[..Self::NAME.len()].copy_from_slice(Self::NAME.as_bytes());
-        let mut a = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: prog.len() as u32,
-            insns: prog.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            prog_name: name,
-            expected_attach_type: BPF_XDP,
-            ..ProgLoadAttr::default()
-        };
-        match sys_bpf(BPF_PROG_LOAD, &mut a) {
-            Ok(fd) => Ok(RedirectProgram { fd: owned(fd) }),
-            Err(e) => {
-                // Load again with the verifier's log, to say why.
-                let mut log = vec![0u8; 16 * 1024];
-                a.log_level = 1;
-                a.log_size = log.len() as u32;
-                a.log_buf = log.as_mut_ptr() as u64;
-                if let Ok(fd) = sys_bpf(BPF_PROG_LOAD, &mut a) {
-                    return Ok(RedirectProgram { fd: owned(fd) });
-                }
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("loading the XDP redirect program: {e}; verifier: {text}"),
-                ))
-            }
-        }
+        Ok(RedirectProgram {
+            fd: load_xdp(Self::NAME, &prog)?,
+        })
     }
 }
 
