@@ -32,82 +32,115 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// malformed (the transport header could otherwise hide behind a long chain).
 pub const MAX_EXT_HEADERS: usize = 8;
 
-/// Ethernet II header.
-mod eth {
-    pub const DST: usize = 0;
-    pub const SRC: usize = 6;
-    pub const ETHERTYPE: usize = 12;
-    pub const HEADER_LEN: usize = 14;
-    /// A VLAN tag: TCI (2 bytes), then the next EtherType (2 bytes).
-    pub const TAG_LEN: usize = 4;
-    pub const TAG_NEXT_TYPE: usize = 2;
+/// Header layouts: field offsets from the start of each header, and the protocol
+/// numbers that go with them. Public so that the runtime's packet rewriting
+/// (`lbp-runtime`'s `wire`) uses the same table as extraction; facts from the
+/// RFCs named, nothing lbp-specific.
+pub mod layout {
+    /// Ethernet II, its EtherTypes, and the 802.1Q / 802.1ad tag.
+    pub mod eth {
+        pub const DST: usize = 0;
+        pub const SRC: usize = 6;
+        pub const ETHERTYPE: usize = 12;
+        pub const HEADER_LEN: usize = 14;
+        /// A VLAN tag: TCI (2 bytes), then the next EtherType (2 bytes).
+        pub const TAG_LEN: usize = 4;
+        pub const TAG_NEXT_TYPE: usize = 2;
+        pub const TYPE_IPV4: u16 = 0x0800;
+        pub const TYPE_ARP: u16 = 0x0806;
+        pub const TYPE_IPV6: u16 = 0x86dd;
+        pub const TYPE_VLAN: u16 = 0x8100;
+        pub const TYPE_QINQ: u16 = 0x88a8;
+    }
+
+    /// IPv4 (RFC 791).
+    pub mod ipv4 {
+        pub const VER_IHL: usize = 0;
+        pub const TOS: usize = 1;
+        pub const TOTAL_LEN: usize = 2;
+        pub const IDENT: usize = 4;
+        pub const FLAGS_FRAG: usize = 6;
+        pub const TTL: usize = 8;
+        pub const PROTOCOL: usize = 9;
+        pub const CHECKSUM: usize = 10;
+        pub const SRC: usize = 12;
+        pub const DST: usize = 16;
+        pub const MIN_HEADER_LEN: usize = 20;
+        pub const DF: u16 = 0x4000;
+        pub const MF: u16 = 0x2000;
+        pub const OFFSET_MASK: u16 = 0x1fff;
+    }
+
+    /// IPv6 (RFC 8200) and its extension headers.
+    pub mod ipv6 {
+        pub const VER_TC_FLOW: usize = 0;
+        pub const PAYLOAD_LEN: usize = 4;
+        pub const NEXT_HEADER: usize = 6;
+        pub const HOP_LIMIT: usize = 7;
+        pub const SRC: usize = 8;
+        pub const DST: usize = 24;
+        pub const HEADER_LEN: usize = 40;
+
+        pub const HOP_BY_HOP: u8 = 0;
+        pub const ROUTING: u8 = 43;
+        pub const FRAGMENT: u8 = 44;
+        pub const AH: u8 = 51;
+        pub const DEST_OPTS: u8 = 60;
+        pub const NO_NEXT: u8 = 59;
+
+        /// Every extension header starts with next header and a length byte.
+        pub const EXT_NEXT: usize = 0;
+        pub const EXT_LEN: usize = 1;
+        pub const FRAG_HEADER_LEN: usize = 8;
+        pub const FRAG_OFFSET: usize = 2;
+        pub use crate::wire::MAX_EXT_HEADERS;
+    }
+
+    /// IP protocol numbers.
+    pub mod proto {
+        pub const ICMP: u8 = 1;
+        pub const TCP: u8 = 6;
+        pub const UDP: u8 = 17;
+        pub const ICMPV6: u8 = 58;
+    }
+
+    /// TCP (RFC 9293).
+    pub mod tcp {
+        pub const SPORT: usize = 0;
+        pub const DPORT: usize = 2;
+        pub const SEQ: usize = 4;
+        pub const ACK: usize = 8;
+        pub const DATA_OFF: usize = 12;
+        pub const FLAGS: usize = 13;
+        pub const WINDOW: usize = 14;
+        pub const CHECKSUM: usize = 16;
+        pub const URGENT: usize = 18;
+        pub const MIN_HEADER_LEN: usize = 20;
+        /// FIN, SYN, RST, PSH, ACK, URG.
+        pub const FLAG_MASK: u8 = 0x3f;
+    }
+
+    /// UDP (RFC 768).
+    pub mod udp {
+        pub const SPORT: usize = 0;
+        pub const DPORT: usize = 2;
+        pub const CHECKSUM: usize = 6;
+        pub const HEADER_LEN: usize = 8;
+    }
+
+    /// ICMP and ICMPv6: the common first bytes.
+    pub mod icmp {
+        pub const TYPE: usize = 0;
+        pub const CODE: usize = 1;
+        pub const CHECKSUM: usize = 2;
+        /// Type, code and checksum.
+        pub const MIN_LEN: usize = 4;
+        /// Type, code, checksum and the 4-byte field that precedes the body.
+        pub const HEADER_LEN: usize = 8;
+    }
 }
 
-/// EtherTypes.
-mod ethertype {
-    pub const IPV4: u16 = 0x0800;
-    pub const IPV6: u16 = 0x86dd;
-    pub const VLAN: u16 = 0x8100;
-    pub const QINQ: u16 = 0x88a8;
-}
-
-/// IPv4 header.
-mod ipv4 {
-    pub const VER_IHL: usize = 0;
-    pub const TOTAL_LEN: usize = 2;
-    pub const FLAGS_FRAG: usize = 6;
-    pub const TTL: usize = 8;
-    pub const PROTOCOL: usize = 9;
-    pub const SRC: usize = 12;
-    pub const DST: usize = 16;
-    pub const MIN_HEADER_LEN: usize = 20;
-    pub const MF: u16 = 0x2000;
-    pub const OFFSET_MASK: u16 = 0x1fff;
-}
-
-/// IPv6 fixed header and extension headers.
-mod ipv6 {
-    pub const VER: usize = 0;
-    pub const PAYLOAD_LEN: usize = 4;
-    pub const NEXT_HEADER: usize = 6;
-    pub const HOP_LIMIT: usize = 7;
-    pub const SRC: usize = 8;
-    pub const DST: usize = 24;
-    pub const HEADER_LEN: usize = 40;
-
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const AH: u8 = 51;
-    pub const DEST_OPTS: u8 = 60;
-    pub const NO_NEXT: u8 = 59;
-
-    /// Every extension header starts with next header and a length byte.
-    pub const EXT_NEXT: usize = 0;
-    pub const EXT_LEN: usize = 1;
-    pub const FRAG_HEADER_LEN: usize = 8;
-    pub const FRAG_OFFSET: usize = 2;
-}
-
-/// Transport headers.
-mod l4 {
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMP: u8 = 1;
-    pub const ICMPV6: u8 = 58;
-
-    pub const SPORT: usize = 0;
-    pub const DPORT: usize = 2;
-    pub const TCP_DATA_OFF: usize = 12;
-    pub const TCP_FLAGS: usize = 13;
-    pub const TCP_MIN_LEN: usize = 20;
-    pub const TCP_FLAG_MASK: u8 = 0x3f;
-    pub const UDP_LEN: usize = 8;
-    pub const ICMP_TYPE: usize = 0;
-    pub const ICMP_CODE: usize = 1;
-    /// Type, code and checksum.
-    pub const ICMP_MIN_LEN: usize = 4;
-}
+use layout::{eth, icmp, ipv4, ipv6, proto, tcp, udp};
 
 /// A header failed its checks; the caller sets [`present::MALFORMED`].
 struct Malformed;
@@ -142,7 +175,7 @@ fn parse_ethernet(frame: &[u8], f: &mut Fields) -> Parse<()> {
     let mut ethertype = be16(frame, eth::ETHERTYPE)?;
     let mut l3 = eth::HEADER_LEN;
     for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ethertype::VLAN && ethertype != ethertype::QINQ {
+        if ethertype != eth::TYPE_VLAN && ethertype != eth::TYPE_QINQ {
             break;
         }
         // The tag starts where the EtherType field would have been (l3 - 2).
@@ -157,8 +190,8 @@ fn parse_ethernet(frame: &[u8], f: &mut Fields) -> Parse<()> {
 
     let ip = frame.get(l3..).ok_or(Malformed)?;
     match ethertype {
-        ethertype::IPV4 => parse_ipv4(ip, l3, f),
-        ethertype::IPV6 => parse_ipv6(ip, l3, f),
+        eth::TYPE_IPV4 => parse_ipv4(ip, l3, f),
+        eth::TYPE_IPV6 => parse_ipv6(ip, l3, f),
         _ => Ok(()),
     }
 }
@@ -209,7 +242,7 @@ fn parse_ipv6(ip: &[u8], l3: usize, f: &mut Fields) -> Parse<()> {
     if ip.len() < ipv6::HEADER_LEN {
         return Err(Malformed);
     }
-    if byte(ip, ipv6::VER)? >> 4 != 6 {
+    if byte(ip, ipv6::VER_TC_FLOW)? >> 4 != 6 {
         return Err(Malformed);
     }
     let payload_len = usize::from(be16(ip, ipv6::PAYLOAD_LEN)?);
@@ -275,33 +308,33 @@ fn is_ipv6_extension(next: u8) -> bool {
 /// frame.
 fn parse_l4(seg: &[u8], l4: usize, proto: u8, is_v6: bool, f: &mut Fields) -> Parse<()> {
     match (proto, is_v6) {
-        (l4::TCP, _) => {
-            if seg.len() < l4::TCP_MIN_LEN {
+        (proto::TCP, _) => {
+            if seg.len() < tcp::MIN_HEADER_LEN {
                 return Err(Malformed);
             }
-            let header_len = usize::from(byte(seg, l4::TCP_DATA_OFF)? >> 4) * 4;
-            if header_len < l4::TCP_MIN_LEN || seg.len() < header_len {
+            let header_len = usize::from(byte(seg, tcp::DATA_OFF)? >> 4) * 4;
+            if header_len < tcp::MIN_HEADER_LEN || seg.len() < header_len {
                 return Err(Malformed);
             }
-            f.sport = be16(seg, l4::SPORT)?;
-            f.dport = be16(seg, l4::DPORT)?;
-            f.tcp_flags = byte(seg, l4::TCP_FLAGS)? & l4::TCP_FLAG_MASK;
+            f.sport = be16(seg, tcp::SPORT)?;
+            f.dport = be16(seg, tcp::DPORT)?;
+            f.tcp_flags = byte(seg, tcp::FLAGS)? & tcp::FLAG_MASK;
             f.present |= present::TCP;
         }
-        (l4::UDP, _) => {
-            if seg.len() < l4::UDP_LEN {
+        (proto::UDP, _) => {
+            if seg.len() < udp::HEADER_LEN {
                 return Err(Malformed);
             }
-            f.sport = be16(seg, l4::SPORT)?;
-            f.dport = be16(seg, l4::DPORT)?;
+            f.sport = be16(seg, udp::SPORT)?;
+            f.dport = be16(seg, udp::DPORT)?;
             f.present |= present::UDP;
         }
-        (l4::ICMP, false) | (l4::ICMPV6, true) => {
-            if seg.len() < l4::ICMP_MIN_LEN {
+        (proto::ICMP, false) | (proto::ICMPV6, true) => {
+            if seg.len() < icmp::MIN_LEN {
                 return Err(Malformed);
             }
-            f.icmp_type = byte(seg, l4::ICMP_TYPE)?;
-            f.icmp_code = byte(seg, l4::ICMP_CODE)?;
+            f.icmp_type = byte(seg, icmp::TYPE)?;
+            f.icmp_code = byte(seg, icmp::CODE)?;
             f.present |= present::ICMP;
         }
         _ => return Ok(()),
