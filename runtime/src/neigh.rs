@@ -418,6 +418,31 @@ impl NeighTable {
         effective(&d, now, &self.times)
     }
 
+    /// [`NeighTable::room`] for `addr` in a locked bucket, a refusal counted
+    /// when there is none: the slot, what it holds, and that entry's state if it
+    /// is `addr`'s.
+    fn claim<'b>(
+        &self,
+        b: &'b Bucket,
+        addr: &NeighAddr,
+        now: u64,
+        rank: u8,
+        may_evict: bool,
+    ) -> Option<(&'b Slot, Data, Option<NeighState>)> {
+        let Room::At(i) = self.room(b, addr, now, rank, may_evict) else {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let slot = &b.slots[i];
+        let old = slot.load();
+        let current = if old.addr == *addr {
+            effective(&old, now, &self.times)
+        } else {
+            None
+        };
+        Some((slot, old, current))
+    }
+
     /// Find room for `addr` (rank `rank`) in a locked bucket: its own slot, a free
     /// or timed-out one, else (if `may_evict`) the least valuable entry of rank
     /// at most `rank` (oldest first). Permanent entries are never chosen.
@@ -461,16 +486,8 @@ impl NeighTable {
             Learned::Reply => (NeighState::Reachable.rank(), true),
             Learned::Request => (NeighState::Stale.rank(), false),
         };
-        let Room::At(i) = self.room(b, addr, now, rank, may_evict) else {
-            self.refusals.fetch_add(1, Ordering::Relaxed);
+        let Some((slot, old, current)) = self.claim(b, addr, now, rank, may_evict) else {
             return false;
-        };
-        let slot = &b.slots[i];
-        let old = slot.load();
-        let current = if old.addr == *addr {
-            effective(&old, now, &self.times)
-        } else {
-            None
         };
         let (state, confirmed) = match (how, current) {
             (_, Some(NeighState::Permanent)) => return false,
@@ -565,16 +582,9 @@ impl NeighTable {
             }
         }
         let _w = b.write();
-        let Room::At(i) = self.room(b, addr, now, NeighState::Incomplete.rank(), true) else {
-            self.refusals.fetch_add(1, Ordering::Relaxed);
+        let rank = NeighState::Incomplete.rank();
+        let Some((slot, old, current)) = self.claim(b, addr, now, rank, true) else {
             return false;
-        };
-        let slot = &b.slots[i];
-        let old = slot.load();
-        let current = if old.addr == *addr {
-            effective(&old, now, &self.times)
-        } else {
-            None
         };
         let d = match current {
             Some(NeighState::Reachable | NeighState::Permanent) => return false,
