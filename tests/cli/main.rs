@@ -5,6 +5,7 @@ mod compiler;
 mod demo;
 mod docs;
 mod e2e;
+mod netns;
 mod policies;
 mod run;
 mod topology;

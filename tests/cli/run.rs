@@ -8,52 +8,23 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use crate::netns::{self, Netns};
 
 const POLICY: &str = "\
 interface left { address 198.18.0.1/24 }
 interface right { address 198.18.1.1/24 }
 ";
 
+/// [`netns::unavailable`], or `ethtool` missing.
 fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for (tool, arg) in [("ip", "-V"), ("ethtool", "--version")] {
-        match Command::new(tool).arg(arg).output() {
-            Ok(o) if o.status.success() => {}
-            _ => return Some(format!("`{tool}` is missing")),
-        }
-    }
-    None
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Namespaces removed on drop (their veths go with them).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
+    netns::unavailable().or_else(|| match Command::new("ethtool").arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("`ethtool` is missing".into()),
+    })
 }
 
 /// An `lbp run` process, killed on drop if still running.
@@ -68,25 +39,16 @@ impl Drop for Lbp {
     }
 }
 
-/// Run `f` on a thread inside namespace `ns`; sockets made there stay there.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("namespace file");
-        // SAFETY: `file` is an open namespace file for the call; setns moves only
-        // this (short-lived) thread.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
-
 /// Send `msg` from `from` (in namespace `ns`) to `to` until `check` sees it
 /// (bounded tries).
-fn send_until(ns: &str, from: &'static str, to: &'static str, rx: &UdpSocket, msg: &[u8]) -> bool {
-    let sock = in_ns(ns, move || UdpSocket::bind(from).expect("bind client"));
+fn send_until(
+    ns: &Netns,
+    from: &'static str,
+    to: &'static str,
+    rx: &UdpSocket,
+    msg: &[u8],
+) -> bool {
+    let sock = ns.within(move || UdpSocket::bind(from).expect("bind client"));
     let mut buf = [0u8; 64];
     for _ in 0..30 {
         sock.send_to(msg, to).expect("send");
@@ -114,77 +76,29 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
 
 /// The whole check with `--rings RINGS`; the ready line must name `shown`.
 fn scenario(rings: &str, shown: &str) {
-    // (Not the rings' name: `ip link` output is searched for "xdp" below.)
-    let tag = format!("{}-{}", std::process::id(), rings.len());
-    let (app, cli, srv) = (
-        format!("lbpr-a-{tag}"),
-        format!("lbpr-c-{tag}"),
-        format!("lbpr-s-{tag}"),
-    );
-    for n in [&app, &cli, &srv] {
-        sh(&["ip", "netns", "add", n]);
-    }
-    let _ns = Namespaces(vec![app.clone(), cli.clone(), srv.clone()]);
+    // (Not the rings' name in the tags: `ip link` output is searched for "xdp"
+    // below.)
+    let (app, cli, srv) = (Netns::new("ra"), Netns::new("rc"), Netns::new("rs"));
     for (a_if, peer, p_if) in [("rl", &cli, "c0"), ("rr", &srv, "s0")] {
-        sh(&[
-            "ip", "link", "add", a_if, "netns", &app, "type", "veth", "peer", "name", p_if,
-            "netns", peer,
+        netns::run(&[
+            "ip", "link", "add", a_if, "netns", &app.name, "type", "veth", "peer", "name", p_if,
+            "netns", &peer.name,
         ]);
-        sh(&["ip", "-n", &app, "link", "set", a_if, "up"]);
-        sh(&["ip", "-n", peer, "link", "set", p_if, "up"]);
-        sh(&["ip", "-n", peer, "link", "set", "lo", "up"]);
+        app.ip(&["link", "set", a_if, "up"]);
+        peer.ip(&["link", "set", p_if, "up"]);
         // A local stack leaves checksums to offload, which AF_XDP cannot see.
-        sh(&[
-            "ip", "netns", "exec", peer, "ethtool", "-K", p_if, "tx", "off",
-        ]);
+        peer.exec(&["ethtool", "-K", p_if, "tx", "off"]);
     }
-    sh(&["ip", "-n", &app, "link", "set", "lo", "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        &cli,
-        "addr",
-        "add",
-        "198.18.0.2/24",
-        "dev",
-        "c0",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &cli,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.0.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &srv,
-        "addr",
-        "add",
-        "198.18.1.2/24",
-        "dev",
-        "s0",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &srv,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.1.1",
-    ]);
+    cli.ip(&["addr", "add", "198.18.0.2/24", "dev", "c0"]);
+    cli.ip(&["route", "add", "default", "via", "198.18.0.1"]);
+    srv.ip(&["addr", "add", "198.18.1.2/24", "dev", "s0"]);
+    srv.ip(&["route", "add", "default", "via", "198.18.1.1"]);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("two.lbp");
     std::fs::write(&policy, POLICY).expect("write policy");
     let child = Command::new("ip")
-        .args(["netns", "exec", &app])
+        .args(["netns", "exec", &app.name])
         .arg(env!("CARGO_BIN_EXE_lbp"))
         .arg("run")
         .arg(&policy)
@@ -224,7 +138,7 @@ fn scenario(rings: &str, shown: &str) {
     assert!(ready.contains(shown), "{ready}");
 
     // Routed across: client -> server, ARP answered and resolved by lbp.
-    let server = in_ns(&srv, || {
+    let server = srv.within(|| {
         let s = UdpSocket::bind("198.18.1.2:7777").expect("bind server");
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -245,7 +159,7 @@ fn scenario(rings: &str, shown: &str) {
 
     // The appliance's own address: through the TAP to a program in the
     // appliance's namespace, and its answer back to the client.
-    let echo = in_ns(&app, || {
+    let echo = app.within(|| {
         let s = UdpSocket::bind("198.18.0.1:7778").expect("bind on the TAP address");
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -264,7 +178,7 @@ fn scenario(rings: &str, shown: &str) {
         }
         false
     });
-    let client = in_ns(&cli, || {
+    let client = cli.within(|| {
         let s = UdpSocket::bind("198.18.0.2:40001").expect("bind client");
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -306,7 +220,7 @@ fn scenario(rings: &str, shown: &str) {
     let stderr = lbp.0.wait_with_output_ref();
     assert!(status.success(), "exit {status:?}; stderr: {stderr}");
     assert!(stderr.contains("lbp: final: "), "{stderr}");
-    let links = sh(&["ip", "-n", &app, "link"]);
+    let links = String::from_utf8_lossy(&app.ip(&["link"]).stdout).into_owned();
     assert!(!links.contains("xdp"), "an XDP program is left: {links}");
     assert!(!links.contains("lbp0"), "the TAP is left: {links}");
 }

@@ -24,15 +24,17 @@
 //! removed on drop (servers stopped and joined, namespaces deleted), also when a
 //! test fails. What it is not: a benchmark topology (`benches/dataplane.sh`).
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::netns::{enter, run};
+pub use crate::netns::{Netns, unavailable};
 
 /// The appliance's interface MACs and the client's (fixed, so raw frames can be
 /// addressed without asking anyone).
@@ -67,18 +69,6 @@ pub const BACKENDS: [(&str, Ipv4Addr, Ipv6Addr); 3] = [
     ),
 ];
 
-/// Why namespace tests cannot run here, or `None` when they can.
-pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => None,
-        _ => Some("the `ip` command (iproute2) is missing".into()),
-    }
-}
-
 /// The tools the suite runs that are not on `PATH` (CI installs them).
 pub fn missing_tools() -> Vec<&'static str> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -88,111 +78,11 @@ pub fn missing_tools() -> Vec<&'static str> {
         .collect()
 }
 
-/// Run a command, panicking with its output when it fails.
-pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    /// A new namespace named `lbpe-<tag>-<pid>-<n>` with its loopback up.
-    pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "lbpe-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NAME ARGS...`
-    pub fn ip(&self, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        run(&v)
-    }
-
-    /// Run a command inside the namespace and wait for it (panics on failure).
-    pub fn exec(&self, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(args);
-        run(&v)
-    }
-
-    /// A command inside the namespace, not yet started.
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Set `KEY=VALUE` (sysctl notation) inside the namespace: written to
-    /// `/proc/sys` by a thread that entered it (no `sysctl` program needed).
-    pub fn sysctl(&self, kv: &str) {
-        let (key, value) = kv.split_once('=').expect("KEY=VALUE");
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let value = value.to_string();
-        let r = self.within({
-            let path = path.clone();
-            move || std::fs::write(&path, value)
-        });
-        r.unwrap_or_else(|e| panic!("{}: {path}: {e}", self.name));
-    }
-
-    /// Run `f` on a thread of its own that has entered the namespace (sockets it
-    /// opens belong to the namespace), and return its result.
-    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-        .join()
-        .expect("a probe thread panicked")
-    }
-}
-
-/// Move the calling thread into the namespace at `path`.
-fn enter(path: &str) {
-    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: `f` is an open namespace file for the call's duration; setns changes
-    // only the calling thread's network namespace.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {path}: {}", io::Error::last_os_error());
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
 }
 
 /// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up,

@@ -1,0 +1,141 @@
+//! Network namespaces for tests: made by the test, deleted when their guard is
+//! dropped (also when the test fails), and the few helpers that go with them
+//! (the can-it-run check, running `ip` and other commands, entering a namespace
+//! from a thread). Addresses used inside them come from 198.18.0.0/15 and
+//! 2001:db8::/32 only.
+//!
+//! One file for two crates: the CLI tests have it as `crate::netns`, and the
+//! runtime's tests include it from `runtime/tests/support/mod.rs` by path. So it
+//! uses nothing but `std` and `libc`. It is not a topology: the veth pairs,
+//! addresses and routes are the callers'.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why namespace tests cannot run here, or `None` when they can (root, `ip`).
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("the `ip` command (iproute2) is missing".into()),
+    }
+}
+
+/// Run a command, panicking with its output when it fails.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A new namespace named `lbpt-<tag>-<pid>-<n>` with its loopback up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "lbpt-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// Run a command inside the namespace (`ip netns exec`) and wait for it
+    /// (panics on failure).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// A command inside the namespace, not yet started (for servers and clients).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Set `KEY=VALUE` (sysctl notation) inside the namespace: written to
+    /// `/proc/sys` by a thread that entered it (no `sysctl` program needed).
+    pub fn sysctl(&self, kv: &str) {
+        let (key, value) = kv.split_once('=').expect("KEY=VALUE");
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_string();
+        let r = self.within({
+            let path = path.clone();
+            move || std::fs::write(&path, value)
+        });
+        r.unwrap_or_else(|e| panic!("{}: {path}: {e}", self.name));
+    }
+
+    /// Move the calling thread into the namespace (use a thread of its own: the
+    /// thread stays there).
+    #[allow(dead_code)] // The runtime's tests use it; the CLI tests use `within`.
+    pub fn enter(&self) {
+        enter(&self.path());
+    }
+
+    /// Run `f` on a thread of its own that has entered the namespace (sockets it
+    /// opens belong to the namespace), and return its result.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("a namespace thread panicked")
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+}
+
+/// Move the calling thread into the namespace at `path` (`/var/run/netns/NAME`),
+/// for a thread that outlives the call that spawns it (see [`Netns::within`] for
+/// one that does not).
+pub fn enter(path: &str) {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: `f` is an open namespace file for the call's duration; setns changes
+    // only the calling thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
