@@ -87,13 +87,10 @@ fn freed(id: u32) -> bool {
 
 /// Run `f` on a thread that has entered `ns`; the thread ends with `f`.
 fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let name = ns.name.clone();
+    let path = ns.path();
     let (tx, rx) = mpsc::channel();
     let h = std::thread::spawn(move || {
-        let ns = Netns { name };
-        ns.enter();
-        // This `Netns` only names the namespace: do not delete it here.
-        std::mem::forget(ns);
+        support::netns::enter(&path);
         let _ = tx.send(f());
     });
     let r = rx.recv_timeout(Duration::from_secs(60));
@@ -122,11 +119,9 @@ fn generator_frames_reach_the_counter_and_programs_go_away() {
         // B's namespace: attach it from a thread inside B instead, and keep it.
         let (ctx, crx) = mpsc::channel::<()>();
         let (rtx, rrx) = mpsc::channel();
-        let bname = b.name.clone();
+        let bpath = b.path();
         let counter_thread = std::thread::spawn(move || {
-            let ns = Netns { name: bname };
-            ns.enter();
-            std::mem::forget(ns);
+            support::netns::enter(&bpath);
             let c = match Counter::attach(b_if) {
                 Ok(c) => c,
                 Err(e) => {
@@ -221,15 +216,13 @@ fn flow_generator_makes_distinct_valid_flows() {
         18,
     );
     let a_if = in_ns(&a, || bpf::ifindex("ga").expect("ifindex ga"));
-    let bname = b.name.clone();
+    let bpath = b.path();
     let (tx, rx) = mpsc::channel();
     // B: a UDP socket on port 9 collects the sources. The kernel delivers only
     // datagrams whose IPv4 and UDP checksums verify (the frames carry no
     // offload mark), so every datagram received proves both updates right.
     let sink = std::thread::spawn(move || {
-        let ns = Netns { name: bname };
-        ns.enter();
-        std::mem::forget(ns);
+        support::netns::enter(&bpath);
         let s = std::net::UdpSocket::bind("198.18.7.2:9").expect("bind");
         let big: libc::c_int = 8 << 20;
         // SAFETY: `big` is a live c_int for the call; the socket is open.
@@ -343,13 +336,11 @@ fn generated_frames_survive_a_forwarding_hop() {
     );
     let a_if = in_ns(&a, || bpf::ifindex("ga").expect("ifindex ga"));
     let b_if = in_ns(&b, || bpf::ifindex("gb").expect("ifindex gb"));
-    let bname = b.name.clone();
+    let bpath = b.path();
     let (tx, rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let sink = std::thread::spawn(move || {
-        let ns = Netns { name: bname };
-        ns.enter();
-        std::mem::forget(ns);
+        support::netns::enter(&bpath);
         let c = Counter::attach(b_if).expect("attach counter");
         let _ = tx.send(None);
         let _ = stop_rx.recv_timeout(Duration::from_secs(60));

@@ -116,7 +116,9 @@ impl Netns {
         .expect("a namespace thread panicked")
     }
 
-    fn path(&self) -> String {
+    /// The namespace's file, for [`enter`] from a thread that outlives the call
+    /// that spawns it.
+    pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
     }
 }

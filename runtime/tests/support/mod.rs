@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 #[path = "../../../tests/cli/netns.rs"]
-mod netns;
+pub mod netns;
 
 pub use netns::{Netns, run, unavailable};
 
