@@ -159,25 +159,25 @@ pub(crate) fn map_create(
 /// Set `key` to `value` in `map`; `K` and `V` must have the map's key and value
 /// sizes.
 pub(crate) fn map_update<K, V>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key as *const K as u64,
-        value: value as *const V as u64,
-        ..MapElemAttr::default()
-    };
-    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+    map_elem(BPF_MAP_UPDATE_ELEM, map, key, value as *const V as u64)
 }
 
 /// Read `key` of `map` into `value`; `K` and `V` must have the map's key and
 /// value sizes.
 pub(crate) fn map_lookup<K, V>(map: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
+    map_elem(BPF_MAP_LOOKUP_ELEM, map, key, value as *mut V as u64)
+}
+
+/// An element command (`cmd`) on `key` of `map`, with `value` the address of the
+/// value buffer (0 for none).
+fn map_elem<K>(cmd: libc::c_long, map: BorrowedFd<'_>, key: &K, value: u64) -> io::Result<()> {
     let mut a = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: key as *const K as u64,
-        value: value as *mut V as u64,
+        value,
         ..MapElemAttr::default()
     };
-    sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a).map(drop)
+    sys_bpf(cmd, &mut a).map(drop)
 }
 
 impl XskMap {
@@ -203,13 +203,7 @@ impl XskMap {
 
     /// Stop redirecting queue `queue` (its frames go to the kernel again).
     pub fn remove(&self, queue: u32) -> io::Result<()> {
-        let key = queue;
-        let mut a = MapElemAttr {
-            map_fd: self.fd.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            ..MapElemAttr::default()
-        };
-        sys_bpf(BPF_MAP_DELETE_ELEM, &mut a).map(drop)
+        map_elem(BPF_MAP_DELETE_ELEM, self.fd.as_fd(), &queue, 0)
     }
 }
 
