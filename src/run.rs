@@ -495,6 +495,11 @@ fn summary(t: &Totals, prev: Option<(&Totals, f64)>, bare: bool) -> String {
     if t.tx_refused > 0 {
         reasons.push(format!("tx-full {}", t.tx_refused));
     }
+    if t.rx_dropped > 0 {
+        // Not the core's: the kernel found no room at the port (for AF_XDP,
+        // an empty fill ring or a full RX ring).
+        s += &format!(", dropped by the kernel before the core {}", t.rx_dropped);
+    }
     s += &format!(", drops {}", t.dropped());
     if !reasons.is_empty() {
         s += &format!(" ({})", reasons.join(", "));
@@ -643,5 +648,12 @@ mod tests {
         assert!(line.starts_with("in 150 pps, out 100 pps"), "{line}");
         assert!(line.ends_with("drops 7 (no-route 7)"), "{line}");
         assert!(summary(&t, None, true).contains("forwarded 0"));
+        assert!(!line.contains("before the core"), "{line}");
+        t.rx_dropped = 5;
+        let line = summary(&t, None, true);
+        assert!(
+            line.contains("dropped by the kernel before the core 5, drops 7"),
+            "{line}"
+        );
     }
 }

@@ -550,6 +550,9 @@ pub struct Totals {
     pub to_local: u64,
     pub drops: [u64; DropReason::COUNT],
     pub tx_refused: u64,
+    /// Frames the kernel dropped at the ports before the core saw them (for
+    /// AF_XDP: fill ring empty or RX ring full; for io_uring: socket drops).
+    pub rx_dropped: u64,
     pub new_connections: u64,
     pub connections: u64,
     pub bare_forwarded: u64,
@@ -561,6 +564,7 @@ impl Totals {
         for p in &s.ports {
             self.rx_packets += p.rx_packets;
             self.tx_packets += p.tx_packets;
+            self.rx_dropped += p.rx_dropped;
         }
         let c = &s.counters;
         self.from_local += c.from_local.packets;
