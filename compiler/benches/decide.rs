@@ -294,7 +294,7 @@ fn main() {
             }
         };
         let compile_ms = t.elapsed().as_secs_f64() * 1e3;
-        let ns = measure(&compiled, &corpus, if n >= 10_000 { 3 } else { 20 });
+        let ns = measure(&compiled, &corpus, runs);
         let b = *base.get_or_insert(ns);
         // The interpreter tests rule by rule: measured on the smaller filters.
         let interp = if n <= 10_000 {
