@@ -80,7 +80,7 @@ impl IntFieldKey {
     fn of(f: IntField) -> IntFieldKey {
         IntFieldKey(INT_FIELDS.iter().position(|&x| x == f).unwrap_or(0) as u8)
     }
-    fn field(self) -> IntField {
+    pub(crate) fn field(self) -> IntField {
         INT_FIELDS
             .get(usize::from(self.0))
             .copied()
@@ -423,21 +423,28 @@ fn key_hash(key: &Key, k: usize) -> u64 {
     hash_finish(h)
 }
 
-const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+pub(crate) const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// The multiplier and rotation of [`hash_val`] and the constants of
+/// [`hash_finish`], for the JIT, which computes the same hash inline.
+pub(crate) const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+pub(crate) const HASH_ROT: u32 = 23;
+pub(crate) const HASH_FINISH_MUL: u64 = 0xd6e8_feb8_6659_fd93;
+/// A hash's filter word is `(h >> FILTER_WORD_SHIFT) & (words - 1)`, its bit
+/// `h & 63`.
+pub(crate) const FILTER_WORD_SHIFT: u32 = 12;
 
 /// Mix one value into a key hash.
 #[inline(always)]
 fn hash_val(h: u64, (tag, v): Val) -> u64 {
-    let h = (h.rotate_left(23) ^ (v as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h.rotate_left(23) ^ ((v >> 64) as u64) ^ u64::from(tag) << 56)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    let h = (h.rotate_left(HASH_ROT) ^ (v as u64)).wrapping_mul(HASH_MUL);
+    (h.rotate_left(HASH_ROT) ^ ((v >> 64) as u64) ^ u64::from(tag) << 56).wrapping_mul(HASH_MUL)
 }
 
 #[inline(always)]
 fn hash_finish(h: u64) -> u64 {
     // The low bits of a product are weak; fold the high half down and mix once
     // more, since the filter and the table both use low bits.
-    let h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    let h = (h ^ (h >> 32)).wrapping_mul(HASH_FINISH_MUL);
     h ^ (h >> 32)
 }
 
@@ -448,7 +455,7 @@ const FILTER_BITS_PER_KEY: usize = 16;
 /// The word (of `words`, a power of two) and the bit a hash sets.
 #[inline(always)]
 fn filter_pos(h: u64, words: usize) -> (usize, u64) {
-    let word = (h >> 12) as usize & words.wrapping_sub(1);
+    let word = (h >> FILTER_WORD_SHIFT) as usize & words.wrapping_sub(1);
     let mask = 1u64 << (h & 63);
     (word, mask)
 }
@@ -573,9 +580,16 @@ impl Group {
         self.map.may_hold(h).then_some(h)
     }
 
+    /// What the JIT needs to admit a packet inline, as [`Group::admit`] does:
+    /// the exact fields (in key order) with their needs, the needs, and the
+    /// filter's words (empty for a group without exact fields).
+    pub(crate) fn plan(&self) -> (&[(AtomField, u32)], &[u32], &[u64]) {
+        (&self.exact, &self.needs, &self.map.filter)
+    }
+
     /// The lowest rule index below `below` of this group whose condition holds,
     /// given what [`Group::admit`] returned.
-    fn lookup(&self, f: &Fields, h: u64, below: u32) -> Option<u32> {
+    pub(crate) fn lookup(&self, f: &Fields, h: u64, below: u32) -> Option<u32> {
         let b = if self.exact.is_empty() {
             self.buckets.first()?
         } else {
@@ -661,6 +675,8 @@ impl Classifier {
     }
 
     /// The lowest rule index of any group whose condition holds for `f`, if any.
+    /// The JIT does the same with the admission step inline
+    /// (`jit::Translator::translate_groups`).
     pub fn lookup(&self, f: &Fields) -> Option<u32> {
         let mut best = u32::MAX;
         for g in &self.groups {

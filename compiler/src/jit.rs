@@ -362,11 +362,17 @@ extern "C" fn lbp_jit_service(
     SVC_NO_ENTRY
 }
 
-/// The merged filter rules: the lowest index of a merged rule whose condition
-/// holds, or `NO_RULE`.
+
+/// One merged group's lookup, after the generated code admitted the packet
+/// (its needs hold and its filter has the key's hash `h`): the lowest rule of
+/// the group below `below` whose condition holds, else `below`.
 #[inline(never)]
-extern "C" fn lbp_jit_classify(t: &Tables, f: &Fields) -> u32 {
-    t.classifier.lookup(f).unwrap_or(NO_RULE)
+extern "C" fn lbp_jit_group(t: &Tables, f: &Fields, group: u32, h: u64, below: u32) -> u32 {
+    t.classifier
+        .groups
+        .get(group as usize)
+        .and_then(|g| g.lookup(f, h, below))
+        .unwrap_or(below)
 }
 
 /// A rule's [`rule_code`] (that of `drop` for an index out of range).
@@ -408,9 +414,9 @@ enum Helper {
     Service,
     Own,
     Route,
-    Classify,
     RuleCode,
     FlowHash,
+    Group,
 }
 
 impl Helper {
@@ -421,9 +427,9 @@ impl Helper {
         Helper::Service,
         Helper::Own,
         Helper::Route,
-        Helper::Classify,
         Helper::RuleCode,
         Helper::FlowHash,
+        Helper::Group,
     ];
 
     fn name(self) -> &'static str {
@@ -434,9 +440,9 @@ impl Helper {
             Helper::Service => "lbp_jit_service",
             Helper::Own => "lbp_jit_own",
             Helper::Route => "lbp_jit_route",
-            Helper::Classify => "lbp_jit_classify",
             Helper::RuleCode => "lbp_jit_rule_code",
             Helper::FlowHash => "lbp_jit_flow_hash",
+            Helper::Group => "lbp_jit_group",
         }
     }
 
@@ -448,9 +454,9 @@ impl Helper {
             Helper::Service => lbp_jit_service as *const u8,
             Helper::Own => lbp_jit_own as *const u8,
             Helper::Route => lbp_jit_route as *const u8,
-            Helper::Classify => lbp_jit_classify as *const u8,
             Helper::RuleCode => lbp_jit_rule_code as *const u8,
             Helper::FlowHash => lbp_jit_flow_hash as *const u8,
+            Helper::Group => lbp_jit_group as *const u8,
         }
     }
 
@@ -463,11 +469,11 @@ impl Helper {
             Helper::MacIn => &[I32, I64],
             Helper::Service => &[I32, I64, I64, I32, I32],
             Helper::Own | Helper::Route => &[I32, I64, I64],
-            // The `Fields` pointer (the JIT refuses hosts whose pointers are not
-            // 64 bits wide).
-            Helper::Classify => &[I64],
             Helper::RuleCode => &[I32],
             Helper::FlowHash => &[I64, I32],
+            // The `Fields` pointer (the JIT refuses hosts whose pointers are not
+            // 64 bits wide), the group, the key's hash, the best rule so far.
+            Helper::Group => &[I64, I32, I64, I32],
         }
     }
 }
@@ -896,7 +902,7 @@ impl<'a> Translator<'a> {
             // The merged rules' answer first; then the inline rules in order,
             // each tested only while its index is below that answer.
             self.b.switch_to_block(cur);
-            let best = self.call(Helper::Classify, &[self.fields]);
+            let best = self.translate_groups();
             let merged = self.b.create_block();
             cur = self.b.create_block();
             self.b.ins().jump(cur, &[]);
@@ -974,6 +980,171 @@ impl<'a> Translator<'a> {
         let config = self.module.target_config();
         self.b.finalize(config);
         Ok(())
+    }
+
+    /// The merged groups, in order: for each, its needs and (for a group with
+    /// exact fields) the key's hash and filter bit inline, exactly as
+    /// `classify::Group::admit` computes them, and the helper only for packets
+    /// the filter admits. Returns the lowest merged rule that holds, or
+    /// `NO_RULE`.
+    fn translate_groups(&mut self) -> Value {
+        use crate::classify::{
+            AtomField, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED,
+        };
+        let tables: &'a Tables = self.tables;
+        let mut best = self.konst(types::I32, u64::from(NO_RULE));
+        for (gi, g) in tables.classifier.groups.iter().enumerate() {
+            let (exact, needs, filter) = g.plan();
+            let probe = self.b.create_block();
+            let next = self.b.create_block();
+            let r = self.b.append_block_param(next, types::I32);
+            let mut ok: Option<Value> = None;
+            for &n in needs {
+                if n != 0 {
+                    let h = self.has(n);
+                    ok = Some(match ok {
+                        Some(o) => self.b.ins().band(o, h),
+                        None => h,
+                    });
+                }
+            }
+            if exact.iter().any(|(f, _)| matches!(f, AtomField::Addr(_))) {
+                let fam = self.b.ins().bor(self.is4, self.is6);
+                ok = Some(match ok {
+                    Some(o) => self.b.ins().band(o, fam),
+                    None => fam,
+                });
+            }
+            match ok {
+                Some(c) => {
+                    self.b
+                        .ins()
+                        .brif(c, probe, &[], next, &[BlockArg::Value(best)]);
+                }
+                None => {
+                    self.b.ins().jump(probe, &[]);
+                }
+            }
+            self.b.switch_to_block(probe);
+            let gidx = self.konst(types::I32, gi as u64);
+            if exact.is_empty() || filter.is_empty() {
+                let zero = self.b.ins().iconst(types::I64, 0);
+                let r = self.call(Helper::Group, &[self.fields, gidx, zero, best]);
+                self.b.ins().jump(next, &[BlockArg::Value(r)]);
+            } else {
+                let mix = |t: &mut Self, h: Value, w: Value| {
+                    let x = t.b.ins().rotl_imm_u(h, i64::from(HASH_ROT));
+                    let x = t.b.ins().bxor(x, w);
+                    t.b.ins().imul_imm_s(x, HASH_MUL as i64)
+                };
+                let mut h = self.b.ins().iconst(types::I64, HASH_SEED as i64);
+                for &(field, _) in exact {
+                    let (lo, hi) = self.atom_words(field);
+                    h = mix(self, h, lo);
+                    h = mix(self, h, hi);
+                }
+                let s = self.b.ins().ushr_imm_u(h, 32);
+                let x = self.b.ins().bxor(h, s);
+                let x = self.b.ins().imul_imm_s(x, HASH_FINISH_MUL as i64);
+                let s = self.b.ins().ushr_imm_u(x, 32);
+                let h = self.b.ins().bxor(x, s);
+                // The filter's word and bit.
+                let idx = self.b.ins().ushr_imm_u(h, i64::from(FILTER_WORD_SHIFT));
+                let idx = self
+                    .b
+                    .ins()
+                    .band_imm_u(idx, (filter.len() as u64).wrapping_sub(1) as i64);
+                let off = self.b.ins().ishl_imm_u(idx, 3);
+                let base = self.b.ins().iconst(types::I64, filter.as_ptr() as i64);
+                let addr = self.b.ins().iadd(base, off);
+                // The generated code reads the filter at a constant address: a
+                // Vec in the boxed `Tables`, never changed after compilation and
+                // freed only with the code; `idx` is masked below its length, a
+                // power of two, so the load stays inside it.
+                let flags = MemFlagsData::new().with_notrap().with_readonly().with_aligned();
+                let word = self.b.ins().load(types::I64, flags, addr, 0);
+                let bit = self.b.ins().ushr(word, h);
+                let bit = self.b.ins().band_imm_u(bit, 1);
+                let call = self.b.create_block();
+                self.b
+                    .ins()
+                    .brif(bit, call, &[], next, &[BlockArg::Value(best)]);
+                self.b.switch_to_block(call);
+                let r = self.call(Helper::Group, &[self.fields, gidx, h, best]);
+                self.b.ins().jump(next, &[BlockArg::Value(r)]);
+            }
+            self.b.switch_to_block(next);
+            best = r;
+        }
+        best
+    }
+
+    /// A field's value as `classify::value` gives it, as the two 64-bit words the
+    /// key hash mixes: the low word, and the high word with the family tag in its
+    /// top byte (tag 0 but for addresses). For an address the packet must be IPv4
+    /// or IPv6 (the caller checked).
+    fn atom_words(&mut self, field: crate::classify::AtomField) -> (Value, Value) {
+        use crate::classify::AtomField;
+        match field {
+            AtomField::Int(k) => {
+                let v = self.int_field(k.field());
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (v, zero)
+            }
+            AtomField::Addr(src) => {
+                let which = if src { AddrField::Src } else { AddrField::Dst };
+                let off = addr_offset(which);
+                let a4 = self.load_be32(off + 12);
+                let a4 = self.b.ins().uextend(types::I64, a4);
+                let hi6 = self.load_be64(off);
+                let lo6 = self.load_be64(off + 8);
+                let tag4 = self.b.ins().iconst(types::I64, 4i64 << 56);
+                let tag6 = self.b.ins().iconst(types::I64, 6i64 << 56);
+                let hi6 = self.b.ins().bxor(hi6, tag6);
+                let lo = self.b.ins().select(self.is4, a4, lo6);
+                let hi = self.b.ins().select(self.is4, tag4, hi6);
+                (lo, hi)
+            }
+            AtomField::Mac(src) => {
+                let which = if src { MacField::Src } else { MacField::Dst };
+                let off = mac_offset(which);
+                let a = self.load_be32(off);
+                let a = self.b.ins().uextend(types::I64, a);
+                let b = self
+                    .b
+                    .ins()
+                    .uload16(types::I32, field_flags(), self.fields, off + 4);
+                let b = if cfg!(target_endian = "little") {
+                    let b16 = self.b.ins().ireduce(types::I16, b);
+                    let b16 = self.b.ins().bswap(b16);
+                    self.b.ins().uextend(types::I64, b16)
+                } else {
+                    self.b.ins().uextend(types::I64, b)
+                };
+                let a = self.b.ins().ishl_imm_u(a, 16);
+                let v = self.b.ins().bor(a, b);
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (v, zero)
+            }
+            AtomField::Flags(mask) => {
+                let flags = self
+                    .b
+                    .ins()
+                    .uload8(types::I32, field_flags(), self.fields, OFF_TCP_FLAGS);
+                let m = self.b.ins().band_imm_u(flags, i64::from(mask));
+                let v = self.b.ins().icmp_imm_u(IntCC::NotEqual, m, 0);
+                let v = self.b.ins().uextend(types::I64, v);
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (v, zero)
+            }
+            AtomField::Bit(bit) => {
+                let m = self.b.ins().band_imm_u(self.present, i64::from(bit));
+                let v = self.b.ins().icmp_imm_u(IntCC::NotEqual, m, 0);
+                let v = self.b.ins().uextend(types::I64, v);
+                let zero = self.b.ins().iconst(types::I64, 0);
+                (v, zero)
+            }
+        }
     }
 
     /// After a merged rule decided (`best`, or `NO_RULE` when none did): its
