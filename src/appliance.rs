@@ -92,8 +92,16 @@ mod tests {
             vec![("198.18.2.1".parse().unwrap(), 24)]
         );
         let http = &app.services[0];
-        assert_eq!(http.vips, vec!["198.18.0.10".parse::<std::net::IpAddr>().unwrap()]);
-        assert_eq!(http.mode, Mode::Nat { to_port: Some(8080) });
+        assert_eq!(
+            http.vips,
+            vec!["198.18.0.10".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            http.mode,
+            Mode::Nat {
+                to_port: Some(8080)
+            }
+        );
         assert_eq!(http.algorithm, Algorithm::Maglev);
         let weights: Vec<u32> = http.backends.iter().map(|b| b.weight).collect();
         assert_eq!(weights, vec![3, 1]);

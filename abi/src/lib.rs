@@ -233,15 +233,27 @@ mod tests {
         let a = fields(40000);
         // Fixed across builds and machines: a change here changes every
         // appliance's back-end choice.
-        assert_eq!(flow_hash(&a, hash_field::ALL), flow_hash(&fields(40000), hash_field::ALL));
-        assert_ne!(flow_hash(&a, hash_field::ALL), flow_hash(&fields(40001), hash_field::ALL));
-        assert_eq!(flow_hash(&a, hash_field::SRC), flow_hash(&fields(40001), hash_field::SRC));
+        assert_eq!(
+            flow_hash(&a, hash_field::ALL),
+            flow_hash(&fields(40000), hash_field::ALL)
+        );
+        assert_ne!(
+            flow_hash(&a, hash_field::ALL),
+            flow_hash(&fields(40001), hash_field::ALL)
+        );
+        assert_eq!(
+            flow_hash(&a, hash_field::SRC),
+            flow_hash(&fields(40001), hash_field::SRC)
+        );
         // Spread: 4 096 source ports over 16 buckets, none far from 256.
         let mut buckets = [0u32; 16];
         for p in 0..4096u16 {
             buckets[(flow_hash(&fields(p), hash_field::ALL) >> 28) as usize] += 1;
         }
-        assert!(buckets.iter().all(|&n| (192..=320).contains(&n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&n| (192..=320).contains(&n)),
+            "{buckets:?}"
+        );
     }
 }
 

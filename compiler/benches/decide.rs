@@ -300,7 +300,10 @@ fn main() {
         let interp = if n <= 10_000 {
             let i = Interpreter::new(&prog);
             let ins = measure(&i, &corpus[..512], 3);
-            format!(", interpreter {ins:10.1} ns/packet ({:6.1}x the JIT)", ins / ns)
+            format!(
+                ", interpreter {ins:10.1} ns/packet ({:6.1}x the JIT)",
+                ins / ns
+            )
         } else {
             String::new()
         };

@@ -169,7 +169,8 @@ pub struct RangeAtom {
 
 impl RangeAtom {
     fn holds(&self, f: &Fields) -> bool {
-        let inside = has(f, self.need) && value(f, self.field).is_some_and(|v| self.set.contains(v));
+        let inside =
+            has(f, self.need) && value(f, self.field).is_some_and(|v| self.set.contains(v));
         inside != self.negate
     }
 }
@@ -271,12 +272,16 @@ fn atom(prog: &Program, c: &Cond, negate: bool) -> Option<RangeAtom> {
             *need,
             set_ivals(prog, *set)?,
         ),
-        CondKind::Flag { need, mask, expect } => {
-            (AtomField::Flags(*mask), *need, int_ivals(&[(u64::from(*expect), u64::from(*expect))]))
-        }
-        CondKind::Bit { need, bit, expect } => {
-            (AtomField::Bit(*bit), *need, int_ivals(&[(u64::from(*expect), u64::from(*expect))]))
-        }
+        CondKind::Flag { need, mask, expect } => (
+            AtomField::Flags(*mask),
+            *need,
+            int_ivals(&[(u64::from(*expect), u64::from(*expect))]),
+        ),
+        CondKind::Bit { need, bit, expect } => (
+            AtomField::Bit(*bit),
+            *need,
+            int_ivals(&[(u64::from(*expect), u64::from(*expect))]),
+        ),
         CondKind::AddrEq {
             need,
             field,
@@ -289,7 +294,11 @@ fn atom(prog: &Program, c: &Cond, negate: bool) -> Option<RangeAtom> {
                 return None;
             }
             let v = addr_val(*addr);
-            (AtomField::Addr(*field == AddrField::Src), *need, Ivals(vec![(v, v)]))
+            (
+                AtomField::Addr(*field == AddrField::Src),
+                *need,
+                Ivals(vec![(v, v)]),
+            )
         }
         CondKind::AddrIn { need, field, set } => (
             AtomField::Addr(*field == AddrField::Src),
@@ -301,7 +310,11 @@ fn atom(prog: &Program, c: &Cond, negate: bool) -> Option<RangeAtom> {
                 return None;
             }
             let v = mac_val(*mac);
-            (AtomField::Mac(*field == MacField::Src), present::ETH, Ivals(vec![(v, v)]))
+            (
+                AtomField::Mac(*field == MacField::Src),
+                present::ETH,
+                Ivals(vec![(v, v)]),
+            )
         }
         CondKind::MacIn { field, set } => (
             AtomField::Mac(*field == MacField::Src),
@@ -652,7 +665,11 @@ impl Classifier {
                 Some(a) => {
                     let shape = Shape {
                         exact: a.exact.iter().map(|e| (e.field, e.need)).collect(),
-                        range: a.range.iter().map(|r| (r.field, r.need, r.negate)).collect(),
+                        range: a
+                            .range
+                            .iter()
+                            .map(|r| (r.field, r.need, r.negate))
+                            .collect(),
                     };
                     by_shape.entry(shape).or_default().push((i as u32, a));
                 }
@@ -790,7 +807,12 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
 /// for each interval, the candidates whose atom `p` covers it, in rule order, up
 /// to the first that has no other range atom. `None` when that would take more
 /// than [`INDEX_BLOWUP_MAX`] entries per candidate.
-fn index_bucket(list: &[Cand], atoms: &[RangeAtom], p: usize, out: &mut Vec<Cand>) -> Option<Bucket> {
+fn index_bucket(
+    list: &[Cand],
+    atoms: &[RangeAtom],
+    p: usize,
+    out: &mut Vec<Cand>,
+) -> Option<Bucket> {
     let prim = |c: &Cand| atoms.get(c.atoms_start as usize + p);
     let mut points: Vec<Val> = Vec::new();
     for c in list {

@@ -362,7 +362,6 @@ extern "C" fn lbp_jit_service(
     SVC_NO_ENTRY
 }
 
-
 /// One merged group's lookup, after the generated code admitted the packet
 /// (its needs hold and its filter has the key's hash `h`): the lowest rule of
 /// the group below `below` whose condition holds, else `below`.
@@ -378,7 +377,10 @@ extern "C" fn lbp_jit_group(t: &Tables, f: &Fields, group: u32, h: u64, below: u
 /// A rule's [`rule_code`] (that of `drop` for an index out of range).
 #[inline(never)]
 extern "C" fn lbp_jit_rule_code(t: &Tables, rule: u32) -> u32 {
-    t.rule_codes.get(rule as usize).copied().unwrap_or(CODE_DROP)
+    t.rule_codes
+        .get(rule as usize)
+        .copied()
+        .unwrap_or(CODE_DROP)
 }
 
 /// The flow hash of a packet balanced by `service`.
@@ -914,10 +916,10 @@ impl<'a> Translator<'a> {
                 let test = self.b.create_block();
                 let hit = self.b.create_block();
                 let next = self.b.create_block();
-                let later = self
-                    .b
-                    .ins()
-                    .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, best, i64::from(i));
+                let later =
+                    self.b
+                        .ins()
+                        .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, best, i64::from(i));
                 self.b.ins().brif(later, merged, &[], test, &[]);
                 self.b.switch_to_block(test);
                 self.translate_cond(&rule.cond, hit, next, 0)?;
@@ -1061,7 +1063,10 @@ impl<'a> Translator<'a> {
                 // Vec in the boxed `Tables`, never changed after compilation and
                 // freed only with the code; `idx` is masked below its length, a
                 // power of two, so the load stays inside it.
-                let flags = MemFlagsData::new().with_notrap().with_readonly().with_aligned();
+                let flags = MemFlagsData::new()
+                    .with_notrap()
+                    .with_readonly()
+                    .with_aligned();
                 let word = self.b.ins().load(types::I64, flags, addr, 0);
                 let bit = self.b.ins().ushr(word, h);
                 let bit = self.b.ins().band_imm_u(bit, 1);
@@ -1127,10 +1132,10 @@ impl<'a> Translator<'a> {
                 (v, zero)
             }
             AtomField::Flags(mask) => {
-                let flags = self
-                    .b
-                    .ins()
-                    .uload8(types::I32, field_flags(), self.fields, OFF_TCP_FLAGS);
+                let flags =
+                    self.b
+                        .ins()
+                        .uload8(types::I32, field_flags(), self.fields, OFF_TCP_FLAGS);
                 let m = self.b.ins().band_imm_u(flags, i64::from(mask));
                 let v = self.b.ins().icmp_imm_u(IntCC::NotEqual, m, 0);
                 let v = self.b.ins().uextend(types::I64, v);
@@ -1150,11 +1155,16 @@ impl<'a> Translator<'a> {
     /// After a merged rule decided (`best`, or `NO_RULE` when none did): its
     /// action, read from the rule codes.
     fn translate_merged(&mut self, best: Value, after: Block) {
-        let none = self.b.ins().icmp_imm_u(IntCC::Equal, best, i64::from(NO_RULE));
+        let none = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, best, i64::from(NO_RULE));
         let pass = self.b.create_block();
         let decided = self.b.create_block();
         let one = self.b.ins().iconst(types::I32, 1);
-        self.b.ins().brif(none, after, &[BlockArg::Value(one)], decided, &[]);
+        self.b
+            .ins()
+            .brif(none, after, &[BlockArg::Value(one)], decided, &[]);
         self.b.switch_to_block(decided);
         let code = self.call(Helper::RuleCode, &[best]);
         let kind = self.b.ins().band_imm_u(code, 7);
@@ -1171,8 +1181,14 @@ impl<'a> Translator<'a> {
 
         self.b.switch_to_block(stop);
         let target = self.b.ins().ushr_imm_u(code, 3);
-        let is_reset = self.b.ins().icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_RESET));
-        let is_local = self.b.ins().icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_LOCAL));
+        let is_reset = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_RESET));
+        let is_local = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_LOCAL));
         let is_balance = self
             .b
             .ins()
@@ -1914,7 +1930,10 @@ impl<'a> Translator<'a> {
         let w = self.b.ins().bor(proto, sport);
         let w = self.b.ins().bor(w, dport);
         h = mix(self, h, w);
-        for k in [0xff51_afd7_ed55_8ccd_u64 as i64, 0xc4ce_b9fe_1a85_ec53_u64 as i64] {
+        for k in [
+            0xff51_afd7_ed55_8ccd_u64 as i64,
+            0xc4ce_b9fe_1a85_ec53_u64 as i64,
+        ] {
             let s = self.b.ins().ushr_imm_u(h, 33);
             h = self.b.ins().bxor(h, s);
             h = self.b.ins().imul_imm_s(h, k);

@@ -801,7 +801,10 @@ service plain {
         assert_eq!(web.name, "web");
         assert_eq!(web.backends.len(), 2);
         assert_eq!(web.backends[0].addr, Addr::V4(0xc612_0015));
-        assert_eq!((web.backends[0].weight, web.backends[0].port), (3, Some(8081)));
+        assert_eq!(
+            (web.backends[0].weight, web.backends[0].port),
+            (3, Some(8081))
+        );
         assert_eq!((web.backends[1].weight, web.backends[1].port), (1, None));
         // A service may name a pool declared after it.
         let late = &p.services[0];
@@ -811,7 +814,12 @@ service plain {
         assert_eq!(late.hash_mask, hash_field::SRC | hash_field::DPORT);
         let http = &p.services[1];
         assert_eq!(http.pool, Some(0));
-        assert_eq!(http.mode, Mode::Nat { to_port: Some(8080) });
+        assert_eq!(
+            http.mode,
+            Mode::Nat {
+                to_port: Some(8080)
+            }
+        );
         assert_eq!(http.algorithm, Algorithm::RoundRobin);
         assert_eq!(http.hash_mask, hash_field::ALL);
         let plain = &p.services[2];

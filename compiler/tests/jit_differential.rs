@@ -392,7 +392,11 @@ fn policies_agree_on_test_packets_and_random_fields() {
             let f = pool.fields(&mut r);
             let want = interp::decide(&prog, &f);
             assert_eq!(jit.decide(&f), want, "{name}, random packet {i}: {f:?}");
-            assert_eq!(merged.decide(&f), want, "{name} merged, random packet {i}: {f:?}");
+            assert_eq!(
+                merged.decide(&f),
+                want,
+                "{name} merged, random packet {i}: {f:?}"
+            );
             total += 1;
         }
     }
@@ -407,8 +411,11 @@ fn the_case_corpus_gives_the_same_verdicts_on_both_back_ends() {
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
         let merged = jit::compile_with(&prog, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
         let interp = Interpreter::new(&prog);
-        let backends: [(&str, &dyn Backend); 3] =
-            [("interp", &interp), ("jit", &jit), ("jit, rules merged", &merged)];
+        let backends: [(&str, &dyn Backend); 3] = [
+            ("interp", &interp),
+            ("jit", &jit),
+            ("jit, rules merged", &merged),
+        ];
         let report = testing::run(&policy, &prog, &backends).unwrap();
         for o in &report.outcomes {
             assert!(!o.disagreement(), "{name}, test {:?}: {:?}", o.test, o.got);
@@ -784,7 +791,14 @@ fn shaped_rule() -> impl Strategy<Value = String> {
         (60..70u32).prop_map(|t| format!("ip.ttl < {t}")),
         (60..70u32).prop_map(|t| format!("ip.ttl >= {t}")),
         (0..3u32).prop_map(|t| format!("icmp.type == {t}")),
-        prop::sample::select(vec!["tcp.syn", "!tcp.ack", "ip.frag", "in.iface == a", "udp.dport != 53"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "tcp.syn",
+            "!tcp.ack",
+            "ip.frag",
+            "in.iface == a",
+            "udp.dport != 53"
+        ])
+        .prop_map(String::from),
     ];
     prop::collection::vec(test, 1..4).prop_map(|ts| ts.join(" && "))
 }

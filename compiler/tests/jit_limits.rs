@@ -32,7 +32,9 @@ fn a_huge_filter_of_one_shape_is_merged_and_compiled() {
     for i in [0u32, 1, 777, n - 1] {
         let mut p = PacketSpec::new(
             Proto::Tcp,
-            format!("198.19.{}.{}", (i >> 8) & 255, i & 255).parse().unwrap(),
+            format!("198.19.{}.{}", (i >> 8) & 255, i & 255)
+                .parse()
+                .unwrap(),
             "198.18.0.1".parse().unwrap(),
         );
         for dport in [1 + (i % 65535) as u16, 2 + (i % 65535) as u16] {
@@ -40,7 +42,11 @@ fn a_huge_filter_of_one_shape_is_merged_and_compiled() {
             let f = wire::extract(&build(&p), 0);
             let d = jit.decide(&f);
             assert_eq!(d, interp::decide(&prog, &f), "rule {i}, port {dport}");
-            assert_eq!(d.rule == i, dport == 1 + (i % 65535) as u16, "rule {i}: {d:?}");
+            assert_eq!(
+                d.rule == i,
+                dport == 1 + (i % 65535) as u16,
+                "rule {i}: {d:?}"
+            );
         }
     }
 }

@@ -33,8 +33,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::{enter, run};
 pub use crate::netns::{Netns, unavailable};
+use crate::netns::{enter, run};
 
 /// The appliance's interface MACs and the client's (fixed, so raw frames can be
 /// addressed without asking anyone).

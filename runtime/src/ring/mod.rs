@@ -66,7 +66,10 @@ impl Frames {
     pub fn new(count: usize) -> std::io::Result<Frames> {
         let count = count.max(1);
         let map = memmap2::MmapMut::map_anon(count * FRAME_SIZE)?;
-        let free = (0..count as u64).rev().map(|i| i * FRAME_SIZE as u64).collect();
+        let free = (0..count as u64)
+            .rev()
+            .map(|i| i * FRAME_SIZE as u64)
+            .collect();
         Ok(Frames {
             map,
             free,
