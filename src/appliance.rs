@@ -3,8 +3,8 @@
 //! behind the runtime's filter call. This is the one place where the compiler's
 //! IR and the runtime meet.
 
-use lbp_compiler::ir::{self, Addr, Program};
-use lbp_runtime::config::{Algorithm, Appliance, Backend, Interface, Mode, Route, Service};
+use lbp_compiler::ir::{Addr, Program};
+use lbp_runtime::config::{Appliance, Backend, Interface, Route, Service};
 
 /// The appliance a lowered policy describes. An interface without a `mac` in the
 /// policy gets all zeros here; `lbp run` fills in the bound OS interface's.
@@ -42,16 +42,8 @@ pub fn appliance(prog: &Program) -> Appliance {
             Service {
                 name: s.name.clone(),
                 vips: vips.into_iter().map(Addr::to_ip).collect(),
-                mode: match s.mode {
-                    ir::Mode::Nat { to_port } => Mode::Nat { to_port },
-                    ir::Mode::Dsr => Mode::Dsr,
-                },
-                algorithm: match s.algorithm {
-                    ir::Algorithm::Maglev => Algorithm::Maglev,
-                    ir::Algorithm::RoundRobin => Algorithm::RoundRobin,
-                    ir::Algorithm::LeastLoad => Algorithm::LeastLoad,
-                    ir::Algorithm::Hash => Algorithm::Hash,
-                },
+                mode: s.mode,
+                algorithm: s.algorithm,
                 unknown_balance: s.unknown_balance,
                 backends,
             }
@@ -77,6 +69,7 @@ pub fn appliance(prog: &Program) -> Appliance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbp_runtime::config::{Algorithm, Mode};
 
     #[test]
     fn the_web_policy_becomes_an_appliance() {

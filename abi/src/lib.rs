@@ -150,6 +150,31 @@ pub struct Decision {
     pub hash: u32,
 }
 
+/// How a balanced packet reaches its back end (a service's `mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Rewrite the destination address (and port: the back end's own `port`,
+    /// else `to_port`, else the packet's), and the source of the replies back.
+    Nat { to_port: Option<u16> },
+    /// Direct server return: rewrite the MAC addresses only; the back end holds
+    /// the virtual IP and answers the client itself.
+    Dsr,
+}
+
+/// How a new connection's back end is chosen (a service's `balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Weighted Maglev consistent hashing of `Decision::hash`.
+    Maglev,
+    /// Weighted round robin.
+    RoundRobin,
+    /// The back end with the least load per unit of weight.
+    LeastLoad,
+    /// `hash(FIELD, ...)`: Maglev over the hash of the listed fields (the
+    /// compiled policy already hashed just those into `Decision::hash`).
+    Hash,
+}
+
 /// Bits of a service's hash-field mask: which fields [`flow_hash`] mixes.
 pub mod hash_field {
     /// `ip.src`

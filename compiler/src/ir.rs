@@ -40,22 +40,8 @@ pub struct Backend {
     pub port: Option<u16>,
 }
 
-/// How a service's packets reach the back end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Nat { to_port: Option<u16> },
-    Dsr,
-}
-
-/// How a service picks a back end for a new connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Algorithm {
-    Maglev,
-    RoundRobin,
-    LeastLoad,
-    /// `hash(FIELD, ...)` (the fields are the service's `hash_mask`).
-    Hash,
-}
+/// A service's `mode` and `balance`, as the runtime takes them.
+pub use lbp_abi::{Algorithm, Mode};
 
 #[derive(Clone, Debug)]
 pub struct Interface {

@@ -44,30 +44,9 @@ pub struct Service {
     pub backends: Vec<Backend>,
 }
 
-/// How a balanced packet reaches its back end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Rewrite the destination address (and port: the back end's own `port`,
-    /// else `to_port`, else the packet's), and the source of the replies back.
-    Nat { to_port: Option<u16> },
-    /// Direct server return: rewrite the MAC addresses only; the back end holds
-    /// the virtual IP and answers the client itself.
-    Dsr,
-}
-
-/// How a new connection's back end is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Weighted Maglev consistent hashing of `Decision::hash`.
-    Maglev,
-    /// Weighted round robin.
-    RoundRobin,
-    /// The back end with the least load per unit of weight.
-    LeastLoad,
-    /// `hash(FIELD, ...)`: Maglev over the hash of the listed fields (the
-    /// compiled policy already hashed just those into `Decision::hash`).
-    Hash,
-}
+/// `mode` and `balance` are the ABI's: the compiler lowers them, the runtime
+/// acts on them.
+pub use lbp_abi::{Algorithm, Mode};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
