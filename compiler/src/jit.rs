@@ -1775,7 +1775,46 @@ impl<'a> Translator<'a> {
             }
         };
         let (is4, is6) = self.family();
-        if v4.len() <= INLINE_MAX && v6.len() <= INLINE_MAX {
+        if v4.len() <= INLINE_MAX && v6.len() <= INLINE_MAX && !v4.is_empty() && !v6.is_empty() {
+            // Both families: decide the family first, so that an IPv4 packet
+            // never pays for the 128-bit compares.
+            let off = addr_offset(field);
+            self.guard_need(need, f);
+            let b4 = self.b.create_block();
+            let not4 = self.b.create_block();
+            let b6 = self.b.create_block();
+            self.b.ins().brif(is4, b4, &[], not4, &[]);
+            self.b.switch_to_block(b4);
+            let x = self.load_be32(off + 12);
+            let m = self.any_range(
+                types::I32,
+                x,
+                v4.iter().map(|&(lo, hi)| (u64::from(lo), u64::from(hi))),
+            );
+            self.b.ins().brif(m, t, &[], f, &[]);
+            self.b.switch_to_block(not4);
+            self.b.ins().brif(is6, b6, &[], f, &[]);
+            self.b.switch_to_block(b6);
+            let hi = self.load_be64(off);
+            let lo = self.load_be64(off + 8);
+            let x = self.b.ins().iconcat(lo, hi);
+            let mut acc: Option<Value> = None;
+            for &(lo, hi) in v6 {
+                let m = self.in_range128(x, lo, hi);
+                acc = Some(match acc {
+                    Some(a) => self.b.ins().bor(a, m),
+                    None => m,
+                });
+            }
+            match acc {
+                Some(m) => {
+                    self.b.ins().brif(m, t, &[], f, &[]);
+                }
+                None => {
+                    self.b.ins().jump(f, &[]);
+                }
+            }
+        } else if v4.len() <= INLINE_MAX && v6.len() <= INLINE_MAX {
             let off = addr_offset(field);
             let m4 = if v4.is_empty() {
                 None
