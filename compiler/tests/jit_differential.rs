@@ -766,10 +766,17 @@ proptest! {
         let pool = Pool::of(&prog);
         for min in [1, 4, jit::MERGE_MIN] {
             let jit = jit::compile_with(&prog, min).map_err(TestCaseError::fail)?;
+            // The classifier's own (scalar, Rust) lookup: the lowest merged rule
+            // whose condition holds, rule by rule.
+            let cls = lbp_compiler::classify::Classifier::build(&prog, min);
             let mut r = Rng::new(seed);
             for _ in 0..400 {
                 let f = pool.fields(&mut r);
                 prop_assert_eq!(jit.decide(&f), interp::decide(&prog, &f), "merge_min {}: {:?}\n{}", min, f, src);
+                let first_merged = (0..prog.rules.len() as u32)
+                    .filter(|i| !cls.inline.contains(i))
+                    .find(|&i| interp::eval(&prog, &prog.rules[i as usize].cond, &f));
+                prop_assert_eq!(cls.lookup(&f), first_merged, "classifier, merge_min {}: {:?}\n{}", min, f, src);
             }
         }
     }
