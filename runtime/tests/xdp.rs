@@ -81,7 +81,7 @@ fn xdp_gone(ns: &Netns, ifname: &str) -> bool {
         if !xdp_shown(ns, ifname) {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     false
 }
