@@ -829,15 +829,8 @@ pub fn local_addresses(a: &crate::config::Appliance) -> Vec<(IpAddr, u8)> {
     v
 }
 
-// The wire module's test support (frame builder, independent checksums).
-#[cfg(test)]
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "wire/testutil.rs"]
-mod testutil;
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::{Spec, assert_checksums, build};
     use super::*;
     use crate::config::{Appliance, Interface, Route};
     use crate::conn::ConnTable;
@@ -845,6 +838,7 @@ mod tests {
     use crate::neigh::{NeighAddr, NeighTable};
     use crate::ring::mem::{MemHost, MemPort, host};
     use crate::switch::{Loads, route_lookup};
+    use crate::wire::testutil::{Spec, assert_checksums, build};
     use lbp_abi::{Action, Decision, Fields, stage};
 
     const M0: [u8; 6] = [2, 0, 0, 0, 0, 0xa0];

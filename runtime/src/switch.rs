@@ -1088,13 +1088,6 @@ impl Burst<'_> {
     }
 }
 
-// The wire module's test support (frame builder, independent checksums),
-// compiled here too: it is private to `wire`.
-#[cfg(test)]
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "wire/testutil.rs"]
-mod testutil;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1105,7 +1098,7 @@ mod tests {
     use lbp_abi::{flow_hash, hash_field};
     use std::sync::Arc;
 
-    use super::testutil::{self, Spec, assert_checksums, build};
+    use crate::wire::testutil::{self, Spec, assert_checksums, build};
 
     const M0: [u8; 6] = [2, 0, 0, 0, 0, 0xa0];
     const M1: [u8; 6] = [2, 0, 0, 0, 0, 0xa1];

@@ -35,7 +35,7 @@ pub mod reset;
 pub mod route;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use icmp::{IcmpError, icmp_error_rewrite, parse_icmp_error};
 pub use nat::{Side, rewrite, set_dst, set_src};
