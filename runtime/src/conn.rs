@@ -340,6 +340,20 @@ struct Slot {
     conn: Conn,
 }
 
+impl Slot {
+    /// Whether this slot holds the connection whose back end's packets have the
+    /// reverse key `rkey`.
+    fn answers_to(&self, rkey: &ReverseKey) -> bool {
+        self.used
+            && self.key.client == rkey.client
+            && self.key.client_port == rkey.client_port
+            && self.key.proto == rkey.proto
+            && self.key.version == rkey.version
+            && self.conn.target.backend_addr == rkey.backend
+            && self.conn.target.backend_port == rkey.backend_port
+    }
+}
+
 const EMPTY_SLOT: Slot = Slot {
     used: false,
     key: ConnKey {
@@ -506,15 +520,7 @@ impl ConnTable {
         let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
         for i in [i1, i2] {
             let mut bucket = self.buckets[i].lock();
-            let found = bucket.iter_mut().find(|s| {
-                s.used
-                    && s.key.client == rkey.client
-                    && s.key.client_port == rkey.client_port
-                    && s.key.proto == rkey.proto
-                    && s.key.version == rkey.version
-                    && s.conn.target.backend_addr == rkey.backend
-                    && s.conn.target.backend_port == rkey.backend_port
-            });
+            let found = bucket.iter_mut().find(|s| s.answers_to(rkey));
             if let Some(slot) = found {
                 if self.expired_at(slot, now) {
                     self.drop_expired(slot);
@@ -661,15 +667,7 @@ impl ConnTable {
         let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
         for i in [i1, i2] {
             let mut bucket = self.buckets[i].lock();
-            if let Some(slot) = bucket.iter_mut().find(|s| {
-                s.used
-                    && s.key.client == rkey.client
-                    && s.key.client_port == rkey.client_port
-                    && s.key.proto == rkey.proto
-                    && s.key.version == rkey.version
-                    && s.conn.target.backend_addr == rkey.backend
-                    && s.conn.target.backend_port == rkey.backend_port
-            }) {
+            if let Some(slot) = bucket.iter_mut().find(|s| s.answers_to(rkey)) {
                 slot.used = false;
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 return Some((slot.key, slot.conn));
