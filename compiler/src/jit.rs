@@ -1785,63 +1785,26 @@ impl<'a> Translator<'a> {
             let b6 = self.b.create_block();
             self.b.ins().brif(is4, b4, &[], not4, &[]);
             self.b.switch_to_block(b4);
-            let x = self.load_be32(off + 12);
-            let m = self.any_range(
-                types::I32,
-                x,
-                v4.iter().map(|&(lo, hi)| (u64::from(lo), u64::from(hi))),
-            );
+            let m = self.in_v4_ranges(off, v4);
             self.b.ins().brif(m, t, &[], f, &[]);
             self.b.switch_to_block(not4);
             self.b.ins().brif(is6, b6, &[], f, &[]);
             self.b.switch_to_block(b6);
-            let hi = self.load_be64(off);
-            let lo = self.load_be64(off + 8);
-            let x = self.b.ins().iconcat(lo, hi);
-            let mut acc: Option<Value> = None;
-            for &(lo, hi) in v6 {
-                let m = self.in_range128(x, lo, hi);
-                acc = Some(match acc {
-                    Some(a) => self.b.ins().bor(a, m),
-                    None => m,
-                });
-            }
-            match acc {
-                Some(m) => {
-                    self.b.ins().brif(m, t, &[], f, &[]);
-                }
-                None => {
-                    self.b.ins().jump(f, &[]);
-                }
-            }
+            let m = self.in_v6_ranges(off, v6);
+            self.b.ins().brif(m, t, &[], f, &[]);
         } else if v4.len() <= INLINE_MAX && v6.len() <= INLINE_MAX {
             let off = addr_offset(field);
             let m4 = if v4.is_empty() {
                 None
             } else {
-                let x = self.load_be32(off + 12);
-                let m = self.any_range(
-                    types::I32,
-                    x,
-                    v4.iter().map(|&(lo, hi)| (u64::from(lo), u64::from(hi))),
-                );
+                let m = self.in_v4_ranges(off, v4);
                 Some(self.b.ins().band(is4, m))
             };
             let m6 = if v6.is_empty() {
                 None
             } else {
-                let hi = self.load_be64(off);
-                let lo = self.load_be64(off + 8);
-                let x = self.b.ins().iconcat(lo, hi);
-                let mut acc: Option<Value> = None;
-                for &(lo, hi) in v6 {
-                    let m = self.in_range128(x, lo, hi);
-                    acc = Some(match acc {
-                        Some(a) => self.b.ins().bor(a, m),
-                        None => m,
-                    });
-                }
-                acc.map(|m| self.b.ins().band(is6, m))
+                let m = self.in_v6_ranges(off, v6);
+                Some(self.b.ins().band(is6, m))
             };
             let r = match (m4, m6) {
                 (Some(a), Some(b)) => self.b.ins().bor(a, b),
@@ -1864,6 +1827,33 @@ impl<'a> Translator<'a> {
             self.b.ins().brif(r, t, &[], f, &[]);
         }
         Ok(())
+    }
+
+    /// Whether the IPv4 address at `off` (the low word of the mapped field) is in
+    /// one of `ranges` (not empty), as 0 or 1.
+    fn in_v4_ranges(&mut self, off: i32, ranges: &[(u32, u32)]) -> Value {
+        let x = self.load_be32(off + 12);
+        self.any_range(
+            types::I32,
+            x,
+            ranges
+                .iter()
+                .map(|&(lo, hi)| (u64::from(lo), u64::from(hi))),
+        )
+    }
+
+    /// Whether the IPv6 address at `off` is in one of `ranges` (not empty), as 0
+    /// or 1.
+    fn in_v6_ranges(&mut self, off: i32, ranges: &[(u128, u128)]) -> Value {
+        let hi = self.load_be64(off);
+        let lo = self.load_be64(off + 8);
+        let x = self.b.ins().iconcat(lo, hi);
+        let mut acc = self.b.ins().iconst(types::I8, 0);
+        for &(lo, hi) in ranges {
+            let m = self.in_range128(x, lo, hi);
+            acc = self.b.ins().bor(acc, m);
+        }
+        acc
     }
 
     fn translate_mac_in(
