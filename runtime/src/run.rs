@@ -264,10 +264,7 @@ impl<P: Port, L: Port> Core<P, L> {
             let taken = tap.send(&mut self.frames, &self.answers);
             tap.flush(&mut self.frames);
             drop(tap);
-            for &d in &self.answers[taken..] {
-                self.lp.tx_refused += 1;
-                self.frames.free(d);
-            }
+            refuse(&mut self.frames, &mut self.lp, &self.answers[taken..]);
         }
         process_burst(
             g,
@@ -283,10 +280,7 @@ impl<P: Port, L: Port> Core<P, L> {
                 continue;
             }
             let taken = p.send(&mut self.frames, q);
-            for &d in &q[taken..] {
-                self.lp.tx_refused += 1;
-                self.frames.free(d);
-            }
+            refuse(&mut self.frames, &mut self.lp, &q[taken..]);
         }
         if !self.out.local.is_empty() {
             match &self.local {
@@ -302,16 +296,10 @@ impl<P: Port, L: Port> Core<P, L> {
                     let taken = tap.send(&mut self.frames, &self.out.local);
                     tap.flush(&mut self.frames);
                     drop(tap);
-                    for &d in &self.out.local[taken..] {
-                        self.lp.tx_refused += 1;
-                        self.frames.free(d);
-                    }
+                    refuse(&mut self.frames, &mut self.lp, &self.out.local[taken..]);
                 }
                 None => {
-                    for &d in &self.out.local {
-                        self.lp.tx_refused += 1;
-                        self.frames.free(d);
-                    }
+                    refuse(&mut self.frames, &mut self.lp, &self.out.local);
                 }
             }
         }
@@ -381,10 +369,7 @@ impl<P: Port, L: Port> Core<P, L> {
             }
             let taken = p.send(&mut self.frames, q);
             self.lp.bare_forwarded += taken as u64;
-            for &d in &q[taken..] {
-                self.lp.tx_refused += 1;
-                self.frames.free(d);
-            }
+            refuse(&mut self.frames, &mut self.lp, &q[taken..]);
         }
         for p in &mut self.ports {
             p.flush(&mut self.frames);
@@ -827,6 +812,14 @@ pub fn local_addresses(a: &crate::config::Appliance) -> Vec<(IpAddr, u8)> {
     }
     v.dedup();
     v
+}
+
+/// Free the frames a port refused to take, counting them.
+fn refuse(frames: &mut Frames, lp: &mut LoopCounters, refused: &[Desc]) {
+    for &d in refused {
+        lp.tx_refused += 1;
+        frames.free(d);
+    }
 }
 
 #[cfg(test)]
