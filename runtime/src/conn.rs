@@ -157,6 +157,13 @@ pub struct Target {
     pub backend_port: u16,
 }
 
+impl Target {
+    /// A NAT connection (its back end answers through the appliance).
+    pub fn is_nat(&self) -> bool {
+        self.backend_port != 0
+    }
+}
+
 /// What the table infers about a connection from the packets it has seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum State {
@@ -316,6 +323,9 @@ pub struct ConnStats {
     pub expired: u64,
     /// New connections not recorded for lack of room.
     pub refusals: u64,
+    /// Entries removed because a new NAT connection took over their back end's
+    /// 4-tuple (see [`ConnTable::insert`]).
+    pub superseded: u64,
 }
 
 /// Slot `j` of the higher (`which`) or lower bucket of a pair.
@@ -391,6 +401,7 @@ pub struct ConnTable {
     evictions: AtomicU64,
     expired: AtomicU64,
     refusals: AtomicU64,
+    superseded: AtomicU64,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -451,6 +462,7 @@ impl ConnTable {
             evictions: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            superseded: AtomicU64::new(0),
         }
     }
 
@@ -508,9 +520,8 @@ impl ConnTable {
     /// Find the connection a back end's packet (NAT return traffic) belongs to,
     /// update it as [`ConnTable::lookup`] does (as a packet from the back end), and
     /// return its key (whose `vip` and `vport` the source is rewritten to) and
-    /// entry. If two connections share the back end's view of the tuple (the same
-    /// client address and port to two virtual services on one back end), the
-    /// first found wins: such a pair is ambiguous on the back end itself.
+    /// entry. Two connections never share the back end's view of the tuple: the
+    /// newer supersedes the older when it is inserted.
     pub fn lookup_reverse(
         &self,
         rkey: &ReverseKey,
@@ -548,6 +559,14 @@ impl ConnTable {
 
     /// Record a new connection `key` -> `target`, first seen in a client packet
     /// with TCP flags `tcp_flags` at `now`. See [`Insert`] for the outcomes.
+    ///
+    /// A new NAT connection supersedes every other entry that answers to the same
+    /// reverse key (the same client address and port to the same back-end address
+    /// and port through another virtual service): the back end sees one 4-tuple,
+    /// and has just been sent a SYN for it, so whatever it answers belongs to the
+    /// new connection. Without this, its answers would be rewritten as the old
+    /// connection's (seen after 3 000 connections to one service, when a client
+    /// port came round again to another service on the same back end).
     pub fn insert(&self, key: &ConnKey, target: Target, tcp_flags: u8, now: u64) -> Insert {
         let (i1, i2) = self.buckets_of(&key.client, key.client_port, key.proto, key.version);
         // Lock both buckets, lower index first (every path that holds two locks
@@ -555,6 +574,37 @@ impl ConnTable {
         let (lo, hi) = (i1.min(i2), i1.max(i2));
         let mut g_lo = self.buckets[lo].lock();
         let mut g_hi = self.buckets[hi].lock();
+        let r = self.insert_locked(&mut g_lo, &mut g_hi, key, target, tcp_flags, now);
+        if matches!(r, Insert::New(_)) && target.is_nat() {
+            let rkey = ReverseKey {
+                backend: target.backend_addr,
+                client: key.client,
+                backend_port: target.backend_port,
+                client_port: key.client_port,
+                version: key.version,
+                proto: key.proto,
+            };
+            for slot in g_lo.iter_mut().chain(g_hi.iter_mut()) {
+                if slot.key != *key && slot.answers_to(&rkey) {
+                    slot.used = false;
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.superseded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        r
+    }
+
+    /// [`ConnTable::insert`] with both buckets locked.
+    fn insert_locked(
+        &self,
+        g_lo: &mut [Slot; SLOTS],
+        g_hi: &mut [Slot; SLOTS],
+        key: &ConnKey,
+        target: Target,
+        tcp_flags: u8,
+        now: u64,
+    ) -> Insert {
         let state = State::initial(key.proto, tcp_flags);
         let fresh = Conn {
             target,
@@ -595,7 +645,7 @@ impl ConnTable {
         }
 
         if let Some((which, j)) = existing {
-            let s = pick(&mut g_lo, &mut g_hi, which, j);
+            let s = pick(g_lo, g_hi, which, j);
             if !self.expired_at(s, now) {
                 s.conn.state = s.conn.state.next(tcp_flags, true);
                 s.conn.last_seen = s.conn.last_seen.max(now);
@@ -614,7 +664,7 @@ impl ConnTable {
             s.conn = fresh;
         };
         if let Some((which, j, _)) = expired {
-            place(pick(&mut g_lo, &mut g_hi, which, j));
+            place(pick(g_lo, g_hi, which, j));
             self.expired.fetch_add(1, Ordering::Relaxed);
             self.inserts.fetch_add(1, Ordering::Relaxed);
             return Insert::New(fresh);
@@ -631,12 +681,12 @@ impl ConnTable {
                 })
                 .is_ok()
         {
-            place(pick(&mut g_lo, &mut g_hi, which, j));
+            place(pick(g_lo, g_hi, which, j));
             self.inserts.fetch_add(1, Ordering::Relaxed);
             return Insert::New(fresh);
         }
         if let Some((which, j, _)) = victim {
-            place(pick(&mut g_lo, &mut g_hi, which, j));
+            place(pick(g_lo, g_hi, which, j));
             self.evictions.fetch_add(1, Ordering::Relaxed);
             self.inserts.fetch_add(1, Ordering::Relaxed);
             return Insert::New(fresh);
@@ -729,6 +779,7 @@ impl ConnTable {
             evictions: self.evictions.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
+            superseded: self.superseded.load(Ordering::Relaxed),
         }
     }
 }
@@ -875,6 +926,55 @@ mod tests {
             t.lookup_reverse(&r, FIN | ACK, 4).unwrap().1.state,
             State::FinWait
         );
+    }
+
+    #[test]
+    fn a_new_nat_connection_supersedes_one_with_the_same_back_end_tuple() {
+        let t = table(100);
+        // The same client address and port to two services (ports 80 and 81) that
+        // NAT to the same back-end address and port.
+        let k80 = key(0xc612_0002, 50688, 80, PROTO_TCP);
+        let k81 = ConnKey { vport: 81, ..k80 };
+        let tg = Target {
+            service: 1,
+            backend: 2,
+            backend_addr: v4([198, 18, 2, 13]),
+            backend_port: 8080,
+        };
+        assert!(matches!(t.insert(&k81, tg, SYN, 0), Insert::New(_)));
+        let r = ReverseKey {
+            backend: tg.backend_addr,
+            client: k80.client,
+            backend_port: 8080,
+            client_port: 50688,
+            version: 4,
+            proto: PROTO_TCP,
+        };
+        let tg80 = Target { service: 0, ..tg };
+        assert!(matches!(t.insert(&k80, tg80, SYN, NS), Insert::New(_)));
+        // The back end's answer is the new connection's; the old one is gone.
+        assert_eq!(t.lookup_reverse(&r, SYN | ACK, 2 * NS).unwrap().0, k80);
+        assert_eq!(t.lookup(&k81, ACK, 2 * NS), None);
+        assert_eq!((t.len(), t.stats().superseded), (1, 1));
+        // A different back-end port is another tuple: both live.
+        let k82 = ConnKey { vport: 82, ..k80 };
+        let tg82 = Target {
+            backend_port: 8081,
+            ..tg
+        };
+        assert!(matches!(t.insert(&k82, tg82, SYN, 3 * NS), Insert::New(_)));
+        assert_eq!(t.len(), 2);
+        // DSR entries (no back-end port: answers bypass the appliance) keep the
+        // virtual IP as the destination, so never share a tuple: both live.
+        let dsr = Target {
+            backend_port: 0,
+            ..tg
+        };
+        let d1 = ConnKey { vport: 90, ..k80 };
+        let d2 = ConnKey { vport: 91, ..k80 };
+        assert!(matches!(t.insert(&d1, dsr, SYN, 4 * NS), Insert::New(_)));
+        assert!(matches!(t.insert(&d2, dsr, SYN, 4 * NS), Insert::New(_)));
+        assert_eq!((t.len(), t.stats().superseded), (4, 1));
     }
 
     #[test]
@@ -1125,7 +1225,10 @@ mod tests {
             s.inserts > 1000 && s.evictions > 0 && s.expired > 0 && removed > 0,
             "{s:?}"
         );
-        assert_eq!(s.inserts, s.len as u64 + s.expired + s.evictions + removed);
+        assert_eq!(
+            s.inserts,
+            s.len as u64 + s.expired + s.evictions + s.superseded + removed
+        );
         let live: usize = t
             .buckets
             .iter()
