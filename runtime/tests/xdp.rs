@@ -430,10 +430,12 @@ fn throughput_smoke() {
     std::thread::scope(|s| {
         let app = s.spawn(|| {
             t.app.enter();
-            let mut frames = Frames::new(4096).unwrap();
+            // The default options (all the receive frames lent), and frames to
+            // spare for the ones in flight.
+            let opts = XdpOptions::new(0, 0);
+            let mut frames = Frames::new(opts.fill_target as usize + 2048).unwrap();
             let ifindex = bpf::ifindex("lbp0").unwrap();
             let redirect = XdpRedirect::attach(ifindex, 1).unwrap();
-            // The default options: 2 048 frames lent for receiving.
             let mut port = XdpPort::open(&mut frames, &XdpOptions::new(ifindex, 0), None).unwrap();
             redirect.insert(0, port.as_fd()).unwrap();
             ready_tx.send(()).unwrap();
