@@ -1732,28 +1732,85 @@ impl<'a> Translator<'a> {
         f: Block,
         depth: u32,
     ) -> Result<(), String> {
-        let Some((last, init)) = xs.split_last() else {
+        if xs.is_empty() {
             self.b.ins().jump(if all { t } else { f }, &[]);
             return Ok(());
-        };
-        // In an `&&` chain, the block after a conjunct is reached only when it
-        // held: its needs are known there.
-        let known = self.known;
-        for x in init {
-            let next = self.b.create_block();
-            if all {
-                self.translate_cond(x, next, f, depth + 1)?;
-            } else {
-                self.translate_cond(x, t, next, depth + 1)?;
-            }
-            self.b.switch_to_block(next);
-            if all {
-                self.known |= implied_bits(x);
-            }
         }
-        let r = self.translate_cond(last, t, f, depth + 1);
+        // In an `&&` chain, the block after a conjunct is reached only when it
+        // held: its needs are known there. Adjacent tests of single TCP flags
+        // with one need are one compare of the flags byte (one branch: for
+        // `tcp.syn && tcp.fin` the first test alone is unpredictable).
+        let known = self.known;
+        let mut i = 0;
+        while i < xs.len() {
+            let mut flags = None;
+            if all {
+                let mut j = i;
+                let (mut set, mut clear, mut need0) = (0u8, 0u8, None);
+                while let Some(CondKind::Flag { need, mask, expect }) = xs.get(j).map(|x| &x.kind) {
+                    if !mask.is_power_of_two() || need0.is_some_and(|n| n != *need) {
+                        break;
+                    }
+                    need0 = Some(*need);
+                    if *expect {
+                        set |= mask;
+                    } else {
+                        clear |= mask;
+                    }
+                    j += 1;
+                }
+                if j >= i + 2
+                    && let Some(need) = need0
+                {
+                    flags = Some((j, need, set, clear));
+                }
+            }
+            let end = flags.map_or(i + 1, |(j, ..)| j);
+            let next = if end == xs.len() {
+                t
+            } else {
+                self.b.create_block()
+            };
+            match flags {
+                Some((_, need, set, clear)) => {
+                    self.guard_need(need, f);
+                    let fl =
+                        self.b
+                            .ins()
+                            .uload8(types::I32, field_flags(), self.fields, OFF_TCP_FLAGS);
+                    let m = self.b.ins().band_imm_u(fl, i64::from(set | clear));
+                    // A bit both set and clear: never (`set` has a bit the
+                    // masked byte cannot equal).
+                    let want = if set & clear != 0 {
+                        0x100
+                    } else {
+                        i64::from(set)
+                    };
+                    let r = self.b.ins().icmp_imm_u(IntCC::Equal, m, want);
+                    self.b.ins().brif(r, next, &[], f, &[]);
+                }
+                None => {
+                    let x = &xs[i];
+                    if !all {
+                        let next = if end == xs.len() { f } else { next };
+                        self.translate_cond(x, t, next, depth + 1)?;
+                    } else {
+                        self.translate_cond(x, next, f, depth + 1)?;
+                    }
+                }
+            }
+            if end < xs.len() {
+                self.b.switch_to_block(next);
+                if all {
+                    for x in &xs[i..end] {
+                        self.known |= implied_bits(x);
+                    }
+                }
+            }
+            i = end;
+        }
         self.known = known;
-        r
+        Ok(())
     }
 
     fn translate_addr_eq(
@@ -2858,6 +2915,44 @@ mod tests {
         for (i, h) in Helper::ALL.into_iter().enumerate() {
             assert_eq!(h as usize, i);
         }
+    }
+
+    /// Runs of single-flag tests in an `&&` (one compare of the flags byte),
+    /// with flags expected set, clear, and both, on every flags byte.
+    #[test]
+    fn flag_runs_agree_on_every_flags_byte() {
+        let src = "interface a { address 198.18.0.1/24 }
+filter {
+    tcp.syn && tcp.ack == false && ip.ttl > 1 => drop
+    tcp.fin && tcp.fin == false => reset
+    tcp.rst == false && tcp.psh && tcp.urg == false && tcp.ack => local
+    tcp.psh && tcp.urg => drop
+    tcp.syn != true && tcp.ack != false => forward
+}
+route 0.0.0.0/0 dev a
+";
+        let a = lbp_lang::analyze(src);
+        assert!(!a.has_errors(), "{:?}", a.diagnostics.first());
+        let prog = crate::lower::lower(&a.policy).unwrap();
+        let jit = compile(&prog).unwrap();
+        let mut decided = std::collections::HashSet::new();
+        for flags in 0..=255u8 {
+            for tcp in [true, false] {
+                let mut f = v4_fields(0xc612_0005);
+                f.tcp_flags = flags;
+                f.ip_ttl = 64;
+                if !tcp {
+                    f.present &= !present::TCP;
+                }
+                let want = interp::decide(&prog, &f);
+                assert_eq!(jit.decide(&f), want, "{f:?}");
+                decided.insert(want.rule);
+            }
+        }
+        // Every rule but the contradiction (1) and `forward` (which routes, no
+        // rule in the decision) decided some packet.
+        let want: std::collections::HashSet<u32> = [0, 2, 3, NO_RULE].into();
+        assert_eq!(decided, want);
     }
 
     /// The test packets of the stock policies and the case corpus, and variants
