@@ -52,6 +52,13 @@ pub struct RunArgs {
     /// Size of the connection table.
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     max_connections: usize,
+    /// Receive depth of each AF_XDP socket: frames lent to the kernel and RX
+    /// ring entries (a power of two, 64 to 65 536). Deep, so that bursts do not
+    /// overflow it; each switching core holds about 2 KiB times this per
+    /// interface.
+    #[arg(long, default_value_t = BindSpec::DEFAULT_RX_RING, value_name = "N",
+          value_parser = parse_rx_ring)]
+    rx_ring: u32,
     /// NIC rings: AF_XDP (falling back to io_uring over AF_PACKET per interface
     /// when XDP cannot attach or bind), AF_XDP only, or io_uring only.
     #[arg(long, value_enum, default_value = "auto")]
@@ -67,6 +74,14 @@ pub struct RunArgs {
     /// the same one otherwise); no TAP. For benchmarks.
     #[arg(long)]
     bare: bool,
+}
+
+/// `--rx-ring`: a power of two from 64 to 65 536.
+fn parse_rx_ring(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (64..=65536).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: expected a power of two from 64 to 65536")),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -279,6 +294,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         os_names: os_names.clone(),
         cores: switch_cpus.len(),
         rings,
+        rx_ring: args.rx_ring,
     })
     .map_err(|e| {
         let who = app
@@ -624,6 +640,16 @@ fn make_tap(name: &str, app: &Appliance) -> Result<Tap, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rx_ring_depths() {
+        assert_eq!(parse_rx_ring("64"), Ok(64));
+        assert_eq!(parse_rx_ring("16384"), Ok(16384));
+        assert_eq!(parse_rx_ring("65536"), Ok(65536));
+        for bad in ["0", "32", "1000", "131072", "-1", "many", ""] {
+            assert!(parse_rx_ring(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cpu_lists() {

@@ -641,6 +641,14 @@ pub struct BindSpec {
     /// Switching cores (core `c` receives from queue `c` of every interface).
     pub cores: usize,
     pub rings: Rings,
+    /// Frames each AF_XDP socket keeps lent for receiving, and its RX ring size
+    /// (a power of two; see [`XdpOptions::new`] for why it is deep by default).
+    pub rx_ring: u32,
+}
+
+impl BindSpec {
+    /// The default receive depth of an AF_XDP socket.
+    pub const DEFAULT_RX_RING: u32 = 16384;
 }
 
 /// How one interface was bound.
@@ -677,11 +685,20 @@ impl std::fmt::Display for BindError {
 
 impl std::error::Error for BindError {}
 
-/// Frames per core: room for every port's receive lending and transmit ring,
-/// plus the core's own queues.
-pub fn frames_per_core(interfaces: usize) -> usize {
-    let x = XdpOptions::new(0, 0);
+/// Frames per core: room for every port's receive lending (`rx_ring` each) and
+/// transmit ring, plus the core's own queues.
+pub fn frames_per_core(interfaces: usize, rx_ring: u32) -> usize {
+    let x = xdp_options(0, 0, rx_ring);
     interfaces * (x.fill_target as usize + x.tx_size as usize) + 4096
+}
+
+/// The options of an AF_XDP socket receiving `rx_ring` deep.
+fn xdp_options(ifindex: u32, queue: u32, rx_ring: u32) -> XdpOptions {
+    let mut o = XdpOptions::new(ifindex, queue);
+    o.rx_size = rx_ring;
+    o.fill_target = rx_ring;
+    o.fill_size = rx_ring.saturating_mul(2);
+    o
 }
 
 fn xdp_mode_name(r: &XdpRedirect) -> &'static str {
@@ -700,11 +717,13 @@ pub fn bind(spec: &BindSpec) -> Result<Bound, BindError> {
     let n = spec.os_names.len();
     let mut frames = Vec::with_capacity(cores);
     for _ in 0..cores {
-        frames.push(Frames::new(frames_per_core(n)).map_err(|e| BindError {
-            os_name: String::new(),
-            what: "frame memory".into(),
-            error: e,
-        })?);
+        frames.push(
+            Frames::new(frames_per_core(n, spec.rx_ring)).map_err(|e| BindError {
+                os_name: String::new(),
+                what: "frame memory".into(),
+                error: e,
+            })?,
+        );
     }
     let mut ports: Vec<Vec<NicPort>> = (0..cores).map(|_| Vec::with_capacity(n)).collect();
     let mut kinds = Vec::with_capacity(n);
@@ -720,7 +739,7 @@ pub fn bind(spec: &BindSpec) -> Result<Bound, BindError> {
         let ifindex = crate::ring::bpf::ifindex(name).map_err(|e| err("no such interface", e))?;
         let mut xdp_error = None;
         if spec.rings != Rings::Uring {
-            match bind_xdp(ifindex, &mut frames, &ports) {
+            match bind_xdp(ifindex, spec.rx_ring, &mut frames, &ports) {
                 Ok((r, ps)) => {
                     let zero_copy = matches!(ps.first(), Some(NicPort::Xdp(p)) if p.zero_copy());
                     kinds.push(BoundKind::Xdp {
@@ -773,6 +792,7 @@ pub fn bind(spec: &BindSpec) -> Result<Bound, BindError> {
 /// ones (other interfaces) share it.
 fn bind_xdp(
     ifindex: u32,
+    rx_ring: u32,
     frames: &mut [Frames],
     bound: &[Vec<NicPort>],
 ) -> Result<(XdpRedirect, Vec<NicPort>), (&'static str, io::Error)> {
@@ -780,7 +800,7 @@ fn bind_xdp(
         .map_err(|e| ("attach the XDP program", e))?;
     let mut ps = Vec::with_capacity(frames.len());
     for (q, f) in frames.iter_mut().enumerate() {
-        let opts = XdpOptions::new(ifindex, q as u32);
+        let opts = xdp_options(ifindex, q as u32, rx_ring);
         let share = bound.get(q).and_then(|ports| {
             ports.iter().find_map(|p| match p {
                 NicPort::Xdp(x) => Some(x),

@@ -111,6 +111,10 @@ fn scenario(rings: &str, shown: &str) {
             "1",
             "--rings",
             rings,
+            // A shallow receive side (not the default): the ports work at any
+            // depth.
+            "--rx-ring",
+            "256",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -258,6 +262,21 @@ impl StderrText for Child {
         }
         s
     }
+}
+
+#[test]
+fn lbp_run_refuses_a_receive_depth_that_is_not_a_power_of_two() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbp"))
+        .args(["run", "policies/web.lbp", "--rx-ring", "1000"])
+        .output()
+        .expect("lbp runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("expected a power of two from 64 to 65536"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout: no ready line");
 }
 
 #[test]
