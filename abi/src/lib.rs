@@ -236,6 +236,15 @@ pub fn flow_hash(f: &Fields, mask: u32) -> u32 {
     h as u32
 }
 
+/// `Decision::rule` when no filter rule decided.
+pub const NO_RULE: u32 = u32::MAX;
+
+/// The signature of a compiled policy: reads `fields` and the tables behind
+/// `tables` (a layout private to the compiled code and the crate that built it),
+/// writes `out`. It never reads anything else, never loops, always returns.
+pub type FilterFn =
+    unsafe extern "C" fn(tables: *const u8, fields: *const Fields, out: *mut Decision);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +290,3 @@ mod tests {
         );
     }
 }
-
-/// `Decision::rule` when no filter rule decided.
-pub const NO_RULE: u32 = u32::MAX;
-
-/// The signature of a compiled policy: reads `fields` and the tables behind
-/// `tables` (a layout private to the compiled code and the crate that built it),
-/// writes `out`. It never reads anything else, never loops, always returns.
-pub type FilterFn =
-    unsafe extern "C" fn(tables: *const u8, fields: *const Fields, out: *mut Decision);

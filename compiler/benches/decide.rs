@@ -132,7 +132,7 @@ fn web(f: &Fields) -> Decision {
     let dst4 = if ip4 { v4(&f.ip_dst) } else { None };
     // ip.src in { 198.18.99.0/24, 2001:db8:bad::/48 } => drop
     let src6 = u128::from_be_bytes(f.ip_src);
-    if src4.is_some_and(|s| s >> 8 == 0xc612_63) || (ip6 && src6 >> 80 == 0x2001_0db8_0bad) {
+    if src4.is_some_and(|s| s >> 8 == 0x00c6_1263) || (ip6 && src6 >> 80 == 0x2001_0db8_0bad) {
         return d(Action::Drop, 0, 0, stage::FILTER);
     }
     // tcp.syn && tcp.fin => drop
@@ -143,7 +143,7 @@ fn web(f: &Fields) -> Decision {
     if dst4 == Some(0xc612_0001)
         && tcp
         && (f.dport == 22 || f.dport == 8022)
-        && !src4.is_some_and(|s| s >> 4 == 0xc612_010)
+        && src4.is_none_or(|s| s >> 4 != 0x0c61_2010)
     {
         return d(Action::Drop, 0, 2, stage::FILTER);
     }
@@ -171,8 +171,8 @@ fn web(f: &Fields) -> Decision {
         return d(Action::Local, 0, NO_RULE, stage::OWN_ADDRESS);
     }
     let route = match dst >> 8 {
-        0xc612_00 => 0,
-        0xc612_02 => 1,
+        0x00c6_1200 => 0,
+        0x00c6_1202 => 1,
         _ => 3,
     };
     d(Action::Forward, route, NO_RULE, stage::ROUTE)

@@ -83,11 +83,13 @@ impl Addr {
     }
 }
 
+/// A service entry: (virtual IP, IP protocol number, port ranges inclusive).
+pub type Entry = (Addr, u8, Vec<(u16, u16)>);
+
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: String,
-    /// (virtual IP, IP protocol number, port ranges inclusive).
-    pub entries: Vec<(Addr, u8, Vec<(u16, u16)>)>,
+    pub entries: Vec<Entry>,
     /// `unknown balance`: a TCP non-SYN of no known connection is balanced too.
     pub unknown_balance: bool,
     /// The fields its flow hash mixes (bits of `lbp_abi::hash_field`).

@@ -61,6 +61,6 @@ fn a_huge_filter_that_cannot_merge_is_refused_not_compiled() {
             1 + i % 65535
         )
     }));
-    let err = lbp_compiler::jit::compile(&prog).err().expect("refused");
+    let err = lbp_compiler::jit::compile(&prog).expect_err("refused");
     assert!(err.contains("too large to compile"), "{err}");
 }

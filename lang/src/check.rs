@@ -225,6 +225,10 @@ impl Value<'_> {
     }
 }
 
+/// A service entry as claimed: (service, virtual IP, protocol, port ranges,
+/// span).
+type Claim<'a> = (&'a str, IpAddr, &'a str, Vec<(u64, u64)>, Span);
+
 #[derive(Default)]
 struct Checker<'a> {
     diags: Vec<Diagnostic>,
@@ -244,7 +248,7 @@ struct Checker<'a> {
     /// Where each interface address was first written.
     address_spans: HashMap<(IpAddr, u32), Span>,
     /// Service entries: (service, vip address, protocol, port ranges, span).
-    claims: Vec<(&'a str, IpAddr, &'a str, Vec<(u64, u64)>, Span)>,
+    claims: Vec<Claim<'a>>,
     /// Set once an unconditional filter rule has been seen.
     unconditional: Option<Span>,
     unreachable_reported: bool,
@@ -644,16 +648,15 @@ impl<'a> Checker<'a> {
             }
             if let ExprKind::Lit(l) = &e.kind
                 && let Some(key) = lit_key(l)
+                && let Some(prev) = seen.insert(key, e.span)
             {
-                if let Some(prev) = seen.insert(key, e.span) {
-                    self.warn(
-                        "lbp::check::duplicate_element",
-                        "this element is in the set twice",
-                        e.span,
-                        "again here",
-                    )
-                    .also(prev, "first here");
-                }
+                self.warn(
+                    "lbp::check::duplicate_element",
+                    "this element is in the set twice",
+                    e.span,
+                    "again here",
+                )
+                .also(prev, "first here");
             }
         }
         kind.map_or(Elem::Unknown, |(k, _)| k)
@@ -1416,10 +1419,8 @@ impl<'a> Checker<'a> {
                 }
             }
             match (&ep.port, has_ports) {
-                (Some(port), true) => {
-                    if self.expect_value(port, Ty::Int) {
-                        self.port_value(port);
-                    }
+                (Some(port), true) if self.expect_value(port, Ty::Int) => {
+                    self.port_value(port);
                 }
                 (Some(port), false) if known.contains(&proto) => {
                     self.err(
@@ -2244,15 +2245,15 @@ impl<'a> Checker<'a> {
         if ta == Ty::Unknown || tb == Ty::Unknown {
             return;
         }
-        let ok = match (ta, tb) {
-            (_, Ty::Set(Elem::Unknown)) => true,
-            (Ty::Addr(_), Ty::Prefix(_) | Ty::Set(Elem::Prefix)) => true,
-            (Ty::Int, Ty::Range | Ty::Set(Elem::Int)) => true,
-            (Ty::Mac, Ty::Set(Elem::Mac))
-            | (Ty::Iface, Ty::Set(Elem::Iface))
-            | (Ty::Str, Ty::Set(Elem::Str)) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (ta, tb),
+            (_, Ty::Set(Elem::Unknown))
+                | (Ty::Addr(_), Ty::Prefix(_) | Ty::Set(Elem::Prefix))
+                | (Ty::Int, Ty::Range | Ty::Set(Elem::Int))
+                | (Ty::Mac, Ty::Set(Elem::Mac))
+                | (Ty::Iface, Ty::Set(Elem::Iface))
+                | (Ty::Str, Ty::Set(Elem::Str))
+        );
         if !ok {
             let d = self.err(
                 "lbp::type::mismatch",
