@@ -323,8 +323,8 @@ pub struct ConnStats {
     pub expired: u64,
     /// New connections not recorded for lack of room.
     pub refusals: u64,
-    /// Entries removed because a new NAT connection took over their back end's
-    /// 4-tuple (see [`ConnTable::insert`]).
+    /// Entries removed because a new connection took over their back end's
+    /// 4-tuple (see [`ConnTable::insert`] and [`ConnTable::supersede`]).
     pub superseded: u64,
 }
 
@@ -584,15 +584,43 @@ impl ConnTable {
                 version: key.version,
                 proto: key.proto,
             };
-            for slot in g_lo.iter_mut().chain(g_hi.iter_mut()) {
-                if slot.key != *key && slot.answers_to(&rkey) {
-                    slot.used = false;
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    self.superseded.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.supersede_locked(&mut g_lo, &mut g_hi, &rkey, Some(key));
         }
         r
+    }
+
+    /// Remove every entry whose reverse key is `rkey` (a client that opens a new
+    /// connection straight to a back end from the same address and port as an
+    /// earlier NAT connection to it ends that one: the two would share the back
+    /// end's 4-tuple, and its answers would be taken for the old one's); returns
+    /// how many. [`ConnTable::insert`] does the same for a new NAT connection.
+    pub fn supersede(&self, rkey: &ReverseKey) -> usize {
+        let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
+        // Both locks, lower index first (as `insert` takes them).
+        let (lo, hi) = (i1.min(i2), i1.max(i2));
+        let mut g_lo = self.buckets[lo].lock();
+        let mut g_hi = self.buckets[hi].lock();
+        self.supersede_locked(&mut g_lo, &mut g_hi, rkey, None)
+    }
+
+    /// [`ConnTable::supersede`] in a locked bucket pair, sparing `keep`'s entry.
+    fn supersede_locked(
+        &self,
+        g_lo: &mut [Slot; SLOTS],
+        g_hi: &mut [Slot; SLOTS],
+        rkey: &ReverseKey,
+        keep: Option<&ConnKey>,
+    ) -> usize {
+        let mut n = 0;
+        for slot in g_lo.iter_mut().chain(g_hi.iter_mut()) {
+            if slot.answers_to(rkey) && Some(&slot.key) != keep {
+                slot.used = false;
+                n += 1;
+            }
+        }
+        self.len.fetch_sub(n, Ordering::Relaxed);
+        self.superseded.fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     /// [`ConnTable::insert`] with both buckets locked.
@@ -704,23 +732,6 @@ impl ConnTable {
                 slot.used = false;
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 return Some(slot.conn);
-            }
-        }
-        None
-    }
-
-    /// Remove the connection whose reverse key is `rkey`, if any (a client that
-    /// opens a new connection straight to a back end from the same address and
-    /// port as an earlier NAT connection to it ends that one: the two would share
-    /// the back end's 4-tuple, and its answers would be taken for the old one's).
-    pub fn remove_reverse(&self, rkey: &ReverseKey) -> Option<(ConnKey, Conn)> {
-        let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
-        for i in [i1, i2] {
-            let mut bucket = self.buckets[i].lock();
-            if let Some(slot) = bucket.iter_mut().find(|s| s.answers_to(rkey)) {
-                slot.used = false;
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                return Some((slot.key, slot.conn));
             }
         }
         None

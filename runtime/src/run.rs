@@ -648,7 +648,7 @@ pub struct BindSpec {
 
 impl BindSpec {
     /// The default receive depth of an AF_XDP socket.
-    pub const DEFAULT_RX_RING: u32 = 16384;
+    pub const DEFAULT_RX_RING: u32 = XdpOptions::RX_DEPTH;
 }
 
 /// How one interface was bound.
@@ -688,17 +688,8 @@ impl std::error::Error for BindError {}
 /// Frames per core: room for every port's receive lending (`rx_ring` each) and
 /// transmit ring, plus the core's own queues.
 pub fn frames_per_core(interfaces: usize, rx_ring: u32) -> usize {
-    let x = xdp_options(0, 0, rx_ring);
+    let x = XdpOptions::with_rx_depth(0, 0, rx_ring);
     interfaces * (x.fill_target as usize + x.tx_size as usize) + 4096
-}
-
-/// The options of an AF_XDP socket receiving `rx_ring` deep.
-fn xdp_options(ifindex: u32, queue: u32, rx_ring: u32) -> XdpOptions {
-    let mut o = XdpOptions::new(ifindex, queue);
-    o.rx_size = rx_ring;
-    o.fill_target = rx_ring;
-    o.fill_size = rx_ring.saturating_mul(2);
-    o
 }
 
 fn xdp_mode_name(r: &XdpRedirect) -> &'static str {
@@ -800,7 +791,7 @@ fn bind_xdp(
         .map_err(|e| ("attach the XDP program", e))?;
     let mut ps = Vec::with_capacity(frames.len());
     for (q, f) in frames.iter_mut().enumerate() {
-        let opts = xdp_options(ifindex, q as u32, rx_ring);
+        let opts = XdpOptions::with_rx_depth(ifindex, q as u32, rx_ring);
         let share = bound.get(q).and_then(|ports| {
             ports.iter().find_map(|p| match p {
                 NicPort::Xdp(x) => Some(x),

@@ -875,9 +875,7 @@ impl Burst<'_> {
             version: f.ip_version,
             proto: f.ip_proto,
         };
-        if self.shared.conns.remove_reverse(&rkey).is_some() {
-            self.st.counters.superseded += 1;
-        }
+        self.st.counters.superseded += self.shared.conns.supersede(&rkey) as u64;
     }
 
     /// NAT return traffic; true when handled.
