@@ -3,20 +3,28 @@
 //! on interfaces, or reflect frames with a trivial XDP_TX program. Every command
 //! is bounded by `--seconds`; it acts on interfaces of the namespace it runs in
 //! (start it with `ip netns exec`). Not a general tool: one UDP frame shape.
+//! `send` uses the method `--method` names (`auto`, the default: live frames
+//! where the kernel runs them, else clone) and says which on its first line.
 //!
 //! ```text
 //! trafficgen send IFACE --dst-mac MAC --src IP --dst IP [--dport N] [--sport N]
 //!            [--payload N] [--seconds S] [--batch N] [--flows]
+//!            [--method auto|live-frames|clone] [--count N]
 //! trafficgen count IFACE... [--seconds S]
 //! trafficgen reflect IFACE [--seconds S]
+//! trafficgen probe IFACE
 //! ```
+//!
+//! `probe` prints the method `--method auto` picks on IFACE, and why.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lbp_runtime::ring::bpf;
-use lbp_runtime::trafficgen::{Counter, Generator, Reflector, udp4_frame};
+use lbp_runtime::trafficgen::{
+    Counter, Generator, Method, Reflector, live_frames_available, udp4_frame,
+};
 
 fn mac(s: &str) -> Result<[u8; 6], String> {
     let parts: Vec<&str> = s.trim().split(':').collect();
@@ -112,20 +120,25 @@ fn send(a: &Args) -> Result<(), String> {
         a.num("payload", 18)?,
     );
     let idx = ifindex(iface)?;
-    let g = if a.flag("flows") {
-        Generator::with_flows(idx, &frame)
-    } else {
-        Generator::new(idx, &frame)
-    }
-    .map_err(|e| format!("loading the generator: {e}"))?;
+    let method = match a.get("method").unwrap_or("auto") {
+        "auto" => Method::detect(idx),
+        m => Method::parse(m).ok_or(format!("bad --method {m:?} (auto, live-frames or clone)"))?,
+    };
+    let g = Generator::open(method, idx, &frame, a.flag("flows"))
+        .map_err(|e| format!("loading the {} generator: {e}", method.name()))?;
+    println!("method {}", method.name());
     let time = a.seconds()?;
+    let max = a.num("count", u64::MAX)?;
     let t = Instant::now();
     let sent = g
-        .run_for(time, u64::MAX, a.num("batch", 64)?)
-        .map_err(|e| format!("BPF_PROG_RUN: {e}"))?;
+        .run_for(time, max, a.num("batch", 0)?)
+        .map_err(|e| format!("sending ({}): {e}", method.name()))?;
     let secs = t.elapsed().as_secs_f64();
+    let refused = g
+        .refused()
+        .map_err(|e| format!("reading the counts: {e}"))?;
     println!(
-        "sent {sent} frames of {} bytes in {secs:.3} s: {:.0} pps",
+        "sent {sent} frames of {} bytes in {secs:.3} s: {:.0} pps ({refused} refused)",
         frame.len(),
         sent as f64 / secs
     );
@@ -166,16 +179,26 @@ fn reflect(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn probe(a: &Args) -> Result<(), String> {
+    let name = a.positional.first().ok_or("probe: IFACE is required")?;
+    match live_frames_available(ifindex(name)?) {
+        Ok(()) => println!("{}", Method::LiveFrames.name()),
+        Err(e) => println!("{} (live frames refused: {e})", Method::Clone.name()),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("usage: trafficgen send|count|reflect IFACE... [options]");
+        eprintln!("usage: trafficgen send|count|reflect|probe IFACE... [options]");
         return ExitCode::from(2);
     };
     let r = Args::parse(rest).and_then(|a| match cmd.as_str() {
         "send" => send(&a),
         "count" => count(&a),
         "reflect" => reflect(&a),
+        "probe" => probe(&a),
         other => Err(format!("unknown command {other:?}")),
     });
     match r {

@@ -18,8 +18,9 @@
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
 //! - `run`: the loops of `lbp run`: a switching core over its ports, the bare
 //!   forwarder, the control core's housekeeping, binding interfaces to rings.
-//! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames) and
-//!   XDP packet counter, for benchmarks and tests.
+//! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames, or
+//!   a tcx program cloning frames from an AF_PACKET socket) and XDP packet
+//!   counter, for benchmarks and tests.
 
 pub mod balance;
 pub mod config;

@@ -7,6 +7,8 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::skip;
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -62,12 +64,18 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> (Output, u32) {
 #[test]
 fn demo_as_root_spreads_300_requests_and_cleans_up() {
     if !is_root() {
-        eprintln!("SKIPPED: demo::demo_as_root_spreads_300_requests_and_cleans_up: needs root");
+        skip(
+            "demo::demo_as_root_spreads_300_requests_and_cleans_up",
+            "needs root",
+        );
         return;
     }
     for tool in ["ip", "ethtool"] {
         if Command::new(tool).arg("-V").output().is_err() {
-            eprintln!("SKIPPED: demo::demo_as_root...: the `{tool}` command is missing");
+            skip(
+                "demo::demo_as_root_spreads_300_requests_and_cleans_up",
+                &format!("the `{tool}` command is missing"),
+            );
             return;
         }
     }
@@ -133,8 +141,9 @@ fn demo_without_root_says_it_needs_root() {
     let mut cmd = if is_root() {
         let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
         if !has_setpriv {
-            eprintln!(
-                "SKIPPED: demo::demo_without_root_says_it_needs_root: as root, and no setpriv"
+            skip(
+                "demo::demo_without_root_says_it_needs_root",
+                "as root, and no setpriv",
             );
             return;
         }
@@ -159,9 +168,12 @@ fn demo_without_root_says_it_needs_root() {
     if is_root() && stderr.contains("setpriv:") {
         // The unprivileged user cannot reach the binary (e.g. a private target
         // directory): nothing to check here.
-        eprintln!(
-            "SKIPPED: demo::demo_without_root_says_it_needs_root: {}",
-            stderr.trim()
+        skip(
+            "demo::demo_without_root_says_it_needs_root",
+            &format!(
+                "the unprivileged user cannot run the binary: {}",
+                stderr.trim()
+            ),
         );
         return;
     }

@@ -32,7 +32,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// `true` (after printing why) when the suite cannot run here.
 fn skipped(test: &str) -> bool {
     if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {test}: needs root and network namespaces ({why})");
+        crate::netns::skip(test, &format!("needs root and network namespaces ({why})"));
         return true;
     }
     false

@@ -26,6 +26,19 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
+/// The environment variable `.ci/run` sets: under it, a test that would be
+/// skipped fails instead (CI is root and installs every tool the tests use).
+pub const CI_VAR: &str = "LBP_CI";
+
+/// Say that `test` is skipped because of `why`, or, under CI ([`CI_VAR`]), fail
+/// it: there no test passes by skipping.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(CI_VAR).is_some() {
+        panic!("{test} cannot run here ({why}); under CI ({CI_VAR}) no test passes by skipping");
+    }
+    eprintln!("SKIPPED: {test}: {why}");
+}
+
 /// Run a command, panicking with its output when it fails.
 pub fn run(args: &[&str]) -> Output {
     let out = Command::new(args[0])

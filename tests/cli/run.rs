@@ -64,9 +64,9 @@ fn send_until(
 #[test]
 fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
     if let Some(why) = unavailable() {
-        eprintln!(
-            "SKIPPED: {}: needs root and network namespaces ({why})",
-            module_path!()
+        netns::skip(
+            module_path!(),
+            &format!("needs root and network namespaces ({why})"),
         );
         return;
     }

@@ -30,7 +30,11 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `BPF_PROG_TYPE_SCHED_CLS`: a traffic-control classifier (tc, tcx).
+pub(crate) const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_XDP: u32 = 37;
+/// `BPF_TCX_EGRESS`: a tcx link on an interface's transmit path.
+pub(crate) const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_PSEUDO_MAP_FD`: the source register of an `ld_imm64` whose immediate is a
 /// map descriptor.
 pub(crate) const BPF_PSEUDO_MAP_FD: u8 = 1;
@@ -282,23 +286,34 @@ struct ProgLoadAttr {
 /// Load the XDP program `prog` under `name` (its first 15 bytes); on failure,
 /// load again with the verifier's log and put that in the error.
 pub(crate) fn load_xdp(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
+    load_program(BPF_PROG_TYPE_XDP, BPF_XDP, name, prog)
+}
+
+/// Load `prog` as a program of type `prog_type` expecting `attach_type`, as
+/// [`load_xdp`] does.
+pub(crate) fn load_program(
+    prog_type: u32,
+    attach_type: u32,
+    name: &str,
+    prog: &[Insn],
+) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut pname = [0u8; 16];
     let n = name.len().min(15);
     pname[..n].copy_from_slice(&name.as_bytes()[..n]);
     let mut a = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: prog.len() as u32,
         insns: prog.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: pname,
-        expected_attach_type: BPF_XDP,
+        expected_attach_type: attach_type,
         ..ProgLoadAttr::default()
     };
     match sys_bpf(BPF_PROG_LOAD, &mut a) {
         Ok(fd) => Ok(owned(fd)),
         Err(e) => {
-            let mut log = vec![0u8; 64 * 1024];
+            let mut log = vec![0u8; 1 << 20];
             a.log_level = 1;
             a.log_size = log.len() as u32;
             a.log_buf = log.as_mut_ptr() as u64;
@@ -307,12 +322,34 @@ pub(crate) fn load_xdp(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
             }
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
+            // The verifier's verdict is at the end of its log.
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             Err(io::Error::new(
                 e.kind(),
-                format!("loading XDP program {name}: {e}; verifier: {text}"),
+                format!(
+                    "loading BPF program {name}: {e}; verifier: {}",
+                    tail.join("\n")
+                ),
             ))
         }
     }
+}
+
+/// Link `prog` to `ifindex` at `attach_type` (BPF_LINK_CREATE with no options):
+/// the link's descriptor, whose closing detaches the program.
+pub(crate) fn link_create(
+    ifindex: u32,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut a = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags: 0,
+    };
+    sys_bpf(BPF_LINK_CREATE, &mut a).map(owned)
 }
 
 /// A loaded redirect program (see [`RedirectProgram::load`]).

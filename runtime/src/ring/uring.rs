@@ -226,7 +226,12 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> bool {
+pub(crate) fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> bool {
     // SAFETY: `v` is a live c_int and its size is passed; the fd is open.
     let r = unsafe {
         libc::setsockopt(
@@ -243,8 +248,13 @@ fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::
 /// Open an AF_PACKET raw socket bound to `ifindex`. A receiving socket takes
 /// every protocol, not its own transmits, and prefixes each packet with a
 /// `virtio_net_hdr`; a sending socket is bound to protocol 0 and so receives
-/// nothing. Returns whether `PACKET_QDISC_BYPASS` was accepted.
-fn packet_socket(ifindex: u32, rx: bool, qdisc_bypass: bool) -> io::Result<(OwnedFd, bool)> {
+/// nothing (the traffic generator's seed socket is one). Returns whether
+/// `PACKET_QDISC_BYPASS` was accepted.
+pub(crate) fn packet_socket(
+    ifindex: u32,
+    rx: bool,
+    qdisc_bypass: bool,
+) -> io::Result<(OwnedFd, bool)> {
     // Protocol 0 at creation: the socket receives nothing until bound, so no frame
     // of another interface slips in between socket() and bind().
     // SAFETY: plain socket(2) call; the result is checked before use.

@@ -8,16 +8,17 @@
 #[path = "../../../tests/cli/netns.rs"]
 pub mod netns;
 
-pub use netns::{Netns, run, unavailable};
+pub use netns::{Netns, run, skip, unavailable};
 
-/// Skip a test (with a line saying so) when namespaces are unavailable.
+/// Skip a test (with a line saying so) when namespaces are unavailable; under
+/// CI, fail it instead (see [`netns::skip`]).
 #[macro_export]
 macro_rules! require_netns {
     () => {
         if let Some(why) = support::unavailable() {
-            eprintln!(
-                "SKIPPED: {}: needs root and network namespaces ({why})",
-                module_path!()
+            support::skip(
+                module_path!(),
+                &format!("needs root and network namespaces ({why})"),
             );
             return;
         }

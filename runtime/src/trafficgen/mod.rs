@@ -1,19 +1,30 @@
 //! lbp's own traffic generator and packet counter, for benchmarks and tests: no
 //! xdp-tools, no libbpf, no clang; raw bpf(2) with programs assembled here.
 //!
-//! The [`Generator`] runs a tiny XDP program with `BPF_PROG_RUN` in live-frames
-//! mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+): the kernel copies the given
-//! frame into pages of its own, runs the program on each copy `repeat` times, and
-//! because the program returns `XDP_TX` the kernel transmits every copy out of the
-//! interface named by the context's `ingress_ifindex` (XDP_TX becomes a redirect
-//! to that interface). The interface's ifindex is resolved in the calling
-//! thread's network namespace. On veth the peer must run NAPI (an XDP program or
-//! GRO enabled on it), else the kernel drops the frames. The kernel does not say
-//! how many frames left; `run` returns how many it asked for, and a [`Counter`] on
-//! the far side says how many arrived. [`Generator::with_flows`] loads a variant
-//! that makes every frame a new flow (IPv4 TCP or UDP): it takes a number from a
-//! map counter per frame and writes it into the source port and the low 16 bits
-//! of the source address, updating the IPv4 and TCP/UDP checksums incrementally.
+//! The [`Generator`] sends copies of one frame out of an interface by one of two
+//! [`Method`]s, chosen by [`Method::detect`] or by the caller:
+//!
+//! - **Live frames** (`live`): a tiny XDP program run with `BPF_PROG_RUN` in
+//!   live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+): the kernel
+//!   copies the given frame into pages of its own, runs the program on each copy
+//!   `repeat` times, and because the program returns `XDP_TX` the kernel
+//!   transmits every copy out of the interface named by the context's
+//!   `ingress_ifindex` (XDP_TX becomes a redirect to that interface). On veth
+//!   the peer must run NAPI (an XDP program or GRO enabled on it), else the
+//!   kernel drops the frames. The kernel does not say how many frames left. Some
+//!   kernels refuse this mode (EPERM), and [`live_frames_available`] asks.
+//! - **Clone** (`clone`): one frame per batch through an `AF_PACKET` socket,
+//!   turned into up to [`MAX_BATCH`] frames by a tcx egress program that clones
+//!   it out of the interface (Linux 6.6+). About half the rate of live frames
+//!   on veth (every frame is a socket buffer, which the peer's XDP copies), and
+//!   it says how many frames the interface accepted and refused.
+//!
+//! The interface's ifindex is resolved in the calling thread's network
+//! namespace. [`Generator::open`] with `flows` makes every frame a new flow
+//! (IPv4 TCP or UDP): a number per frame, from a map counter, goes into the
+//! source port and the low 16 bits of the source address, with the IPv4 and
+//! TCP/UDP checksums updated incrementally. A [`Counter`] on the far side says
+//! how many arrived.
 //!
 //! The [`Counter`] is an XDP program attached to a receiving interface that adds
 //! each IPv4 and IPv6 frame (packets and bytes) to an array map and drops it;
@@ -21,15 +32,16 @@
 //! works. It is read with `BPF_MAP_LOOKUP_ELEM`, so the sink counts without a
 //! socket. The [`Reflector`] is the trivial `XDP_TX` program, for a reference rate.
 //! Attached programs go through [`crate::ring::bpf::Attachment`] (a bpf link, so
-//! they are detached when dropped or when the process dies).
+//! they are detached when dropped or when the process dies); the clone program
+//! has a tcx link of its own, also gone with the process.
 //!
 //! The system call, the instruction encoding, program loading and map access are
-//! [`crate::ring::bpf`]'s; this module has the programs and the commands only it
-//! uses (test runs, program info).
+//! [`crate::ring::bpf`]'s, and the seed socket is [`crate::ring::uring`]'s; this
+//! module has the programs and the commands only it uses (test runs, program
+//! info). Its only `unsafe` is the seed's `sendto` (and the address it takes).
 //!
 //! This is not a packet crafting library: [`udp4_frame`] builds the one frame
-//! the benchmarks need. This module has no `unsafe` of its own: the bpf(2) calls
-//! go through [`crate::ring::bpf`].
+//! the benchmarks need.
 
 use std::io;
 use std::mem::size_of;
@@ -39,9 +51,12 @@ use std::time::{Duration, Instant};
 
 use crate::ring::bpf::{
     Attachment, BPF_PSEUDO_MAP_FD, Insn, XDP_PASS, XdpMode, insn, load_xdp, map_create, map_lookup,
-    map_update, owned, sys_bpf,
+    owned, sys_bpf,
 };
 use crate::wire::checksum;
+
+mod clone;
+mod live;
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -49,9 +64,8 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-/// `BPF_F_TEST_XDP_LIVE_FRAMES`: transmit the frames the program returns.
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-/// The kernel's largest live-frames batch (`TEST_XDP_MAX_BATCH`).
+/// The largest batch: the kernel's largest live-frames batch
+/// (`TEST_XDP_MAX_BATCH`), and the most clones one seed makes.
 pub const MAX_BATCH: u32 = 256;
 
 const XDP_DROP: i32 = 1;
@@ -83,6 +97,12 @@ mod op {
     pub const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     pub const JNE_K: u8 = 0x55;
     pub const JGT_X: u8 = 0x2d;
+    pub const JGE_X: u8 = 0x3d;
+    pub const JGE_K: u8 = 0x35;
+    pub const JA: u8 = 0x05;
+    pub const LDX_DW: u8 = 0x79;
+    pub const STX_DW: u8 = 0x7b;
+    pub const STX_W: u8 = 0x63;
     pub const CALL: u8 = 0x85;
     pub const EXIT: u8 = 0x95;
     /// Atomic immediates: `BPF_ADD`, and `BPF_ADD | BPF_FETCH`.
@@ -90,18 +110,46 @@ mod op {
     pub const ATOMIC_FETCH_ADD: i32 = 0x01;
 }
 
-/// A program under assembly, with forward jumps to one `out` label.
+/// A program under assembly, with forward jumps to one `out` label (patched by
+/// [`Asm::finish`]) and to labels of its own ([`Asm::label`], [`Asm::bind`]).
 struct Asm {
     insns: Vec<Insn>,
     to_out: Vec<usize>,
+    /// Where each label is bound (`None` until [`Asm::bind`]).
+    labels: Vec<Option<usize>>,
+    /// Jumps to labels: (instruction, label).
+    to_label: Vec<(usize, usize)>,
 }
+
+/// A jump target inside a program under assembly.
+#[derive(Clone, Copy)]
+struct Label(usize);
 
 impl Asm {
     fn new() -> Asm {
         Asm {
             insns: Vec::with_capacity(64),
             to_out: Vec::new(),
+            labels: Vec::new(),
+            to_label: Vec::new(),
         }
+    }
+
+    /// A new label, bound later (or earlier, for a backward jump) by [`Asm::bind`].
+    fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    /// Bind `l` to the next instruction.
+    fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.insns.len());
+    }
+
+    /// A jump (conditional, or `op::JA`) to `l`, patched by [`Asm::finish`].
+    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, l: Label) {
+        self.to_label.push((self.insns.len(), l.0));
+        self.i(code, dst, src, 0, imm);
     }
 
     fn i(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
@@ -174,13 +222,13 @@ impl Asm {
         self.i(op::CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM);
     }
 
-    /// RFC 1624 eqn. 3 on the 16-bit checksum at `r7 + at`: for each (old, new)
+    /// RFC 1624 eqn. 3 on the 16-bit checksum at `base + at`: for each (old, new)
     /// register pair, `HC' = ~(~HC + ~old + new)`; with `l4`, a result of 0 is
     /// written as 0xffff (the same ones' complement zero; UDP's rule). Words are
     /// loaded in host order on both sides, which the ones' complement sum does
     /// not mind. Clobbers r0 and r1.
-    fn csum_update(&mut self, at: i16, pairs: &[(u8, u8)], l4: bool) {
-        self.i(op::LDX_H, 0, 7, at, 0);
+    fn csum_update(&mut self, base: u8, at: i16, pairs: &[(u8, u8)], l4: bool) {
+        self.i(op::LDX_H, 0, base, at, 0);
         self.i(op::XOR_K, 0, 0, 0, 0xffff);
         for &(old, new) in pairs {
             self.i(op::MOV_X, 1, old, 0, 0);
@@ -200,14 +248,39 @@ impl Asm {
             self.i(op::JNE_K, 0, 0, 1, 0);
             self.i(op::MOV_K, 0, 0, 0, 0xffff);
         }
-        self.i(op::STX_H, 7, 0, at, 0);
+        self.i(op::STX_H, base, 0, at, 0);
     }
 
-    /// Append `out: r0 = verdict; exit` and patch the jumps to it.
+    /// Write the flow number in register `flow` into the frame at register
+    /// `base` (its first `f.need` bytes checked readable and writable): its low
+    /// 16 bits into the source port, the next 16 into the low half of the
+    /// source address, both checksums updated. Clobbers r0-r5.
+    fn write_flow(&mut self, flow: u8, base: u8, f: FlowFields) {
+        // r2 = new port word, r3 = new address word, r4 / r5 = the old ones.
+        self.i(op::MOV_X, 2, flow, 0, 0);
+        self.i(op::AND_K, 2, 0, 0, 0xffff);
+        self.i(op::MOV_X, 3, flow, 0, 0);
+        self.i(op::RSH_K, 3, 0, 0, 16);
+        self.i(op::AND_K, 3, 0, 0, 0xffff);
+        self.i(op::LDX_H, 4, base, f.sport, 0);
+        self.i(op::LDX_H, 5, base, f.src_low, 0);
+        self.csum_update(base, f.ip_csum, &[(5, 3)], false);
+        if let Some(at) = f.l4_csum {
+            self.csum_update(base, at, &[(5, 3), (4, 2)], true);
+        }
+        self.i(op::STX_H, base, 2, f.sport, 0);
+        self.i(op::STX_H, base, 3, f.src_low, 0);
+    }
+
+    /// Append `out: r0 = verdict; exit` and patch the jumps to it and to labels.
     fn finish(mut self, verdict: i32) -> Vec<Insn> {
         let out = self.insns.len();
         for &j in &self.to_out {
             self.insns[j].off = (out - j - 1) as i16;
+        }
+        for &(j, l) in &self.to_label {
+            let at = self.labels[l].expect("a jump to a label never bound");
+            self.insns[j].off = (at as i64 - j as i64 - 1) as i16;
         }
         self.i(op::MOV_K, 0, 0, 0, verdict);
         self.i(op::EXIT, 0, 0, 0, 0);
@@ -331,20 +404,7 @@ fn flow_program(map: RawFd, frame: &[u8], f: FlowFields) -> Vec<Insn> {
     a.jump_out(op::JEQ_K, 0, 0, 0);
     a.i(op::MOV_K, 9, 0, 0, 1);
     a.i(op::ATOMIC_DW, 0, 9, 0, op::ATOMIC_FETCH_ADD);
-    // r2 = new port word, r3 = new address word, r4 / r5 = the old ones.
-    a.i(op::MOV_X, 2, 9, 0, 0);
-    a.i(op::AND_K, 2, 0, 0, 0xffff);
-    a.i(op::MOV_X, 3, 9, 0, 0);
-    a.i(op::RSH_K, 3, 0, 0, 16);
-    a.i(op::AND_K, 3, 0, 0, 0xffff);
-    a.i(op::LDX_H, 4, 7, f.sport, 0);
-    a.i(op::LDX_H, 5, 7, f.src_low, 0);
-    a.csum_update(f.ip_csum, &[(5, 3)], false);
-    if let Some(at) = f.l4_csum {
-        a.csum_update(at, &[(5, 3), (4, 2)], true);
-    }
-    a.i(op::STX_H, 7, 2, f.sport, 0);
-    a.i(op::STX_H, 7, 3, f.src_low, 0);
+    a.write_flow(9, 7, f);
     a.finish(XDP_TX)
 }
 
@@ -411,53 +471,73 @@ pub fn prog_loaded(id: u32) -> io::Result<bool> {
 
 // ---------------------------------------------------------------- generator
 
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
+/// How a [`Generator`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `BPF_PROG_RUN` of an XDP program in live-frames mode: the kernel
+    /// transmits what the program returns, as XDP frames (Linux 5.18+; some
+    /// kernels refuse it).
+    LiveFrames,
+    /// One frame through an `AF_PACKET` socket per batch, cloned out of the
+    /// interface by a tcx egress program (Linux 6.6+; see [`clone`]).
+    Clone,
 }
 
-/// `struct xdp_md`, as the test run's input context.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
+impl Method {
+    /// Both methods, fastest first.
+    pub const ALL: [Method; 2] = [Method::LiveFrames, Method::Clone];
+
+    /// The name the command line uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::LiveFrames => "live-frames",
+            Method::Clone => "clone",
+        }
+    }
+
+    /// The method named `s` (as [`Method::name`] gives it).
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// The fastest method the kernel offers on `ifindex`: live frames where
+    /// [`live_frames_available`] says so, else clone.
+    pub fn detect(ifindex: u32) -> Method {
+        match live_frames_available(ifindex) {
+            Ok(()) => Method::LiveFrames,
+            Err(_) => Method::Clone,
+        }
+    }
 }
 
-/// Sends copies of one frame out of an interface at kernel speed (see the
-/// module documentation). Not `Sync`-shared state: one per sending thread.
+/// Whether the kernel runs XDP programs in live-frames mode on `ifindex`: one
+/// test run of a program that drops its frame (nothing is transmitted). The
+/// error is the kernel's refusal (EPERM on some kernels, EINVAL before 5.18).
+pub fn live_frames_available(ifindex: u32) -> io::Result<()> {
+    let prog = load_xdp("lbp_gen_probe", &constant_program(XDP_DROP))?;
+    live::test_run(prog.as_fd(), ifindex, &[0u8; 60], 1, 1)
+}
+
+#[derive(Debug)]
+enum Engine {
+    Live(live::Live),
+    Clone(clone::Cloner),
+}
+
+/// Sends copies of one frame out of an interface at kernel speed, by either
+/// [`Method`] (see the module documentation). One per sending thread.
 #[derive(Debug)]
 pub struct Generator {
-    prog: OwnedFd,
-    /// The flow variant's counter (entry 0: the next flow number).
-    flows: Option<OwnedFd>,
-    ifindex: u32,
-    frame: Vec<u8>,
+    engine: Engine,
 }
 
 impl Generator {
     /// Frames accepted: an Ethernet header up to a 1 500-byte payload.
     pub const FRAME_LEN: std::ops::RangeInclusive<usize> = 14..=1514;
+
+    /// Frames per kernel batch (live frames) or per seed (clone) when the
+    /// caller passes 0.
+    pub const DEFAULT_BATCH: u32 = 64;
 
     fn check(frame: &[u8]) -> io::Result<()> {
         if Self::FRAME_LEN.contains(&frame.len()) {
@@ -474,41 +554,54 @@ impl Generator {
     }
 
     /// A generator sending `frame` unchanged out of `ifindex` (an interface of
-    /// the calling thread's network namespace).
+    /// the calling thread's network namespace), by the method [`Method::detect`]
+    /// finds.
     pub fn new(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
-        Self::check(frame)?;
-        Ok(Generator {
-            prog: load_xdp("lbp_gen", &tx_program(frame))?,
-            flows: None,
-            ifindex,
-            frame: frame.to_vec(),
-        })
+        Self::open(Method::detect(ifindex), ifindex, frame, false)
     }
 
-    /// A generator that makes each frame a new flow: `frame` must be Ethernet +
-    /// IPv4 + TCP or UDP; frame `n` gets source port and low source-address half
-    /// from `n` (2^32 distinct flows, sources in the /16 of `frame`'s source).
+    /// A generator that makes each frame a new flow (see [`Generator::open`]),
+    /// by the method [`Method::detect`] finds.
     pub fn with_flows(ifindex: u32, frame: &[u8]) -> io::Result<Generator> {
-        Self::check(frame)?;
-        let f = flow_fields(frame).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the flow generator needs an Ethernet + IPv4 + TCP/UDP frame",
-            )
-        })?;
-        let map = array_map(8)?;
-        let prog = load_xdp("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f))?;
-        Ok(Generator {
-            prog,
-            flows: Some(map),
-            ifindex,
-            frame: frame.to_vec(),
-        })
+        Self::open(Method::detect(ifindex), ifindex, frame, true)
     }
 
-    /// Send `count` frames, `batch` (1 to [`MAX_BATCH`]; 0 for the kernel's
-    /// default of 64) per kernel batch; returns how many were handed to the
-    /// interface. Interrupted by a signal, it returns what was sent before.
+    /// A generator sending `frame` out of `ifindex` by `method`. With `flows`,
+    /// `frame` must be Ethernet + IPv4 + TCP or UDP, and frame `n` gets its
+    /// source port and the low half of its source address from flow number `n`
+    /// (2^32 distinct flows, sources in the /16 of `frame`'s source).
+    pub fn open(method: Method, ifindex: u32, frame: &[u8], flows: bool) -> io::Result<Generator> {
+        Self::check(frame)?;
+        let fields = if flows {
+            Some(flow_fields(frame).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the flow generator needs an Ethernet + IPv4 + TCP/UDP frame",
+                )
+            })?)
+        } else {
+            None
+        };
+        let engine = match method {
+            Method::LiveFrames => Engine::Live(live::Live::new(ifindex, frame, fields)?),
+            Method::Clone => Engine::Clone(clone::Cloner::new(ifindex, frame, fields)?),
+        };
+        Ok(Generator { engine })
+    }
+
+    /// How this generator sends.
+    pub fn method(&self) -> Method {
+        match self.engine {
+            Engine::Live(_) => Method::LiveFrames,
+            Engine::Clone(_) => Method::Clone,
+        }
+    }
+
+    /// Send `count` frames, `batch` (1 to [`MAX_BATCH`]; 0 for
+    /// [`Generator::DEFAULT_BATCH`]) per kernel batch or seed; returns how many
+    /// were handed to the interface. Live frames: the kernel does not say, and
+    /// this is `count`. Clone: the clones the interface accepted (those it
+    /// refused are counted by [`Generator::refused`]).
     pub fn run(&self, count: u64, batch: u32) -> io::Result<u64> {
         if batch > MAX_BATCH {
             return Err(io::Error::new(
@@ -516,13 +609,15 @@ impl Generator {
                 format!("batch {batch} is above {MAX_BATCH}"),
             ));
         }
-        let mut sent = 0u64;
-        while sent < count {
-            let n = (count - sent).min(u64::from(u32::MAX)) as u32;
-            self.run_once(n, batch)?;
-            sent += u64::from(n);
+        let batch = if batch == 0 {
+            Self::DEFAULT_BATCH
+        } else {
+            batch
+        };
+        match &self.engine {
+            Engine::Live(l) => l.run(count, batch),
+            Engine::Clone(c) => c.run(count, batch),
         }
-        Ok(sent)
     }
 
     /// Send for `time` (and at most `max` frames); returns frames sent.
@@ -535,48 +630,40 @@ impl Generator {
         Ok(sent)
     }
 
-    fn run_once(&self, repeat: u32, batch: u32) -> io::Result<()> {
-        let mut ctx = XdpMd {
-            data_end: self.frame.len() as u32,
-            ingress_ifindex: self.ifindex,
-            ..XdpMd::default()
-        };
-        let mut a = TestRunAttr {
-            prog_fd: self.prog.as_raw_fd() as u32,
-            data_size_in: self.frame.len() as u32,
-            data_in: self.frame.as_ptr() as u64,
-            repeat,
-            ctx_size_in: size_of::<XdpMd>() as u32,
-            ctx_in: &mut ctx as *mut XdpMd as u64,
-            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-            batch_size: batch,
-            ..TestRunAttr::default()
-        };
-        sys_bpf(BPF_PROG_TEST_RUN, &mut a).map(drop)
+    /// Frames the interface refused so far (clone: a full transmit ring, an
+    /// interface down); always 0 for live frames, whose kernel does not say.
+    pub fn refused(&self) -> io::Result<u64> {
+        match &self.engine {
+            Engine::Live(_) => Ok(0),
+            Engine::Clone(c) => Ok(c.slot()?.refused),
+        }
     }
 
     /// Set the flow variant's next flow number (its low 16 bits become the
     /// source port, the next 16 the low half of the source address, both as
     /// written in host byte order). No effect on a plain generator.
     pub fn set_next_flow(&self, n: u64) -> io::Result<()> {
-        let Some(m) = &self.flows else {
-            return Ok(());
-        };
-        map_update(m.as_fd(), &0u32, &n)
+        match &self.engine {
+            Engine::Live(l) => l.set_next_flow(n),
+            Engine::Clone(c) => c.set_next_flow(n),
+        }
     }
 
-    /// The flow variant's next flow number (0 for a plain generator): it starts
-    /// at 0 (or as set) and grows by one per frame the program runs on.
+    /// The flow variant's next flow number (a plain generator's stays as set):
+    /// it starts at 0 (or as set) and grows by one per frame.
     pub fn next_flow(&self) -> io::Result<u64> {
-        match &self.flows {
-            Some(m) => Ok(read_words::<1>(m.as_fd())?[0]),
-            None => Ok(0),
+        match &self.engine {
+            Engine::Live(l) => l.next_flow(),
+            Engine::Clone(c) => Ok(c.slot()?.next_flow),
         }
     }
 
     /// The loaded program's kernel id.
     pub fn prog_id(&self) -> io::Result<u32> {
-        prog_id(self.prog.as_fd())
+        match &self.engine {
+            Engine::Live(l) => prog_id(l.prog()),
+            Engine::Clone(c) => prog_id(c.prog()),
+        }
     }
 }
 
@@ -921,10 +1008,10 @@ mod tests {
     #[test]
     fn encodings() {
         assert_eq!(size_of::<Insn>(), 8);
-        assert_eq!(size_of::<TestRunAttr>(), 80);
-        assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
-        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
-        assert_eq!(size_of::<XdpMd>(), 24);
+        assert_eq!(size_of::<live::TestRunAttr>(), 80);
+        assert_eq!(std::mem::offset_of!(live::TestRunAttr, batch_size), 72);
+        assert_eq!(std::mem::offset_of!(live::TestRunAttr, ctx_in), 48);
+        assert_eq!(size_of::<live::XdpMd>(), 24);
         let p = constant_program(XDP_TX);
         assert_eq!(p, vec![insn(0xb7, 0, 0, 0, 3), insn(0x95, 0, 0, 0, 0)]);
         let c = counter_program(5);
