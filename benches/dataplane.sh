@@ -560,10 +560,11 @@ fi
 start_bg reflect nsx "$APP" "$TRAFFICGEN" reflect a0 --seconds $((T + 5))
 start_bg count-xdptx-0 nsx "$CLI" "$TRAFFICGEN" count c0 --seconds $((T + 3))
 if wait_for "$WORK/reflect" ready 10 && wait_for "$WORK/count-xdptx-0" ready 10; then
-    # The reflector runs in a0's receive path, on the generator's CPU (veth):
-    # it paces the generator, and with the clone generator this row is the
-    # generator's rate, not XDP_TX's.
-    PACED=1 measure "XDP_TX reflect (in kernel)" "$WORK/count-xdptx-" 1 "$VIP" 9
+    # The reflector runs in a0's receive path, on the generator's CPU (veth),
+    # and reflects all it is offered: the row is marked generator-bound, a
+    # lower bound of what XDP_TX can do (with the clone generator, close to the
+    # generator's own rate).
+    measure "XDP_TX reflect (in kernel)" "$WORK/count-xdptx-" 1 "$VIP" 9
     echo "  ($(head -1 "$WORK/reflect"))"
 else
     log "XDP_TX reference did not start: $(cat "$WORK/reflect" "$WORK/count-xdptx-0")"
@@ -601,7 +602,6 @@ echo
 
 echo "== ratios (generator: $GEN_USED)"
 gen=${RATE[generator alone (counted at a0)]:-0}
-echo "generator alone / XDP_TX reflect:             $(ratio "$gen" "${RATE[XDP_TX reflect (in kernel)]:-0}")"
 echo "nftables DNAT one flow / kernel forwarding:   $(rowratio "nftables DNAT, one flow" "kernel forwarding")"
 echo "nftables DNAT new flows / kernel forwarding:  $(rowratio "nftables DNAT, new flows" "kernel forwarding")"
 echo "kernel forwarding / XDP_TX reflect:           $(rowratio "kernel forwarding" "XDP_TX reflect (in kernel)")"
