@@ -774,7 +774,17 @@ fn tap_kernel_answers_echo() {
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     });
-    let links = String::from_utf8_lossy(&t.ip(&["link", "show"]).stdout).into_owned();
+    // The kernel unregisters a TAP whose last descriptor closed a little later,
+    // after its references drain: wait for it (bounded).
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut links = String::new();
+    while Instant::now() < end {
+        links = String::from_utf8_lossy(&t.ip(&["link", "show"]).stdout).into_owned();
+        if !links.contains("lbp0") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!links.contains("lbp0"), "the TAP went with its fd: {links}");
 }
 
