@@ -13,6 +13,8 @@
 //! - `balance`: back-end choice (Maglev, weighted round robin, least load, hash).
 //! - `config`: the interfaces, services, pools and routes, as plain data.
 //! - `neigh`: the neighbour (ARP / NDP) table and packets waiting for a resolution.
+//! - `control`: the control core's decisions as pure functions (back-end
+//!   health from check results, so far).
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
@@ -25,6 +27,7 @@
 pub mod balance;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod generation;
 pub mod neigh;
 pub mod ring;

@@ -1,0 +1,9 @@
+//! The control module: what the control core decides, apart from the sockets,
+//! timers and processes that feed it (issue 9 of the project builds it up).
+//!
+//! Every decision here is a pure function or a small state machine, tested
+//! without sockets: the health of a back end from its check results
+//! ([`health`]). The control core's loop (checks, agents, the control socket,
+//! publication of generations) sits at the edge and calls these.
+
+pub mod health;
