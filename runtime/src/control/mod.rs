@@ -3,7 +3,10 @@
 //!
 //! Every decision here is a pure function or a small state machine, tested
 //! without sockets: the health of a back end from its check results
-//! ([`health`]). The control core's loop (checks, agents, the control socket,
-//! publication of generations) sits at the edge and calls these.
+//! ([`health`]), and what changes between two configurations with the map of
+//! back ends across a reload ([`diff`]). The control core's loop (checks,
+//! agents, the control socket, publication of generations) sits at the edge
+//! and calls these.
 
+pub mod diff;
 pub mod health;
