@@ -237,7 +237,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 
 fn start(args: &RunArgs) -> Result<ExitCode, String> {
     install_signal_handlers()?;
-    let (_, _, prog) = crate::load(&args.policy)?;
+    let (_, _, prog) = super::common::load(&args.policy)?;
     let jit = lbp_compiler::jit::compile(&prog)
         .map_err(|e| format!("{}: cannot compile: {e}", args.policy.display()))?;
     let mut app = crate::appliance::appliance(&prog);

@@ -1,0 +1,65 @@
+//! `lbp check`: parse and check policies, report every diagnostic, and end with a
+//! count of errors and warnings.
+
+use super::common::{Format, Output, read, report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `lbp check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Fail (exit 1) on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+    #[command(flatten)]
+    out: Output,
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
+    let CheckArgs {
+        files,
+        deny_warnings,
+        out,
+    } = args;
+    let mut failed = false;
+    let (mut errors, mut warnings) = (0, 0);
+    for file in &files {
+        let src = read(file)?;
+        let analysis = lbp_lang::analyze(&src);
+        report(&out, file, &src, &analysis.diagnostics);
+        for d in &analysis.diagnostics {
+            if d.is_error() {
+                errors += 1;
+            } else {
+                warnings += 1;
+            }
+        }
+    }
+    failed |= errors > 0 || (deny_warnings && warnings > 0);
+    if out.format == Format::Human && (errors > 0 || warnings > 0) {
+        eprintln!("{}", summary(errors, warnings, files.len()));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn summary(errors: usize, warnings: usize, files: usize) -> String {
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("{n} {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
+    format!(
+        "{}, {} in {}",
+        plural(errors, "error"),
+        plural(warnings, "warning"),
+        plural(files, "file")
+    )
+}

@@ -1,0 +1,41 @@
+//! `lbp compile`: print a compiler stage of a policy (the lowered IR, the
+//! Cranelift IR, or the appliance the runtime is given), for debugging.
+
+use super::common::load;
+use crate::appliance;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `lbp compile`.
+#[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    policy: PathBuf,
+    #[arg(long, value_enum, default_value = "ir")]
+    emit: Stage,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Stage {
+    /// The lowered IR.
+    Ir,
+    /// The Cranelift IR of the compiled function.
+    Clif,
+    /// What the runtime is given besides the filter: interfaces, services with
+    /// their back ends, routes.
+    Runtime,
+}
+
+pub fn run(args: CompileArgs) -> Result<ExitCode, String> {
+    let CompileArgs { policy, emit } = args;
+    let (_, _, prog) = load(&policy)?;
+    match emit {
+        Stage::Ir => println!("{prog:#?}"),
+        Stage::Clif => {
+            let clif = lbp_compiler::jit::clif(&prog)
+                .map_err(|e| format!("{}: cannot compile: {e}", policy.display()))?;
+            print!("{clif}");
+        }
+        Stage::Runtime => println!("{:#?}", appliance::appliance(&prog)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
