@@ -25,9 +25,8 @@ pub fn appliance(prog: &Program) -> Appliance {
             let mut vips: Vec<Addr> = s.entries.iter().map(|e| e.0).collect();
             vips.sort_unstable();
             vips.dedup();
-            let backends = s
-                .pool
-                .and_then(|p| prog.pools.get(p as usize))
+            let pool = s.pool.and_then(|p| prog.pools.get(p as usize));
+            let backends = pool
                 .map(|p| {
                     p.backends
                         .iter()
@@ -46,6 +45,7 @@ pub fn appliance(prog: &Program) -> Appliance {
                 algorithm: s.algorithm,
                 unknown_balance: s.unknown_balance,
                 backends,
+                formula: pool.and_then(|p| p.formula.clone()),
             }
         })
         .collect();

@@ -5,8 +5,13 @@
 //! [`wire`] does that, bounds-checked, in safe Rust), then calls
 //! the compiled policy, which reads only `Fields` and the policy's own tables and
 //! writes a [`Decision`]. The runtime depends on this crate, never on Cranelift.
+//!
+//! Besides that, the few things both sides name in the same words: a service's
+//! [`Mode`] and [`Algorithm`], and a pool's weight formula ([`weight`]), which the
+//! compiler lowers and the runtime's control module evaluates.
 #![forbid(unsafe_code)]
 
+pub mod weight;
 pub mod wire;
 
 /// Bits of [`Fields::present`]: which headers the packet has.

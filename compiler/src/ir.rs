@@ -29,7 +29,13 @@ pub struct Program {
 pub struct Pool {
     pub name: String,
     pub backends: Vec<Backend>,
+    /// `weight = EXPR`: how the control module turns a load report into a
+    /// weight (consts folded in, input names resolved).
+    pub formula: Option<Formula>,
 }
+
+/// A lowered weight formula: the ABI's, evaluated by the runtime's control module.
+pub use lbp_abi::weight::Formula;
 
 #[derive(Clone, Debug)]
 pub struct Backend {

@@ -6,8 +6,9 @@
 //! cannot lower (which a checked tree never is) it returns a message, not a panic.
 
 use crate::ir::*;
+use lbp_abi::weight::Input;
 use lbp_abi::{hash_field, present};
-use lbp_lang::ast::{self, ExprKind, Item, Lit, Span};
+use lbp_lang::ast::{self, ArithOp, ExprKind, Item, Lit, Span};
 use std::collections::HashMap;
 
 /// Lower a checked policy.
@@ -328,11 +329,51 @@ impl<'a> Lowerer<'a> {
         })
     }
 
+    /// A weight formula: input names first (they take precedence over consts
+    /// of the same name), then consts, numbers, `+ - * /` and negation.
+    fn formula(&self, e: &ast::Expr, depth: u32) -> Result<Formula, String> {
+        if depth > 256 {
+            return Err("weight formula nested too deep".into());
+        }
+        let sub = |x: &ast::Expr| self.formula(x, depth + 1).map(Box::new);
+        Ok(match &e.kind {
+            ExprKind::Lit(Lit::Int { value, .. }) => Formula::Num(*value as f64),
+            ExprKind::Lit(Lit::Float(v)) => Formula::Num(*v),
+            ExprKind::Name(n) => match (Input::from_name(n), self.consts.get(n.as_str())) {
+                (Some(i), _) => Formula::Input(i),
+                (None, Some(c)) => return self.formula(c, depth + 1),
+                (None, None) => return Err(format!("`{n}` is no weight input")),
+            },
+            ExprKind::Paren(x) => return self.formula(x, depth + 1),
+            ExprKind::Neg(x) => Formula::Neg(sub(x)?),
+            ExprKind::Arith(first, rest) => {
+                let mut acc = self.formula(first, depth + 1)?;
+                for (op, x) in rest {
+                    let (a, b) = (Box::new(acc), sub(x)?);
+                    acc = match op {
+                        ArithOp::Add => Formula::Add(a, b),
+                        ArithOp::Sub => Formula::Sub(a, b),
+                        ArithOp::Mul => Formula::Mul(a, b),
+                        ArithOp::Div => Formula::Div(a, b),
+                    };
+                }
+                acc
+            }
+            _ => return Err("not a weight formula".into()),
+        })
+    }
+
     fn pool(&mut self, p: &ast::Pool) -> Result<Pool, String> {
         let mut backends = Vec::new();
+        let mut formula = None;
         for st in &p.stmts {
-            let ast::PoolStmtKind::Backend(b) = &st.kind else {
-                continue;
+            let b = match &st.kind {
+                ast::PoolStmtKind::Backend(b) => b,
+                ast::PoolStmtKind::Weight(e) => {
+                    formula = Some(self.formula(e, 0)?);
+                    continue;
+                }
+                ast::PoolStmtKind::Health(_) => continue,
             };
             let addr = self.addr(&b.addr)?;
             let mut weight = 1;
@@ -353,6 +394,7 @@ impl<'a> Lowerer<'a> {
         Ok(Pool {
             name: p.name.name.clone(),
             backends,
+            formula,
         })
     }
 
@@ -765,6 +807,46 @@ mod tests {
         let a = lbp_lang::analyze(src);
         assert!(!a.has_errors(), "{:?}", a.diagnostics.first());
         lower(&a.policy).expect("lowers")
+    }
+
+    #[test]
+    fn weight_formulas_are_lowered_with_inputs_before_consts() {
+        use lbp_abi::weight::{Load, weight};
+        let p = lowered(
+            "interface a { address 198.18.0.1/24 }
+const scale = 100
+const cpu = 7
+pool web {
+    backend 198.18.0.21 weight 3
+    weight = weight * (1 - cpu) * scale / (1 + clients)
+}
+pool flat {
+    backend 198.18.0.22
+    weight = -(-2.5)
+}
+pool none {
+    backend 198.18.0.23
+}
+",
+        );
+        let f = p.pools[0].formula.as_ref().expect("a formula");
+        // `cpu` is the input, not the const 7: 3 * 0.5 * 100 / 5 = 30.
+        let load = Load {
+            clients: 4.0,
+            cpu: 0.5,
+            ..Load::default()
+        };
+        assert_eq!(weight(f, &load, 3), Ok(30));
+        let flat = p.pools[1].formula.as_ref().expect("a formula");
+        assert_eq!(weight(flat, &Load::default(), 1), Ok(3));
+        assert_eq!(p.pools[2].formula, None);
+    }
+
+    /// The checker's list of weight inputs and the ABI's are the same names.
+    #[test]
+    fn weight_inputs_agree_with_the_checker() {
+        let abi: Vec<&str> = Input::ALL.iter().map(|i| i.name()).collect();
+        assert_eq!(abi, lbp_lang::check::WEIGHT_INPUTS);
     }
 
     #[test]

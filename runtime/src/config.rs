@@ -42,7 +42,12 @@ pub struct Service {
     /// The pool's back ends (a service without a pool has none: its packets are
     /// dropped).
     pub backends: Vec<Backend>,
+    /// The pool's weight formula (`weight = EXPR`), for the control module.
+    pub formula: Option<Formula>,
 }
+
+/// A pool's weight formula, as the compiler lowers it.
+pub use lbp_abi::weight::Formula;
 
 /// `mode` and `balance` are the ABI's: the compiler lowers them, the runtime
 /// acts on them.

@@ -527,6 +527,7 @@ mod tests {
             algorithm: alg,
             unknown_balance: false,
             backends: vec![be("198.19.0.1", 1), be("198.19.0.2", 3)],
+            formula: None,
         };
         let app = Appliance {
             services: vec![

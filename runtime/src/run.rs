@@ -1169,6 +1169,7 @@ mod tests {
             algorithm: crate::config::Algorithm::Maglev,
             unknown_balance: false,
             backends: vec![],
+            formula: None,
         });
         assert_eq!(
             local_addresses(&a),

@@ -1156,6 +1156,7 @@ mod tests {
                     algorithm: Algorithm::Maglev,
                     unknown_balance: false,
                     backends: vec![be("198.19.0.11", None, 1), be("198.19.0.12", Some(9090), 1)],
+                    formula: None,
                 },
                 Service {
                     name: "dsr".into(),
@@ -1164,6 +1165,7 @@ mod tests {
                     algorithm: Algorithm::RoundRobin,
                     unknown_balance: false,
                     backends: vec![be("198.19.0.21", None, 1), be("198.19.0.22", None, 1)],
+                    formula: None,
                 },
                 Service {
                     name: "web6".into(),
@@ -1172,6 +1174,7 @@ mod tests {
                     algorithm: Algorithm::LeastLoad,
                     unknown_balance: true,
                     backends: vec![be("2001:db8:1::11", None, 1)],
+                    formula: None,
                 },
             ],
             routes: vec![

@@ -33,7 +33,8 @@ pub fn backend_map(old: &Service, new: &Service) -> Vec<Option<usize>> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceChange {
     pub name: String,
-    /// Its virtual IPs, mode, algorithm or `unknown` handling changed.
+    /// Its virtual IPs, mode, algorithm, `unknown` handling or weight formula
+    /// changed.
     pub settings: bool,
     /// Back ends new in this service, as `addr` or `addr:port`.
     pub backends_added: Vec<String>,
@@ -97,7 +98,8 @@ fn service_change(old: &Service, new: &Service) -> ServiceChange {
         settings: old.vips != new.vips
             || old.mode != new.mode
             || old.algorithm != new.algorithm
-            || old.unknown_balance != new.unknown_balance,
+            || old.unknown_balance != new.unknown_balance
+            || old.formula != new.formula,
         ..ServiceChange::default()
     };
     for (i, to) in backend_map(old, new).into_iter().enumerate() {
@@ -226,6 +228,7 @@ mod tests {
             algorithm: Algorithm::Maglev,
             unknown_balance: false,
             backends,
+            formula: None,
         }
     }
 
@@ -284,6 +287,9 @@ mod tests {
         c.services[0].mode = Mode::Nat { to_port: None };
         assert!(!diff(&a, &c).weights_only());
         assert!(diff(&a, &c).services_changed[0].settings);
+        let mut f = a.clone();
+        f.services[0].formula = Some(crate::config::Formula::Num(1.0));
+        assert!(diff(&a, &f).services_changed[0].settings);
     }
 
     #[test]
