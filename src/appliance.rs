@@ -46,6 +46,7 @@ pub fn appliance(prog: &Program) -> Appliance {
                 unknown_balance: s.unknown_balance,
                 backends,
                 formula: pool.and_then(|p| p.formula.clone()),
+                health: pool.map(|p| p.health.clone()).unwrap_or_default(),
             }
         })
         .collect();

@@ -7,10 +7,12 @@
 //! writes a [`Decision`]. The runtime depends on this crate, never on Cranelift.
 //!
 //! Besides that, the few things both sides name in the same words: a service's
-//! [`Mode`] and [`Algorithm`], and a pool's weight formula ([`weight`]), which the
-//! compiler lowers and the runtime's control module evaluates.
+//! [`Mode`] and [`Algorithm`], and a pool's weight formula ([`weight`]) and health
+//! checks ([`health`]), which the compiler lowers and the runtime's control
+//! module uses.
 #![forbid(unsafe_code)]
 
+pub mod health;
 pub mod weight;
 pub mod wire;
 

@@ -32,7 +32,12 @@ pub struct Pool {
     /// `weight = EXPR`: how the control module turns a load report into a
     /// weight (consts folded in, input names resolved).
     pub formula: Option<Formula>,
+    /// The `health` lines, in order.
+    pub health: Vec<Check>,
 }
+
+/// A pool's health checks: the ABI's, run by the runtime's control module.
+pub use lbp_abi::health::{Check, Kind as HealthKind};
 
 /// A lowered weight formula: the ABI's, evaluated by the runtime's control module.
 pub use lbp_abi::weight::Formula;

@@ -363,9 +363,82 @@ impl<'a> Lowerer<'a> {
         })
     }
 
+    /// The literal behind `e` (through consts and parentheses).
+    fn literal<'e>(&'e self, e: &'e ast::Expr, depth: u32) -> Result<&'e Lit, String> {
+        if depth > 64 {
+            return Err("const chain too long".into());
+        }
+        match &e.kind {
+            ExprKind::Lit(l) => Ok(l),
+            ExprKind::Paren(x) => self.literal(x, depth + 1),
+            ExprKind::Name(n) => match self.consts.get(n.as_str()) {
+                Some(c) => self.literal(c, depth + 1),
+                None => Err(format!("`{n}` has no constant value")),
+            },
+            _ => Err("not a constant".into()),
+        }
+    }
+
+    /// A `health` line, options left out at their defaults (the timeout at
+    /// the interval).
+    fn health(&self, h: &ast::Health) -> Result<Check, String> {
+        let int = |e: &ast::Expr| match self.literal(e, 0)? {
+            Lit::Int { value, .. } => Ok(*value),
+            _ => Err(format!("not a number: {:?}", e.kind)),
+        };
+        let us = |e: &ast::Expr| match self.literal(e, 0)? {
+            Lit::Duration { amount, unit } => {
+                let per = match unit {
+                    ast::TimeUnit::Us => 1,
+                    ast::TimeUnit::Ms => 1_000,
+                    ast::TimeUnit::S => 1_000_000,
+                    ast::TimeUnit::M => 60_000_000,
+                    ast::TimeUnit::H => 3_600_000_000,
+                };
+                amount
+                    .checked_mul(per)
+                    .ok_or("duration out of range".to_string())
+            }
+            _ => Err(format!("not a duration: {:?}", e.kind)),
+        };
+        let small =
+            |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} out of range"));
+        let (mut path, mut expect) = (String::from("/"), None);
+        let mut c = Check::new(HealthKind::Tcp);
+        let mut timeout = None;
+        for o in &h.opts {
+            match o.key.name.as_str() {
+                "port" => {
+                    c.port = Some(u16::try_from(int(&o.value)?).map_err(|_| "port out of range")?)
+                }
+                "interval" => c.interval_us = us(&o.value)?,
+                "timeout" => timeout = Some(us(&o.value)?),
+                "rise" => c.rise = small(int(&o.value)?, "rise")?,
+                "fall" => c.fall = small(int(&o.value)?, "fall")?,
+                "expect" => {
+                    expect = Some(u16::try_from(int(&o.value)?).map_err(|_| "status out of range")?)
+                }
+                "path" => match self.literal(&o.value, 0)? {
+                    Lit::Str(p) => path = p.clone(),
+                    _ => return Err("`path` takes a string".into()),
+                },
+                other => return Err(format!("unknown health option `{other}`")),
+            }
+        }
+        c.timeout_us = timeout.unwrap_or(c.interval_us);
+        c.kind = match h.kind.name.as_str() {
+            "tcp" => HealthKind::Tcp,
+            "http" => HealthKind::Http { path, expect },
+            "icmp" => HealthKind::Icmp,
+            other => return Err(format!("unknown health check `{other}`")),
+        };
+        Ok(c)
+    }
+
     fn pool(&mut self, p: &ast::Pool) -> Result<Pool, String> {
         let mut backends = Vec::new();
         let mut formula = None;
+        let mut health = Vec::new();
         for st in &p.stmts {
             let b = match &st.kind {
                 ast::PoolStmtKind::Backend(b) => b,
@@ -373,7 +446,10 @@ impl<'a> Lowerer<'a> {
                     formula = Some(self.formula(e, 0)?);
                     continue;
                 }
-                ast::PoolStmtKind::Health(_) => continue,
+                ast::PoolStmtKind::Health(h) => {
+                    health.push(self.health(h)?);
+                    continue;
+                }
             };
             let addr = self.addr(&b.addr)?;
             let mut weight = 1;
@@ -395,6 +471,7 @@ impl<'a> Lowerer<'a> {
             name: p.name.name.clone(),
             backends,
             formula,
+            health,
         })
     }
 
@@ -840,6 +917,38 @@ pool none {
         let flat = p.pools[1].formula.as_ref().expect("a formula");
         assert_eq!(weight(flat, &Load::default(), 1), Ok(3));
         assert_eq!(p.pools[2].formula, None);
+    }
+
+    #[test]
+    fn health_lines_are_lowered_with_defaults() {
+        let p = lowered(
+            "interface a { address 198.18.0.1/24 }
+const every = 500ms
+pool web {
+    backend 198.18.0.21
+    health tcp port 8080 interval 1s timeout 300ms
+    health http port 8080 path \"/healthz\" expect 204 interval every rise 5 fall 1
+    health icmp
+}
+",
+        );
+        let h = &p.pools[0].health;
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[0].kind, HealthKind::Tcp);
+        assert_eq!(h[0].port, Some(8080));
+        assert_eq!((h[0].interval_us, h[0].timeout_us), (1_000_000, 300_000));
+        assert_eq!((h[0].rise, h[0].fall), (2, 3));
+        assert_eq!(
+            h[1].kind,
+            HealthKind::Http {
+                path: "/healthz".into(),
+                expect: Some(204)
+            }
+        );
+        // The timeout defaults to the interval, here a const.
+        assert_eq!((h[1].interval_us, h[1].timeout_us), (500_000, 500_000));
+        assert_eq!((h[1].rise, h[1].fall), (5, 1));
+        assert_eq!(h[2], Check::new(HealthKind::Icmp));
     }
 
     /// The checker's list of weight inputs and the ABI's are the same names.

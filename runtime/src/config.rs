@@ -44,7 +44,12 @@ pub struct Service {
     pub backends: Vec<Backend>,
     /// The pool's weight formula (`weight = EXPR`), for the control module.
     pub formula: Option<Formula>,
+    /// The pool's health checks, for the control module.
+    pub health: Vec<Check>,
 }
+
+/// A pool's health check, as the compiler lowers it.
+pub use lbp_abi::health::Check;
 
 /// A pool's weight formula, as the compiler lowers it.
 pub use lbp_abi::weight::Formula;

@@ -528,6 +528,7 @@ mod tests {
             unknown_balance: false,
             backends: vec![be("198.19.0.1", 1), be("198.19.0.2", 3)],
             formula: None,
+            health: Vec::new(),
         };
         let app = Appliance {
             services: vec![

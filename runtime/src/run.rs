@@ -1170,6 +1170,7 @@ mod tests {
             unknown_balance: false,
             backends: vec![],
             formula: None,
+            health: Vec::new(),
         });
         assert_eq!(
             local_addresses(&a),

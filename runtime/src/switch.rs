@@ -1157,6 +1157,7 @@ mod tests {
                     unknown_balance: false,
                     backends: vec![be("198.19.0.11", None, 1), be("198.19.0.12", Some(9090), 1)],
                     formula: None,
+                    health: Vec::new(),
                 },
                 Service {
                     name: "dsr".into(),
@@ -1166,6 +1167,7 @@ mod tests {
                     unknown_balance: false,
                     backends: vec![be("198.19.0.21", None, 1), be("198.19.0.22", None, 1)],
                     formula: None,
+                    health: Vec::new(),
                 },
                 Service {
                     name: "web6".into(),
@@ -1175,6 +1177,7 @@ mod tests {
                     unknown_balance: true,
                     backends: vec![be("2001:db8:1::11", None, 1)],
                     formula: None,
+                    health: Vec::new(),
                 },
             ],
             routes: vec![

@@ -33,8 +33,8 @@ pub fn backend_map(old: &Service, new: &Service) -> Vec<Option<usize>> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceChange {
     pub name: String,
-    /// Its virtual IPs, mode, algorithm, `unknown` handling or weight formula
-    /// changed.
+    /// Its virtual IPs, mode, algorithm, `unknown` handling, weight formula or
+    /// health checks changed.
     pub settings: bool,
     /// Back ends new in this service, as `addr` or `addr:port`.
     pub backends_added: Vec<String>,
@@ -99,7 +99,8 @@ fn service_change(old: &Service, new: &Service) -> ServiceChange {
             || old.mode != new.mode
             || old.algorithm != new.algorithm
             || old.unknown_balance != new.unknown_balance
-            || old.formula != new.formula,
+            || old.formula != new.formula
+            || old.health != new.health,
         ..ServiceChange::default()
     };
     for (i, to) in backend_map(old, new).into_iter().enumerate() {
@@ -229,6 +230,7 @@ mod tests {
             unknown_balance: false,
             backends,
             formula: None,
+            health: Vec::new(),
         }
     }
 

@@ -6,10 +6,8 @@
 //! is all this sees: which check it was (TCP connect, HTTP status, an agent's
 //! answer) and its timeout are the prober's business. Pure: no clock, no socket.
 
-/// HAProxy's default `rise`: good checks in a row to come back up.
-pub const DEFAULT_RISE: u32 = 2;
-/// HAProxy's default `fall`: failed checks in a row to go down.
-pub const DEFAULT_FALL: u32 = 3;
+/// The defaults of `rise` and `fall` (HAProxy's 2 and 3).
+pub use lbp_abi::health::{DEFAULT_FALL, DEFAULT_RISE};
 
 /// What one check result changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
