@@ -3,10 +3,12 @@
 //!
 //! Every decision here is a pure function or a small state machine, tested
 //! without sockets: the health of a back end from its check results
-//! ([`health`]), and what changes between two configurations with the map of
-//! back ends across a reload ([`diff`]). The control core's loop (checks,
+//! ([`health`]), what changes between two configurations with the map of
+//! back ends across a reload ([`diff`]), and a service's weights from the
+//! policy, the operator's state, health and load reports ([`weights`]). The control core's loop (checks,
 //! agents, the control socket, publication of generations) sits at the edge
 //! and calls these.
 
 pub mod diff;
 pub mod health;
+pub mod weights;
