@@ -5,10 +5,12 @@
 //! without sockets: the health of a back end from its check results
 //! ([`health`]), what changes between two configurations with the map of
 //! back ends across a reload ([`diff`]), and a service's weights from the
-//! policy, the operator's state, health and load reports ([`weights`]). The control core's loop (checks,
+//! policy, the operator's state, health and load reports ([`weights`]), and the
+//! agents' load reports on the wire: authenticated, replay-protected ([`report`]). The control core's loop (checks,
 //! agents, the control socket, publication of generations) sits at the edge
 //! and calls these.
 
 pub mod diff;
 pub mod health;
+pub mod report;
 pub mod weights;
