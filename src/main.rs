@@ -9,7 +9,7 @@ mod appliance;
 mod cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cmd::{check, compile, completions, demo, eval, explain, fmt, parse, run, test};
+use cmd::{agent, check, compile, completions, demo, eval, explain, fmt, parse, run, test};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -43,6 +43,10 @@ enum Command {
     /// build a client, the appliance and three back ends, send HTTP requests
     /// through the virtual IP, print the spread, remove everything (needs root).
     Demo(demo::DemoArgs),
+    /// Run on a back end: send its load (CPU, memory, clients, the server's
+    /// own figures) to the appliance's control module, authenticated, once per
+    /// interval.
+    Agent(agent::AgentArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -74,6 +78,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Compile(args) => compile::run(args),
         Command::Run(args) => Ok(run::main(args)),
         Command::Demo(args) => Ok(demo::main(args)),
+        Command::Agent(args) => agent::run(args),
         Command::Completions(args) => completions::run(args, Cli::command()),
     }
 }

@@ -3,6 +3,7 @@
 //! several of them share (reading a file, the output options, printing
 //! diagnostics, loading a policy) is `common`.
 
+pub mod agent;
 pub mod check;
 mod common;
 pub mod compile;

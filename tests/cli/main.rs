@@ -1,5 +1,6 @@
 //! End-to-end tests of the `lbp` binary: one test binary for all of them.
 
+mod agent;
 mod cases;
 mod compiler;
 mod demo;

@@ -6,10 +6,12 @@
 //! ([`health`]), what changes between two configurations with the map of
 //! back ends across a reload ([`diff`]), and a service's weights from the
 //! policy, the operator's state, health and load reports ([`weights`]), and the
-//! agents' load reports on the wire: authenticated, replay-protected ([`report`]). The control core's loop (checks,
+//! agents' load reports on the wire: authenticated, replay-protected ([`report`]),
+//! and what an agent measures on its back end ([`agent`]). The control core's loop (checks,
 //! agents, the control socket, publication of generations) sits at the edge
 //! and calls these.
 
+pub mod agent;
 pub mod diff;
 pub mod health;
 pub mod report;
