@@ -64,7 +64,10 @@ pub struct Generation {
     /// Set by [`Published`] (0 for the first generation, then the epoch in which
     /// the generation was published); cores compare it to notice a change.
     pub id: u64,
-    pub policy: Box<dyn Decide + Send + Sync>,
+    /// Shared by every generation made from one compile (a weight-only change
+    /// publishes a new generation with the same policy); the compiled code is
+    /// freed with the last of them.
+    pub policy: Arc<dyn Decide + Send + Sync>,
     pub appliance: Appliance,
     /// One per service of `appliance`, same index.
     pub services: Vec<ServiceTables>,
@@ -102,7 +105,7 @@ fn backend_key(addr: IpAddr, port: Option<u16>) -> u64 {
 
 impl Generation {
     /// A generation with the back ends' configured weights.
-    pub fn new(policy: Box<dyn Decide + Send + Sync>, appliance: Appliance) -> Generation {
+    pub fn new(policy: Arc<dyn Decide + Send + Sync>, appliance: Appliance) -> Generation {
         let weights: Vec<Vec<u32>> = appliance
             .services
             .iter()
@@ -116,7 +119,7 @@ impl Generation {
     /// Maglev tables: this allocates and takes milliseconds, so it runs on the
     /// control core, never on a switching core.
     pub fn with_weights(
-        policy: Box<dyn Decide + Send + Sync>,
+        policy: Arc<dyn Decide + Send + Sync>,
         appliance: Appliance,
         weights: &[Vec<u32>],
     ) -> Generation {
@@ -397,7 +400,7 @@ mod tests {
     fn generation(n: usize, states: &Arc<Vec<AtomicU8>>, drops: &Arc<AtomicUsize>) -> Generation {
         states[n].store(LIVE, Ordering::SeqCst);
         Generation::new(
-            Box::new(Tracked {
+            Arc::new(Tracked {
                 n,
                 states: Arc::clone(states),
                 drops: Arc::clone(drops),
@@ -538,7 +541,7 @@ mod tests {
             ..Appliance::default()
         };
         let policy = |_: &Fields| Decision::default();
-        let g = Generation::new(Box::new(policy), app.clone());
+        let g = Generation::new(Arc::new(policy), app.clone());
         assert_eq!(g.services[0].weights, vec![1, 3]);
         let m = g.services[0].maglev.as_ref().unwrap();
         let share = m.entries_of(1) as f64 / m.size() as f64;
@@ -548,7 +551,7 @@ mod tests {
         assert!(g.is_nat_backend(&"198.19.0.2".parse().unwrap()));
         assert_eq!(g.nat_backends.len(), 2);
         // Published weights override the configuration; a missing entry keeps it.
-        let g = Generation::with_weights(Box::new(policy), app, &[vec![0]]);
+        let g = Generation::with_weights(Arc::new(policy), app, &[vec![0]]);
         assert_eq!(g.services[0].weights, vec![0, 3]);
         assert_eq!(g.services[1].weights, vec![1, 3]);
         let m = g.services[0].maglev.as_ref().unwrap();

@@ -922,7 +922,7 @@ mod tests {
         let (p1, h1) = host(capacity);
         let (tp, tap) = host(64);
         let published = Arc::new(Published::new(
-            Generation::new(Box::new(policy), appliance()),
+            Generation::new(Arc::new(policy), appliance()),
             2,
         ));
         let shared = Arc::new(Shared {
@@ -1151,7 +1151,7 @@ mod tests {
         // A new generation is reclaimed once the core has entered past it.
         control
             .published
-            .publish(Generation::new(Box::new(policy), appliance()));
+            .publish(Generation::new(Arc::new(policy), appliance()));
         assert_eq!(control.tick(0, t).generations_freed, 0);
         r.core.step(t + 1);
         assert_eq!(control.tick(1, t + 2).generations_freed, 1);

@@ -1252,7 +1252,7 @@ mod tests {
             let (p0, h0) = host(64);
             let (p1, h1) = host(64);
             let published = Arc::new(Published::new(
-                Generation::new(Box::new(policy), appliance()),
+                Generation::new(Arc::new(policy), appliance()),
                 2,
             ));
             let reader = published.register().unwrap();
@@ -1696,7 +1696,7 @@ mod tests {
         // The control core takes that back end's weight to 0.
         let mut w = vec![vec![1, 1]];
         w[0][idx] = 0;
-        let g = Generation::with_weights(Box::new(policy), appliance(), &w);
+        let g = Generation::with_weights(Arc::new(policy), appliance(), &w);
         r.published.publish(g);
         for (i, port) in (40001..40009).enumerate() {
             let out = r.run(

@@ -15,17 +15,19 @@
 //! signal, 1 on any error at start.
 
 use std::io::Write;
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
+use lbp_runtime::control::report;
+use lbp_runtime::control::steer::Steering;
 use lbp_runtime::generation::{Decide, Generation, Published};
 use lbp_runtime::neigh::NeighTable;
 use lbp_runtime::ring::tap::{Tap, TapConfig};
@@ -74,6 +76,16 @@ pub struct RunArgs {
     /// the same one otherwise); no TAP. For benchmarks.
     #[arg(long)]
     bare: bool,
+    /// Take load reports from the back ends' agents (`lbp agent`) on this UDP
+    /// address (an address of the appliance, reached through the TAP, or
+    /// 0.0.0.0), and steer the weights of pools with a `weight =` formula by
+    /// them. Needs --secret-file.
+    #[arg(long, value_name = "ADDR:PORT", requires = "secret_file")]
+    reports: Option<std::net::SocketAddr>,
+    /// The secret the agents share with the appliance (a file; surrounding
+    /// whitespace ignored; at least 16 bytes).
+    #[arg(long, value_name = "FILE", requires = "reports")]
+    secret_file: Option<PathBuf>,
 }
 
 /// `--rx-ring`: a power of two from 64 to 65 536.
@@ -339,10 +351,15 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         neigh: NeighTable::new(4096),
         loads: Loads::new(app.services.len(), most_backends),
     });
+    let policy: Arc<dyn Decide + Send + Sync> = Arc::new(JitPolicy(jit));
     let published = Arc::new(Published::new(
-        Generation::new(Box::new(JitPolicy(jit)), app.clone()),
+        Generation::new(Arc::clone(&policy), app.clone()),
         switch_cpus.len(),
     ));
+    let mut steering = match (&args.reports, &args.secret_file) {
+        (Some(addr), Some(secret)) => Some(open_reports(*addr, secret, &app)?),
+        _ => None,
+    };
 
     // The switching cores.
     let kinds = bound.kinds.clone();
@@ -421,7 +438,28 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
             )
         );
         let _ = std::io::stdout().flush();
-        control_loop(&control, args.stats_interval, args.bare, &handles);
+        control_loop(
+            &control,
+            args.stats_interval,
+            args.bare,
+            &handles,
+            steering.as_mut().map(|s| (s, &policy, &app)),
+        );
+        if let Some(r) = &steering {
+            let c = r.steering.counts;
+            eprintln!(
+                "lbp: reports: admitted {}, forged {}, replayed {}, stale {}, malformed {}, \
+                 unknown back end {}, undefined weights {}, weight publications {}",
+                c.admitted,
+                c.forged,
+                c.replayed,
+                c.stale,
+                c.malformed,
+                c.unknown_backend,
+                c.undefined,
+                c.publications
+            );
+        }
     } else if !STOP.load(Ordering::SeqCst) {
         start_error = Some("the switching cores did not start".to_string());
     }
@@ -456,11 +494,82 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
 /// `interval` seconds, until the stop flag is set or a core ends on its own.
 /// Hot reload (a new generation published here) and health checks (weights)
 /// will be driven from this loop.
+/// The agents' reports: their socket and the steering state.
+struct Reports {
+    sock: UdpSocket,
+    steering: Steering,
+}
+
+/// Open the reports socket (non-blocking) and read the secret.
+fn open_reports(
+    addr: std::net::SocketAddr,
+    secret: &Path,
+    app: &Appliance,
+) -> Result<Reports, String> {
+    let key = std::fs::read(secret).map_err(|e| format!("{}: {e}", secret.display()))?;
+    let key = key.trim_ascii();
+    if key.len() < 16 {
+        return Err(format!(
+            "{}: the secret has {} bytes; use at least 16",
+            secret.display(),
+            key.len()
+        ));
+    }
+    let sock = UdpSocket::bind(addr).map_err(|e| format!("--reports {addr}: {e}"))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| format!("--reports {addr}: {e}"))?;
+    Ok(Reports {
+        sock,
+        steering: Steering::new(app, key),
+    })
+}
+
+/// Reports taken per control tick at most: a flood cannot hold the loop.
+const REPORTS_PER_TICK: usize = 4096;
+
+/// Take the waiting reports and publish new weights if they call for it.
+fn steer(
+    r: &mut Reports,
+    control: &Control,
+    policy: &Arc<dyn Decide + Send + Sync>,
+    app: &Appliance,
+) {
+    let mut buf = [0u8; report::MAX_REPORT + 1];
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let now_ms = monotonic_ns() / 1_000_000;
+    for _ in 0..REPORTS_PER_TICK {
+        match r.sock.recv(&mut buf) {
+            Ok(n) => r.steering.take(&buf[..n], now_us, now_ms),
+            Err(_) => break,
+        }
+    }
+    if let Some(w) = r.steering.weights_to_publish(app, now_ms) {
+        let text: Vec<String> = app
+            .services
+            .iter()
+            .zip(&w)
+            .map(|(s, ws)| {
+                let ws: Vec<String> = ws.iter().map(u32::to_string).collect();
+                format!("{} {}", s.name, ws.join(" "))
+            })
+            .collect();
+        let id = control.published.publish(Generation::with_weights(
+            Arc::clone(policy),
+            app.clone(),
+            &w,
+        ));
+        eprintln!("lbp: weights: generation {id}: {}", text.join("; "));
+    }
+}
+
 fn control_loop<T>(
     control: &Control,
     interval: u64,
     bare: bool,
     cores: &[std::thread::JoinHandle<T>],
+    mut reports: Option<(&mut Reports, &Arc<dyn Decide + Send + Sync>, &Appliance)>,
 ) {
     let mut n = 0u64;
     let mut last = control.totals();
@@ -469,6 +578,9 @@ fn control_loop<T>(
         std::thread::sleep(Duration::from_millis(100));
         n += 1;
         control.tick(n, monotonic_ns());
+        if let Some((r, policy, app)) = reports.as_mut() {
+            steer(r, control, policy, app);
+        }
         if cores.iter().any(|h| h.is_finished()) {
             break;
         }

@@ -701,3 +701,169 @@ fn topology_with_kernel_forwarding() {
     drop(topo);
     r.finish(&context);
 }
+
+/// Agents on the three back ends report CPU loads 0.75, 0.5 and 0.25; with the
+/// pool's `weight = weight * (1 - cpu) * 100` the weights become 25, 50 and 75,
+/// and new connections (weighted round robin) split 1:2:3 where the static
+/// weights split them evenly. A forged report (another secret) and a replayed
+/// one change nothing and are counted.
+#[test]
+fn agents_steer_the_weights() {
+    let test = "e2e::agents_steer_the_weights";
+    if skipped(test) {
+        return;
+    }
+    let missing = missing_tools();
+    assert!(missing.is_empty(), "{test}: missing tools: {missing:?}");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const SECRET: &str = "the agents' secret, shared";
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not the agents' secret at all").unwrap();
+
+    let topo = Topology::build("ea", Forwarder::Lbp);
+    let mut lbp = Lbp::start(
+        &topo.app,
+        "tests/e2e/agents.lbp",
+        &[
+            "--iface",
+            "client=client",
+            "--iface",
+            "servers=servers",
+            "--rings",
+            "xdp",
+            "--tap",
+            "lbptap",
+            "--stats-interval",
+            "0",
+            "--reports",
+            "0.0.0.0:7000",
+            "--secret-file",
+            &secret,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let to = SocketAddr::new(NAT4.into(), 80);
+    let (even, errors) = topo
+        .client
+        .within(move || spread(to, 300, Duration::from_secs(60)));
+    eprintln!("e2e: static weights: {even:?}, {} errors", errors.len());
+    assert!(errors.len() <= 3, "{test}: {errors:?}");
+    for c in even {
+        assert!((90..=110).contains(&c), "{test}: static split {even:?}");
+    }
+
+    // The agents: bounded (at most 150 reports, 30 s), stopped at the end.
+    let agent = |ns: &Netns, addr: &str, cpu: &str, secret: &str, count: &str| {
+        ns.command(env!("CARGO_BIN_EXE_lbp"))
+            .args([
+                "agent",
+                "--report-to",
+                "198.18.2.1:7000",
+                "--secret-file",
+                secret,
+                "--backend",
+                addr,
+                "--interval",
+                "200ms",
+                "--count",
+                count,
+                "--load",
+                &format!("cpu={cpu}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("lbp agent starts")
+    };
+    let mut agents: Vec<std::process::Child> = topo
+        .backends
+        .iter()
+        .zip(BACKENDS)
+        .zip(["0.75", "0.5", "0.25"])
+        .map(|((ns, (_, a4, _)), cpu)| agent(ns, &a4.to_string(), cpu, &secret, "150"))
+        .collect();
+    let end = Instant::now() + Duration::from_secs(15);
+    while !lbp.stderr_text().contains("http 25 50 75") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lbp.stderr_text().contains("http 25 50 75"),
+        "{test}: no publication of the reported weights:\n{}",
+        lbp.stderr_text()
+    );
+    let (steered, errors) = topo
+        .client
+        .within(move || spread(to, 600, Duration::from_secs(60)));
+    eprintln!(
+        "e2e: reported weights: {steered:?}, {} errors",
+        errors.len()
+    );
+    assert!(errors.len() <= 6, "{test}: {errors:?}");
+    let served: usize = steered.iter().sum();
+    for (i, &c) in steered.iter().enumerate() {
+        let want = served as f64 * (i + 1) as f64 / 6.0;
+        assert!(
+            (c as f64 - want).abs() <= want * 0.10,
+            "{test}: back end {} served {c} of {served}, expected {want:.0} ± 10 % ({steered:?})",
+            BACKENDS[i].0
+        );
+    }
+
+    // The agents stop (killed: our own children, by PID).
+    for a in &mut agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+
+    // A forged report: an agent with another secret.
+    let mut forged = agent(
+        &topo.backends[0],
+        "198.18.2.11",
+        "0",
+        wrong.to_str().unwrap(),
+        "1",
+    );
+    let _ = forged.wait();
+    // A replayed one: the same authentic datagram twice (the same load as the
+    // agent of b1 reports, so that admitting the first changes nothing).
+    let datagram = lbp_runtime::control::report::encode(
+        &lbp_runtime::control::report::Report {
+            backend: BACKENDS[0].1.into(),
+            sent_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64
+                + 10_000_000,
+            load: lbp_abi::weight::Load {
+                cpu: 0.75,
+                ..Default::default()
+            },
+        },
+        SECRET.as_bytes(),
+    );
+    topo.backends[0].within(move || {
+        let s = std::net::UdpSocket::bind("198.18.2.11:0").expect("bind");
+        for _ in 0..2 {
+            s.send_to(&datagram, "198.18.2.1:7000").expect("send");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = lbp.stop();
+    let text = lbp.stderr_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("lbp: reports:"))
+        .unwrap_or_else(|| panic!("{test}: no reports line:\n{text}"));
+    eprintln!("e2e: {line}");
+    assert!(line.contains("forged 1,"), "{test}: {line}");
+    assert!(line.contains("replayed 1,"), "{test}: {line}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{test}: {status:?}\n{text}"
+    );
+}

@@ -117,7 +117,7 @@ pub struct Topology {
     pub client: Netns,
     pub app: Netns,
     _switch: Netns,
-    _backends: Vec<Netns>,
+    pub backends: Vec<Netns>,
 }
 
 impl Topology {
@@ -232,7 +232,7 @@ impl Topology {
             client,
             app,
             _switch: switch,
-            _backends: backends,
+            backends,
         }
     }
 }
@@ -243,7 +243,7 @@ impl Topology {
         let mut text = String::new();
         let all = [&self.client, &self.app, &self._switch]
             .into_iter()
-            .chain(self._backends.iter());
+            .chain(self.backends.iter());
         for ns in all {
             for args in [
                 &["-br", "addr"][..],

@@ -7,7 +7,8 @@
 //! back ends across a reload ([`diff`]), and a service's weights from the
 //! policy, the operator's state, health and load reports ([`weights`]), and the
 //! agents' load reports on the wire: authenticated, replay-protected ([`report`]),
-//! and what an agent measures on its back end ([`agent`]). The control core's loop (checks,
+//! what an agent measures on its back end ([`agent`]), and the steering of
+//! weights by reports, published at a bounded rate ([`steer`]). The control core's loop (checks,
 //! agents, the control socket, publication of generations) sits at the edge
 //! and calls these.
 
@@ -15,4 +16,5 @@ pub mod agent;
 pub mod diff;
 pub mod health;
 pub mod report;
+pub mod steer;
 pub mod weights;

@@ -110,15 +110,16 @@ pub fn weights(svc: &Service, states: &[BackendState], now_ms: u64, silence_ms: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Algorithm, Backend, Mode};
     use lbp_abi::weight::{Formula, Input};
     use std::net::IpAddr;
 
-    /// Three back ends of static weights 1, 2, 3 and the formula
-    /// `weight * (1 - cpu) * 10`.
-    fn svc() -> Service {
+    /// A service "web" with back ends 198.18.2.LAST of the given static
+    /// weights and the formula `weight * (1 - cpu) * 10` (the steering tests
+    /// use it too).
+    pub(crate) fn svc_with(backends: &[(u8, u32)]) -> Service {
         let f = Formula::Mul(
             Box::new(Formula::Mul(
                 Box::new(Formula::Input(Input::Weight)),
@@ -135,16 +136,22 @@ mod tests {
             mode: Mode::Dsr,
             algorithm: Algorithm::Maglev,
             unknown_balance: false,
-            backends: (1..=3)
-                .map(|w| Backend {
-                    addr: IpAddr::from([198, 18, 2, w as u8]),
+            backends: backends
+                .iter()
+                .map(|&(last, weight)| Backend {
+                    addr: IpAddr::from([198, 18, 2, last]),
                     port: None,
-                    weight: w,
+                    weight,
                 })
                 .collect(),
             formula: Some(f),
             health: Vec::new(),
         }
+    }
+
+    /// Three back ends of static weights 1, 2, 3.
+    fn svc() -> Service {
+        svc_with(&[(1, 1), (2, 2), (3, 3)])
     }
 
     fn report(cpu: f64, at: u64) -> Option<(Load, u64)> {
