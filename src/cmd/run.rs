@@ -26,6 +26,8 @@ use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
+use lbp_runtime::control::health::{Change, Health};
+use lbp_runtime::control::probe::{self, Prober};
 use lbp_runtime::control::report;
 use lbp_runtime::control::steer::Steering;
 use lbp_runtime::generation::{Decide, Generation, Published};
@@ -356,10 +358,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         Generation::new(Arc::clone(&policy), app.clone()),
         switch_cpus.len(),
     ));
-    let mut steering = match (&args.reports, &args.secret_file) {
-        (Some(addr), Some(secret)) => Some(open_reports(*addr, secret, &app)?),
-        _ => None,
-    };
+    let mut steering = open_steering(args, &app)?;
 
     // The switching cores.
     let kinds = bound.kinds.clone();
@@ -445,7 +444,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
             &handles,
             steering.as_mut().map(|s| (s, &policy, &app)),
         );
-        if let Some(r) = &steering {
+        if let Some(r) = steering.as_ref().filter(|r| r.sock.is_some()) {
             let c = r.steering.counts;
             eprintln!(
                 "lbp: reports: admitted {}, forged {}, replayed {}, stale {}, malformed {}, \
@@ -490,22 +489,54 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     }
 }
 
-/// The control loop: housekeeping every 100 ms, a summary line every
-/// `interval` seconds, until the stop flag is set or a core ends on its own.
-/// Hot reload (a new generation published here) and health checks (weights)
-/// will be driven from this loop.
-/// The agents' reports: their socket and the steering state.
+/// What the control loop steers the weights by: the agents' reports (their
+/// socket) and the health checks (their probers), with the steering state.
 struct Reports {
-    sock: UdpSocket,
+    sock: Option<UdpSocket>,
+    probes: Option<(Prober, Vec<probe::Target>)>,
     steering: Steering,
 }
 
+/// The steering of `lbp run`: reports when `--reports` is given, health checks
+/// when the policy has any (none for the bare forwarder).
+fn open_steering(args: &RunArgs, app: &Appliance) -> Result<Option<Reports>, String> {
+    let reports = match (&args.reports, &args.secret_file) {
+        (Some(addr), Some(secret)) => Some(open_reports(*addr, secret)?),
+        _ => None,
+    };
+    let targets = if args.bare {
+        Vec::new()
+    } else {
+        probe::targets(app)
+    };
+    if reports.is_none() && targets.is_empty() {
+        return Ok(None);
+    }
+    let (sock, key) = match reports {
+        Some((sock, key)) => (Some(sock), key),
+        None => (None, Vec::new()),
+    };
+    let mut steering = Steering::new(app, &key);
+    for t in &targets {
+        if let Some(st) = steering.state_mut(t.service, t.backend) {
+            st.health = Health::new(t.check.rise, t.check.fall);
+        }
+    }
+    let probes = if targets.is_empty() {
+        None
+    } else {
+        let p = Prober::start(&targets).map_err(|e| format!("starting the health checks: {e}"))?;
+        Some((p, targets))
+    };
+    Ok(Some(Reports {
+        sock,
+        probes,
+        steering,
+    }))
+}
+
 /// Open the reports socket (non-blocking) and read the secret.
-fn open_reports(
-    addr: std::net::SocketAddr,
-    secret: &Path,
-    app: &Appliance,
-) -> Result<Reports, String> {
+fn open_reports(addr: std::net::SocketAddr, secret: &Path) -> Result<(UdpSocket, Vec<u8>), String> {
     let key = std::fs::read(secret).map_err(|e| format!("{}: {e}", secret.display()))?;
     let key = key.trim_ascii();
     if key.len() < 16 {
@@ -518,10 +549,7 @@ fn open_reports(
     let sock = UdpSocket::bind(addr).map_err(|e| format!("--reports {addr}: {e}"))?;
     sock.set_nonblocking(true)
         .map_err(|e| format!("--reports {addr}: {e}"))?;
-    Ok(Reports {
-        sock,
-        steering: Steering::new(app, key),
-    })
+    Ok((sock, key.to_vec()))
 }
 
 /// Reports taken per control tick at most: a flood cannot hold the loop.
@@ -539,10 +567,30 @@ fn steer(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let now_ms = monotonic_ns() / 1_000_000;
-    for _ in 0..REPORTS_PER_TICK {
-        match r.sock.recv(&mut buf) {
-            Ok(n) => r.steering.take(&buf[..n], now_us, now_ms),
-            Err(_) => break,
+    if let Some(sock) = &r.sock {
+        for _ in 0..REPORTS_PER_TICK {
+            match sock.recv(&mut buf) {
+                Ok(n) => r.steering.take(&buf[..n], now_us, now_ms),
+                Err(_) => break,
+            }
+        }
+    }
+    if let Some((prober, targets)) = &r.probes {
+        for (i, ok) in prober.results() {
+            let t = &targets[i];
+            let Some(st) = r.steering.state_mut(t.service, t.backend) else {
+                continue;
+            };
+            if let Some(change) = st.health.observe(ok) {
+                let what = match change {
+                    Change::WentDown => "down",
+                    Change::CameUp => "up",
+                };
+                eprintln!(
+                    "lbp: health: service {} back end {} is {what}",
+                    app.services[t.service].name, t.addr
+                );
+            }
         }
     }
     if let Some(w) = r.steering.weights_to_publish(app, now_ms) {
@@ -564,6 +612,9 @@ fn steer(
     }
 }
 
+/// The control loop: housekeeping every 100 ms, the reports and health checks
+/// (new weights published here), a summary line every `interval` seconds,
+/// until the stop flag is set or a core ends on its own.
 fn control_loop<T>(
     control: &Control,
     interval: u64,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::topology::{
     APP_CLIENT_MAC, APP4, BACKENDS, BLOCKED4, CLIENT_MAC, CLIENT4, CLIENT6, DSR4, DSR6, Forwarder,
-    FrameSender, Lbp, NAT4, NAT6, Netns, Topology, curl, missing_tools, ping, spread, udp_ask,
+    FrameSender, Lbp, NAT4, NAT6, Netns, Topology, curl, missing_tools, nft, ping, spread, udp_ask,
     unavailable,
 };
 
@@ -702,6 +702,25 @@ fn topology_with_kernel_forwarding() {
     r.finish(&context);
 }
 
+/// `lbp run POLICY` on AF_XDP rings in the topology's appliance, with `extra`
+/// arguments.
+fn start_xdp(test: &str, topo: &Topology, policy: &str, extra: &[&str]) -> Lbp {
+    let mut args = vec![
+        "--iface",
+        "client=client",
+        "--iface",
+        "servers=servers",
+        "--rings",
+        "xdp",
+        "--tap",
+        "lbptap",
+        "--stats-interval",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Lbp::start(&topo.app, policy, &args).unwrap_or_else(|e| panic!("{test}: {e}"))
+}
+
 /// Agents on the three back ends report CPU loads 0.75, 0.5 and 0.25; with the
 /// pool's `weight = weight * (1 - cpu) * 100` the weights become 25, 50 and 75,
 /// and new connections (weighted round robin) split 1:2:3 where the static
@@ -725,27 +744,12 @@ fn agents_steer_the_weights() {
     std::fs::write(&wrong, "not the agents' secret at all").unwrap();
 
     let topo = Topology::build("ea", Forwarder::Lbp);
-    let mut lbp = Lbp::start(
-        &topo.app,
+    let mut lbp = start_xdp(
+        test,
+        &topo,
         "tests/e2e/agents.lbp",
-        &[
-            "--iface",
-            "client=client",
-            "--iface",
-            "servers=servers",
-            "--rings",
-            "xdp",
-            "--tap",
-            "lbptap",
-            "--stats-interval",
-            "0",
-            "--reports",
-            "0.0.0.0:7000",
-            "--secret-file",
-            &secret,
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{test}: {e}"));
+        &["--reports", "0.0.0.0:7000", "--secret-file", &secret],
+    );
     let to = SocketAddr::new(NAT4.into(), 80);
     let (even, errors) = topo
         .client
@@ -866,4 +870,72 @@ fn agents_steer_the_weights() {
         status.is_some_and(|s| s.success()),
         "{test}: {status:?}\n{text}"
     );
+}
+
+/// Health checks (TCP, every 200 ms, fall 3, rise 2): the server of b2 dies
+/// (its port 8080 answers with resets); once the checks took it out, new
+/// connections go to b1 and b3 only and none fails; when it comes back, the
+/// checks bring it back and the split is even again.
+#[test]
+fn health_checks_take_a_dead_back_end_out_and_back() {
+    let test = "e2e::health_checks_take_a_dead_back_end_out_and_back";
+    if skipped(test) {
+        return;
+    }
+    let missing = missing_tools();
+    assert!(missing.is_empty(), "{test}: missing tools: {missing:?}");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let topo = Topology::build("eh", Forwarder::Lbp);
+    let mut lbp = start_xdp(test, &topo, "tests/e2e/health.lbp", &[]);
+    let to = SocketAddr::new(NAT4.into(), 80);
+    let split = |n: usize| {
+        let (counts, errors) = topo
+            .client
+            .within(move || spread(to, n, Duration::from_secs(60)));
+        eprintln!("e2e: split {counts:?}, {} errors", errors.len());
+        (counts, errors)
+    };
+    let wait_for = |text: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !lbp.stderr_text().contains(text) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lbp.stderr_text().contains(text)
+    };
+    let (even, errors) = split(300);
+    assert!(errors.is_empty(), "{test}: {errors:?}");
+    assert_eq!(even, [100, 100, 100], "{test}");
+
+    // b2's server dies: its port answers with resets.
+    let b2 = &topo.backends[1];
+    nft(
+        b2,
+        "table inet lbpdead {\n chain in {\n  type filter hook input priority 0;\n  \
+         tcp dport 8080 reject with tcp reset\n }\n}\n",
+    );
+    let down = "back end 198.18.2.12:8080 is down";
+    assert!(
+        wait_for(down),
+        "{test}: not taken out:\n{}",
+        lbp.stderr_text()
+    );
+    // The weights are published at most twice a second after the change.
+    std::thread::sleep(Duration::from_millis(700));
+    let (without, errors) = split(300);
+    assert!(
+        errors.is_empty(),
+        "{test}: failed after the fall window: {errors:?}"
+    );
+    assert_eq!(without, [150, 0, 150], "{test}");
+
+    // It comes back.
+    b2.exec(&["nft", "delete", "table", "inet", "lbpdead"]);
+    let up = "back end 198.18.2.12:8080 is up";
+    assert!(wait_for(up), "{test}: not back:\n{}", lbp.stderr_text());
+    std::thread::sleep(Duration::from_millis(700));
+    let (back, errors) = split(300);
+    assert!(errors.is_empty(), "{test}: {errors:?}");
+    assert_eq!(back, [100, 100, 100], "{test}");
+    let status = lbp.stop();
+    assert!(status.is_some_and(|s| s.success()), "{test}: {status:?}");
 }

@@ -290,7 +290,7 @@ fn kernel_forwarder(app: &Netns) {
 }
 
 /// Load nftables rules in the namespace.
-fn nft(ns: &Netns, rules: &str) {
+pub fn nft(ns: &Netns, rules: &str) {
     let mut child = ns
         .command("nft")
         .args(["-f", "-"])

@@ -8,13 +8,15 @@
 //! policy, the operator's state, health and load reports ([`weights`]), and the
 //! agents' load reports on the wire: authenticated, replay-protected ([`report`]),
 //! what an agent measures on its back end ([`agent`]), and the steering of
-//! weights by reports, published at a bounded rate ([`steer`]). The control core's loop (checks,
+//! weights by reports, published at a bounded rate ([`steer`]). At its edge:
+//! the health checks' prober threads ([`probe`]). The control core's loop (checks,
 //! agents, the control socket, publication of generations) sits at the edge
 //! and calls these.
 
 pub mod agent;
 pub mod diff;
 pub mod health;
+pub mod probe;
 pub mod report;
 pub mod steer;
 pub mod weights;

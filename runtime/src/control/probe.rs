@@ -1,0 +1,296 @@
+//! The health checks as they run: one prober thread per (back end, check),
+//! off the control core's loop, reporting each result on a channel that the
+//! control core drains without waiting.
+//!
+//! A `tcp` check passes when a TCP connection to the back end's check port
+//! opens within the timeout; an `http` check when, on such a connection, a
+//! `GET PATH HTTP/1.0` is answered within the timeout by a status line with
+//! the expected status (any 2xx or 3xx when none is given). The check port is
+//! the check's `port`, else the back end's own `port`; a check with neither is
+//! not run. `icmp` checks are not run yet (they need a raw socket). A prober
+//! sleeps in slices of at most 50 ms, so [`Prober`]'s drop stops it promptly.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lbp_abi::health::{Check, Kind};
+
+use crate::config::Appliance;
+
+/// One check of one back end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The service and the back end's index in it.
+    pub service: usize,
+    pub backend: usize,
+    /// Where to check.
+    pub addr: SocketAddr,
+    pub check: Check,
+}
+
+/// The checks to run for `app`: every TCP and HTTP check of every service's
+/// pool, for each of its back ends that has a port to check.
+pub fn targets(app: &Appliance) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (s, svc) in app.services.iter().enumerate() {
+        for check in &svc.health {
+            if check.kind == Kind::Icmp {
+                continue;
+            }
+            for (b, be) in svc.backends.iter().enumerate() {
+                let Some(port) = check.port.or(be.port) else {
+                    continue;
+                };
+                out.push(Target {
+                    service: s,
+                    backend: b,
+                    addr: SocketAddr::new(be.addr, port),
+                    check: check.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `status_line` (`HTTP/1.x NNN ...`) has the status `expect`, or any
+/// 2xx or 3xx without one.
+pub fn status_ok(status_line: &str, expect: Option<u16>) -> bool {
+    let mut w = status_line.split_whitespace();
+    let (Some(proto), Some(code)) = (w.next(), w.next()) else {
+        return false;
+    };
+    let Ok(code) = code.parse::<u16>() else {
+        return false;
+    };
+    proto.starts_with("HTTP/")
+        && match expect {
+            Some(e) => code == e,
+            None => (200..400).contains(&code),
+        }
+}
+
+/// Run one check now; true when it passes.
+pub fn check_once(t: &Target) -> bool {
+    let timeout = Duration::from_micros(t.check.timeout_us.max(1_000));
+    let Ok(mut s) = TcpStream::connect_timeout(&t.addr, timeout) else {
+        return false;
+    };
+    match &t.check.kind {
+        Kind::Tcp => true,
+        Kind::Icmp => false,
+        Kind::Http { path, expect } => {
+            let _ = s.set_read_timeout(Some(timeout));
+            let _ = s.set_write_timeout(Some(timeout));
+            let host = t.addr.ip();
+            let req =
+                format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lbp-health\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_err() {
+                return false;
+            }
+            // The status line is in the first bytes; read at most 512.
+            let mut buf = [0u8; 512];
+            let mut got = 0;
+            let end = Instant::now() + timeout;
+            while got < buf.len() && Instant::now() < end {
+                match s.read(&mut buf[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                if buf[..got].contains(&b'\n') {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&buf[..got]);
+            status_ok(text.lines().next().unwrap_or(""), *expect)
+        }
+    }
+}
+
+/// The running probers; dropping it stops and joins them.
+#[derive(Debug)]
+pub struct Prober {
+    results: Receiver<(usize, bool)>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn probe_loop(i: usize, t: Target, tx: Sender<(usize, bool)>, stop: Arc<AtomicBool>) {
+    let interval = Duration::from_micros(t.check.interval_us.max(10_000));
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let ok = check_once(&t);
+        if tx.send((i, ok)).is_err() {
+            return;
+        }
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+impl Prober {
+    /// Start one prober thread per target (named `lbp-health`).
+    pub fn start(targets: &[Target]) -> std::io::Result<Prober> {
+        let (tx, results) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut p = Prober {
+            results,
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(targets.len()),
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let (t, tx, stop) = (t.clone(), tx.clone(), Arc::clone(&stop));
+            p.threads.push(
+                std::thread::Builder::new()
+                    .name("lbp-health".into())
+                    .spawn(move || probe_loop(i, t, tx, stop))?,
+            );
+        }
+        Ok(p)
+    }
+
+    /// The results that arrived since the last call: (target index, passed).
+    pub fn results(&self) -> Vec<(usize, bool)> {
+        self.results.try_iter().collect()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Algorithm, Backend, Mode, Service};
+    use std::net::{IpAddr, TcpListener};
+
+    #[test]
+    fn status_lines() {
+        assert!(status_ok("HTTP/1.1 200 OK", None));
+        assert!(status_ok("HTTP/1.0 302 Found", None));
+        assert!(!status_ok("HTTP/1.1 503 Unavailable", None));
+        assert!(status_ok("HTTP/1.1 204 No Content", Some(204)));
+        assert!(!status_ok("HTTP/1.1 200 OK", Some(204)));
+        assert!(!status_ok("SSH-2.0-OpenSSH", None));
+        assert!(!status_ok("HTTP/1.1 abc", None));
+        assert!(!status_ok("", None));
+    }
+
+    fn app(port: Option<u16>, checks: Vec<Check>) -> Appliance {
+        Appliance {
+            services: vec![Service {
+                name: "web".into(),
+                vips: vec![IpAddr::from([127, 0, 0, 1])],
+                mode: Mode::Dsr,
+                algorithm: Algorithm::Maglev,
+                unknown_balance: false,
+                backends: vec![Backend {
+                    addr: IpAddr::from([127, 0, 0, 1]),
+                    port,
+                    weight: 1,
+                }],
+                formula: None,
+                health: checks,
+            }],
+            ..Appliance::default()
+        }
+    }
+
+    #[test]
+    fn targets_take_the_check_port_else_the_back_ends() {
+        let mut with_port = Check::new(Kind::Tcp);
+        with_port.port = Some(9000);
+        let plain = Check::new(Kind::Tcp);
+        let t = targets(&app(Some(8080), vec![with_port.clone(), plain.clone()]));
+        let ports: Vec<u16> = t.iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, vec![9000, 8080]);
+        // No port anywhere, or ICMP: not run.
+        assert!(targets(&app(None, vec![plain, Check::new(Kind::Icmp)])).is_empty());
+    }
+
+    /// Checks against servers on loopback: a listener passes a TCP check, a
+    /// closed port fails it; an HTTP server passes or fails by its status.
+    #[test]
+    fn checks_on_loopback() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = l.local_addr().unwrap();
+        let closed = {
+            let c = TcpListener::bind("127.0.0.1:0").unwrap();
+            c.local_addr().unwrap()
+        };
+        let mut tcp = Check::new(Kind::Tcp);
+        tcp.timeout_us = 500_000;
+        let target = |addr, check: &Check| Target {
+            service: 0,
+            backend: 0,
+            addr,
+            check: check.clone(),
+        };
+        assert!(check_once(&target(open, &tcp)));
+        assert!(!check_once(&target(closed, &tcp)));
+        // An HTTP server that answers 204 to one request.
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+            }
+        });
+        let mut http = tcp.clone();
+        http.kind = Kind::Http {
+            path: "/healthz".into(),
+            expect: Some(204),
+        };
+        assert!(check_once(&target(open, &http)));
+        http.kind = Kind::Http {
+            path: "/".into(),
+            expect: Some(200),
+        };
+        assert!(!check_once(&target(open, &http)));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn probers_report_and_stop() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tcp = Check::new(Kind::Tcp);
+        tcp.interval_us = 20_000;
+        tcp.timeout_us = 200_000;
+        let t = vec![Target {
+            service: 0,
+            backend: 0,
+            addr: l.local_addr().unwrap(),
+            check: tcp,
+        }];
+        let p = Prober::start(&t).unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        while seen.len() < 3 && Instant::now() < end {
+            seen.extend(p.results());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            seen.len() >= 3 && seen.iter().all(|&r| r == (0, true)),
+            "{seen:?}"
+        );
+        drop(p);
+    }
+}
