@@ -28,8 +28,8 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     pub kind: Kind,
-    /// The port to check (`tcp`, `http`); `None`: the back end's own port, else
-    /// the port of the service's first entry.
+    /// The port to check (`tcp`, `http`); `None`: the back end's own port (a
+    /// check with neither is not run).
     pub port: Option<u16>,
     /// Microseconds between checks.
     pub interval_us: u64,

@@ -347,9 +347,16 @@ impl<'a> Lowerer<'a> {
             ExprKind::Paren(x) => return self.formula(x, depth + 1),
             ExprKind::Neg(x) => Formula::Neg(sub(x)?),
             ExprKind::Arith(first, rest) => {
+                // A chain `a + b + c ...` becomes a tree as deep as it is long:
+                // each term counts as one level, so that no formula can make
+                // the evaluation (or a clone or drop) exhaust the stack.
                 let mut acc = self.formula(first, depth + 1)?;
-                for (op, x) in rest {
-                    let (a, b) = (Box::new(acc), sub(x)?);
+                for (k, (op, x)) in rest.iter().enumerate() {
+                    let d = depth + 1 + k as u32;
+                    if d > 256 {
+                        return Err("weight formula too long (at most 256 terms and levels)".into());
+                    }
+                    let (a, b) = (Box::new(acc), Box::new(self.formula(x, d + 1)?));
                     acc = match op {
                         ArithOp::Add => Formula::Add(a, b),
                         ArithOp::Sub => Formula::Sub(a, b),
@@ -949,6 +956,24 @@ pool web {
         assert_eq!((h[1].interval_us, h[1].timeout_us), (500_000, 500_000));
         assert_eq!((h[1].rise, h[1].fall), (5, 1));
         assert_eq!(h[2], Check::new(HealthKind::Icmp));
+    }
+
+    /// A formula chain too long to evaluate without a deep stack is refused
+    /// with an error, not a crash.
+    #[test]
+    fn a_too_long_weight_formula_is_an_error() {
+        let long = vec!["1"; 300].join(" + ");
+        let src = format!(
+            "interface a {{ address 198.18.0.1/24 }}\npool p {{\n    backend 198.18.0.5\n    weight = weight + {long}\n}}\n"
+        );
+        let a = lbp_lang::analyze(&src);
+        assert!(!a.has_errors(), "{:?}", a.diagnostics);
+        let e = lower(&a.policy).unwrap_err();
+        assert!(e.to_string().contains("weight formula"), "{e}");
+        let ok = vec!["1"; 200].join(" + ");
+        let src = src.replace(&long, &ok);
+        let a = lbp_lang::analyze(&src);
+        assert!(lower(&a.policy).is_ok());
     }
 
     /// The checker's list of weight inputs and the ABI's are the same names.

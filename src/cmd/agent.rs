@@ -44,7 +44,8 @@ pub struct AgentArgs {
     /// `cpu`, `mem`, `exec_ms`, `rps`).
     #[arg(long, value_name = "KEY=VALUE,...", value_parser = fixed_load)]
     load: Option<Fixed>,
-    /// Send this many reports, then stop (default: until killed).
+    /// Stop after this many intervals (one report each, unless measuring
+    /// failed; default: until killed).
     #[arg(long)]
     count: Option<u64>,
 }
@@ -163,27 +164,39 @@ pub fn run(a: AgentArgs) -> Result<ExitCode, String> {
         "[::]:0".parse().expect("an address")
     };
     let sock = UdpSocket::bind(bind).map_err(|e| format!("a UDP socket: {e}"))?;
-    let mut cpu_before = None;
+    // A first CPU sample, so that the first report has a utilisation too.
+    let mut cpu_before = read("/proc/stat").ok().and_then(|t| agent::cpu_times(&t));
+    std::thread::sleep(Duration::from_millis(100));
     let mut sent = 0u64;
     let mut last_us = 0u64;
     let mut next = Instant::now();
     loop {
-        let load = measure(&a, &mut cpu_before)?;
+        // A file being rewritten or briefly missing costs one report, not
+        // the agent.
+        let load = match measure(&a, &mut cpu_before) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("lbp agent: {e}; no report this time");
+                None
+            }
+        };
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| "the clock is before 1970")?
             .as_micros() as u64;
         // Strictly increasing even if the clock steps back a little.
         last_us = now_us.max(last_us + 1);
-        let r = report::Report {
-            backend: a.backend,
-            sent_us: last_us,
-            load,
-        };
         // A send error (no route yet, the appliance restarting) is reported
         // and the agent goes on: the next report may get through.
-        if let Err(e) = sock.send_to(&report::encode(&r, secret), a.report_to) {
-            eprintln!("lbp agent: sending to {}: {e}", a.report_to);
+        if let Some(load) = load {
+            let r = report::Report {
+                backend: a.backend,
+                sent_us: last_us,
+                load,
+            };
+            if let Err(e) = sock.send_to(&report::encode(&r, secret), a.report_to) {
+                eprintln!("lbp agent: sending to {}: {e}", a.report_to);
+            }
         }
         sent += 1;
         if a.count.is_some_and(|c| sent >= c) {

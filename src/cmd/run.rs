@@ -26,7 +26,7 @@ use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
-use lbp_runtime::control::health::{Change, Health};
+use lbp_runtime::control::health::Health;
 use lbp_runtime::control::probe::{self, Prober};
 use lbp_runtime::control::report;
 use lbp_runtime::control::steer::Steering;
@@ -493,8 +493,16 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
 /// socket) and the health checks (their probers), with the steering state.
 struct Reports {
     sock: Option<UdpSocket>,
-    probes: Option<(Prober, Vec<probe::Target>)>,
+    probes: Option<Probes>,
     steering: Steering,
+}
+
+/// The running health checks: one state per check of a back end (each with
+/// its own rise and fall); a back end is up when all of its checks are.
+struct Probes {
+    prober: Prober,
+    targets: Vec<probe::Target>,
+    health: Vec<Health>,
 }
 
 /// The steering of `lbp run`: reports when `--reports` is given, health checks
@@ -516,17 +524,21 @@ fn open_steering(args: &RunArgs, app: &Appliance) -> Result<Option<Reports>, Str
         Some((sock, key)) => (Some(sock), key),
         None => (None, Vec::new()),
     };
-    let mut steering = Steering::new(app, &key);
-    for t in &targets {
-        if let Some(st) = steering.state_mut(t.service, t.backend) {
-            st.health = Health::new(t.check.rise, t.check.fall);
-        }
-    }
+    let steering = Steering::new(app, &key);
     let probes = if targets.is_empty() {
         None
     } else {
-        let p = Prober::start(&targets).map_err(|e| format!("starting the health checks: {e}"))?;
-        Some((p, targets))
+        let prober =
+            Prober::start(&targets).map_err(|e| format!("starting the health checks: {e}"))?;
+        let health = targets
+            .iter()
+            .map(|t| Health::new(t.check.rise, t.check.fall))
+            .collect();
+        Some(Probes {
+            prober,
+            targets,
+            health,
+        })
     };
     Ok(Some(Reports {
         sock,
@@ -575,20 +587,29 @@ fn steer(
             }
         }
     }
-    if let Some((prober, targets)) = &r.probes {
-        for (i, ok) in prober.results() {
-            let t = &targets[i];
+    if let Some(p) = &mut r.probes {
+        for (i, ok) in p.prober.results() {
+            if p.health[i].observe(ok).is_none() {
+                continue;
+            }
+            let t = &p.targets[i];
+            let up = p
+                .targets
+                .iter()
+                .zip(&p.health)
+                .filter(|(o, _)| (o.service, o.backend) == (t.service, t.backend))
+                .all(|(_, h)| h.is_up());
             let Some(st) = r.steering.state_mut(t.service, t.backend) else {
                 continue;
             };
-            if let Some(change) = st.health.observe(ok) {
-                let what = match change {
-                    Change::WentDown => "down",
-                    Change::CameUp => "up",
-                };
+            if st.health.is_up() != up {
+                st.health = Health::known(up);
+                let svc = &app.services[t.service];
                 eprintln!(
-                    "lbp: health: service {} back end {} is {what}",
-                    app.services[t.service].name, t.addr
+                    "lbp: health: service {} back end {} is {}",
+                    svc.name,
+                    svc.backends[t.backend].addr,
+                    if up { "up" } else { "down" }
                 );
             }
         }

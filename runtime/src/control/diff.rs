@@ -151,16 +151,24 @@ pub fn diff(old: &Appliance, new: &Appliance) -> Diff {
             d.interfaces_changed.push(o.name.clone());
         }
     }
-    let route = |r: &crate::config::Route| (r.prefix, r.len, r.via);
+    // A route by prefix, next hop and device, the device by name (indices
+    // change when interfaces are reordered).
+    fn route<'a>(
+        app: &'a Appliance,
+        r: &crate::config::Route,
+    ) -> (IpAddr, u8, Option<IpAddr>, Option<&'a str>) {
+        let dev = app.interfaces.get(r.dev as usize).map(|i| i.name.as_str());
+        (r.prefix, r.len, r.via, dev)
+    }
     d.routes_added = new
         .routes
         .iter()
-        .filter(|r| !old.routes.iter().any(|o| route(o) == route(r)))
+        .filter(|r| !old.routes.iter().any(|o| route(old, o) == route(new, r)))
         .count();
     d.routes_removed = old
         .routes
         .iter()
-        .filter(|o| !new.routes.iter().any(|r| route(o) == route(r)))
+        .filter(|o| !new.routes.iter().any(|r| route(old, o) == route(new, r)))
         .count();
     d
 }

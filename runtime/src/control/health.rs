@@ -41,6 +41,17 @@ impl Health {
         }
     }
 
+    /// A state that is `up` or down as given, as for a back end whose several
+    /// checks are combined elsewhere (it is up only when all of them are).
+    pub fn known(up: bool) -> Health {
+        Health {
+            rise: 1,
+            fall: 1,
+            up,
+            streak: 0,
+        }
+    }
+
     /// Whether the back end takes new connections.
     pub fn is_up(&self) -> bool {
         self.up

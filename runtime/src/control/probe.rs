@@ -8,7 +8,9 @@
 //! the expected status (any 2xx or 3xx when none is given). The check port is
 //! the check's `port`, else the back end's own `port`; a check with neither is
 //! not run. `icmp` checks are not run yet (they need a raw socket). A prober
-//! sleeps in slices of at most 50 ms, so [`Prober`]'s drop stops it promptly.
+//! sleeps in slices of at most 50 ms, so [`Prober`]'s drop stops it within
+//! that, or once the check under way ends (at most three times its timeout:
+//! connect, write, read).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -93,9 +93,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Number formatting that reads back to the same value.
+/// Number formatting that reads back to the same value, with an exponent for
+/// very large or small values (so that any finite load fits a report).
 fn num(v: f64) -> String {
-    format!("{v}")
+    format!("{v:?}")
 }
 
 /// The datagram of `r` under `key`.
@@ -252,6 +253,14 @@ mod tests {
         let d = encode(&report(NOW), KEY);
         assert!(d.len() <= MAX_REPORT);
         assert_eq!(decode(&d, KEY), Ok(report(NOW)));
+        // Extreme values still fit and read back exactly.
+        let mut big = report(NOW);
+        big.load.rps = 1e300;
+        big.load.exec_ms = 1e-300;
+        big.load.clients = f64::MAX;
+        let d = encode(&big, KEY);
+        assert!(d.len() <= MAX_REPORT, "{} bytes", d.len());
+        assert_eq!(decode(&d, KEY), Ok(big));
         let v6 = Report {
             backend: "2001:db8::11".parse().unwrap(),
             ..report(NOW)

@@ -117,8 +117,12 @@ impl Steering {
             }
         }
         self.counts.admitted += 1;
+        // A report is as old as its own time says (a report held back on the
+        // way is no fresher for arriving late), never newer than now.
+        let age_ms = now_us.saturating_sub(r.sent_us) / 1_000;
+        let at = now_ms.saturating_sub(age_ms);
         for &(s, b) in places {
-            self.states[s][b].report = Some((r.load, now_ms));
+            self.states[s][b].report = Some((r.load, at));
         }
     }
 
@@ -213,6 +217,20 @@ mod tests {
         assert_eq!(st.weights_to_publish(&a, 60_000), Some(vec![vec![1, 2]]));
         assert_eq!(st.counts.admitted, 3);
         assert_eq!(st.counts.publications, 3);
+    }
+
+    /// A report held back on the way counts from when it was sent.
+    #[test]
+    fn a_late_report_is_as_old_as_its_time() {
+        let a = app();
+        let mut st = Steering::new(&a, KEY);
+        // Sent 6 s before it arrives: admitted (within the replay window) but
+        // already older than the silence limit.
+        st.take(&datagram(11, 0.5, T0 - 6_000_000, KEY), T0, 10_000);
+        assert_eq!(st.counts.admitted, 1);
+        assert_eq!(st.weights_to_publish(&a, 10_000), None);
+        st.take(&datagram(11, 0.5, T0 - 1_000_000, KEY), T0, 10_000);
+        assert_eq!(st.weights_to_publish(&a, 10_000), Some(vec![vec![5, 2]]));
     }
 
     #[test]
