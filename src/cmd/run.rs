@@ -26,7 +26,7 @@ use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
-use lbp_runtime::control::health::Health;
+use lbp_runtime::control::health::{Checks, Health};
 use lbp_runtime::control::probe::{self, Prober};
 use lbp_runtime::control::report;
 use lbp_runtime::control::steer::Steering;
@@ -497,12 +497,11 @@ struct Reports {
     steering: Steering,
 }
 
-/// The running health checks: one state per check of a back end (each with
-/// its own rise and fall); a back end is up when all of its checks are.
+/// The running health checks and their states (a back end is up when all of
+/// its checks are).
 struct Probes {
     prober: Prober,
-    targets: Vec<probe::Target>,
-    health: Vec<Health>,
+    health: Checks,
 }
 
 /// The steering of `lbp run`: reports when `--reports` is given, health checks
@@ -530,15 +529,12 @@ fn open_steering(args: &RunArgs, app: &Appliance) -> Result<Option<Reports>, Str
     } else {
         let prober =
             Prober::start(&targets).map_err(|e| format!("starting the health checks: {e}"))?;
-        let health = targets
-            .iter()
-            .map(|t| Health::new(t.check.rise, t.check.fall))
-            .collect();
-        Some(Probes {
-            prober,
-            targets,
-            health,
-        })
+        let health = Checks::new(
+            targets
+                .iter()
+                .map(|t| ((t.service, t.backend), t.check.rise, t.check.fall)),
+        );
+        Some(Probes { prober, health })
     };
     Ok(Some(Reports {
         sock,
@@ -589,29 +585,20 @@ fn steer(
     }
     if let Some(p) = &mut r.probes {
         for (i, ok) in p.prober.results() {
-            if p.health[i].observe(ok).is_none() {
-                continue;
-            }
-            let t = &p.targets[i];
-            let up = p
-                .targets
-                .iter()
-                .zip(&p.health)
-                .filter(|(o, _)| (o.service, o.backend) == (t.service, t.backend))
-                .all(|(_, h)| h.is_up());
-            let Some(st) = r.steering.state_mut(t.service, t.backend) else {
+            let Some(((s, b), up)) = p.health.observe(i, ok) else {
                 continue;
             };
-            if st.health.is_up() != up {
-                st.health = Health::known(up);
-                let svc = &app.services[t.service];
-                eprintln!(
-                    "lbp: health: service {} back end {} is {}",
-                    svc.name,
-                    svc.backends[t.backend].addr,
-                    if up { "up" } else { "down" }
-                );
-            }
+            let Some(st) = r.steering.state_mut(s, b) else {
+                continue;
+            };
+            st.health = Health::known(up);
+            let svc = &app.services[s];
+            eprintln!(
+                "lbp: health: service {} back end {} is {}",
+                svc.name,
+                svc.backends[b].addr,
+                if up { "up" } else { "down" }
+            );
         }
     }
     if let Some(w) = r.steering.weights_to_publish(app, now_ms) {

@@ -128,3 +128,84 @@ mod tests {
         assert_eq!(h.observe(true), Some(Change::CameUp));
     }
 }
+
+/// The health of back ends that have several checks: one state per check
+/// (each with its own rise and fall), and a back end is up only when all of
+/// its checks are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Per check: its back end (service, index) and its state.
+    checks: Vec<((usize, usize), Health)>,
+}
+
+impl Checks {
+    /// One state per check: `checks` gives each check's back end (service,
+    /// index), rise and fall, in the order results will name them.
+    pub fn new(checks: impl IntoIterator<Item = ((usize, usize), u32, u32)>) -> Checks {
+        Checks {
+            checks: checks
+                .into_iter()
+                .map(|(b, rise, fall)| (b, Health::new(rise, fall)))
+                .collect(),
+        }
+    }
+
+    /// Record the result of check `i`: when it changed the state of its back
+    /// end as a whole, that back end and whether it is now up.
+    pub fn observe(&mut self, i: usize, ok: bool) -> Option<((usize, usize), bool)> {
+        let (backend, before) = {
+            let b = self.checks.get(i)?.0;
+            (b, self.is_up(b))
+        };
+        self.checks[i].1.observe(ok)?;
+        let after = self.is_up(backend);
+        (after != before).then_some((backend, after))
+    }
+
+    /// Whether every check of `backend` is up (true for one without checks).
+    pub fn is_up(&self, backend: (usize, usize)) -> bool {
+        self.checks
+            .iter()
+            .filter(|(b, _)| *b == backend)
+            .all(|(_, h)| h.is_up())
+    }
+}
+
+#[cfg(test)]
+mod checks_tests {
+    use super::*;
+
+    /// A TCP check that passes and an HTTP check that fails on the same back
+    /// end: the back end goes down after the HTTP check's `fall`, whatever the
+    /// TCP check says, and comes back only when both are up.
+    #[test]
+    fn a_back_end_is_up_only_when_all_its_checks_are() {
+        // Check 0: TCP on (0, 0), rise 2 fall 3; check 1: HTTP on (0, 0), rise
+        // 1 fall 2; check 2: TCP on (0, 1).
+        let mut c = Checks::new([((0, 0), 2, 3), ((0, 0), 1, 2), ((0, 1), 2, 3)]);
+        assert!(c.is_up((0, 0)) && c.is_up((0, 1)) && c.is_up((5, 5)));
+        assert_eq!(c.observe(0, true), None);
+        assert_eq!(c.observe(1, false), None);
+        assert_eq!(c.observe(0, true), None);
+        assert_eq!(c.observe(1, false), Some(((0, 0), false)));
+        // The TCP check passing keeps nothing up.
+        assert_eq!(c.observe(0, true), None);
+        assert!(!c.is_up((0, 0)));
+        // The other back end is unaffected.
+        assert!(c.is_up((0, 1)));
+        // HTTP passes again (rise 1): up.
+        assert_eq!(c.observe(1, true), Some(((0, 0), true)));
+        // Both down, then one back: still down until both are.
+        for _ in 0..3 {
+            c.observe(0, false);
+        }
+        assert!(!c.is_up((0, 0)));
+        assert_eq!(c.observe(1, false), None);
+        assert_eq!(c.observe(1, false), None);
+        assert_eq!(c.observe(1, true), None);
+        assert_eq!(c.observe(0, true), None);
+        assert_eq!(c.observe(0, true), Some(((0, 0), true)));
+        // A result for a check that does not exist changes nothing.
+        assert_eq!(c.observe(9, false), None);
+    }
+}
