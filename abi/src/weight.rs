@@ -81,6 +81,54 @@ pub struct Load {
     pub rps: f64,
 }
 
+/// Why a value cannot be a load's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadValue {
+    /// No load value has that name.
+    UnknownKey,
+    /// Not a finite number >= 0, or (for `cpu` and `mem`) above 1.
+    OutOfRange(&'static str),
+}
+
+impl Load {
+    /// The names of a load's values (in reports and on `lbp agent --load`), in
+    /// the order of [`Load::field_mut`].
+    pub const KEYS: [&'static str; 5] = ["clients", "cpu", "mem", "exec_ms", "rps"];
+
+    /// The value named `KEYS[i]` (`i` below 5).
+    pub fn field_mut(&mut self, i: usize) -> &mut f64 {
+        match i {
+            0 => &mut self.clients,
+            1 => &mut self.cpu,
+            2 => &mut self.mem,
+            3 => &mut self.exec_ms,
+            _ => &mut self.rps,
+        }
+    }
+
+    /// The values in the order of [`Load::KEYS`].
+    pub fn values(&self) -> [f64; 5] {
+        [self.clients, self.cpu, self.mem, self.exec_ms, self.rps]
+    }
+
+    /// Set the value named `key` to `v`, which must be a finite number >= 0,
+    /// at most 1 for `cpu` and `mem`; returns the key's index in [`Load::KEYS`].
+    pub fn set(&mut self, key: &str, v: f64) -> Result<usize, BadValue> {
+        let i = Load::KEYS
+            .iter()
+            .position(|&k| k == key)
+            .ok_or(BadValue::UnknownKey)?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(BadValue::OutOfRange("is not a finite number >= 0"));
+        }
+        if (key == "cpu" || key == "mem") && v > 1.0 {
+            return Err(BadValue::OutOfRange("above 1"));
+        }
+        *self.field_mut(i) = v;
+        Ok(i)
+    }
+}
+
 impl Formula {
     /// The formula's value for `load` and the static weight `weight`, as a
     /// plain `f64` (possibly NaN or infinite).

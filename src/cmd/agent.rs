@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lbp_abi::weight::Load;
+use lbp_abi::weight::{BadValue, Load};
 use lbp_runtime::control::{agent, report};
 
 /// Arguments of `lbp agent`.
@@ -50,11 +50,9 @@ pub struct AgentArgs {
     count: Option<u64>,
 }
 
-/// `--load`: the values given, each optional.
+/// `--load`: the values given, each optional, in the order of `Load::KEYS`.
 #[derive(Clone, Debug, Default)]
 struct Fixed([Option<f64>; 5]);
-
-const KEYS: [&str; 5] = ["clients", "cpu", "mem", "exec_ms", "rps"];
 
 fn fixed_load(s: &str) -> Result<Fixed, String> {
     let mut f = Fixed::default();
@@ -62,19 +60,13 @@ fn fixed_load(s: &str) -> Result<Fixed, String> {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| format!("`{part}` is not key=value"))?;
-        let i = KEYS
-            .iter()
-            .position(|&n| n == k)
-            .ok_or_else(|| format!("unknown key `{k}` (one of {})", KEYS.join(", ")))?;
         let v: f64 = v.parse().map_err(|_| format!("`{k}`: not a number"))?;
-        let max = if k == "cpu" || k == "mem" {
-            1.0
-        } else {
-            f64::MAX
-        };
-        if !(0.0..=max).contains(&v) {
-            return Err(format!("`{k}`: {v} is out of range"));
-        }
+        let i = Load::default().set(k, v).map_err(|e| match e {
+            BadValue::UnknownKey => {
+                format!("unknown key `{k}` (one of {})", Load::KEYS.join(", "))
+            }
+            BadValue::OutOfRange(_) => format!("`{k}`: {v} is out of range"),
+        })?;
         f.0[i] = Some(v);
     }
     Ok(f)
@@ -130,16 +122,9 @@ fn measure(a: &AgentArgs, cpu_before: &mut Option<(u64, u64)>) -> Result<Load, S
         }
     }
     if let Some(Fixed(v)) = &a.load {
-        let slots = [
-            &mut l.clients,
-            &mut l.cpu,
-            &mut l.mem,
-            &mut l.exec_ms,
-            &mut l.rps,
-        ];
-        for (slot, fixed) in slots.into_iter().zip(v) {
+        for (i, fixed) in v.iter().enumerate() {
             if let Some(x) = fixed {
-                *slot = *x;
+                *l.field_mut(i) = *x;
             }
         }
     }
@@ -148,16 +133,7 @@ fn measure(a: &AgentArgs, cpu_before: &mut Option<(u64, u64)>) -> Result<Load, S
 
 /// Run the agent.
 pub fn run(a: AgentArgs) -> Result<ExitCode, String> {
-    let secret =
-        std::fs::read(&a.secret_file).map_err(|e| format!("{}: {e}", a.secret_file.display()))?;
-    let secret = secret.trim_ascii();
-    if secret.len() < 16 {
-        return Err(format!(
-            "{}: the secret has {} bytes; use at least 16",
-            a.secret_file.display(),
-            secret.len()
-        ));
-    }
+    let secret = super::common::read_secret(&a.secret_file)?;
     let bind: SocketAddr = if a.report_to.is_ipv4() {
         "0.0.0.0:0".parse().expect("an address")
     } else {
@@ -194,7 +170,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode, String> {
                 sent_us: last_us,
                 load,
             };
-            if let Err(e) = sock.send_to(&report::encode(&r, secret), a.report_to) {
+            if let Err(e) = sock.send_to(&report::encode(&r, &secret), a.report_to) {
                 eprintln!("lbp agent: sending to {}: {e}", a.report_to);
             }
         }

@@ -4,7 +4,7 @@
 
 use lbp_lang::Diagnostic;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How `check`, `fmt`, `parse` and `test` print diagnostics.
 #[derive(clap::Args, Debug)]
@@ -75,7 +75,7 @@ pub fn read(file: &PathBuf) -> Result<String, String> {
 
 /// Print diagnostics: human (fancy on a terminal, plain when piped) on stderr, or
 /// JSON lines on stdout.
-pub fn report(out: &Output, file: &std::path::Path, src: &str, diags: &[Diagnostic]) {
+pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
     let name = file.display().to_string();
     match out.format {
         Format::Json => {
@@ -175,4 +175,19 @@ impl miette::Diagnostic for Uncoded {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         miette::Diagnostic::labels(&self.0)
     }
+}
+
+/// The secret shared by the agents and the appliance, from `file`: its bytes
+/// without surrounding whitespace, at least 16 of them.
+pub fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < 16 {
+        return Err(format!(
+            "{}: the secret has {} bytes; use at least 16",
+            file.display(),
+            secret.len()
+        ));
+    }
+    Ok(secret.to_vec())
 }

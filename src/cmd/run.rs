@@ -26,7 +26,7 @@ use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
-use lbp_runtime::control::health::{Checks, Health};
+use lbp_runtime::control::health::Checks;
 use lbp_runtime::control::probe::{self, Prober};
 use lbp_runtime::control::report;
 use lbp_runtime::control::steer::Steering;
@@ -545,19 +545,11 @@ fn open_steering(args: &RunArgs, app: &Appliance) -> Result<Option<Reports>, Str
 
 /// Open the reports socket (non-blocking) and read the secret.
 fn open_reports(addr: std::net::SocketAddr, secret: &Path) -> Result<(UdpSocket, Vec<u8>), String> {
-    let key = std::fs::read(secret).map_err(|e| format!("{}: {e}", secret.display()))?;
-    let key = key.trim_ascii();
-    if key.len() < 16 {
-        return Err(format!(
-            "{}: the secret has {} bytes; use at least 16",
-            secret.display(),
-            key.len()
-        ));
-    }
+    let key = super::common::read_secret(secret)?;
     let sock = UdpSocket::bind(addr).map_err(|e| format!("--reports {addr}: {e}"))?;
     sock.set_nonblocking(true)
         .map_err(|e| format!("--reports {addr}: {e}"))?;
-    Ok((sock, key.to_vec()))
+    Ok((sock, key))
 }
 
 /// Reports taken per control tick at most: a flood cannot hold the loop.
@@ -591,7 +583,7 @@ fn steer(
             let Some(st) = r.steering.state_mut(s, b) else {
                 continue;
             };
-            st.health = Health::known(up);
+            st.down = !up;
             let svc = &app.services[s];
             eprintln!(
                 "lbp: health: service {} back end {} is {}",

@@ -41,17 +41,6 @@ impl Health {
         }
     }
 
-    /// A state that is `up` or down as given, as for a back end whose several
-    /// checks are combined elsewhere (it is up only when all of them are).
-    pub fn known(up: bool) -> Health {
-        Health {
-            rise: 1,
-            fall: 1,
-            up,
-            streak: 0,
-        }
-    }
-
     /// Whether the back end takes new connections.
     pub fn is_up(&self) -> bool {
         self.up
@@ -151,15 +140,18 @@ impl Checks {
     }
 
     /// Record the result of check `i`: when it changed the state of its back
-    /// end as a whole, that back end and whether it is now up.
+    /// end as a whole, that back end and whether it is now up. A check's
+    /// change moves its back end only when all its other checks are up.
     pub fn observe(&mut self, i: usize, ok: bool) -> Option<((usize, usize), bool)> {
-        let (backend, before) = {
-            let b = self.checks.get(i)?.0;
-            (b, self.is_up(b))
-        };
-        self.checks[i].1.observe(ok)?;
-        let after = self.is_up(backend);
-        (after != before).then_some((backend, after))
+        let (backend, health) = self.checks.get_mut(i)?;
+        let backend = *backend;
+        let up = health.observe(ok)? == Change::CameUp;
+        let others_up = self
+            .checks
+            .iter()
+            .enumerate()
+            .all(|(j, (b, h))| j == i || *b != backend || h.is_up());
+        others_up.then_some((backend, up))
     }
 
     /// Whether every check of `backend` is up (true for one without checks).

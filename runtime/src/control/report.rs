@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
-use lbp_abi::weight::Load;
+use lbp_abi::weight::{BadValue, Load};
 use sha2::Sha256;
 
 /// The largest datagram taken: anything longer is malformed.
@@ -101,17 +101,10 @@ fn num(v: f64) -> String {
 
 /// The datagram of `r` under `key`.
 pub fn encode(r: &Report, key: &[u8]) -> Vec<u8> {
-    let l = &r.load;
-    let line = format!(
-        "{MAGIC} {VERSION} {} {} clients={} cpu={} mem={} exec_ms={} rps={}",
-        r.backend,
-        r.sent_us,
-        num(l.clients),
-        num(l.cpu),
-        num(l.mem),
-        num(l.exec_ms),
-        num(l.rps)
-    );
+    let mut line = format!("{MAGIC} {VERSION} {} {}", r.backend, r.sent_us);
+    for (k, v) in Load::KEYS.iter().zip(r.load.values()) {
+        line += &format!(" {k}={}", num(v));
+    }
     let mut m = mac(key);
     m.update(line.as_bytes());
     let tag = hex(&m.finalize().into_bytes());
@@ -164,25 +157,14 @@ pub fn decode(datagram: &[u8], key: &[u8]) -> Result<Report, Refused> {
         let v: f64 = v
             .parse()
             .map_err(|_| malformed(format!("`{k}` is not a number")))?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(malformed(format!("`{k}` is not a finite number >= 0")));
-        }
-        let (i, slot, at_most_one) = match k {
-            "clients" => (0, &mut load.clients, false),
-            "cpu" => (1, &mut load.cpu, true),
-            "mem" => (2, &mut load.mem, true),
-            "exec_ms" => (3, &mut load.exec_ms, false),
-            "rps" => (4, &mut load.rps, false),
-            _ => return Err(malformed(format!("unknown key `{k}`"))),
-        };
+        let i = load.set(k, v).map_err(|e| match e {
+            BadValue::UnknownKey => malformed(format!("unknown key `{k}`")),
+            BadValue::OutOfRange(why) => malformed(format!("`{k}` {why}")),
+        })?;
         if seen[i] {
             return Err(malformed(format!("`{k}` twice")));
         }
-        if at_most_one && v > 1.0 {
-            return Err(malformed(format!("`{k}` above 1")));
-        }
         seen[i] = true;
-        *slot = v;
     }
     if seen.contains(&false) {
         return Err(malformed("a load value is missing"));

@@ -20,7 +20,6 @@
 
 use lbp_abi::weight::{Load, weight};
 
-use super::health::Health;
 use crate::config::Service;
 
 /// How long a load report counts: after this, the back end returns to its
@@ -43,7 +42,8 @@ pub enum Admin {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackendState {
     pub admin: Admin,
-    pub health: Health,
+    /// Down by its health checks (see [`super::health::Checks`]).
+    pub down: bool,
     /// A weight the operator set; it wins over reports and the static weight.
     pub weight_override: Option<u32>,
     /// The last load report and when it arrived (milliseconds on the control
@@ -54,7 +54,7 @@ pub struct BackendState {
 impl BackendState {
     /// Whether the back end may take new connections at all.
     pub fn takes_connections(&self) -> bool {
-        self.admin == Admin::Ready && self.health.is_up()
+        self.admin == Admin::Ready && !self.down
     }
 }
 
@@ -190,8 +190,7 @@ pub(crate) mod tests {
         st[0].admin = Admin::Drain;
         st[1].weight_override = Some(7);
         st[1].report = report(0.0, 0);
-        st[2].health = Health::new(1, 1);
-        st[2].health.observe(false);
+        st[2].down = true;
         let w = weights(&svc(), &st, 0, DEFAULT_SILENCE_MS);
         assert_eq!(w.weights, vec![0, 7, 0]);
         st[1].admin = Admin::Maint;

@@ -336,18 +336,19 @@ pub(crate) fn load_program(
     }
 }
 
-/// Link `prog` to `ifindex` at `attach_type` (BPF_LINK_CREATE with no options):
+/// Link `prog` to `ifindex` at `attach_type` with `flags` (BPF_LINK_CREATE):
 /// the link's descriptor, whose closing detaches the program.
 pub(crate) fn link_create(
     ifindex: u32,
     prog: BorrowedFd<'_>,
     attach_type: u32,
+    flags: u32,
 ) -> io::Result<OwnedFd> {
     let mut a = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
         attach_type,
-        flags: 0,
+        flags,
     };
     sys_bpf(BPF_LINK_CREATE, &mut a).map(owned)
 }
@@ -544,18 +545,12 @@ impl Attachment {
     pub fn attach_fd(ifindex: u32, prog: BorrowedFd<'_>) -> io::Result<Attachment> {
         let mut last = None;
         for mode in [XdpMode::Driver, XdpMode::Generic] {
-            let mut a = LinkCreateAttr {
-                prog_fd: prog.as_raw_fd() as u32,
-                target_ifindex: ifindex,
-                attach_type: BPF_XDP,
-                flags: mode.flags(),
-            };
-            match sys_bpf(BPF_LINK_CREATE, &mut a) {
+            match link_create(ifindex, prog, BPF_XDP, mode.flags()) {
                 Ok(fd) => {
                     return Ok(Attachment {
                         ifindex,
                         mode,
-                        how: How::Link(owned(fd)),
+                        how: How::Link(fd),
                     });
                 }
                 Err(e) => last = Some(e),

@@ -192,7 +192,7 @@ impl Cloner {
         };
         let prog = load_program(BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_EGRESS, name, &insns)
             .map_err(|e| feature("a tc classifier program with bpf_clone_redirect", e))?;
-        let link = link_create(ifindex, prog.as_fd(), BPF_TCX_EGRESS)
+        let link = link_create(ifindex, prog.as_fd(), BPF_TCX_EGRESS, 0)
             .map_err(|e| feature("a tcx egress link (BPF_LINK_CREATE, Linux 6.6+)", e))?;
         let sock =
             seed_socket(ifindex).map_err(|e| feature("an AF_PACKET socket with SO_MARK", e))?;
