@@ -49,6 +49,9 @@ pub struct Backend {
     pub weight: u32,
     /// `port N`: the port NAT rewrites to for this back end.
     pub port: Option<u16>,
+    /// `agent N`: the TCP port of the back end's agent (HAProxy's agent check),
+    /// polled by the runtime's control module.
+    pub agent: Option<u16>,
 }
 
 /// A service's `mode` and `balance`, as the runtime takes them.

@@ -461,6 +461,7 @@ impl<'a> Lowerer<'a> {
             let addr = self.addr(&b.addr)?;
             let mut weight = 1;
             let mut port = None;
+            let mut agent = None;
             for o in &b.opts {
                 let v = match self.val(&o.value, 0)? {
                     Val::Int(v) => v,
@@ -469,10 +470,18 @@ impl<'a> Lowerer<'a> {
                 match o.key.name.as_str() {
                     "weight" => weight = u32::try_from(v).map_err(|_| "weight out of range")?,
                     "port" => port = Some(u16::try_from(v).map_err(|_| "port out of range")?),
+                    "agent" => {
+                        agent = Some(u16::try_from(v).map_err(|_| "agent port out of range")?)
+                    }
                     other => return Err(format!("unknown back-end option `{other}`")),
                 }
             }
-            backends.push(Backend { addr, weight, port });
+            backends.push(Backend {
+                addr,
+                weight,
+                port,
+                agent,
+            });
         }
         Ok(Pool {
             name: p.name.name.clone(),
@@ -995,7 +1004,7 @@ service late {
 }
 pool web {
     backend 198.18.0.21 weight 3 port 8081
-    backend 2001:db8::22
+    backend 2001:db8::22 agent 5555
 }
 pool dns {
     backend 198.18.0.31
@@ -1022,6 +1031,10 @@ service plain {
             (3, Some(8081))
         );
         assert_eq!((web.backends[1].weight, web.backends[1].port), (1, None));
+        assert_eq!(
+            (web.backends[0].agent, web.backends[1].agent),
+            (None, Some(5555))
+        );
         // A service may name a pool declared after it.
         let late = &p.services[0];
         assert_eq!(late.pool, Some(1));

@@ -140,7 +140,7 @@ pub struct PoolStmt {
     pub span: Span,
 }
 
-/// `backend ADDR [weight N] [port N]`
+/// `backend ADDR [weight N] [port N] [agent N]`
 #[derive(Clone, PartialEq, Debug)]
 pub struct Backend {
     pub addr: Expr,

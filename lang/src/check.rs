@@ -686,6 +686,11 @@ impl<'a> Checker<'a> {
                                 c.int_bounds(&o.value, 0, 65535, "a weight");
                             }
                         }
+                        "agent" => {
+                            if c.expect_value(&o.value, Ty::Int) {
+                                c.agent_port(&o.value);
+                            }
+                        }
                         _ => {
                             if c.expect_value(&o.value, Ty::Int) {
                                 port = c.port_value(&o.value);
@@ -1738,6 +1743,20 @@ impl<'a> Checker<'a> {
             return None;
         }
         Some(v)
+    }
+
+    /// An agent check's port: a port a server listens on, so 1 to 65535.
+    fn agent_port(&mut self, e: &Expr) {
+        let Some(v) = self.const_int(e) else { return };
+        if v == 0 || v > 65535 {
+            self.err(
+                "lbp::type::port_range",
+                format!("agent port {v} is out of range"),
+                e.span,
+                "not 1 to 65535",
+            )
+            .set_help("an agent listens on a port from 1 to 65535, e.g. `agent 5555`");
+        }
     }
 
     fn port_range(&mut self, e: &Expr) -> Option<(u64, u64)> {

@@ -752,13 +752,13 @@ mod tests {
         );
         // A block too long for one line.
         let long = format!(
-            "pool {} {{ backend 10.0.0.1 weight 3 port 8080 }}\n",
+            "pool {} {{ backend 10.0.0.1 weight 3 agent  5555 port 8080 }}\n",
             "p".repeat(70)
         );
         assert_eq!(
             stable(&long),
             format!(
-                "pool {} {{\n    backend 10.0.0.1 weight 3 port 8080\n}}\n",
+                "pool {} {{\n    backend 10.0.0.1 weight 3 agent 5555 port 8080\n}}\n",
                 "p".repeat(70)
             )
         );

@@ -1332,6 +1332,7 @@ fn describe(r: Rule) -> Option<&'static str> {
         Rule::k_backend => "`backend`",
         Rule::k_weight => "`weight`",
         Rule::k_port => "`port`",
+        Rule::k_agent => "`agent`",
         Rule::k_health => "`health`",
         Rule::k_vip => "`vip`",
         Rule::k_balance => "`balance`",
@@ -1353,7 +1354,9 @@ fn describe(r: Rule) -> Option<&'static str> {
         Rule::health_key | Rule::health_opt => {
             "a health option (port, interval, timeout, path, rise, fall, expect)"
         }
-        Rule::backend_opt | Rule::opt_weight | Rule::opt_port => "`port` or `weight`",
+        Rule::backend_opt | Rule::opt_weight | Rule::opt_port | Rule::opt_agent => {
+            "`agent`, `port` or `weight`"
+        }
         Rule::EOI => "the end of the line",
         Rule::interface_head
         | Rule::pool_head
@@ -1389,7 +1392,7 @@ fn block_help(r: Rule) -> Option<&'static str> {
     Some(match r {
         Rule::iface_stmt => "an interface block holds `address A/L, ...`, `mac M` and `mtu N`",
         Rule::pool_stmt => {
-            "a pool block holds `backend ADDRESS [weight N] [port N]`, `health KIND [OPTIONS]` and `weight = EXPRESSION`"
+            "a pool block holds `backend ADDRESS [weight N] [port N] [agent N]`, `health KIND [OPTIONS]` and `weight = EXPRESSION`"
         }
         Rule::service_stmt => {
             "a service block holds `vip ADDRESS PROTO port P, ...`, `pool NAME`, `balance ALGORITHM`, `mode nat|dsr` and `unknown reset|balance`"
