@@ -6,6 +6,7 @@ mod compiler;
 mod demo;
 mod docs;
 mod e2e;
+mod generations;
 mod netns;
 mod policies;
 mod run;
