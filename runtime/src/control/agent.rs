@@ -4,6 +4,58 @@
 //! (established connections on the server's port), and the mean execution
 //! time and request rate from a file the server writes (`key=value` lines).
 //! Pure parsing; `lbp agent` reads the files and sends the reports.
+//!
+//! And the other way round: what an agent that an operator already runs for
+//! HAProxy's `agent-check` answers ([`parse_agent_reply`]), for the back ends
+//! with `agent PORT` in the policy (polled by [`super::probe::AgentPoller`]).
+
+use super::weights::Admin;
+
+/// What one reply of an HAProxy-style agent says; `None` where it says
+/// nothing (the back end's state keeps what it had).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentReply {
+    /// `75%`: the back end's weight is that percent of its static weight.
+    pub percent: Option<u32>,
+    /// `ready`, `drain`, `maint`: the back end's administrative state.
+    pub admin: Option<Admin>,
+    /// `up` (Some(true)); `down`, `fail`, `stopped` (Some(false)).
+    pub up: Option<bool>,
+}
+
+/// Parse an agent's reply, HAProxy's agent-check protocol: the first line
+/// (up to `\r` or `\n`) holds words separated by spaces, tabs or commas, in
+/// any order, case-insensitive: a percentage `N%` (digits, then `%`), `ready`,
+/// `drain`, `maint`, `up`, and `down`, `fail` or `stopped` (all three down).
+/// A `#` starts a message, which is ignored (`down#disk full`). Unknown words
+/// (HAProxy's `maxconn:N`, garbage, a percentage too large for a `u32`) are
+/// skipped; when two words set the same thing, the later one wins.
+pub fn parse_agent_reply(line: &str) -> AgentReply {
+    let line = line.split(['\r', '\n']).next().unwrap_or("");
+    let line = line.split('#').next().unwrap_or("");
+    let mut r = AgentReply::default();
+    for word in line.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
+        if let Some(digits) = word.strip_suffix('%') {
+            if !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(p) = digits.parse::<u32>()
+            {
+                r.percent = Some(p);
+            }
+            continue;
+        }
+        let w = word.to_ascii_lowercase();
+        match w.as_str() {
+            "ready" => r.admin = Some(Admin::Ready),
+            "drain" => r.admin = Some(Admin::Drain),
+            "maint" => r.admin = Some(Admin::Maint),
+            "up" => r.up = Some(true),
+            "down" | "fail" | "stopped" => r.up = Some(false),
+            _ => {}
+        }
+    }
+    r
+}
 
 /// The CPU time counters of `/proc/stat`'s first line: (busy, total) jiffies.
 pub fn cpu_times(proc_stat: &str) -> Option<(u64, u64)> {
@@ -115,6 +167,72 @@ pub fn server_stats(text: &str) -> Result<ServerStats, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(percent: Option<u32>, admin: Option<Admin>, up: Option<bool>) -> AgentReply {
+        AgentReply { percent, admin, up }
+    }
+
+    #[test]
+    fn agent_reply_words() {
+        let p = parse_agent_reply;
+        assert_eq!(p("75%\n"), reply(Some(75), None, None));
+        assert_eq!(p("0%"), reply(Some(0), None, None));
+        assert_eq!(p("150%"), reply(Some(150), None, None));
+        assert_eq!(p("ready"), reply(None, Some(Admin::Ready), None));
+        assert_eq!(p("drain\n"), reply(None, Some(Admin::Drain), None));
+        assert_eq!(p("maint\r\n"), reply(None, Some(Admin::Maint), None));
+        assert_eq!(p("up"), reply(None, None, Some(true)));
+        for down in ["down", "fail", "stopped"] {
+            assert_eq!(p(down), reply(None, None, Some(false)), "{down}");
+        }
+        // Case-insensitive.
+        assert_eq!(p("DRAIN"), reply(None, Some(Admin::Drain), None));
+        assert_eq!(p("Up"), reply(None, None, Some(true)));
+    }
+
+    #[test]
+    fn agent_reply_mixtures_and_messages() {
+        let p = parse_agent_reply;
+        assert_eq!(p("75% drain"), reply(Some(75), Some(Admin::Drain), None));
+        assert_eq!(p("up, ready"), reply(None, Some(Admin::Ready), Some(true)));
+        assert_eq!(
+            p("\t50%,maint  down\r\n"),
+            reply(Some(50), Some(Admin::Maint), Some(false))
+        );
+        // HAProxy's maxconn is not ours: skipped.
+        assert_eq!(p("maxconn:30 80%"), reply(Some(80), None, None));
+        // The later word wins.
+        assert_eq!(p("up down 10% 20%"), reply(Some(20), None, Some(false)));
+        // A message after `#`, with or without a space.
+        assert_eq!(p("down#disk full"), reply(None, None, Some(false)));
+        assert_eq!(p("fail # up 90% ready"), reply(None, None, Some(false)));
+        // Only the first line counts.
+        assert_eq!(p("drain\nup 10%\n"), reply(None, Some(Admin::Drain), None));
+    }
+
+    #[test]
+    fn agent_reply_garbage() {
+        let p = parse_agent_reply;
+        let none = AgentReply::default();
+        assert_eq!(p(""), none);
+        assert_eq!(p("\n"), none);
+        assert_eq!(p("   ,,\t "), none);
+        assert_eq!(p("#only a message"), none);
+        assert_eq!(p("%"), none);
+        assert_eq!(p("-5%"), none);
+        assert_eq!(p("7.5%"), none);
+        assert_eq!(p("x%"), none);
+        assert_eq!(p("99999999999%"), none);
+        assert_eq!(p("upp dra1n readyy"), none);
+        assert_eq!(p("HTTP/1.1 200 OK"), none);
+        assert_eq!(p("\u{fffd}\u{0}ready\u{7f}"), none);
+        // A long line: every word read, the last one wins.
+        let long = format!("{}drain", "x,".repeat(5_000));
+        assert!(long.len() > 10_000);
+        assert_eq!(p(&long), reply(None, Some(Admin::Drain), None));
+        let long = "9".repeat(10_240) + "%";
+        assert_eq!(p(&long), none);
+    }
 
     #[test]
     fn cpu_from_proc_stat() {

@@ -1,25 +1,33 @@
 //! A service's weights from what the control module knows of its back ends:
 //! the policy's static weights, the operator's state and overrides, health, and
-//! the agents' load reports through the pool's weight formula.
+//! the agents' load reports through the pool's weight formula, and what an
+//! HAProxy-style agent (`agent PORT`) answered ([`BackendState::apply_agent`]).
 //!
 //! For each back end, the first rule that applies gives its weight:
 //!
-//! 1. drained, in maintenance, or down by its health checks: 0 (no new
-//!    connections; what becomes of the existing ones is not a weight's business);
+//! 1. drained, in maintenance, down by its health checks, or down by its
+//!    HAProxy-style agent: 0 (no new connections; what becomes of the existing
+//!    ones is not a weight's business);
 //! 2. a weight the operator set (`lbp set weight`): that weight;
-//! 3. a pool with a formula and a report younger than the silence limit: the
+//! 3. a percentage from its HAProxy-style agent (`75%`): that percent of the
+//!    static weight, as HAProxy applies it to the configured weight, rounded
+//!    and held to 65535. It stands until the agent says otherwise (an agent
+//!    that does not answer changes nothing, as in HAProxy), and it wins over
+//!    load reports: the back end's own agent knows its capacity best;
+//! 4. a pool with a formula and a report younger than the silence limit: the
 //!    formula's weight ([`lbp_abi::weight::weight`]), or the static weight when
 //!    the result is undefined (counted in [`Weights::undefined`]);
-//! 4. otherwise its static weight (a back end whose agent fell silent returns to
+//! 5. otherwise its static weight (a back end whose agent fell silent returns to
 //!    it once its last report is older than the silence limit).
 //!
 //! And one rule for the pool: when every back end that takes connections (not
-//! drained, not in maintenance, up) got 0 from rules 2 and 3, those take their
+//! drained, not in maintenance, up) got 0 from rules 2 to 4, those take their
 //! static weights instead, so that a pool whose back ends all report full load
-//! still serves. Pure: the time is passed in.
+//! (or whose agents all answer `0%`) still serves. Pure: the time is passed in.
 
 use lbp_abi::weight::{Load, weight};
 
+use super::agent::AgentReply;
 use crate::config::Service;
 
 /// How long a load report counts: after this, the back end returns to its
@@ -49,13 +57,44 @@ pub struct BackendState {
     /// The last load report and when it arrived (milliseconds on the control
     /// module's clock).
     pub report: Option<(Load, u64)>,
+    /// Down by its HAProxy-style agent (`down`, `fail`, `stopped`) until it
+    /// answers `up`.
+    pub agent_down: bool,
+    /// The last percentage its HAProxy-style agent answered (`75%`): the
+    /// weight is that percent of the static weight.
+    pub agent_percent: Option<u32>,
 }
 
 impl BackendState {
     /// Whether the back end may take new connections at all.
     pub fn takes_connections(&self) -> bool {
-        self.admin == Admin::Ready && !self.down
+        self.admin == Admin::Ready && !self.down && !self.agent_down
     }
+
+    /// Take what an HAProxy-style agent answered: `ready`, `drain` and `maint`
+    /// set the administrative state (as the operator's command does), `up`
+    /// and `down` the agent's own up/down flag (the health checks' flag is
+    /// apart: the back end takes connections only when both are up), and a
+    /// percentage the weight relative to the static weight. What the reply
+    /// does not mention stays as it was; a failed poll is no reply and should
+    /// not be applied at all.
+    pub fn apply_agent(&mut self, r: &AgentReply) {
+        if let Some(a) = r.admin {
+            self.admin = a;
+        }
+        if let Some(up) = r.up {
+            self.agent_down = !up;
+        }
+        if let Some(p) = r.percent {
+            self.agent_percent = Some(p);
+        }
+    }
+}
+
+/// `percent` of the static weight `weight`, rounded, held to 65535.
+fn percent_of(weight: u32, percent: u32) -> u32 {
+    let w = (u64::from(weight) * u64::from(percent) + 50) / 100;
+    w.min(65_535) as u32
 }
 
 /// A service's computed weights.
@@ -80,6 +119,8 @@ pub fn weights(svc: &Service, states: &[BackendState], now_ms: u64, silence_ms: 
             0
         } else if let Some(w) = st.weight_override {
             w
+        } else if let Some(p) = st.agent_percent {
+            percent_of(b.weight, p)
         } else {
             let fresh = st
                 .report
@@ -224,5 +265,101 @@ pub(crate) mod tests {
         let w = weights(&s, &st, 0, DEFAULT_SILENCE_MS);
         assert_eq!(w.weights, vec![1, 2, 3]);
         assert_eq!(w.undefined, 1);
+    }
+
+    fn agent(line: &str) -> AgentReply {
+        super::super::agent::parse_agent_reply(line)
+    }
+
+    #[test]
+    fn an_agent_sets_the_state_and_leaves_the_rest() {
+        let mut st = BackendState::default();
+        st.apply_agent(&agent("drain"));
+        assert_eq!(st.admin, Admin::Drain);
+        assert!(!st.takes_connections());
+        st.apply_agent(&agent("75%"));
+        // A percentage alone leaves the state drained.
+        assert_eq!((st.admin, st.agent_percent), (Admin::Drain, Some(75)));
+        st.apply_agent(&agent("ready"));
+        assert!(st.takes_connections());
+        assert_eq!(st.agent_percent, Some(75));
+        st.apply_agent(&agent("maint"));
+        assert_eq!(st.admin, Admin::Maint);
+        st.apply_agent(&agent("ready"));
+        // Down by the agent, up again.
+        st.apply_agent(&agent("down#disk full"));
+        assert!(st.agent_down && !st.takes_connections());
+        st.apply_agent(&agent("50%"));
+        assert!(st.agent_down);
+        st.apply_agent(&agent("up"));
+        assert!(!st.agent_down && st.takes_connections());
+        // An empty or garbage reply changes nothing.
+        let before = st.clone();
+        st.apply_agent(&agent(""));
+        st.apply_agent(&agent("garbage, maxconn:3"));
+        assert_eq!(st, before);
+    }
+
+    #[test]
+    fn the_agents_up_and_the_health_checks_up_are_apart() {
+        let mut st = BackendState {
+            down: true,
+            ..BackendState::default()
+        };
+        st.apply_agent(&agent("up"));
+        // The agent's `up` does not override the health checks.
+        assert!(!st.takes_connections());
+        st.down = false;
+        assert!(st.takes_connections());
+        st.apply_agent(&agent("stopped"));
+        assert!(!st.takes_connections());
+        assert!(!st.down);
+    }
+
+    #[test]
+    fn an_agents_percentage_is_of_the_static_weight() {
+        let mut st = vec![BackendState::default(); 3];
+        st[0].apply_agent(&agent("50%"));
+        st[1].apply_agent(&agent("150%"));
+        st[2].apply_agent(&agent("fail"));
+        // 50% of 1 rounds to 1; 150% of 2 is 3; down is 0.
+        assert_eq!(
+            weights(&svc(), &st, 0, DEFAULT_SILENCE_MS).weights,
+            vec![1, 3, 0]
+        );
+        // The percentage wins over a fresh report, the override over both.
+        st[1].report = report(0.9, 0);
+        st[2].apply_agent(&agent("up 33%"));
+        assert_eq!(
+            weights(&svc(), &st, 0, DEFAULT_SILENCE_MS).weights,
+            vec![1, 3, 1]
+        );
+        st[1].weight_override = Some(9);
+        assert_eq!(
+            weights(&svc(), &st, 0, DEFAULT_SILENCE_MS).weights,
+            vec![1, 9, 1]
+        );
+        // Held to 65535.
+        assert_eq!(percent_of(60_000, 200), 65_535);
+        assert_eq!(percent_of(65_535, u32::MAX), 65_535);
+        assert_eq!(percent_of(3, 0), 0);
+        assert_eq!(percent_of(10, 75), 8);
+    }
+
+    #[test]
+    fn a_pool_whose_agents_all_answer_zero_serves_by_static_weights() {
+        let mut st = vec![BackendState::default(); 3];
+        for s in &mut st {
+            s.apply_agent(&agent("0%"));
+        }
+        assert_eq!(
+            weights(&svc(), &st, 0, DEFAULT_SILENCE_MS).weights,
+            vec![1, 2, 3]
+        );
+        st[0].apply_agent(&agent("100%"));
+        assert_eq!(
+            weights(&svc(), &st, 0, DEFAULT_SILENCE_MS).weights,
+            vec![1, 0, 0]
+        );
     }
 }
