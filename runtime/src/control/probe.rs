@@ -11,6 +11,15 @@
 //! sleeps in slices of at most 50 ms, so [`Prober`]'s drop stops it within
 //! that, or once the check under way ends (at most three times its timeout:
 //! connect, write, read).
+//!
+//! Beside them, the pollers of HAProxy-style agents (`backend ... agent PORT`,
+//! HAProxy's `agent-check`): one thread per back end with an agent, which
+//! every [`AGENT_INTERVAL`] (2 s, HAProxy's `agent-inter` default) connects to
+//! the agent's port (within 1 s), reads one line (at most 1024 bytes, up to
+//! the first newline or the end of the stream, within 1 s) and parses it
+//! ([`super::agent::parse_agent_reply`]). A poll that fails gives `None`: as
+//! in HAProxy, an agent that does not answer says nothing about its back end
+//! (the health checks say whether it is reachable).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use lbp_abi::health::{Check, Kind};
 
+use super::agent::{AgentReply, parse_agent_reply};
 use crate::config::Appliance;
 
 /// One check of one back end.
@@ -177,6 +187,121 @@ impl Drop for Prober {
     }
 }
 
+/// How often an agent is polled: HAProxy's `agent-inter` default.
+pub const AGENT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a poll may wait for the agent's connection, and then for its line.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most of an agent's reply that is read.
+pub const AGENT_MAX_REPLY: usize = 1024;
+
+/// One back end's HAProxy-style agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentTarget {
+    /// The service and the back end's index in it.
+    pub service: usize,
+    pub backend: usize,
+    /// The back end's address with its agent's port.
+    pub addr: SocketAddr,
+}
+
+/// Poll the agent at `addr` once: its reply, or `None` when the connection or
+/// the read failed or timed out (see the module documentation).
+pub fn poll_agent(addr: SocketAddr) -> Option<AgentReply> {
+    let mut s = TcpStream::connect_timeout(&addr, AGENT_TIMEOUT).ok()?;
+    let end = Instant::now() + AGENT_TIMEOUT;
+    let mut buf = [0u8; AGENT_MAX_REPLY];
+    let mut got = 0;
+    while got < buf.len() && !buf[..got].contains(&b'\n') {
+        let left = end.checked_duration_since(Instant::now())?;
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return None;
+        }
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(parse_agent_reply(&String::from_utf8_lossy(&buf[..got])))
+}
+
+/// The running agent pollers; dropping it stops and joins them.
+#[derive(Debug)]
+pub struct AgentPoller {
+    results: Receiver<(usize, Option<AgentReply>)>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn agent_loop(
+    i: usize,
+    addr: SocketAddr,
+    interval: Duration,
+    tx: Sender<(usize, Option<AgentReply>)>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let reply = poll_agent(addr);
+        if tx.send((i, reply)).is_err() {
+            return;
+        }
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+impl AgentPoller {
+    /// Start one poller thread per target (named `lbp-agent-check`), each
+    /// polling its agent at once and then every [`AGENT_INTERVAL`].
+    pub fn start(targets: &[AgentTarget]) -> std::io::Result<AgentPoller> {
+        AgentPoller::start_every(targets, AGENT_INTERVAL)
+    }
+
+    fn start_every(targets: &[AgentTarget], interval: Duration) -> std::io::Result<AgentPoller> {
+        let (tx, results) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut p = AgentPoller {
+            results,
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(targets.len()),
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let (addr, tx, stop) = (t.addr, tx.clone(), Arc::clone(&stop));
+            p.threads.push(
+                std::thread::Builder::new()
+                    .name("lbp-agent-check".into())
+                    .spawn(move || agent_loop(i, addr, interval, tx, stop))?,
+            );
+        }
+        Ok(p)
+    }
+
+    /// The replies that arrived since the last call, without waiting:
+    /// (target index, the reply or `None` for a failed poll).
+    pub fn results(&self) -> Vec<(usize, Option<AgentReply>)> {
+        self.results.try_iter().collect()
+    }
+}
+
+impl Drop for AgentPoller {
+    /// Stops the pollers: within 50 ms, or once the poll under way ends (at
+    /// most 2 s: connect, read).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +419,112 @@ mod tests {
             "{seen:?}"
         );
         drop(p);
+    }
+
+    /// An agent on loopback that answers each connection with `reply` (or
+    /// nothing, closing at once, for an empty one).
+    fn agent_server(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let _ = s.write_all(reply);
+            }
+        });
+        addr
+    }
+
+    fn closed_port() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn reply(line: &str) -> Option<AgentReply> {
+        Some(parse_agent_reply(line))
+    }
+
+    #[test]
+    fn agents_on_loopback() {
+        assert_eq!(poll_agent(agent_server(b"drain\n")), reply("drain"));
+        assert_eq!(poll_agent(agent_server(b"50%\n")), reply("50%"));
+        // No newline, then the end of the stream: the line is what came.
+        assert_eq!(poll_agent(agent_server(b"up 75%")), reply("up 75%"));
+        // More than 1024 bytes without a newline: the first 1024 are read.
+        let long: &'static [u8] = Box::leak(
+            format!("{} drain\n", "x".repeat(2_000))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        assert_eq!(poll_agent(agent_server(long)), reply(""));
+        assert_eq!(poll_agent(closed_port()), None);
+    }
+
+    #[test]
+    fn a_silent_agent_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Accepts (the backlog does), never writes.
+        let start = Instant::now();
+        assert_eq!(poll_agent(addr), None);
+        let took = start.elapsed();
+        assert!(
+            took >= AGENT_TIMEOUT && took < AGENT_TIMEOUT * 2,
+            "{took:?}"
+        );
+        drop(l);
+    }
+
+    #[test]
+    fn agent_pollers_report_and_stop() {
+        let t: Vec<AgentTarget> = [
+            agent_server(b"drain\n"),
+            agent_server(b"50%\n"),
+            closed_port(),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(b, addr)| AgentTarget {
+            service: 0,
+            backend: b,
+            addr,
+        })
+        .collect();
+        let p = AgentPoller::start_every(&t, Duration::from_millis(20)).unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut seen: Vec<Vec<Option<AgentReply>>> = vec![Vec::new(); 3];
+        while seen.iter().any(|s| s.len() < 2) && Instant::now() < end {
+            for (i, r) in p.results() {
+                seen[i].push(r);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(seen.iter().all(|s| s.len() >= 2), "{seen:?}");
+        assert!(seen[0].iter().all(|r| *r == reply("drain")), "{seen:?}");
+        assert!(seen[1].iter().all(|r| *r == reply("50%")), "{seen:?}");
+        assert!(seen[2].iter().all(Option::is_none), "{seen:?}");
+        let start = Instant::now();
+        drop(p);
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn agent_pollers_start_at_once_and_then_every_interval() {
+        let t = vec![AgentTarget {
+            service: 0,
+            backend: 0,
+            addr: agent_server(b"up\n"),
+        }];
+        let p = AgentPoller::start(&t).unwrap();
+        let end = Instant::now() + Duration::from_millis(1_500);
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            seen.extend(p.results());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The first poll at once, the second not before 2 s.
+        assert_eq!(seen, vec![(0, reply("up"))]);
     }
 }
