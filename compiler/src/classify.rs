@@ -710,13 +710,16 @@ impl Classifier {
 fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
     let n = rules.len();
     let mut atoms_store: Vec<RangeAtom> = Vec::new();
-    // Candidates per key, in rule order.
-    let mut per_key: HashMap<Key, Vec<Cand>, BuildHasherDefault<WordHasher>> = HashMap::default();
+    // Each key's index in `key_order` and `lists`: the keys in order of first
+    // appearance, and their candidates in rule order.
+    let mut per_key: HashMap<Key, u32, BuildHasherDefault<WordHasher>> = HashMap::default();
     let mut key_order: Vec<Key> = Vec::new();
+    let mut lists: Vec<Vec<Cand>> = Vec::new();
     // Identical range atoms are stored once (and make a later candidate of the
     // same key with the same atoms dead).
     let mut interned: HashMap<Vec<RangeAtom>, u32> = HashMap::new();
-    let mut listed: std::collections::HashSet<(Key, u32), BuildHasherDefault<WordHasher>> =
+    // (key index, atoms) pairs already listed.
+    let mut listed: std::collections::HashSet<(u32, u32), BuildHasherDefault<WordHasher>> =
         Default::default();
     for (rule, a) in rules {
         let start = match interned.get(&a.range) {
@@ -748,10 +751,14 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
                 .collect();
         }
         for k in keys {
-            let list = per_key.entry(k).or_insert_with(|| {
+            let ki = *per_key.entry(k).or_insert_with(|| {
                 key_order.push(k);
-                Vec::new()
+                lists.push(Vec::new());
+                lists.len() as u32 - 1
             });
+            let Some(list) = lists.get_mut(ki as usize) else {
+                continue;
+            };
             // A candidate behind one with no range atom, or with the same atoms,
             // can never decide.
             if list
@@ -760,7 +767,7 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
             {
                 continue;
             }
-            if !listed.insert((k, start)) {
+            if !listed.insert((ki, start)) {
                 continue;
             }
             list.push(cand);
@@ -772,10 +779,18 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
     let mut map = Vec::new();
     let mut buckets = Vec::new();
     let mut cands = Vec::new();
-    for k in key_order {
-        let Some(list) = per_key.remove(&k) else {
+    // Keys with the same candidates share one bucket (a rule whose exact atom
+    // has several values lists its candidates under each of them).
+    let mut shared: HashMap<Vec<(u32, u32)>, u32, BuildHasherDefault<WordHasher>> =
+        HashMap::default();
+    drop(per_key);
+    for (k, list) in key_order.into_iter().zip(lists) {
+        let same: Vec<(u32, u32)> = list.iter().map(|c| (c.rule, c.atoms_start)).collect();
+        if let Some(&b) = shared.get(&same) {
+            map.push((k, b));
             continue;
-        };
+        }
+        shared.insert(same, buckets.len() as u32);
         map.push((k, buckets.len() as u32));
         let indexed = primary.and_then(|p| index_bucket(&list, &atoms_store, p, &mut cands));
         match indexed {
@@ -807,6 +822,12 @@ fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
 /// for each interval, the candidates whose atom `p` covers it, in rule order, up
 /// to the first that has no other range atom. `None` when that would take more
 /// than [`INDEX_BLOWUP_MAX`] entries per candidate.
+///
+/// Each candidate, in rule order, is appended to the intervals its atom covers
+/// that are still open (no earlier candidate without other atoms closed them);
+/// `next_open` (a union-find over interval indices) skips runs of closed ones,
+/// so the work is the entries made plus a bisection per range, never intervals
+/// times candidates.
 fn index_bucket(
     list: &[Cand],
     atoms: &[RangeAtom],
@@ -828,29 +849,43 @@ fn index_bucket(
     points.sort_unstable();
     points.dedup();
     let budget = list.len().saturating_mul(INDEX_BLOWUP_MAX).max(64);
-    let start_len = out.len();
-    let mut lists = Vec::with_capacity(points.len());
-    let mut work = 0usize;
-    let work_max = budget.saturating_mul(64);
-    for &pt in &points {
-        let s = out.len() as u32;
-        for c in list {
-            work += 1;
-            if work > work_max {
-                out.truncate(start_len);
-                return None;
-            }
-            if prim(c)?.set.contains(pt) {
-                out.push(*c);
-                if c.atoms_len == 1 {
-                    break;
+    // Interval `j` is `points[j]` up to the next point; `next_open[j]` leads to
+    // the first open interval at or after `j` (`points.len()`: none).
+    let mut next_open: Vec<u32> = (0..=points.len() as u32).collect();
+    let find = |next_open: &mut Vec<u32>, mut j: usize| -> usize {
+        while next_open[j] as usize != j {
+            let up = next_open[next_open[j] as usize];
+            next_open[j] = up;
+            j = up as usize;
+        }
+        j
+    };
+    let mut per: Vec<Vec<u32>> = vec![Vec::new(); points.len()];
+    let mut entries = 0usize;
+    for (ci, c) in list.iter().enumerate() {
+        let closes = c.atoms_len == 1;
+        for &(lo, hi) in &prim(c)?.set.0 {
+            // The intervals from the one starting at `lo` to the last before
+            // the first point above `hi`.
+            let end = points.partition_point(|&x| x <= hi);
+            let mut j = find(&mut next_open, points.partition_point(|&x| x < lo));
+            while j < end {
+                per[j].push(ci as u32);
+                entries += 1;
+                if entries > budget {
+                    return None;
                 }
+                if closes {
+                    next_open[j] = j as u32 + 1;
+                }
+                j = find(&mut next_open, j + 1);
             }
         }
-        if out.len() - start_len > budget {
-            out.truncate(start_len);
-            return None;
-        }
+    }
+    let mut lists = Vec::with_capacity(points.len());
+    for cs in &per {
+        let s = out.len() as u32;
+        out.extend(cs.iter().filter_map(|&ci| list.get(ci as usize).copied()));
         lists.push((s, out.len() as u32));
     }
     Some(Bucket {
