@@ -393,7 +393,8 @@ lbp_run_available() {
 lbp_start() {
     write_policy
     start_bg lbp-run nsx "$APP" "$LBP" run "$WORK/bench.lbp" \
-        --iface client=a0 --iface servers=a1 --cores "$LBP_CORES" "$@"
+        --iface client=a0 --iface servers=a1 --cores "$LBP_CORES" \
+        --control "$WORK/control.sock" "$@"
     if ! wait_for "$WORK/lbp-run" ready 15; then
         log "lbp run did not say it was ready: $(tail -5 "$WORK/lbp-run")"
         stop_bg

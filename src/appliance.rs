@@ -4,11 +4,28 @@
 //! IR and the runtime meet.
 
 use lbp_compiler::ir::{Addr, Program};
-use lbp_runtime::config::{Appliance, Backend, Interface, Route, Service};
+use lbp_runtime::config::{Appliance, Backend, Interface, Route, Rule, Service};
 
-/// The appliance a lowered policy describes. An interface without a `mac` in the
-/// policy gets all zeros here; `lbp run` fills in the bound OS interface's.
-pub fn appliance(prog: &Program) -> Appliance {
+/// The appliance a lowered policy describes (`src` is the policy's text, for
+/// the rules' line numbers). An interface without a `mac` in the policy gets
+/// all zeros here; `lbp run` fills in the bound OS interface's.
+pub fn appliance(prog: &Program, src: &str) -> Appliance {
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let rules = prog
+        .rules
+        .iter()
+        .map(|r| Rule {
+            line: line_starts.partition_point(|&s| s <= r.span.start) as u32,
+            text: src
+                .get(r.span.start..r.span.end)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect();
     let interfaces = prog
         .interfaces
         .iter()
@@ -34,6 +51,7 @@ pub fn appliance(prog: &Program) -> Appliance {
                             addr: b.addr.to_ip(),
                             port: b.port,
                             weight: b.weight,
+                            agent: b.agent,
                         })
                         .collect()
                 })
@@ -64,6 +82,7 @@ pub fn appliance(prog: &Program) -> Appliance {
         interfaces,
         services,
         routes,
+        rules,
     }
 }
 
@@ -78,7 +97,7 @@ mod tests {
         let a = lbp_lang::analyze(src);
         assert!(!a.has_errors());
         let prog = lbp_compiler::lower::lower(&a.policy).unwrap();
-        let app = appliance(&prog);
+        let app = appliance(&prog, src);
         assert_eq!(app.interfaces.len(), 2);
         assert_eq!(app.interfaces[1].name, "servers");
         assert_eq!(

@@ -9,7 +9,7 @@ mod appliance;
 mod cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cmd::{agent, check, compile, completions, demo, eval, explain, fmt, parse, run, test};
+use cmd::{agent, check, compile, completions, ctl, demo, eval, explain, fmt, parse, run, test};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -47,6 +47,28 @@ enum Command {
     /// own figures) to the appliance's control module, authenticated, once per
     /// interval.
     Agent(agent::AgentArgs),
+    /// Reload a running appliance's policy (default: the file it runs, read
+    /// again): compiled by the appliance, published without losing a packet or
+    /// a connection; on errors the running policy stays (exit 1). SIGHUP to
+    /// `lbp run` does the same.
+    Reload(ctl::ReloadArgs),
+    /// A running appliance's counters: per switching core, service, back end
+    /// and filter rule.
+    Stats(ctl::StatsArgs),
+    /// A running appliance's connections.
+    Conns(ctl::ConnsArgs),
+    /// A running appliance's back ends: state, health, agent, last report,
+    /// weight.
+    Backends(ctl::BackendsArgs),
+    /// Change a running appliance: `set weight SERVICE BACKEND N|auto`.
+    Set(ctl::SetArgs),
+    /// Drain a back end: no new connections; its connections stay.
+    Drain(ctl::StateArgs),
+    /// Undo `drain` or `maint`: the back end takes new connections again.
+    Undrain(ctl::StateArgs),
+    /// Take a back end out of service: no new connections, and its connections
+    /// are reset.
+    Maint(ctl::StateArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -79,6 +101,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Run(args) => Ok(run::main(args)),
         Command::Demo(args) => Ok(demo::main(args)),
         Command::Agent(args) => agent::run(args),
+        Command::Reload(args) => ctl::reload(args),
+        Command::Stats(args) => ctl::stats(args),
+        Command::Conns(args) => ctl::conns(args),
+        Command::Backends(args) => ctl::backends(args),
+        Command::Set(args) => ctl::set(args),
+        Command::Drain(args) => ctl::state(args, "drain"),
+        Command::Undrain(args) => ctl::state(args, "ready"),
+        Command::Maint(args) => ctl::state(args, "maint"),
         Command::Completions(args) => completions::run(args, Cli::command()),
     }
 }

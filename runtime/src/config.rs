@@ -8,6 +8,7 @@
 //! decision's `target` indexes [`Appliance::routes`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One appliance's configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,6 +18,17 @@ pub struct Appliance {
     /// Connected networks first, then the `route` items, as the compiled policy
     /// numbers them.
     pub routes: Vec<Route>,
+    /// The filter rules, as the compiled policy numbers them (a decision's
+    /// `rule`), for counters and for what a reload changed. Shared: the
+    /// generations of one compile do not copy them.
+    pub rules: Arc<[Rule]>,
+}
+
+/// A filter rule as written: its line in the policy file (1-based) and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub line: u32,
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +77,9 @@ pub struct Backend {
     pub port: Option<u16>,
     /// The static weight (the control core may publish other weights).
     pub weight: u32,
+    /// `agent N`: the TCP port of the back end's HAProxy-style agent, polled
+    /// by the control module ([`crate::control::probe::AgentPoller`]).
+    pub agent: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

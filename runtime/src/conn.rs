@@ -326,6 +326,9 @@ pub struct ConnStats {
     /// Entries removed because a new connection took over their back end's
     /// 4-tuple (see [`ConnTable::insert`] and [`ConnTable::supersede`]).
     pub superseded: u64,
+    /// Ended TCP connections whose client port a new SYN reused: removed, so
+    /// that the new connection is balanced afresh.
+    pub reused: u64,
 }
 
 /// Slot `j` of the higher (`which`) or lower bucket of a pair.
@@ -402,6 +405,7 @@ pub struct ConnTable {
     expired: AtomicU64,
     refusals: AtomicU64,
     superseded: AtomicU64,
+    reused: AtomicU64,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -463,6 +467,7 @@ impl ConnTable {
             expired: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             superseded: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
         }
     }
 
@@ -499,7 +504,9 @@ impl ConnTable {
 
     /// Find `key`'s live entry, update its state from the client's packet with TCP
     /// flags `tcp_flags` (ignored for other protocols) and its last-seen time, and
-    /// return a copy. An expired entry is removed and not returned.
+    /// return a copy. An expired entry is removed and not returned, and so is a
+    /// TCP connection that ended (a FIN or RST seen) when a new SYN reuses its
+    /// tuple: that is a new connection, to be balanced afresh.
     pub fn lookup(&self, key: &ConnKey, tcp_flags: u8, now: u64) -> Option<Conn> {
         let (i1, i2) = self.buckets_of(&key.client, key.client_port, key.proto, key.version);
         for i in [i1, i2] {
@@ -507,6 +514,18 @@ impl ConnTable {
             if let Some(slot) = bucket.iter_mut().find(|s| s.used && s.key == *key) {
                 if self.expired_at(slot, now) {
                     self.drop_expired(slot);
+                    return None;
+                }
+                if key.proto == PROTO_TCP
+                    && tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN
+                    && matches!(slot.conn.state, State::FinWait | State::Closed)
+                {
+                    // The client reuses the port of a connection that ended: a
+                    // new connection, balanced afresh (the policy and weights in
+                    // force now choose its back end).
+                    slot.used = false;
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.reused.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
                 slot.conn.state = slot.conn.state.next(tcp_flags, true);
@@ -757,6 +776,22 @@ impl ConnTable {
         removed
     }
 
+    /// Call `f` with every live entry at `now` (expired ones are skipped), one
+    /// bucket at a time: each bucket's lock is held only to copy its entries
+    /// out, never while `f` runs. For the control core (`lbp conns`, the
+    /// counters per back end); entries that change meanwhile may be seen before
+    /// or after the change.
+    pub fn for_each(&self, now: u64, mut f: impl FnMut(&ConnKey, &Conn)) {
+        for bucket in self.buckets.iter() {
+            let copy = *bucket.lock();
+            for slot in copy.iter() {
+                if slot.used && !self.expired_at(slot, now) {
+                    f(&slot.key, &slot.conn);
+                }
+            }
+        }
+    }
+
     /// Live (or expired but not yet removed) entries.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
@@ -791,6 +826,7 @@ impl ConnTable {
             expired: self.expired.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
             superseded: self.superseded.load(Ordering::Relaxed),
+            reused: self.reused.load(Ordering::Relaxed),
         }
     }
 }

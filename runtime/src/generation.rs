@@ -37,6 +37,10 @@ use lbp_abi::{Decision, Fields};
 
 use crate::balance::{MAGLEV_DEFAULT_SIZE, Maglev};
 use crate::config::{Algorithm, Appliance, Mode};
+use crate::switch::Loads;
+
+/// The source of [`Generation::serial`].
+static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// A compiled policy as a switching core calls it. The `lbp` binary implements
 /// it for the JIT; any `Fn(&Fields) -> Decision` is one too (tests).
@@ -57,6 +61,9 @@ pub struct ServiceTables {
     pub weights: Vec<u32>,
     /// The Maglev table (for `Maglev` and `Hash` services; `None` otherwise).
     pub maglev: Option<Maglev>,
+    /// Back ends in maintenance: their established connections are reset on
+    /// their next packet (weight 0 keeps new ones away).
+    pub closed: Vec<bool>,
 }
 
 /// Everything a switching core reads that the control core may replace.
@@ -64,6 +71,11 @@ pub struct Generation {
     /// Set by [`Published`] (0 for the first generation, then the epoch in which
     /// the generation was published); cores compare it to notice a change.
     pub id: u64,
+    /// The compile this generation comes from: a new number for each
+    /// [`Generation::new`] / [`Generation::with_weights`], kept by
+    /// [`Generation::reweighted`]. Cores start their per-rule and per-back-end
+    /// counters afresh when it changes.
+    pub serial: u64,
     /// Shared by every generation made from one compile (a weight-only change
     /// publishes a new generation with the same policy); the compiled code is
     /// freed with the last of them.
@@ -76,6 +88,9 @@ pub struct Generation {
     /// The addresses of the back ends of NAT services, sorted and deduplicated:
     /// only packets from these are looked up as NAT return traffic.
     pub nat_backends: Vec<IpAddr>,
+    /// The loads of least-load services' back ends, sized for this
+    /// generation's pools; shared by the generations of one compile.
+    pub loads: Arc<Loads>,
 }
 
 impl fmt::Debug for Generation {
@@ -123,6 +138,54 @@ impl Generation {
         appliance: Appliance,
         weights: &[Vec<u32>],
     ) -> Generation {
+        let most = appliance
+            .services
+            .iter()
+            .map(|s| s.backends.len())
+            .max()
+            .unwrap_or(0);
+        let loads = Arc::new(Loads::new(appliance.services.len(), most));
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        Generation::build(policy, appliance, weights, &[], loads, serial)
+    }
+
+    /// The same compiled policy and configuration with other weights and back
+    /// ends in maintenance (`closed[s][b]`; a missing entry is not closed): what
+    /// the control core publishes when only the weights change. Shares the
+    /// policy, the loads and the serial; builds new Maglev tables.
+    pub fn reweighted(&self, weights: &[Vec<u32>], closed: &[Vec<bool>]) -> Generation {
+        Generation::build(
+            Arc::clone(&self.policy),
+            self.appliance.clone(),
+            weights,
+            closed,
+            Arc::clone(&self.loads),
+            self.serial,
+        )
+    }
+
+    /// This generation with the back ends `closed[s][b]` in maintenance.
+    pub fn closing(mut self, closed: &[Vec<bool>]) -> Generation {
+        for (s, t) in self.services.iter_mut().enumerate() {
+            for (b, c) in t.closed.iter_mut().enumerate() {
+                *c = closed
+                    .get(s)
+                    .and_then(|v| v.get(b))
+                    .copied()
+                    .unwrap_or(false);
+            }
+        }
+        self
+    }
+
+    fn build(
+        policy: Arc<dyn Decide + Send + Sync>,
+        appliance: Appliance,
+        weights: &[Vec<u32>],
+        closed: &[Vec<bool>],
+        loads: Arc<Loads>,
+        serial: u64,
+    ) -> Generation {
         let services = appliance
             .services
             .iter()
@@ -152,7 +215,20 @@ impl Generation {
                     }
                     Algorithm::RoundRobin | Algorithm::LeastLoad => None,
                 };
-                ServiceTables { weights: w, maglev }
+                let closed = (0..svc.backends.len())
+                    .map(|b| {
+                        closed
+                            .get(s)
+                            .and_then(|v| v.get(b))
+                            .copied()
+                            .unwrap_or(false)
+                    })
+                    .collect();
+                ServiceTables {
+                    weights: w,
+                    maglev,
+                    closed,
+                }
             })
             .collect();
         let mut vips: Vec<IpAddr> = appliance
@@ -172,11 +248,13 @@ impl Generation {
         nat_backends.dedup();
         Generation {
             id: 0,
+            serial,
             policy,
             appliance,
             services,
             vips,
             nat_backends,
+            loads,
         }
     }
 
@@ -302,6 +380,28 @@ impl Published {
         let before = retired.len();
         retired.retain(|(e, _)| *e > min);
         before - retired.len()
+    }
+
+    /// Call `f` with the active generation. For the control core (the one
+    /// publisher): the lock that serializes publishing and reclaiming is held
+    /// meanwhile, so the generation cannot be retired and freed under `f`.
+    pub fn with_active<R>(&self, f: impl FnOnce(&Generation) -> R) -> R {
+        let _retired = self.retired();
+        let g = self.active.load(Ordering::SeqCst);
+        // SAFETY: `g` is the active generation; only `publish` (which retires
+        // it) and `reclaim` (which frees retired ones) could end its life, and
+        // both take the lock held here until `f` returns.
+        f(unsafe { &*g })
+    }
+
+    /// Whether every registered core has entered a burst at epoch `id` or later
+    /// (so none uses an older generation any more). Unregistered slots count as
+    /// having moved on.
+    pub fn all_at_least(&self, id: u64) -> bool {
+        self.slots.iter().all(|s| {
+            let seen = s.seen.load(Ordering::SeqCst);
+            seen == IDLE || seen >= id
+        })
     }
 
     /// Retired generations not yet freed.
@@ -522,6 +622,7 @@ mod tests {
             addr: a.parse().unwrap(),
             port: None,
             weight: w,
+            agent: None,
         };
         let svc = |alg, mode| Service {
             name: "s".into(),

@@ -841,7 +841,7 @@ mod tests {
     use crate::generation::Generation;
     use crate::neigh::{NeighAddr, NeighTable};
     use crate::ring::mem::{MemHost, MemPort, host};
-    use crate::switch::{Loads, route_lookup};
+    use crate::switch::route_lookup;
     use crate::wire::testutil::{Spec, assert_checksums, build};
     use lbp_abi::{Action, Decision, Fields, stage};
 
@@ -876,6 +876,7 @@ mod tests {
             ],
             services: vec![],
             routes: vec![route("198.18.0.0", 24, 0), route("198.19.0.0", 24, 1)],
+            rules: Default::default(),
         }
     }
 
@@ -928,7 +929,6 @@ mod tests {
         let shared = Arc::new(Shared {
             conns: ConnTable::new(1024),
             neigh: NeighTable::new(64),
-            loads: Loads::new(1, 1),
         });
         shared
             .neigh

@@ -158,10 +158,27 @@ pub struct Counters {
     pub neigh_requests: u64,
     /// ARP / ND packets consumed without an answer (replies, others' requests).
     pub neigh_consumed: u64,
+    /// New connections, all services, since the core started.
+    pub new_connections: u64,
+    /// Established connections reset on their next packet because their back
+    /// end left the policy or went into maintenance (a non-TCP one is balanced
+    /// anew instead, and counted here too).
+    pub backend_gone: u64,
+    /// The id of the generation the core runs now.
+    pub generation: u64,
+    /// The compile ([`Generation::serial`]) the per-service, per-back-end and
+    /// per-rule counters below belong to: they start from zero when a reload
+    /// brings another policy (indices change meaning), not on a weight change.
+    pub serial: u64,
     /// New connections per service (index as in the active generation).
     pub service_new: Vec<u64>,
     /// New connections per back end, `[service][backend]`.
     pub backend_new: Vec<Vec<u64>>,
+    /// Balanced packets per back end, `[service][backend]`.
+    pub backend_traffic: Vec<Vec<PktBytes>>,
+    /// Packets per filter rule (the rule that decided them), index as in the
+    /// policy.
+    pub rules: Vec<PktBytes>,
     // Frame accounting.
     /// Frames the core allocated itself (ARP requests, solicitations).
     pub made: u64,
@@ -230,19 +247,19 @@ impl Loads {
         }
     }
 
-    fn add(&self, s: usize, b: usize) {
+    pub(crate) fn add(&self, s: usize, b: usize) {
         if let Some(w) = self.word(s, b) {
             w.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// State shared by all switching cores (lives across generations).
+/// State shared by all switching cores (lives across generations; the loads of
+/// least-load services live in the generation, sized for its pools).
 #[derive(Debug)]
 pub struct Shared {
     pub conns: ConnTable,
     pub neigh: NeighTable,
-    pub loads: Loads,
 }
 
 /// A frame waiting for its next hop's MAC, and the interface it leaves by.
@@ -318,11 +335,28 @@ impl CoreState {
             .unwrap_or(0);
         self.loads = Vec::with_capacity(most);
         let c = &mut self.counters;
-        c.service_new.resize(g.appliance.services.len(), 0);
-        c.backend_new.resize(g.appliance.services.len(), Vec::new());
-        for (v, s) in c.backend_new.iter_mut().zip(&g.appliance.services) {
-            v.resize(s.backends.len(), 0);
+        if c.serial != g.serial {
+            c.serial = g.serial;
+            c.service_new.clear();
+            c.backend_new.clear();
+            c.backend_traffic.clear();
+            c.rules.clear();
         }
+        let n = g.appliance.services.len();
+        c.service_new.resize(n, 0);
+        c.backend_new.resize(n, Vec::new());
+        c.backend_traffic.resize(n, Vec::new());
+        for ((v, t), s) in c
+            .backend_new
+            .iter_mut()
+            .zip(c.backend_traffic.iter_mut())
+            .zip(&g.appliance.services)
+        {
+            v.resize(s.backends.len(), 0);
+            t.resize(s.backends.len(), PktBytes::default());
+        }
+        c.rules.resize(g.appliance.rules.len(), PktBytes::default());
+        c.generation = g.id;
         self.gen_id = Some(g.id);
     }
 }
@@ -919,7 +953,11 @@ impl Burst<'_> {
         let Some(action) = Action::from_u32(dec.action) else {
             return self.drop_frame(d, DropReason::BadDecision);
         };
-        self.st.counters.actions[action as usize].add(d.len);
+        let c = &mut self.st.counters;
+        c.actions[action as usize].add(d.len);
+        if let Some(r) = c.rules.get_mut(dec.rule as usize) {
+            r.add(d.len);
+        }
         match action {
             Action::Drop => {
                 let why = match dec.stage {
@@ -993,12 +1031,32 @@ impl Burst<'_> {
                 let loads = &mut self.st.loads;
                 loads.clear();
                 for b in 0..t.weights.len().min(loads.capacity()) {
-                    loads.push(self.shared.loads.get(s, b));
+                    loads.push(self.g.loads.get(s, b));
                 }
                 least_load(loads, &t.weights, u64::from(hash))?
             }
         };
         (b < svc.backends.len()).then_some(b)
+    }
+
+    /// The index in service `s` (of the active generation) of the back end an
+    /// established connection was given, if that back end still serves: it is
+    /// one of the service's back ends (same address, and same port when the
+    /// back end names one) and not in maintenance. Usually a compare at the
+    /// connection's own index; after a reload reordered the pool, a scan.
+    fn still_serves(&self, s: usize, svc: &Service, t: &Target) -> Option<usize> {
+        let addr = ip_from_bytes(&t.backend_addr);
+        let same = |be: &crate::config::Backend| {
+            be.addr == addr && (t.backend_port == 0 || be.port.is_none_or(|p| p == t.backend_port))
+        };
+        let b = t.backend as usize;
+        let b = if t.service as usize == s && svc.backends.get(b).is_some_and(same) {
+            b
+        } else {
+            svc.backends.iter().position(same)?
+        };
+        let closed = self.g.services.get(s)?.closed.get(b).copied();
+        (!closed.unwrap_or(false)).then_some(b)
     }
 
     fn balance(&mut self, d: Desc, f: &Fields, dec: &Decision) {
@@ -1015,10 +1073,29 @@ impl Burst<'_> {
             version: f.ip_version,
             proto: f.ip_proto,
         };
-        let target = match self.shared.conns.lookup(&key, f.tcp_flags, self.now) {
-            Some(c) => c.target,
+        let known = self.shared.conns.lookup(&key, f.tcp_flags, self.now);
+        let tcp = f.present & present::TCP != 0;
+        let mut opened = None;
+        if let Some(c) = known {
+            match self.still_serves(s, svc, &c.target) {
+                Some(b) => opened = Some((c.target, b)),
+                None => {
+                    // Its back end left the policy or is in maintenance: the
+                    // client should learn at once, not time out.
+                    self.shared.conns.remove(&key);
+                    self.st.counters.backend_gone += 1;
+                    if tcp {
+                        if f.tcp_flags & tcp_flag::RST != 0 {
+                            return self.drop_frame(d, DropReason::NoBackend);
+                        }
+                        return self.reset(d, f, DropReason::NoBackend);
+                    }
+                }
+            }
+        }
+        let (target, b) = match opened {
+            Some(t) => t,
             None => {
-                let tcp = f.present & present::TCP != 0;
                 if tcp && f.tcp_flags & tcp_flag::SYN == 0 && !svc.unknown_balance {
                     if f.tcp_flags & tcp_flag::RST != 0 {
                         return self.drop_frame(d, DropReason::UnknownRst);
@@ -1045,26 +1122,39 @@ impl Burst<'_> {
                     .conns
                     .insert(&key, chosen, f.tcp_flags, self.now)
                 {
-                    Insert::Existing(c) => c.target,
+                    Insert::Existing(c) => match self.still_serves(s, svc, &c.target) {
+                        Some(b) => (c.target, b),
+                        None => (chosen, b),
+                    },
                     r => {
                         if r == Insert::NotRecorded {
                             self.st.counters.conn_full += 1;
                         }
                         if svc.algorithm == Algorithm::LeastLoad {
-                            self.shared.loads.add(s, b);
+                            g.loads.add(s, b);
                         }
                         let c = &mut self.st.counters;
+                        c.new_connections += 1;
                         if let Some(n) = c.service_new.get_mut(s) {
                             *n += 1;
                         }
                         if let Some(n) = c.backend_new.get_mut(s).and_then(|v| v.get_mut(b)) {
                             *n += 1;
                         }
-                        chosen
+                        (chosen, b)
                     }
                 }
             }
         };
+        if let Some(t) = self
+            .st
+            .counters
+            .backend_traffic
+            .get_mut(s)
+            .and_then(|v| v.get_mut(b))
+        {
+            t.add(d.len);
+        }
         let backend = ip_from_bytes(&target.backend_addr);
         let l3 = usize::from(f.l3_offset);
         if let Mode::Nat { .. } = svc.mode {
@@ -1118,6 +1208,7 @@ mod tests {
             addr: ip(a),
             port,
             weight,
+            agent: None,
         }
     }
 
@@ -1187,6 +1278,7 @@ mod tests {
                 route("2001:db8:1::", 64, None, 1),
                 route("0.0.0.0", 0, Some("198.18.0.254"), 0),
             ],
+            rules: Default::default(),
         }
     }
 
@@ -1264,7 +1356,6 @@ mod tests {
                 shared: Shared {
                     conns: ConnTable::new(1024),
                     neigh: NeighTable::new(64),
-                    loads: Loads::new(4, 4),
                 },
                 out: Outputs::new(2, 64),
                 published,
@@ -1431,7 +1522,7 @@ mod tests {
         assert_eq!(c.action(Action::Balance), 2);
         assert_eq!(c.service_new[0] + c.service_new[2], 2);
         assert_eq!(
-            r.shared.loads.get(2, 0),
+            r.published.with_active(|g| g.loads.get(2, 0)),
             1,
             "least load counts new connections"
         );

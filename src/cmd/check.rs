@@ -1,7 +1,7 @@
 //! `lbp check`: parse and check policies, report every diagnostic, and end with a
 //! count of errors and warnings.
 
-use super::common::{Format, Output, read, report};
+use super::common::{Format, Output, read, report, summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,20 +46,4 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn summary(errors: usize, warnings: usize, files: usize) -> String {
-    let plural = |n: usize, w: &str| {
-        if n == 1 {
-            format!("{n} {w}")
-        } else {
-            format!("{n} {w}s")
-        }
-    };
-    format!(
-        "{}, {} in {}",
-        plural(errors, "error"),
-        plural(warnings, "warning"),
-        plural(files, "file")
-    )
 }

@@ -85,18 +85,50 @@ pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
             }
         }
         Format::Human => {
-            let fancy = match out.color {
-                Color::Always => true,
-                Color::Never => false,
-                Color::Auto => {
-                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-                }
-            };
+            let fancy = fancy(out.color);
             let mut stderr = std::io::stderr().lock();
             for d in diags {
                 let _ = write!(stderr, "{}", render(&name, src, d, fancy));
             }
         }
+    }
+}
+
+/// Diagnostics for people as `lbp check` prints them (`fancy`: colours and
+/// Unicode), with its count line: what `lbp reload` sends back to the
+/// operator's terminal.
+pub fn render_all(file: &Path, src: &str, diags: &[Diagnostic], fancy: bool) -> String {
+    let name = file.display().to_string();
+    let mut out: String = diags.iter().map(|d| render(&name, src, d, fancy)).collect();
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    out.push_str(&summary(errors, diags.len() - errors, 1));
+    out.push('\n');
+    out
+}
+
+/// `lbp check`'s last line: "2 errors, 1 warning in 1 file".
+pub fn summary(errors: usize, warnings: usize, files: usize) -> String {
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("{n} {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
+    format!(
+        "{}, {} in {}",
+        plural(errors, "error"),
+        plural(warnings, "warning"),
+        plural(files, "file")
+    )
+}
+
+/// Whether human output on stderr gets colours and Unicode.
+pub fn fancy(color: Color) -> bool {
+    match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     }
 }
 

@@ -27,7 +27,7 @@ enum Stage {
 
 pub fn run(args: CompileArgs) -> Result<ExitCode, String> {
     let CompileArgs { policy, emit } = args;
-    let (_, _, prog) = load(&policy)?;
+    let (src, _, prog) = load(&policy)?;
     match emit {
         Stage::Ir => println!("{prog:#?}"),
         Stage::Clif => {
@@ -35,7 +35,7 @@ pub fn run(args: CompileArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("{}: cannot compile: {e}", policy.display()))?;
             print!("{clif}");
         }
-        Stage::Runtime => println!("{:#?}", appliance::appliance(&prog)),
+        Stage::Runtime => println!("{:#?}", appliance::appliance(&prog, &src)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -202,8 +202,12 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     let rings = format!("{:?}", args.rings).to_lowercase();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find lbp's binary: {e}"))?;
     let mut cmd = app.command(&exe.to_string_lossy());
+    // Its control socket beside the policy (lbp removes it when it stops).
+    let control = d.policy.0.with_extension("sock");
     cmd.arg("run")
         .arg(&d.policy.0)
+        .arg("--control")
+        .arg(&control)
         .args(["--rings", &rings, "--max-connections", "65536"])
         .args(["--tap", "lbp0", "--stats-interval", "0"]);
     say!("lbp demo: starting lbp run --rings {rings} on the built-in policy");

@@ -8,6 +8,7 @@ pub mod check;
 mod common;
 pub mod compile;
 pub mod completions;
+pub mod ctl;
 pub mod demo;
 pub mod eval;
 pub mod explain;

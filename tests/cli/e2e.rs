@@ -27,15 +27,31 @@ const POLICY: &str = "tests/e2e/appliance.lbp";
 
 /// One topology at a time (namespaces are cheap, but two busy-polling
 /// appliances on a two-core machine starve each other's clients).
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 /// `true` (after printing why) when the suite cannot run here.
-fn skipped(test: &str) -> bool {
+pub(crate) fn skipped(test: &str) -> bool {
     if let Some(why) = unavailable() {
         crate::netns::skip(test, &format!("needs root and network namespaces ({why})"));
         return true;
     }
     false
+}
+
+/// The start of a test on its own topology (namespaces tagged `tag`): `None`
+/// (after printing why) when the suite cannot run here; else the suite's lock,
+/// held for the test, and the topology with lbp as the forwarder.
+pub(crate) fn setup(
+    test: &str,
+    tag: &str,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Topology)> {
+    if skipped(test) {
+        return None;
+    }
+    let missing = missing_tools();
+    assert!(missing.is_empty(), "{test}: missing tools: {missing:?}");
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Some((serial, Topology::build(tag, Forwarder::Lbp)))
 }
 
 /// The checks' outcomes: every check runs, then the test fails listing all
@@ -704,7 +720,7 @@ fn topology_with_kernel_forwarding() {
 
 /// `lbp run POLICY` on AF_XDP rings in the topology's appliance, with `extra`
 /// arguments.
-fn start_xdp(test: &str, topo: &Topology, policy: &str, extra: &[&str]) -> Lbp {
+pub(crate) fn start_xdp(test: &str, topo: &Topology, policy: &str, extra: &[&str]) -> Lbp {
     let mut args = vec![
         "--iface",
         "client=client",

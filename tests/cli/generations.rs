@@ -175,6 +175,7 @@ fn appliance(prog: &Program) -> Appliance {
                                 addr: b.addr.to_ip(),
                                 port: b.port,
                                 weight: b.weight,
+                                agent: b.agent,
                             })
                             .collect()
                     })

@@ -9,6 +9,7 @@ mod e2e;
 mod generations;
 mod netns;
 mod policies;
+mod reload;
 mod run;
 mod topology;
 mod ui;

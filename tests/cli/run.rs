@@ -102,6 +102,8 @@ fn scenario(rings: &str, shown: &str) {
         .arg(env!("CARGO_BIN_EXE_lbp"))
         .arg("run")
         .arg(&policy)
+        .arg("--control")
+        .arg(dir.path().join("control.sock"))
         .args([
             "--iface",
             "left=rl",

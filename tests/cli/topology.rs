@@ -743,6 +743,9 @@ pub struct Lbp {
     child: Option<Child>,
     stderr: tempfile::NamedTempFile,
     pub ready_line: String,
+    /// Its control socket (in a directory of its own).
+    pub control: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Lbp {
@@ -750,10 +753,14 @@ impl Lbp {
     /// line.
     pub fn start(app: &Netns, policy: &str, args: &[&str]) -> Result<Lbp, String> {
         let stderr = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let control = dir.path().join("control.sock");
         let mut child = app
             .command(env!("CARGO_BIN_EXE_lbp"))
             .arg("run")
             .arg(crate::root().join(policy))
+            .arg("--control")
+            .arg(&control)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -774,6 +781,8 @@ impl Lbp {
             child: Some(child),
             stderr,
             ready_line: String::new(),
+            control,
+            _dir: dir,
         };
         let end = Instant::now() + Duration::from_secs(30);
         while Instant::now() < end {

@@ -62,6 +62,10 @@ pub struct Diff {
     pub interfaces_changed: Vec<String>,
     pub routes_added: usize,
     pub routes_removed: usize,
+    /// Filter rules (by their text, wherever they stand) new in `new`, and
+    /// gone from `old`: a changed rule counts as one removed and one added.
+    pub rules_added: usize,
+    pub rules_removed: usize,
 }
 
 impl Diff {
@@ -78,6 +82,8 @@ impl Diff {
             && self.interfaces_changed.is_empty()
             && self.routes_added == 0
             && self.routes_removed == 0
+            && self.rules_added == 0
+            && self.rules_removed == 0
             && self.services_changed.iter().all(|c| {
                 !c.settings && c.backends_added.is_empty() && c.backends_removed.is_empty()
             })
@@ -170,6 +176,20 @@ pub fn diff(old: &Appliance, new: &Appliance) -> Diff {
         .iter()
         .filter(|o| !new.routes.iter().any(|r| route(old, o) == route(new, r)))
         .count();
+    let mut count: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for r in new.rules.iter() {
+        *count.entry(r.text.as_str()).or_default() += 1;
+    }
+    for r in old.rules.iter() {
+        *count.entry(r.text.as_str()).or_default() -= 1;
+    }
+    for n in count.values() {
+        if *n > 0 {
+            d.rules_added += *n as usize;
+        } else {
+            d.rules_removed += n.unsigned_abs() as usize;
+        }
+    }
     d
 }
 
@@ -212,6 +232,12 @@ impl fmt::Display for Diff {
                 self.routes_added, self.routes_removed
             ));
         }
+        if self.rules_added + self.rules_removed > 0 {
+            lines.push(format!(
+                "filter rules: {} added, {} removed",
+                self.rules_added, self.rules_removed
+            ));
+        }
         write!(f, "{}", lines.join("\n"))
     }
 }
@@ -226,6 +252,7 @@ mod tests {
             addr: IpAddr::from([198, 18, 2, last]),
             port,
             weight,
+            agent: None,
         }
     }
 

@@ -139,6 +139,22 @@ impl Checks {
         }
     }
 
+    /// Like [`Checks::new`], but the checks of back ends for which `down`
+    /// holds start down (after a reload: a back end down before stays down
+    /// until `rise` checks pass).
+    pub fn starting(
+        checks: impl IntoIterator<Item = ((usize, usize), u32, u32)>,
+        down: impl Fn((usize, usize)) -> bool,
+    ) -> Checks {
+        let mut c = Checks::new(checks);
+        for (b, h) in &mut c.checks {
+            if down(*b) {
+                h.up = false;
+            }
+        }
+        c
+    }
+
     /// Record the result of check `i`: when it changed the state of its back
     /// end as a whole, that back end and whether it is now up. A check's
     /// change moves its back end only when all its other checks are up.

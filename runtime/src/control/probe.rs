@@ -204,6 +204,24 @@ pub struct AgentTarget {
     pub addr: SocketAddr,
 }
 
+/// The agents to poll for `app`: every back end with an `agent` port, at its
+/// address.
+pub fn agent_targets(app: &Appliance) -> Vec<AgentTarget> {
+    let mut out = Vec::new();
+    for (s, svc) in app.services.iter().enumerate() {
+        for (b, be) in svc.backends.iter().enumerate() {
+            if let Some(port) = be.agent {
+                out.push(AgentTarget {
+                    service: s,
+                    backend: b,
+                    addr: SocketAddr::new(be.addr, port),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Poll the agent at `addr` once: its reply, or `None` when the connection or
 /// the read failed or timed out (see the module documentation).
 pub fn poll_agent(addr: SocketAddr) -> Option<AgentReply> {
@@ -332,6 +350,7 @@ mod tests {
                     addr: IpAddr::from([127, 0, 0, 1]),
                     port,
                     weight: 1,
+                    agent: Some(5555),
                 }],
                 formula: None,
                 health: checks,
@@ -419,6 +438,25 @@ mod tests {
             "{seen:?}"
         );
         drop(p);
+    }
+
+    #[test]
+    fn agent_targets_take_the_agent_port() {
+        let mut a = app(Some(8080), Vec::new());
+        let mut second = a.services[0].backends[0].clone();
+        second.addr = IpAddr::from([127, 0, 0, 2]);
+        second.agent = None;
+        a.services[0].backends.push(second);
+        let mut other = a.services[0].clone();
+        other.backends.reverse();
+        a.services.push(other);
+        let t = agent_targets(&a);
+        let want = |service, backend| AgentTarget {
+            service,
+            backend,
+            addr: "127.0.0.1:5555".parse().unwrap(),
+        };
+        assert_eq!(t, vec![want(0, 0), want(1, 1)]);
     }
 
     /// An agent on loopback that answers each connection with `reply` (or

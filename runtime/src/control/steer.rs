@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::report::{ReplayGuard, decode};
-use super::weights::{BackendState, weights};
+use super::weights::{Admin, BackendState, weights};
 use crate::config::Appliance;
 
 /// The least time between two publications for reports, in milliseconds.
@@ -132,17 +132,80 @@ impl Steering {
         self.states.get_mut(s)?.get_mut(b)
     }
 
-    /// Every service's weights at `now_ms`, if they differ from the last ones
-    /// handed out and the minimum gap has passed since; they are then the
-    /// current ones.
-    pub fn weights_to_publish(&mut self, app: &Appliance, now_ms: u64) -> Option<Vec<Vec<u32>>> {
-        if let Some(last) = self.last_publish_ms
-            && now_ms.saturating_sub(last) < self.min_gap_ms
-        {
-            return None;
+    /// Carry the back ends' state over a reload from `old` to `new`: a back end
+    /// still in a service of the same name (same address and port) keeps its
+    /// operator state, weight override, health and last report; a new one
+    /// starts ready, up and unreported. The replay guard and the counts stay.
+    /// The weights last handed out become `new`'s static ones; call
+    /// [`Steering::weights_now`] for what to publish with it.
+    pub fn reload(&mut self, old: &Appliance, new: &Appliance) {
+        let mut states: Vec<Vec<BackendState>> = new
+            .services
+            .iter()
+            .map(|s| vec![BackendState::default(); s.backends.len()])
+            .collect();
+        for (os, osvc) in old.services.iter().enumerate() {
+            let Some(ns) = new.services.iter().position(|n| n.name == osvc.name) else {
+                continue;
+            };
+            let map = super::diff::backend_map(osvc, &new.services[ns]);
+            for (ob, nb) in map.into_iter().enumerate() {
+                if let (Some(nb), Some(st)) = (nb, self.states.get(os).and_then(|v| v.get(ob))) {
+                    states[ns][nb] = st.clone();
+                }
+            }
         }
+        let mut places: HashMap<IpAddr, Vec<(usize, usize)>> = HashMap::new();
+        for (s, svc) in new.services.iter().enumerate() {
+            for (b, be) in svc.backends.iter().enumerate() {
+                places.entry(be.addr).or_default().push((s, b));
+            }
+        }
+        self.guard
+            .retain(&places.keys().copied().collect::<Vec<_>>());
+        self.states = states;
+        self.places = places;
+        self.current = new
+            .services
+            .iter()
+            .map(|s| s.backends.iter().map(|b| b.weight).collect())
+            .collect();
+    }
+
+    /// Every back end's state, `[service][backend]`.
+    pub fn states(&self) -> &[Vec<BackendState>] {
+        &self.states
+    }
+
+    /// The weights last handed out, `[service][backend]`.
+    pub fn current(&self) -> &[Vec<u32>] {
+        &self.current
+    }
+
+    /// Back ends in maintenance, `[service][backend]`: their connections are
+    /// reset.
+    pub fn closed(&self) -> Vec<Vec<bool>> {
+        self.states
+            .iter()
+            .map(|v| v.iter().map(|st| st.admin == Admin::Maint).collect())
+            .collect()
+    }
+
+    /// Every service's weights at `now_ms`, now, whatever the minimum gap: for
+    /// an operator's command or a reload. They become the current ones.
+    pub fn weights_now(&mut self, app: &Appliance, now_ms: u64) -> Vec<Vec<u32>> {
+        let (next, undefined) = self.compute(app, now_ms);
+        self.counts.undefined += undefined;
+        self.counts.publications += 1;
+        self.last_publish_ms = Some(now_ms);
+        self.current = next.clone();
+        next
+    }
+
+    /// The weights at `now_ms`, and how many formula results were undefined.
+    fn compute(&self, app: &Appliance, now_ms: u64) -> (Vec<Vec<u32>>, u64) {
         let mut undefined = 0;
-        let next: Vec<Vec<u32>> = app
+        let next = app
             .services
             .iter()
             .zip(&self.states)
@@ -152,10 +215,23 @@ impl Steering {
                 w.weights
             })
             .collect();
+        (next, undefined as u64)
+    }
+
+    /// Every service's weights at `now_ms`, if they differ from the last ones
+    /// handed out and the minimum gap has passed since; they are then the
+    /// current ones.
+    pub fn weights_to_publish(&mut self, app: &Appliance, now_ms: u64) -> Option<Vec<Vec<u32>>> {
+        if let Some(last) = self.last_publish_ms
+            && now_ms.saturating_sub(last) < self.min_gap_ms
+        {
+            return None;
+        }
+        let (next, undefined) = self.compute(app, now_ms);
         if next == self.current {
             return None;
         }
-        self.counts.undefined += undefined as u64;
+        self.counts.undefined += undefined;
         self.counts.publications += 1;
         self.last_publish_ms = Some(now_ms);
         self.current = next.clone();

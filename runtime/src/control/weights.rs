@@ -183,6 +183,7 @@ pub(crate) mod tests {
                     addr: IpAddr::from([198, 18, 2, last]),
                     port: None,
                     weight,
+                    agent: None,
                 })
                 .collect(),
             formula: Some(f),

@@ -15,29 +15,32 @@
 //! signal, 1 on any error at start.
 
 use std::io::Write;
-use std::net::{IpAddr, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use lbp_abi::{Decision, Fields};
-use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
-use lbp_runtime::control::health::Checks;
-use lbp_runtime::control::probe::{self, Prober};
-use lbp_runtime::control::report;
-use lbp_runtime::control::steer::Steering;
+use lbp_runtime::control::socket::ControlSocket;
 use lbp_runtime::generation::{Decide, Generation, Published};
 use lbp_runtime::neigh::NeighTable;
-use lbp_runtime::ring::tap::{Tap, TapConfig};
 use lbp_runtime::run::{
     BindSpec, BoundKind, Control, Core, DROP_NAMES, LOCAL_LINK, LocalSide, Rings, Snapshot, Totals,
-    bind, local_addresses, monotonic_ns,
+    bind, monotonic_ns,
 };
-use lbp_runtime::switch::{Loads, Shared};
+use lbp_runtime::switch::Shared;
+
+mod api;
+mod control;
+mod host;
+use api::{ControlRefs, Sources};
+use control::{Controller, JitPolicy};
+use host::{
+    STOP, allowed_cpus, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, pin, rx_queues,
+};
 
 /// Arguments of `lbp run`.
 #[derive(clap::Args, Debug)]
@@ -88,6 +91,14 @@ pub struct RunArgs {
     /// whitespace ignored; at least 16 bytes).
     #[arg(long, value_name = "FILE", requires = "reports")]
     secret_file: Option<PathBuf>,
+    /// The control socket (`lbp reload`, `stats`, `drain` ... talk to it);
+    /// mode 0600, root only.
+    #[arg(long, value_name = "PATH", default_value = crate::cmd::ctl::DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address (off by
+    /// default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// `--rx-ring`: a power of two from 64 to 65 536.
@@ -105,137 +116,6 @@ enum RingsArg {
     Uring,
 }
 
-/// The compiled policy as the runtime calls it.
-struct JitPolicy(lbp_compiler::jit::Jit);
-
-impl Decide for JitPolicy {
-    fn decide(&self, f: &Fields) -> Decision {
-        Backend::decide(&self.0, f)
-    }
-}
-
-/// Set by SIGINT and SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() -> Result<(), String> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: sigaction is plain data; all-zero is a valid value (empty
-        // mask, no flags), then the handler is filled in.
-        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        // SAFETY: `sa.sa_mask` is a valid sigset_t owned by us.
-        unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-        // SAFETY: the handler only stores to an atomic (async-signal-safe);
-        // `sa` is valid for the call and the old action is not asked for.
-        if unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) } != 0 {
-            return Err(format!(
-                "cannot install a signal handler: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid and its size is passed; pid 0 is this thread.
-    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return vec![0];
-    }
-    // SAFETY: CPU_ISSET reads the set, in bounds for every id below CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
-
-/// Pin the calling thread to `cpu`.
-fn pin(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` was checked to be below CPU_SETSIZE by `parse_cpus`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is valid and its size is passed; pid 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `0,2,4-6` to CPU ids, in order, without repeats.
-fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    let bad = || format!("--cores `{s}`: expected CPU ids like `0,1` or `0-3`");
-    let mut v: Vec<usize> = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
-        };
-        let a: usize = a.trim().parse().map_err(|_| bad())?;
-        let b: usize = b.trim().parse().map_err(|_| bad())?;
-        if a > b || b >= libc::CPU_SETSIZE as usize {
-            return Err(bad());
-        }
-        for c in a..=b {
-            if !v.contains(&c) {
-                v.push(c);
-            }
-        }
-    }
-    if v.is_empty() {
-        return Err(bad());
-    }
-    Ok(v)
-}
-
-/// Receive queues of an OS interface (1 when unknown).
-fn rx_queues(os_name: &str) -> usize {
-    std::fs::read_dir(format!("/sys/class/net/{os_name}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// The MAC of an OS interface, from sysfs.
-fn os_mac(os_name: &str) -> Result<[u8; 6], String> {
-    let path = format!("/sys/class/net/{os_name}/address");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|_| format!("no such interface `{os_name}` (no {path})"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(format!("{path}: not a MAC address: `{}`", text.trim()));
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).map_err(|_| format!("{path}: not a MAC address"))?;
-    }
-    Ok(mac)
-}
-
-/// What an errno usually means at start.
-fn hint(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (lbp run needs root: CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF)"
-        }
-        Some(libc::EBUSY) => " (the interface is in use: another XDP program or TAP holds it)",
-        Some(libc::ENODEV) | Some(libc::ENXIO) => " (no such interface)",
-        _ => "",
-    }
-}
-
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("lbp: {msg}");
     ExitCode::FAILURE
@@ -251,10 +131,12 @@ pub fn main(args: RunArgs) -> ExitCode {
 
 fn start(args: &RunArgs) -> Result<ExitCode, String> {
     install_signal_handlers()?;
-    let (_, _, prog) = super::common::load(&args.policy)?;
+    let policy_path =
+        std::path::absolute(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
+    let (src, _, prog) = super::common::load(&args.policy)?;
     let jit = lbp_compiler::jit::compile(&prog)
         .map_err(|e| format!("{}: cannot compile: {e}", args.policy.display()))?;
-    let mut app = crate::appliance::appliance(&prog);
+    let mut app = crate::appliance::appliance(&prog, &src);
     if app.interfaces.is_empty() {
         return Err(format!(
             "{}: the policy has no interface to run on",
@@ -342,23 +224,33 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     let tap = tap.map(|t| Arc::new(Mutex::new(t)));
 
     // Tables and the first generation.
-    let most_backends = app
-        .services
-        .iter()
-        .map(|s| s.backends.len())
-        .max()
-        .unwrap_or(0);
     let shared = Arc::new(Shared {
         conns: ConnTable::new(args.max_connections.max(1)),
         neigh: NeighTable::new(4096),
-        loads: Loads::new(app.services.len(), most_backends),
     });
     let policy: Arc<dyn Decide + Send + Sync> = Arc::new(JitPolicy(jit));
     let published = Arc::new(Published::new(
-        Generation::new(Arc::clone(&policy), app.clone()),
+        Generation::new(policy, app.clone()),
         switch_cpus.len(),
     ));
-    let mut steering = open_steering(args, &app)?;
+    let agent_reports = match (&args.reports, &args.secret_file) {
+        (Some(addr), Some(secret)) => Some(open_reports(*addr, secret)?),
+        _ => None,
+    };
+    let control_sock = if args.bare {
+        None
+    } else {
+        Some(ControlSocket::bind(&args.control).map_err(|e| {
+            format!(
+                "--control {}: cannot create the control socket: {e}",
+                args.control.display()
+            )
+        })?)
+    };
+    let metrics = match args.metrics {
+        Some(a) => Some(TcpListener::bind(a).map_err(|e| format!("--metrics {a}: {e}"))?),
+        None => None,
+    };
 
     // The switching cores.
     let kinds = bound.kinds.clone();
@@ -409,6 +301,33 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         shared: Arc::clone(&shared),
         reports,
     };
+    let refs = Arc::new(ControlRefs::of(&control));
+    let mut controller =
+        Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
+    let sources = Sources {
+        control: refs,
+        view: Arc::clone(&controller.view),
+    };
+    let (commands_tx, commands) = std::sync::mpsc::sync_channel(64);
+    let mut helpers = Vec::new();
+    if let Some(sock) = control_sock {
+        let src = sources.clone();
+        helpers.push(
+            std::thread::Builder::new()
+                .name("lbp-api".into())
+                .spawn(move || api::serve(sock, src, commands_tx))
+                .map_err(|e| format!("cannot start the API thread: {e}"))?,
+        );
+    }
+    if let Some(listener) = metrics {
+        let src = sources.clone();
+        helpers.push(
+            std::thread::Builder::new()
+                .name("lbp-metrics".into())
+                .spawn(move || api::serve_metrics(listener, src))
+                .map_err(|e| format!("cannot start the metrics thread: {e}"))?,
+        );
+    }
     if let Err(e) = pin(control_cpu) {
         eprintln!("lbp: control: cannot pin to CPU {control_cpu}: {e}");
     }
@@ -437,15 +356,19 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
             )
         );
         let _ = std::io::stdout().flush();
-        control_loop(
-            &control,
+        let bare = args.bare;
+        let mut last = controller.control.totals();
+        controller.run(
+            &commands,
             args.stats_interval,
-            args.bare,
             &handles,
-            steering.as_mut().map(|s| (s, &policy, &app)),
+            |control, secs, _| {
+                let now = control.totals();
+                eprintln!("lbp: stats: {}", summary(&now, Some((&last, secs)), bare));
+                last = now;
+            },
         );
-        if let Some(r) = steering.as_ref().filter(|r| r.sock.is_some()) {
-            let c = r.steering.counts;
+        if let Some(c) = controller.report_counts() {
             eprintln!(
                 "lbp: reports: admitted {}, forged {}, replayed {}, stale {}, malformed {}, \
                  unknown back end {}, undefined weights {}, weight publications {}",
@@ -463,8 +386,12 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         start_error = Some("the switching cores did not start".to_string());
     }
 
-    // Stop: cores, then ports (in the cores), XDP programs, TAP.
+    // Stop: the API, cores, then ports (in the cores), XDP programs, TAP.
     STOP.store(true, Ordering::SeqCst);
+    for h in helpers {
+        let _ = h.join();
+    }
+    drop(controller);
     let mut snaps = Vec::new();
     for h in handles {
         match h.join() {
@@ -489,60 +416,6 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     }
 }
 
-/// What the control loop steers the weights by: the agents' reports (their
-/// socket) and the health checks (their probers), with the steering state.
-struct Reports {
-    sock: Option<UdpSocket>,
-    probes: Option<Probes>,
-    steering: Steering,
-}
-
-/// The running health checks and their states (a back end is up when all of
-/// its checks are).
-struct Probes {
-    prober: Prober,
-    health: Checks,
-}
-
-/// The steering of `lbp run`: reports when `--reports` is given, health checks
-/// when the policy has any (none for the bare forwarder).
-fn open_steering(args: &RunArgs, app: &Appliance) -> Result<Option<Reports>, String> {
-    let reports = match (&args.reports, &args.secret_file) {
-        (Some(addr), Some(secret)) => Some(open_reports(*addr, secret)?),
-        _ => None,
-    };
-    let targets = if args.bare {
-        Vec::new()
-    } else {
-        probe::targets(app)
-    };
-    if reports.is_none() && targets.is_empty() {
-        return Ok(None);
-    }
-    let (sock, key) = match reports {
-        Some((sock, key)) => (Some(sock), key),
-        None => (None, Vec::new()),
-    };
-    let steering = Steering::new(app, &key);
-    let probes = if targets.is_empty() {
-        None
-    } else {
-        let prober =
-            Prober::start(&targets).map_err(|e| format!("starting the health checks: {e}"))?;
-        let health = Checks::new(
-            targets
-                .iter()
-                .map(|t| ((t.service, t.backend), t.check.rise, t.check.fall)),
-        );
-        Some(Probes { prober, health })
-    };
-    Ok(Some(Reports {
-        sock,
-        probes,
-        steering,
-    }))
-}
-
 /// Open the reports socket (non-blocking) and read the secret.
 fn open_reports(addr: std::net::SocketAddr, secret: &Path) -> Result<(UdpSocket, Vec<u8>), String> {
     let key = super::common::read_secret(secret)?;
@@ -550,99 +423,6 @@ fn open_reports(addr: std::net::SocketAddr, secret: &Path) -> Result<(UdpSocket,
     sock.set_nonblocking(true)
         .map_err(|e| format!("--reports {addr}: {e}"))?;
     Ok((sock, key))
-}
-
-/// Reports taken per control tick at most: a flood cannot hold the loop.
-const REPORTS_PER_TICK: usize = 4096;
-
-/// Take the waiting reports and publish new weights if they call for it.
-fn steer(
-    r: &mut Reports,
-    control: &Control,
-    policy: &Arc<dyn Decide + Send + Sync>,
-    app: &Appliance,
-) {
-    let mut buf = [0u8; report::MAX_REPORT + 1];
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let now_ms = monotonic_ns() / 1_000_000;
-    if let Some(sock) = &r.sock {
-        for _ in 0..REPORTS_PER_TICK {
-            match sock.recv(&mut buf) {
-                Ok(n) => r.steering.take(&buf[..n], now_us, now_ms),
-                Err(_) => break,
-            }
-        }
-    }
-    if let Some(p) = &mut r.probes {
-        for (i, ok) in p.prober.results() {
-            let Some(((s, b), up)) = p.health.observe(i, ok) else {
-                continue;
-            };
-            let Some(st) = r.steering.state_mut(s, b) else {
-                continue;
-            };
-            st.down = !up;
-            let svc = &app.services[s];
-            eprintln!(
-                "lbp: health: service {} back end {} is {}",
-                svc.name,
-                svc.backends[b].addr,
-                if up { "up" } else { "down" }
-            );
-        }
-    }
-    if let Some(w) = r.steering.weights_to_publish(app, now_ms) {
-        let text: Vec<String> = app
-            .services
-            .iter()
-            .zip(&w)
-            .map(|(s, ws)| {
-                let ws: Vec<String> = ws.iter().map(u32::to_string).collect();
-                format!("{} {}", s.name, ws.join(" "))
-            })
-            .collect();
-        let id = control.published.publish(Generation::with_weights(
-            Arc::clone(policy),
-            app.clone(),
-            &w,
-        ));
-        eprintln!("lbp: weights: generation {id}: {}", text.join("; "));
-    }
-}
-
-/// The control loop: housekeeping every 100 ms, the reports and health checks
-/// (new weights published here), a summary line every `interval` seconds,
-/// until the stop flag is set or a core ends on its own.
-fn control_loop<T>(
-    control: &Control,
-    interval: u64,
-    bare: bool,
-    cores: &[std::thread::JoinHandle<T>],
-    mut reports: Option<(&mut Reports, &Arc<dyn Decide + Send + Sync>, &Appliance)>,
-) {
-    let mut n = 0u64;
-    let mut last = control.totals();
-    let mut last_at = Instant::now();
-    while !STOP.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-        n += 1;
-        control.tick(n, monotonic_ns());
-        if let Some((r, policy, app)) = reports.as_mut() {
-            steer(r, control, policy, app);
-        }
-        if cores.iter().any(|h| h.is_finished()) {
-            break;
-        }
-        if interval > 0 && last_at.elapsed() >= Duration::from_secs(interval) {
-            let now = control.totals();
-            let secs = last_at.elapsed().as_secs_f64();
-            eprintln!("lbp: stats: {}", summary(&now, Some((&last, secs)), bare));
-            last = now;
-            last_at = Instant::now();
-        }
-    }
 }
 
 /// One summary line: rates against `prev` over `secs` seconds, or totals.
@@ -733,71 +513,6 @@ fn ready_details(
         },
         if bare { ", bare forwarder" } else { "" },
     )
-}
-
-/// Create the TAP with the appliance's addresses and the kernel routes that
-/// send replies back through it. The first IPv4 address and the IPv6 ones are
-/// set by `Tap::create` (ioctls); further IPv4 addresses and the policy's
-/// routes beyond its connected networks are added with `ip` (a warning if that
-/// fails: the TAP still works for the first address).
-fn make_tap(name: &str, app: &Appliance) -> Result<Tap, String> {
-    let addrs = local_addresses(app);
-    let first_v4 = addrs.iter().find_map(|&(a, l)| match a {
-        IpAddr::V4(v) => Some((v, l)),
-        IpAddr::V6(_) => None,
-    });
-    let ipv6 = addrs
-        .iter()
-        .filter_map(|&(a, l)| match a {
-            IpAddr::V6(v) => Some((v, l)),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-    let tap = Tap::create(&TapConfig {
-        name: name.to_string(),
-        mac: LOCAL_LINK.tap_mac,
-        mtu: 1500,
-        ipv4: first_v4,
-        ipv6,
-    })
-    .map_err(|e| format!("cannot create the TAP `{name}`: {e}{}", hint(&e)))?;
-    let mut cmds: Vec<Vec<String>> = Vec::new();
-    for &(a, l) in &addrs {
-        if a.is_ipv4() && Some(a) != first_v4.map(|(v, _)| IpAddr::V4(v)) {
-            cmds.push(vec![
-                "addr".into(),
-                "add".into(),
-                format!("{a}/{l}"),
-                "dev".into(),
-                name.into(),
-            ]);
-        }
-    }
-    for r in app.routes.iter().filter(|r| r.via.is_some()) {
-        let fam = if r.prefix.is_ipv4() { "-4" } else { "-6" };
-        cmds.push(vec![
-            fam.into(),
-            "route".into(),
-            "replace".into(),
-            format!("{}/{}", r.prefix, r.len),
-            "dev".into(),
-            name.into(),
-            "metric".into(),
-            "1024".into(),
-        ]);
-    }
-    for c in cmds {
-        match Command::new("ip").args(&c).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "lbp: warning: ip {}: {}",
-                c.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("lbp: warning: ip {}: {e}", c.join(" ")),
-        }
-    }
-    Ok(tap)
 }
 
 #[cfg(test)]

@@ -1,0 +1,966 @@
+//! The runtime API of `lbp run`: the control socket's thread (requests in,
+//! replies out; reloads compiled here) and the Prometheus endpoint's.
+//!
+//! The protocol is one JSON object per connection each way: the client sends
+//! its request and shuts down its side; the server answers
+//! `{"ok": true, "text": ..., "data": ...}` (`text` for people, `data` for
+//! `--json`) or `{"ok": false, "error": ...}` and closes. Requests:
+//! `{"cmd": "reload", "policy": PATH?, "color": BOOL}`, `{"cmd": "stats"}`,
+//! `{"cmd": "conns", "service": S?, "backend": B?, "limit": N?}`,
+//! `{"cmd": "backends"}`, `{"cmd": "state", "backend": B, "service": S?,
+//! "state": "ready"|"drain"|"maint"}`, `{"cmd": "weight", "service": S,
+//! "backend": B, "weight": N|null}`.
+//!
+//! Who may ask: root (or the user the appliance runs as), by the kernel's
+//! `SO_PEERCRED`; the socket file is 0600 besides. A request larger than
+//! [`MAX_REQUEST`], slower than its timeout, or not a request gets an error
+//! and changes nothing. Requests are served one at a time; reads (stats,
+//! connections, back ends) are answered here from the cores' counters and the
+//! control loop's [`View`]; changes go to the control loop as [`Command`]s,
+//! which it takes a bounded number at a time.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Sender, SyncSender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lbp_runtime::control::socket::{ControlSocket, Peer, read_request};
+use lbp_runtime::control::weights::Admin;
+use lbp_runtime::run::{Control, DROP_NAMES, Snapshot, monotonic_ns};
+use serde_json::{Value, json};
+
+use super::control::{Change, Command, Reply, SetBackend, View, backend_text, compile};
+use super::host::{RELOAD, STOP};
+
+/// What the API and metrics threads read.
+#[derive(Clone)]
+pub struct Sources {
+    pub control: Arc<ControlRefs>,
+    pub view: Arc<Mutex<View>>,
+}
+
+/// The cores' counters and tables (shared with the control loop).
+pub struct ControlRefs {
+    pub shared: Arc<lbp_runtime::switch::Shared>,
+    pub reports: Vec<Arc<lbp_runtime::run::Report>>,
+}
+
+impl ControlRefs {
+    pub fn of(c: &Control) -> ControlRefs {
+        ControlRefs {
+            shared: Arc::clone(&c.shared),
+            reports: c.reports.clone(),
+        }
+    }
+}
+
+fn view(s: &Sources) -> View {
+    s.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Serve the control socket until the stop flag is set; also turns SIGHUP
+/// into a reload of the policy the appliance runs.
+pub fn serve(sock: ControlSocket, src: Sources, commands: SyncSender<Command>) {
+    while !STOP.load(Ordering::SeqCst) {
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            let path = view(&src).policy_path;
+            match reload(&path, false, &commands) {
+                Ok((text, _)) => eprintln!("{text}"),
+                Err(e) => eprint!("lbp: SIGHUP: reload refused; the running policy stays:\n{e}"),
+            }
+        }
+        match sock.accept() {
+            Ok(Some(peer)) => answer(peer, &src, &commands),
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                eprintln!("lbp: control socket: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The users who may use the API: root and the appliance's own.
+fn allowed(uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+fn answer(mut peer: Peer, src: &Sources, commands: &SyncSender<Command>) {
+    let reply = if !allowed(peer.uid) {
+        Err(format!(
+            "lbp: permission denied: the control socket serves root only (peer uid {}, pid {})\n",
+            peer.uid, peer.pid
+        ))
+    } else {
+        match read_request(&mut peer.stream) {
+            Ok(bytes) => handle(&bytes, src, commands),
+            Err(e) => Err(format!("lbp: {e}\n")),
+        }
+    };
+    let body = match reply {
+        Ok((text, data)) => json!({ "ok": true, "text": text, "data": data }),
+        Err(e) => json!({ "ok": false, "error": e }),
+    };
+    let _ = peer.stream.write_all(body.to_string().as_bytes());
+}
+
+fn str_arg<'a>(req: &'a Value, key: &str) -> Result<Option<&'a str>, String> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("lbp: bad request: `{key}` must be a string\n")),
+    }
+}
+
+fn handle(bytes: &[u8], src: &Sources, commands: &SyncSender<Command>) -> Reply {
+    let req: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("lbp: bad request: not a JSON object ({e})\n"))?;
+    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
+        return Err("lbp: bad request: no `cmd`\n".into());
+    };
+    match cmd {
+        "reload" => {
+            let path = match str_arg(&req, "policy")? {
+                Some(p) => PathBuf::from(p),
+                None => view(src).policy_path,
+            };
+            let color = req.get("color").and_then(Value::as_bool).unwrap_or(false);
+            reload(&path, color, commands)
+        }
+        "stats" => Ok(stats(src)),
+        "conns" => {
+            let limit = match req.get("limit") {
+                None | Some(Value::Null) => 1000,
+                Some(v) => v
+                    .as_u64()
+                    .ok_or("lbp: bad request: `limit` must be a number\n")?
+                    as usize,
+            };
+            conns(
+                src,
+                str_arg(&req, "service")?,
+                str_arg(&req, "backend")?,
+                limit,
+            )
+        }
+        "backends" => Ok(backends(src)),
+        "state" => {
+            let backend = str_arg(&req, "backend")?.ok_or("lbp: bad request: no `backend`\n")?;
+            let admin = match str_arg(&req, "state")? {
+                Some("ready") => Admin::Ready,
+                Some("drain") => Admin::Drain,
+                Some("maint") => Admin::Maint,
+                _ => return Err("lbp: bad request: `state` is ready, drain or maint\n".into()),
+            };
+            set(
+                commands,
+                SetBackend {
+                    backend: backend.to_string(),
+                    service: str_arg(&req, "service")?.map(str::to_string),
+                    change: Change::Admin(admin),
+                },
+            )
+        }
+        "weight" => {
+            let backend = str_arg(&req, "backend")?.ok_or("lbp: bad request: no `backend`\n")?;
+            let service = str_arg(&req, "service")?.ok_or("lbp: bad request: no `service`\n")?;
+            let weight = match req.get("weight") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(w) if w <= u64::from(u16::MAX) => Some(w as u32),
+                    _ => {
+                        return Err(
+                            "lbp: bad request: `weight` is a number from 0 to 65535\n".into()
+                        );
+                    }
+                },
+            };
+            set(
+                commands,
+                SetBackend {
+                    backend: backend.to_string(),
+                    service: Some(service.to_string()),
+                    change: Change::Weight(weight),
+                },
+            )
+        }
+        other => Err(format!("lbp: bad request: unknown command `{other}`\n")),
+    }
+}
+
+/// Hand a command to the control loop and wait for its reply.
+fn ask(commands: &SyncSender<Command>, make: impl FnOnce(Sender<Reply>) -> Command) -> Reply {
+    let (tx, rx) = channel();
+    commands
+        .try_send(make(tx))
+        .map_err(|_| "lbp: the control loop is busy; try again\n".to_string())?;
+    rx.recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "lbp: the control loop did not answer\n".to_string())?
+        .map_err(|e| format!("lbp: {e}\n"))
+}
+
+fn set(commands: &SyncSender<Command>, s: SetBackend) -> Reply {
+    ask(commands, |tx| Command::Set(s, tx))
+}
+
+/// Compile the policy at `path` here, then have the control loop publish it.
+fn reload(path: &Path, color: bool, commands: &SyncSender<Command>) -> Reply {
+    let requested = Instant::now();
+    let compiled = compile(path, color, requested).map_err(|e| {
+        super::control::RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+        if e.ends_with('\n') {
+            e
+        } else {
+            format!("lbp: {e}\n")
+        }
+    })?;
+    ask(commands, |tx| Command::Publish(Box::new(compiled), tx))
+}
+
+// ---- What the reads answer ------------------------------------------------------
+
+/// Every core's latest snapshot.
+fn snapshots(src: &Sources) -> Vec<Snapshot> {
+    src.control.reports.iter().map(|r| r.get()).collect()
+}
+
+/// Live connections per back end address and port (port 0: any).
+fn live_connections(src: &Sources) -> HashMap<(IpAddr, u16), u64> {
+    let mut m: HashMap<(IpAddr, u16), u64> = HashMap::new();
+    src.control.shared.conns.for_each(monotonic_ns(), |_, c| {
+        *m.entry((ip(&c.target.backend_addr), c.target.backend_port))
+            .or_default() += 1;
+    });
+    m
+}
+
+fn ip(a: &[u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// Everything `lbp stats` and the metrics show, as one JSON value.
+pub fn stats_data(src: &Sources) -> Value {
+    let v = view(src);
+    let snaps = snapshots(src);
+    let live = live_connections(src);
+    let conns = &src.control.shared.conns;
+    let mut cores = Vec::new();
+    let mut drops = [0u64; lbp_runtime::switch::DropReason::COUNT];
+    for (i, s) in snaps.iter().enumerate() {
+        let (mut rxp, mut rxb, mut txp, mut txb, mut kdrop) = (0, 0, 0, 0, 0);
+        for p in &s.ports {
+            rxp += p.rx_packets;
+            rxb += p.rx_bytes;
+            txp += p.tx_packets;
+            txb += p.tx_bytes;
+            kdrop += p.rx_dropped;
+        }
+        for (d, x) in drops.iter_mut().zip(s.counters.drops) {
+            *d += x;
+        }
+        let core_drops: serde_json::Map<String, Value> = DROP_NAMES
+            .iter()
+            .map(|(r, n)| (n.to_string(), json!(s.counters.drops[*r as usize])))
+            .collect();
+        cores.push(json!({
+            "core": i,
+            "generation": s.counters.generation,
+            "rx_packets": rxp, "rx_bytes": rxb, "tx_packets": txp, "tx_bytes": txb,
+            "kernel_drops": kdrop,
+            "tx_full": s.lp.tx_refused,
+            "new_connections": s.counters.new_connections,
+            "backend_gone": s.counters.backend_gone,
+            "drops": core_drops,
+        }));
+    }
+    let current: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| s.counters.serial == v.serial)
+        .collect();
+    let mut services = Vec::new();
+    for (si, svc) in v.app.services.iter().enumerate() {
+        let mut backends = Vec::new();
+        let (mut sp, mut sb, mut sn, mut sc) = (0u64, 0u64, 0u64, 0u64);
+        for (bi, be) in svc.backends.iter().enumerate() {
+            let (mut p, mut b, mut n) = (0u64, 0u64, 0u64);
+            for s in &current {
+                let c = &s.counters;
+                if let Some(t) = c.backend_traffic.get(si).and_then(|v| v.get(bi)) {
+                    p += t.packets;
+                    b += t.bytes;
+                }
+                n += c
+                    .backend_new
+                    .get(si)
+                    .and_then(|v| v.get(bi))
+                    .copied()
+                    .unwrap_or(0);
+            }
+            let live_n: u64 = live
+                .iter()
+                .filter(|((a, port), _)| {
+                    *a == be.addr && (*port == 0 || be.port.is_none_or(|bp| bp == *port))
+                })
+                .map(|(_, n)| *n)
+                .sum();
+            let st = v
+                .states
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .cloned()
+                .unwrap_or_default();
+            let weight = v
+                .weights
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .copied()
+                .unwrap_or(0);
+            sp += p;
+            sb += b;
+            sn += n;
+            sc += live_n;
+            backends.push(json!({
+                "backend": backend_text(be),
+                "packets": p, "bytes": b, "new_connections": n, "connections": live_n,
+                "weight": weight, "static_weight": be.weight,
+                "state": admin_name(st.admin),
+                "up": !st.down && !st.agent_down,
+            }));
+        }
+        services.push(json!({
+            "name": svc.name,
+            "packets": sp, "bytes": sb, "new_connections": sn, "connections": sc,
+            "backends": backends,
+        }));
+    }
+    let mut rules = Vec::new();
+    for (ri, r) in v.app.rules.iter().enumerate() {
+        let (mut p, mut b) = (0u64, 0u64);
+        for s in &current {
+            if let Some(c) = s.counters.rules.get(ri) {
+                p += c.packets;
+                b += c.bytes;
+            }
+        }
+        if p > 0 {
+            rules.push(
+                json!({ "rule": ri, "line": r.line, "text": r.text, "packets": p, "bytes": b }),
+            );
+        }
+    }
+    let drop_map: serde_json::Map<String, Value> = DROP_NAMES
+        .iter()
+        .map(|(r, n)| (n.to_string(), json!(drops[*r as usize])))
+        .collect();
+    let cs = conns.stats();
+    json!({
+        "generation": v.generation,
+        "policy": v.policy_path.display().to_string(),
+        "reloads": v.reloads,
+        "reload_failures": v.reload_failures,
+        "connections": cs.len,
+        "connection_capacity": conns.capacity(),
+        "cores": cores,
+        "drops": drop_map,
+        "services": services,
+        "rules": rules,
+        "reports": {
+            "admitted": v.reports.admitted, "forged": v.reports.forged,
+            "replayed": v.reports.replayed, "stale": v.reports.stale,
+            "malformed": v.reports.malformed, "unknown_backend": v.reports.unknown_backend,
+            "undefined": v.reports.undefined, "publications": v.reports.publications,
+        },
+    })
+}
+
+fn admin_name(a: Admin) -> &'static str {
+    match a {
+        Admin::Ready => "ready",
+        Admin::Drain => "drain",
+        Admin::Maint => "maint",
+    }
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn stats(src: &Sources) -> (String, Value) {
+    let d = stats_data(src);
+    let mut t = format!(
+        "generation {}  policy {}  reloads {} (failed {})  connections {} of {}\n",
+        u(&d, "generation"),
+        d["policy"].as_str().unwrap_or(""),
+        u(&d, "reloads"),
+        u(&d, "reload_failures"),
+        u(&d, "connections"),
+        u(&d, "connection_capacity"),
+    );
+    t.push_str(
+        "core  generation  rx packets    rx bytes  tx packets    tx bytes  new conns  drops\n",
+    );
+    for c in d["cores"].as_array().into_iter().flatten() {
+        let drops: u64 = c["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        t.push_str(&format!(
+            "{:>4}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {}\n",
+            u(c, "core"),
+            u(c, "generation"),
+            u(c, "rx_packets"),
+            u(c, "rx_bytes"),
+            u(c, "tx_packets"),
+            u(c, "tx_bytes"),
+            u(c, "new_connections"),
+            drops + u(c, "tx_full"),
+        ));
+    }
+    for s in d["services"].as_array().into_iter().flatten() {
+        t.push_str(&format!(
+            "service {}: packets {}, bytes {}, new connections {}, connections {}\n",
+            s["name"].as_str().unwrap_or(""),
+            u(s, "packets"),
+            u(s, "bytes"),
+            u(s, "new_connections"),
+            u(s, "connections")
+        ));
+        for b in s["backends"].as_array().into_iter().flatten() {
+            t.push_str(&format!(
+                "  {:<24} {:<6} {:<5} weight {:>5}  packets {:>10}  bytes {:>12}  new {:>8}  live {:>7}\n",
+                b["backend"].as_str().unwrap_or(""),
+                b["state"].as_str().unwrap_or(""),
+                if b["up"].as_bool().unwrap_or(true) { "up" } else { "down" },
+                u(b, "weight"),
+                u(b, "packets"),
+                u(b, "bytes"),
+                u(b, "new_connections"),
+                u(b, "connections"),
+            ));
+        }
+    }
+    let drops: Vec<String> = d["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    t.push_str(&format!(
+        "drops: {}\n",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        }
+    ));
+    let rules = d["rules"].as_array().map_or(0, Vec::len);
+    if rules > 0 {
+        t.push_str("filter rules that decided packets:\n");
+        for r in d["rules"].as_array().into_iter().flatten().take(50) {
+            t.push_str(&format!(
+                "  line {:>5}: packets {:>10}  bytes {:>12}  {}\n",
+                u(r, "line"),
+                u(r, "packets"),
+                u(r, "bytes"),
+                r["text"].as_str().unwrap_or("")
+            ));
+        }
+        if rules > 50 {
+            t.push_str(&format!(
+                "  ... {} more (--json has them all)\n",
+                rules - 50
+            ));
+        }
+    }
+    (t.trim_end().to_string(), d)
+}
+
+fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usize) -> Reply {
+    let v = view(src);
+    let svc_index = match service {
+        Some(n) => Some(
+            v.app
+                .services
+                .iter()
+                .position(|s| s.name == n)
+                .ok_or_else(|| format!("lbp: no service `{n}`\n"))?,
+        ),
+        None => None,
+    };
+    let want_backend: Option<IpAddr> = match backend {
+        Some(b) => Some(
+            b.parse()
+                .or_else(|_| b.parse::<SocketAddr>().map(|s| s.ip()))
+                .map_err(|_| format!("lbp: `{b}` is not a back end address\n"))?,
+        ),
+        None => None,
+    };
+    // A service's connections are those to its virtual IPs.
+    let vips: Option<Vec<IpAddr>> = svc_index.map(|s| v.app.services[s].vips.clone());
+    let now = monotonic_ns();
+    let mut rows = Vec::new();
+    let mut total = 0usize;
+    src.control.shared.conns.for_each(now, |k, c| {
+        let vip = ip(&k.vip);
+        let be = ip(&c.target.backend_addr);
+        if vips.as_ref().is_some_and(|vs| !vs.contains(&vip)) {
+            return;
+        }
+        if want_backend.is_some_and(|b| b != be) {
+            return;
+        }
+        total += 1;
+        if rows.len() < limit {
+            let service = v
+                .app
+                .services
+                .iter()
+                .find(|s| s.vips.contains(&vip))
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            let proto = match k.proto {
+                6 => "tcp".to_string(),
+                17 => "udp".to_string(),
+                1 | 58 => "icmp".to_string(),
+                p => p.to_string(),
+            };
+            rows.push(json!({
+                "service": service,
+                "proto": proto,
+                "client": sock_text(ip(&k.client), k.client_port),
+                "vip": sock_text(vip, k.vport),
+                "backend": if c.target.backend_port == 0 { be.to_string() } else { sock_text(be, c.target.backend_port) },
+                "state": format!("{:?}", c.state).to_lowercase(),
+                "idle_ms": now.saturating_sub(c.last_seen) / 1_000_000,
+            }));
+        }
+    });
+    let mut t = String::new();
+    for r in &rows {
+        t.push_str(&format!(
+            "{:<5} {:<8} {:<46} -> {:<46} => {:<46} {:<12} idle {} ms\n",
+            r["proto"].as_str().unwrap_or(""),
+            r["service"].as_str().unwrap_or(""),
+            r["client"].as_str().unwrap_or(""),
+            r["vip"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            u(r, "idle_ms"),
+        ));
+    }
+    t.push_str(&format!(
+        "{total} connection{}{}",
+        if total == 1 { "" } else { "s" },
+        if total > rows.len() {
+            format!(" ({} shown; --limit)", rows.len())
+        } else {
+            String::new()
+        }
+    ));
+    Ok((t, json!({ "total": total, "connections": rows })))
+}
+
+fn sock_text(a: IpAddr, port: u16) -> String {
+    SocketAddr::new(a, port).to_string()
+}
+
+fn backends(src: &Sources) -> (String, Value) {
+    let v = view(src);
+    let mut rows = Vec::new();
+    let mut t = String::from(
+        "service      back end                 state  health  agent        weight (static, override)  last report\n",
+    );
+    for (si, svc) in v.app.services.iter().enumerate() {
+        for (bi, be) in svc.backends.iter().enumerate() {
+            let st = v
+                .states
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .cloned()
+                .unwrap_or_default();
+            let checked = v
+                .checked
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .copied()
+                .unwrap_or(false);
+            let agent = v
+                .agents
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .copied()
+                .unwrap_or(false);
+            let weight = v
+                .weights
+                .get(si)
+                .and_then(|x| x.get(bi))
+                .copied()
+                .unwrap_or(0);
+            let health = if !checked {
+                "-"
+            } else if st.down {
+                "down"
+            } else {
+                "up"
+            };
+            let agent_text = if !agent {
+                "-".to_string()
+            } else if st.agent_down {
+                "down".to_string()
+            } else {
+                match st.agent_percent {
+                    Some(p) => format!("up {p}%"),
+                    None => "up".to_string(),
+                }
+            };
+            let report = st.report.map(|(load, at)| {
+                let mut m = serde_json::Map::new();
+                for (k, x) in lbp_abi::weight::Load::KEYS.iter().zip(load.values()) {
+                    m.insert(k.to_string(), json!(x));
+                }
+                (v.now_ms.saturating_sub(at), Value::Object(m))
+            });
+            t.push_str(&format!(
+                "{:<12} {:<24} {:<6} {:<7} {:<12} {:>6} ({}, {})  {}\n",
+                svc.name,
+                backend_text(be),
+                admin_name(st.admin),
+                health,
+                agent_text,
+                weight,
+                be.weight,
+                st.weight_override
+                    .map_or("-".to_string(), |w| w.to_string()),
+                match &report {
+                    Some((age, l)) => format!("{age} ms ago {l}"),
+                    None => "-".to_string(),
+                }
+            ));
+            rows.push(json!({
+                "service": svc.name,
+                "backend": backend_text(be),
+                "state": admin_name(st.admin),
+                "health": health,
+                "agent": agent_text,
+                "weight": weight,
+                "static_weight": be.weight,
+                "override": st.weight_override,
+                "report_age_ms": report.as_ref().map(|r| r.0),
+                "report": report.map(|r| r.1),
+            }));
+        }
+    }
+    (
+        t.trim_end().to_string(),
+        json!({ "generation": v.generation, "backends": rows }),
+    )
+}
+
+// ---- Prometheus ---------------------------------------------------------------------
+
+/// Serve `GET /metrics` on `listener` until the stop flag is set.
+pub fn serve_metrics(listener: TcpListener, src: Sources) {
+    let _ = listener.set_nonblocking(true);
+    while !STOP.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let first = line.lines().next().unwrap_or("");
+                let (status, ctype, body) =
+                    if first.starts_with("GET /metrics ") || first.starts_with("GET /metrics?") {
+                        (
+                            "200 OK",
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            metrics(&src),
+                        )
+                    } else if first.starts_with("GET ") {
+                        ("404 Not Found", "text/plain", "see /metrics\n".to_string())
+                    } else {
+                        (
+                            "405 Method Not Allowed",
+                            "text/plain",
+                            "GET only\n".to_string(),
+                        )
+                    };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// A label value, escaped as the text format wants.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The counters in Prometheus's text format.
+pub fn metrics(src: &Sources) -> String {
+    let d = stats_data(src);
+    let mut m = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in rows {
+            if labels.is_empty() {
+                m.push_str(&format!("{name} {v}\n"));
+            } else {
+                m.push_str(&format!("{name}{{{labels}}} {v}\n"));
+            }
+        }
+    };
+    family(
+        "lbp_generation",
+        "gauge",
+        "The id of the active generation.",
+        vec![(String::new(), u(&d, "generation"))],
+    );
+    family(
+        "lbp_reloads_total",
+        "counter",
+        "Reloads that took effect.",
+        vec![(String::new(), u(&d, "reloads"))],
+    );
+    family(
+        "lbp_reload_failures_total",
+        "counter",
+        "Reloads refused (the running policy stayed).",
+        vec![(String::new(), u(&d, "reload_failures"))],
+    );
+    family(
+        "lbp_connections",
+        "gauge",
+        "Entries in the connection table.",
+        vec![(String::new(), u(&d, "connections"))],
+    );
+    let cores: Vec<Value> = d["cores"].as_array().cloned().unwrap_or_default();
+    for (name, key, help) in [
+        (
+            "lbp_core_receive_packets_total",
+            "rx_packets",
+            "Packets received by a switching core.",
+        ),
+        (
+            "lbp_core_receive_bytes_total",
+            "rx_bytes",
+            "Bytes received by a switching core.",
+        ),
+        (
+            "lbp_core_transmit_packets_total",
+            "tx_packets",
+            "Packets transmitted by a switching core.",
+        ),
+        (
+            "lbp_core_transmit_bytes_total",
+            "tx_bytes",
+            "Bytes transmitted by a switching core.",
+        ),
+        (
+            "lbp_core_connections_total",
+            "new_connections",
+            "New connections a switching core balanced.",
+        ),
+        (
+            "lbp_core_generation",
+            "generation",
+            "The generation a switching core runs.",
+        ),
+    ] {
+        let kind = if key == "generation" {
+            "gauge"
+        } else {
+            "counter"
+        };
+        family(
+            name,
+            kind,
+            help,
+            cores
+                .iter()
+                .map(|c| (format!("core=\"{}\"", u(c, "core")), u(c, key)))
+                .collect(),
+        );
+    }
+    let mut drops: Vec<(String, u64)> = d["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (format!("reason=\"{k}\""), v.as_u64().unwrap_or(0)))
+        .collect();
+    drops.push((
+        "reason=\"tx-full\"".into(),
+        cores.iter().map(|c| u(c, "tx_full")).sum(),
+    ));
+    drops.push((
+        "reason=\"kernel\"".into(),
+        cores.iter().map(|c| u(c, "kernel_drops")).sum(),
+    ));
+    family(
+        "lbp_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+        drops,
+    );
+    let services: Vec<Value> = d["services"].as_array().cloned().unwrap_or_default();
+    let svc_rows = |key: &str| -> Vec<(String, u64)> {
+        services
+            .iter()
+            .map(|s| {
+                (
+                    format!("service=\"{}\"", esc(s["name"].as_str().unwrap_or(""))),
+                    u(s, key),
+                )
+            })
+            .collect()
+    };
+    family(
+        "lbp_service_packets_total",
+        "counter",
+        "Packets balanced to a service's back ends (since the policy was loaded).",
+        svc_rows("packets"),
+    );
+    family(
+        "lbp_service_bytes_total",
+        "counter",
+        "Bytes balanced to a service's back ends (since the policy was loaded).",
+        svc_rows("bytes"),
+    );
+    family(
+        "lbp_service_connections_total",
+        "counter",
+        "New connections of a service (since the policy was loaded).",
+        svc_rows("new_connections"),
+    );
+    let be_rows = |f: &dyn Fn(&Value) -> u64| -> Vec<(String, u64)> {
+        let mut rows = Vec::new();
+        for s in &services {
+            for b in s["backends"].as_array().into_iter().flatten() {
+                rows.push((
+                    format!(
+                        "service=\"{}\",backend=\"{}\"",
+                        esc(s["name"].as_str().unwrap_or("")),
+                        esc(b["backend"].as_str().unwrap_or(""))
+                    ),
+                    f(b),
+                ));
+            }
+        }
+        rows
+    };
+    type Pick = fn(&Value) -> u64;
+    let backend_families: [(&str, &str, &str, Pick); 7] = [
+        (
+            "lbp_backend_connections_total",
+            "counter",
+            "New connections given to a back end (since the policy was loaded).",
+            |b| u(b, "new_connections"),
+        ),
+        (
+            "lbp_backend_connections",
+            "gauge",
+            "Connections of a back end in the connection table.",
+            |b| u(b, "connections"),
+        ),
+        (
+            "lbp_backend_packets_total",
+            "counter",
+            "Packets balanced to a back end (since the policy was loaded).",
+            |b| u(b, "packets"),
+        ),
+        (
+            "lbp_backend_bytes_total",
+            "counter",
+            "Bytes balanced to a back end (since the policy was loaded).",
+            |b| u(b, "bytes"),
+        ),
+        (
+            "lbp_backend_weight",
+            "gauge",
+            "A back end's weight in the active generation.",
+            |b| u(b, "weight"),
+        ),
+        (
+            "lbp_backend_up",
+            "gauge",
+            "1 when a back end's health checks and agent say it is up.",
+            |b| u64::from(b["up"].as_bool().unwrap_or(true)),
+        ),
+        (
+            "lbp_backend_drain",
+            "gauge",
+            "1 when a back end is drained or in maintenance.",
+            |b| u64::from(b["state"].as_str() != Some("ready")),
+        ),
+    ];
+    for (name, kind, help, pick) in backend_families {
+        family(name, kind, help, be_rows(&pick));
+    }
+    let rules: Vec<Value> = d["rules"].as_array().cloned().unwrap_or_default();
+    let rule_rows = |key: &str| -> Vec<(String, u64)> {
+        rules
+            .iter()
+            .map(|r| {
+                (
+                    format!("rule=\"{}\",line=\"{}\"", u(r, "rule"), u(r, "line")),
+                    u(r, key),
+                )
+            })
+            .collect()
+    };
+    family(
+        "lbp_rule_packets_total",
+        "counter",
+        "Packets a filter rule decided (rules that decided none are left out).",
+        rule_rows("packets"),
+    );
+    family(
+        "lbp_rule_bytes_total",
+        "counter",
+        "Bytes a filter rule decided.",
+        rule_rows("bytes"),
+    );
+    let r = &d["reports"];
+    family(
+        "lbp_reports_total",
+        "counter",
+        "Agents' load reports, by what became of them.",
+        [
+            "admitted",
+            "forged",
+            "replayed",
+            "stale",
+            "malformed",
+            "unknown_backend",
+        ]
+        .iter()
+        .map(|k| (format!("result=\"{k}\""), u(r, k)))
+        .collect(),
+    );
+    m
+}
