@@ -1,8 +1,10 @@
 //! Generations: everything a switching core reads that the control core may
 //! replace (the compiled policy, the appliance's configuration, each service's
-//! weights and Maglev table), and [`Published`], the double buffer through which
-//! the control core hands a new generation to the cores and frees the old one
-//! once no core can still be reading it.
+//! weights and Maglev table), and [`Published`], through which the control core
+//! hands a new generation to the cores and frees the old one once no core can
+//! still be reading it: one active pointer with epoch-based reclamation, which
+//! gives the design's double buffering (fill the inactive generation off to the
+//! side, flip the pointer, free the old one when every core moved past it).
 //!
 //! A [`Generation`] is immutable once published. Per-core mutable state (round
 //! robin positions, counters) is not here but in the core's own state, rebuilt

@@ -1784,10 +1784,11 @@ mod tests {
         );
         let first = ip_of(4, &fields(&out.tx[1][0]).ip_dst);
         let idx = if first == ip("198.19.0.11") { 0 } else { 1 };
-        // The control core takes that back end's weight to 0.
+        // The control core takes that back end's weight to 0 (the same
+        // compile: counters go on).
         let mut w = vec![vec![1, 1]];
         w[0][idx] = 0;
-        let g = Generation::with_weights(Arc::new(policy), appliance(), &w);
+        let g = r.published.with_active(|g| g.reweighted(&w, &[]));
         r.published.publish(g);
         for (i, port) in (40001..40009).enumerate() {
             let out = r.run(
@@ -1808,6 +1809,89 @@ mod tests {
         );
         assert_eq!(r.st.counters.backend_new[0][idx], 1);
         assert_eq!(r.st.counters.backend_new[0][1 - idx], 8);
+    }
+
+    #[test]
+    fn a_connection_whose_back_end_left_or_went_into_maintenance_is_reset() {
+        for maint in [false, true] {
+            let mut r = Rig::known();
+            let out = r.run(
+                &[(0, tcp("198.18.0.50", "198.18.0.10", 40000, 80, SYN))],
+                NS,
+            );
+            let first = ip_of(4, &fields(&out.tx[1][0]).ip_dst);
+            let idx = usize::from(first != ip("198.19.0.11"));
+            // A reload that removes that back end (the pool reordered too), or
+            // the same policy with it in maintenance.
+            let g = if maint {
+                let mut closed = vec![vec![false, false]];
+                closed[0][idx] = true;
+                r.published.with_active(|g| g.reweighted(&[], &closed))
+            } else {
+                let mut app = appliance();
+                app.services[0].backends.remove(idx);
+                app.services[0]
+                    .backends
+                    .insert(0, be("198.19.0.99", None, 1));
+                Generation::new(Arc::new(policy), app)
+            };
+            r.published.publish(g);
+            let out = r.run(
+                &[(0, tcp("198.18.0.50", "198.18.0.10", 40000, 80, ACK))],
+                2 * NS,
+            );
+            assert!(
+                out.tx[1].is_empty(),
+                "maint {maint}: not to the old back end"
+            );
+            assert_eq!(out.tx[0].len(), 1, "maint {maint}: a reset to the client");
+            let f = fields(&out.tx[0][0]);
+            assert_ne!(f.tcp_flags & tcp_flag::RST, 0, "maint {maint}");
+            assert_eq!(r.st.counters.backend_gone, 1, "maint {maint}");
+            // The client's next connection is balanced anew, never to it.
+            let out = r.run(
+                &[(0, tcp("198.18.0.50", "198.18.0.10", 40001, 80, SYN))],
+                3 * NS,
+            );
+            assert_ne!(
+                ip_of(4, &fields(&out.tx[1][0]).ip_dst),
+                first,
+                "maint {maint}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_keeps_its_back_end_when_a_reload_reorders_the_pool() {
+        let mut r = Rig::known();
+        let out = r.run(
+            &[(0, tcp("198.18.0.50", "198.18.0.10", 40000, 80, SYN))],
+            NS,
+        );
+        let first = fields(&out.tx[1][0]);
+        let mut app = appliance();
+        app.services[0].backends.reverse();
+        app.services.swap(0, 1);
+        // The policy's service index for the VIP follows the new order.
+        let moved = |f: &Fields| {
+            let mut d = policy(f);
+            if d.action == Action::Balance as u32 {
+                d.target = match d.target {
+                    0 => 1,
+                    1 => 0,
+                    t => t,
+                };
+            }
+            d
+        };
+        r.published.publish(Generation::new(Arc::new(moved), app));
+        let out = r.run(
+            &[(0, tcp("198.18.0.50", "198.18.0.10", 40000, 80, ACK))],
+            2 * NS,
+        );
+        let f = fields(&out.tx[1][0]);
+        assert_eq!((f.ip_dst, f.dport), (first.ip_dst, first.dport), "sticks");
+        assert_eq!(r.st.counters.backend_gone, 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The operator's commands to a running appliance, over its control socket
 //! (`lbp run --control`; the protocol is described in `cmd::run::api`):
 //! `reload`, `stats`, `conns`, `backends`, `set weight`, `drain`, `undrain`,
-//! `maint`, `ready`.
+//! `maint`.
 //!
 //! Output: the appliance's answer for people on stdout (`--json`: its data),
 //! errors (and a refused reload's diagnostics, rendered as `lbp check` renders

@@ -515,3 +515,73 @@ fn drain_maint_and_removal_treat_connections_as_promised() {
     assert_eq!(split(400), [100, 0, 300], "{test}: still serving");
     drop(lbp);
 }
+
+/// A HAProxy-style agent on b2 (`backend ... agent 5555`): when it answers
+/// `drain`, b2 takes no new connection; when it answers `ready`, it is back.
+#[test]
+fn a_haproxy_style_agent_drains_its_back_end() {
+    let test = "reload::a_haproxy_style_agent_drains_its_back_end";
+    let Some((_serial, topo)) = setup(test, "eg") else {
+        return;
+    };
+    // The agent: a listener in b2's namespace, answered from here with what
+    // `word` says at the time (bounded: it stops with the test).
+    let listener = topo.backends[1].within(|| {
+        let l = std::net::TcpListener::bind("198.18.2.12:5555").expect("agent port");
+        l.set_nonblocking(true).unwrap();
+        l
+    });
+    let word = std::sync::Arc::new(std::sync::Mutex::new("ready\n"));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let agent = {
+        let (word, stop) = (std::sync::Arc::clone(&word), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let w = *word.lock().unwrap();
+                        let _ = s.write_all(w.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    let lbp = start_xdp(test, &topo, "tests/e2e/haproxy-agent.lbp", &[]);
+    let to = SocketAddr::new(NAT4.into(), 80);
+    let split = |n| {
+        let (c, e) = topo
+            .client
+            .within(move || spread(to, n, Duration::from_secs(60)));
+        assert!(e.is_empty(), "{test}: {e:?}");
+        c
+    };
+    let wait_for = |text: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !lbp.stderr_text().contains(text) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            lbp.stderr_text().contains(text),
+            "{test}: no `{text}`:\n{}",
+            lbp.stderr_text()
+        );
+    };
+    assert_eq!(split(300), [100, 100, 100], "{test}");
+    *word.lock().unwrap() = "drain\n";
+    wait_for("http 1 0 1");
+    assert_eq!(split(300), [150, 0, 150], "{test}: drained by its agent");
+    let backends = ctl(&lbp, &["backends"]);
+    assert!(
+        String::from_utf8_lossy(&backends.stdout).contains("drain"),
+        "{test}: {}",
+        text(&backends)
+    );
+    *word.lock().unwrap() = "ready\n";
+    wait_for("http 1 1 1");
+    assert_eq!(split(300), [100, 100, 100], "{test}: ready again");
+    stop.store(true, Ordering::Relaxed);
+    agent.join().unwrap();
+    drop(lbp);
+}

@@ -12,7 +12,8 @@ use lbp_runtime::run::{LOCAL_LINK, local_addresses};
 /// Set by SIGINT and SIGTERM.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Set by SIGHUP: reload the policy the appliance started with.
+/// Set by SIGHUP: reload the policy file the appliance runs (the one it
+/// started with, or the last one `lbp reload` gave it).
 pub static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {

@@ -301,6 +301,11 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         shared: Arc::clone(&shared),
         reports,
     };
+    // The control core: this thread, and the threads it starts (API, where a
+    // reload compiles; metrics; health checks and agents), never a switching core's CPU.
+    if let Err(e) = pin(control_cpu) {
+        eprintln!("lbp: control: cannot pin to CPU {control_cpu}: {e}");
+    }
     let refs = Arc::new(ControlRefs::of(&control));
     let mut controller =
         Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
@@ -327,9 +332,6 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
                 .spawn(move || api::serve_metrics(listener, src))
                 .map_err(|e| format!("cannot start the metrics thread: {e}"))?,
         );
-    }
-    if let Err(e) = pin(control_cpu) {
-        eprintln!("lbp: control: cannot pin to CPU {control_cpu}: {e}");
     }
 
     // Ready once every core runs (bounded wait).
