@@ -11,29 +11,14 @@
 //! of the table that moved, the share that belonged to the one that left, and
 //! the share that moved although its back end stayed (ideal 0).
 
-use lbp_runtime::balance::{MAGLEV_DEFAULT_SIZE, Maglev, flow_hash};
+use lbp_runtime::balance::{MAGLEV_DEFAULT_SIZE, Maglev};
 use std::net::{IpAddr, Ipv4Addr};
-
-/// The key `generation::backend_key` gives a back end (address and port, hashed
-/// with the same seed), so that the tables here are the appliance's.
-fn backend_key(addr: IpAddr, port: Option<u16>) -> u64 {
-    let mut b = [0u8; 19];
-    match addr {
-        IpAddr::V4(a) => b[..16].copy_from_slice(&a.to_ipv6_mapped().octets()),
-        IpAddr::V6(a) => b[..16].copy_from_slice(&a.octets()),
-    }
-    if let Some(p) = port {
-        b[16..18].copy_from_slice(&p.to_be_bytes());
-        b[18] = 1;
-    }
-    flow_hash(&b, 0x6c62_705f_6d61_676c)
-}
 
 /// Back end `i` of a pool: 198.19.x.y (addresses of the benchmark networks).
 fn key(i: usize) -> u64 {
     let o = 11 + i as u32;
     let a = Ipv4Addr::new(198, 19, (o >> 8) as u8, o as u8);
-    backend_key(IpAddr::V4(a), None)
+    lbp_runtime::generation::backend_key(IpAddr::V4(a), None)
 }
 
 /// Each table entry's back end key (the tables' entries, read through

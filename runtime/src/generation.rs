@@ -107,7 +107,7 @@ impl fmt::Debug for Generation {
 
 /// The key a back end's Maglev preference list is derived from: its address and
 /// port, so that it stays the same across weight changes and reorderings.
-fn backend_key(addr: IpAddr, port: Option<u16>) -> u64 {
+pub fn backend_key(addr: IpAddr, port: Option<u16>) -> u64 {
     let mut b = [0u8; 19];
     match addr {
         IpAddr::V4(a) => b[..16].copy_from_slice(&a.to_ipv6_mapped().octets()),
