@@ -476,7 +476,7 @@ fn from_kernel(frames: &mut Frames, d: Desc, link: &LocalLink) -> Kernel {
 
 /// The control core's view: housekeeping of the shared tables and the
 /// generations, and the cores' counters.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Control {
     pub published: Arc<Published>,
     pub shared: Arc<Shared>,

@@ -450,7 +450,7 @@ fn bytes_of(a: IpAddr) -> [u8; 16] {
 
 /// An address stored in the 16-byte form without its version: IPv4-mapped is
 /// taken as IPv4.
-fn ip_from_bytes(a: &[u8; 16]) -> IpAddr {
+pub fn ip_from_bytes(a: &[u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(*a);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),

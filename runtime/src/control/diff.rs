@@ -90,7 +90,8 @@ impl Diff {
     }
 }
 
-fn backend_text(b: &Backend) -> String {
+/// A back end as operators write it: `addr`, `addr:port` or `[v6]:port`.
+pub fn backend_text(b: &Backend) -> String {
     match (b.addr, b.port) {
         (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
         (a, Some(p)) => format!("{a}:{p}"),

@@ -132,12 +132,19 @@ pub struct Prober {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn probe_loop(i: usize, t: Target, tx: Sender<(usize, bool)>, stop: Arc<AtomicBool>) {
-    let interval = Duration::from_micros(t.check.interval_us.max(10_000));
+/// A prober's or poller's thread: `poll` at once, then every `interval`,
+/// each result sent as `(i, result)`, until `stop` is set or nobody listens;
+/// sleeps in slices of at most 50 ms so that `stop` is seen soon.
+fn repeat<T>(
+    i: usize,
+    interval: Duration,
+    tx: Sender<(usize, T)>,
+    stop: Arc<AtomicBool>,
+    mut poll: impl FnMut() -> T,
+) {
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let ok = check_once(&t);
-        if tx.send((i, ok)).is_err() {
+        if tx.send((i, poll())).is_err() {
             return;
         }
         next += interval;
@@ -166,7 +173,10 @@ impl Prober {
             p.threads.push(
                 std::thread::Builder::new()
                     .name("lbp-health".into())
-                    .spawn(move || probe_loop(i, t, tx, stop))?,
+                    .spawn(move || {
+                        let interval = Duration::from_micros(t.check.interval_us.max(10_000));
+                        repeat(i, interval, tx, stop, || check_once(&t))
+                    })?,
             );
         }
         Ok(p)
@@ -252,30 +262,6 @@ pub struct AgentPoller {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn agent_loop(
-    i: usize,
-    addr: SocketAddr,
-    interval: Duration,
-    tx: Sender<(usize, Option<AgentReply>)>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let reply = poll_agent(addr);
-        if tx.send((i, reply)).is_err() {
-            return;
-        }
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            next = now;
-        }
-        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
-            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
-        }
-    }
-}
-
 impl AgentPoller {
     /// Start one poller thread per target (named `lbp-agent-check`), each
     /// polling its agent at once and then every [`AGENT_INTERVAL`].
@@ -296,7 +282,7 @@ impl AgentPoller {
             p.threads.push(
                 std::thread::Builder::new()
                     .name("lbp-agent-check".into())
-                    .spawn(move || agent_loop(i, addr, interval, tx, stop))?,
+                    .spawn(move || repeat(i, interval, tx, stop, || poll_agent(addr)))?,
             );
         }
         Ok(p)

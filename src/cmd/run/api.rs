@@ -33,29 +33,17 @@ use lbp_runtime::control::weights::Admin;
 use lbp_runtime::run::{Control, DROP_NAMES, Snapshot, monotonic_ns};
 use serde_json::{Value, json};
 
-use super::control::{Change, Command, Reply, SetBackend, View, backend_text, compile};
+use super::control::{Change, Command, Reply, SetBackend, View, compile};
 use super::host::{RELOAD, STOP};
+use lbp_runtime::control::diff::backend_text;
+use lbp_runtime::switch::ip_from_bytes;
 
 /// What the API and metrics threads read.
 #[derive(Clone)]
 pub struct Sources {
-    pub control: Arc<ControlRefs>,
+    /// The cores' counters and tables (shared with the control loop).
+    pub control: Control,
     pub view: Arc<Mutex<View>>,
-}
-
-/// The cores' counters and tables (shared with the control loop).
-pub struct ControlRefs {
-    pub shared: Arc<lbp_runtime::switch::Shared>,
-    pub reports: Vec<Arc<lbp_runtime::run::Report>>,
-}
-
-impl ControlRefs {
-    pub fn of(c: &Control) -> ControlRefs {
-        ControlRefs {
-            shared: Arc::clone(&c.shared),
-            reports: c.reports.clone(),
-        }
-    }
 }
 
 fn view(s: &Sources) -> View {
@@ -233,18 +221,10 @@ fn snapshots(src: &Sources) -> Vec<Snapshot> {
 fn live_connections(src: &Sources) -> HashMap<(IpAddr, u16), u64> {
     let mut m: HashMap<(IpAddr, u16), u64> = HashMap::new();
     src.control.shared.conns.for_each(monotonic_ns(), |_, c| {
-        *m.entry((ip(&c.target.backend_addr), c.target.backend_port))
+        *m.entry((ip_from_bytes(&c.target.backend_addr), c.target.backend_port))
             .or_default() += 1;
     });
     m
-}
-
-fn ip(a: &[u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(*a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
 }
 
 /// Everything `lbp stats` and the metrics show, as one JSON value.
@@ -511,8 +491,8 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
     let mut rows = Vec::new();
     let mut total = 0usize;
     src.control.shared.conns.for_each(now, |k, c| {
-        let vip = ip(&k.vip);
-        let be = ip(&c.target.backend_addr);
+        let vip = ip_from_bytes(&k.vip);
+        let be = ip_from_bytes(&c.target.backend_addr);
         if vips.as_ref().is_some_and(|vs| !vs.contains(&vip)) {
             return;
         }
@@ -537,7 +517,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
             rows.push(json!({
                 "service": service,
                 "proto": proto,
-                "client": sock_text(ip(&k.client), k.client_port),
+                "client": sock_text(ip_from_bytes(&k.client), k.client_port),
                 "vip": sock_text(vip, k.vport),
                 "backend": if c.target.backend_port == 0 { be.to_string() } else { sock_text(be, c.target.backend_port) },
                 "state": format!("{:?}", c.state).to_lowercase(),

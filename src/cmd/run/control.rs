@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
 use lbp_runtime::config::Appliance;
-use lbp_runtime::control::diff::{Diff, diff};
+use lbp_runtime::control::diff::{Diff, backend_text, diff};
 use lbp_runtime::control::health::Checks;
 use lbp_runtime::control::probe::{self, AgentPoller, Prober};
 use lbp_runtime::control::report;
@@ -609,15 +609,6 @@ impl Controller {
     /// What the reports did, for the final line.
     pub fn report_counts(&self) -> Option<SteerCounts> {
         self.reports.as_ref().map(|_| self.steering.counts)
-    }
-}
-
-/// `addr` or `addr:port` as the operator writes a back end.
-pub fn backend_text(b: &lbp_runtime::config::Backend) -> String {
-    match (b.addr, b.port) {
-        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-        (a, Some(p)) => format!("{a}:{p}"),
-        (a, None) => a.to_string(),
     }
 }
 

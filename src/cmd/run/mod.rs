@@ -36,7 +36,7 @@ use lbp_runtime::switch::Shared;
 mod api;
 mod control;
 mod host;
-use api::{ControlRefs, Sources};
+use api::Sources;
 use control::{Controller, JitPolicy};
 use host::{
     STOP, allowed_cpus, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, pin, rx_queues,
@@ -306,7 +306,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     if let Err(e) = pin(control_cpu) {
         eprintln!("lbp: control: cannot pin to CPU {control_cpu}: {e}");
     }
-    let refs = Arc::new(ControlRefs::of(&control));
+    let refs = control.clone();
     let mut controller =
         Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
     let sources = Sources {
