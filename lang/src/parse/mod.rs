@@ -12,6 +12,8 @@ use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+mod fast;
+
 #[derive(pest_derive::Parser)]
 #[grammar = "lbp.pest"]
 struct Grammar;
@@ -42,9 +44,28 @@ const ITEM_KEYWORDS: &[&str] = &[
 
 /// Parse a whole policy.
 pub fn parse(src: &str) -> Parsed {
+    parse_with(src, true)
+}
+
+/// Parse with pest alone, without the filter rule reader (`fast`): the reference the
+/// reader is tested against.
+#[doc(hidden)]
+pub fn parse_with_pest_only(src: &str) -> Parsed {
+    parse_with(src, false)
+}
+
+/// Whether the filter rule reader reads a well-formed rule at `pos` (for tests:
+/// that the reader is used, not only that it agrees).
+#[doc(hidden)]
+pub fn rule_is_read_fast(src: &str, pos: usize) -> bool {
+    fast::read_rule(src, pos).is_some()
+}
+
+fn parse_with(src: &str, fast: bool) -> Parsed {
     let mut p = Driver {
         src,
         diags: Vec::new(),
+        fast,
     };
     let (comments, too_deep) = scan(src);
     if let Some(at) = too_deep {
@@ -127,6 +148,8 @@ enum Body {
 struct Driver<'s> {
     src: &'s str,
     diags: Vec<Diagnostic>,
+    /// Read well-formed filter rules with [`fast::read_rule`].
+    fast: bool,
 }
 
 type P<'i> = Pair<'i, Rule>;
@@ -226,6 +249,16 @@ impl<'s> Driver<'s> {
             }
             if self.src.as_bytes()[pos] == b'}' {
                 break pos + 1;
+            }
+            if let Body::Filter(rules) = &mut body
+                && self.fast
+                && let Some(raw) = fast::read_rule(self.src, pos)
+            {
+                let end = raw.end;
+                prev = Some((pos, end));
+                rules.push(self.raw_rule(raw, pos));
+                pos = end;
+                continue;
             }
             match self.run_quiet(stmt_rule, pos) {
                 Ok((mut pair, at)) => {
@@ -483,9 +516,12 @@ impl<'s> Driver<'s> {
     fn verdict_word_near(&self, at: usize) -> Option<&'s str> {
         let at = at.min(self.src.len());
         let before = self.src[..at].trim_end_matches([' ', '\t']);
+        // The word's start: after the last character that is not a word character
+        // (which may be longer than a byte).
         let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |n| n + 1);
+            .char_indices()
+            .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |(n, c)| n + c.len_utf8());
         [self.word_at(at), &before[start..]].into_iter().find(|w| {
             matches!(
                 *w,
@@ -819,6 +855,25 @@ impl<'s> Driver<'s> {
         Some(FilterRule { cond, action, span })
     }
 
+    /// The tree of a filter rule read by [`fast::read_rule`], as [`Driver::rule`]
+    /// builds it from pest's pairs.
+    fn raw_rule(&mut self, raw: fast::RawRule<'_>, start: usize) -> FilterRule {
+        let span = Span::new(start, self.trim_end(start, raw.end));
+        let cond = self.climb(&mut raw.cond.into_iter().peekable(), 0, 0);
+        let word = |(s, e): (usize, usize)| Ident {
+            name: self.src[s..e].to_string(),
+            span: Span::new(s, self.trim_end(s, e)),
+        };
+        let kind = word(raw.kind);
+        let service = raw.service.map(word);
+        let action = Action {
+            span: Span::new(kind.span.start, self.trim_end(kind.span.start, raw.end)),
+            kind,
+            service,
+        };
+        FilterRule { cond, action, span }
+    }
+
     fn packet(&mut self, p: P<'_>, base: usize) -> Option<Packet> {
         let span = self.span(&p, base);
         let mut it = p.into_inner();
@@ -902,7 +957,7 @@ impl<'s> Driver<'s> {
             Rule::set_lit => ExprKind::Set(p.into_inner().map(|e| self.expr(e, base)).collect()),
             Rule::ident => ExprKind::Name(p.as_str().to_string()),
             Rule::field => ExprKind::Field(p.as_str().to_string()),
-            _ => match self.literal(&p, span) {
+            r => match self.literal(r, p.as_str(), span) {
                 Some(l) => ExprKind::Lit(l),
                 None => ExprKind::Error,
             },
@@ -915,19 +970,19 @@ impl<'s> Driver<'s> {
     /// `+ -`, `* /`, prefix `-`. Chains of one `&&`, `||` or arithmetic level are
     /// flattened, so a long chain does not nest. Recursion depth is bounded by the
     /// number of levels and of prefix operators, which `scan` limits.
-    fn climb(
+    fn climb<'i, T: Flat<'i>>(
         &mut self,
-        it: &mut std::iter::Peekable<pest::iterators::Pairs<'_, Rule>>,
+        it: &mut std::iter::Peekable<impl Iterator<Item = T>>,
         min_bp: u8,
         base: usize,
     ) -> Expr {
         let first = it
             .next()
             .expect("an expr starts with an operand or a prefix operator");
-        let start = base + first.as_span().start();
-        let mut lhs = match first.as_rule() {
+        let start = base + first.start();
+        let mut lhs = match first.rule() {
             Rule::not_op | Rule::neg_op => {
-                let is_not = first.as_rule() == Rule::not_op;
+                let is_not = first.rule() == Rule::not_op;
                 let operand = self.climb(it, if is_not { BP_NOT } else { BP_NEG }, base);
                 let span = Span::new(start, operand.span.end);
                 let kind = if is_not {
@@ -937,11 +992,11 @@ impl<'s> Driver<'s> {
                 };
                 Expr { kind, span }
             }
-            _ => self.expr(first, base),
+            _ => first.operand(self, base),
         };
         while let Some(op) = it.peek() {
-            let (rule, text) = (op.as_rule(), op.as_str());
-            let op_span = (op.as_span().start(), op.as_span().end());
+            let (rule, text) = (op.rule(), op.text());
+            let op_span = (op.start(), op.end());
             let (l_bp, r_bp) = infix_bp(rule, text);
             if l_bp < min_bp {
                 break;
@@ -1016,13 +1071,12 @@ impl<'s> Driver<'s> {
         lhs
     }
 
-    fn literal(&mut self, p: &P<'_>, span: Span) -> Option<Lit> {
-        let s = p.as_str();
-        match p.as_rule() {
+    /// A literal token (`rule` one of the literal rules, `s` its text).
+    fn literal(&mut self, rule: Rule, s: &str, span: Span) -> Option<Lit> {
+        match rule {
             Rule::num_tok | Rule::hex_tok => self.classify(s, span),
-            Rule::string => Some(Lit::Str(unescape(
-                p.clone().into_inner().next().map_or("", |i| i.as_str()),
-            ))),
+            // The text with its quotes; what is between them is `str_inner`.
+            Rule::string => Some(Lit::Str(unescape(&s[1..s.len() - 1]))),
             Rule::boolean => Some(Lit::Bool(s == "true")),
             Rule::ipv4 | Rule::ipv6 => Some(Lit::Addr(self.addr(s, span)?)),
             r => unreachable!("not a literal rule: {r:?}"),
@@ -1198,9 +1252,83 @@ fn comment_start(line: &str) -> Option<usize> {
     None
 }
 
+/// An element of a flat expression row, as [`Driver::climb`] reads it: a pest pair,
+/// or a token of the filter rule reader ([`fast::Node`]).
+trait Flat<'i> {
+    fn rule(&self) -> Rule;
+    fn text(&self) -> &'i str;
+    /// Start and end, relative to the `base` given to `climb`.
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// The operand this element is.
+    fn operand(self, d: &mut Driver<'_>, base: usize) -> Expr;
+}
+
+impl<'i> Flat<'i> for P<'i> {
+    fn rule(&self) -> Rule {
+        self.as_rule()
+    }
+    fn text(&self) -> &'i str {
+        self.as_str()
+    }
+    fn start(&self) -> usize {
+        self.as_span().start()
+    }
+    fn end(&self) -> usize {
+        self.as_span().end()
+    }
+    fn operand(self, d: &mut Driver<'_>, base: usize) -> Expr {
+        d.expr(self, base)
+    }
+}
+
+impl<'i> Flat<'i> for fast::Node<'i> {
+    fn rule(&self) -> Rule {
+        self.rule
+    }
+    fn text(&self) -> &'i str {
+        self.text
+    }
+    fn start(&self) -> usize {
+        self.start
+    }
+    fn end(&self) -> usize {
+        self.end
+    }
+    /// What [`Driver::expr`] makes of the pair this node stands for.
+    fn operand(self, d: &mut Driver<'_>, _base: usize) -> Expr {
+        let span = Span::new(self.start, d.trim_end(self.start, self.end));
+        let kind = match self.rule {
+            Rule::paren => ExprKind::Paren(Box::new(d.climb(
+                &mut self.kids.into_iter().peekable(),
+                0,
+                0,
+            ))),
+            Rule::set_lit => {
+                ExprKind::Set(self.kids.into_iter().map(|e| e.operand(d, 0)).collect())
+            }
+            Rule::ident => ExprKind::Name(self.text.to_string()),
+            Rule::field => ExprKind::Field(self.text.to_string()),
+            r => match d.literal(r, self.text, span) {
+                Some(l) => ExprKind::Lit(l),
+                None => ExprKind::Error,
+            },
+        };
+        Expr { kind, span }
+    }
+}
+
 /// Run a parse with pest's detailed error tracking on. The switch is global, so it
-/// is turned on only around a parse already known to fail.
+/// is turned on only around a parse already known to fail, and one such parse runs
+/// at a time: two threads parsing at once (tests, a language server) must not turn
+/// it off under each other, which would change the error messages. A parse that
+/// runs meanwhile without asking for detail may get it; that changes only its
+/// error's detail, never whether it parses, and such an error is re-read here.
 fn detailed<T>(f: impl FnOnce() -> T) -> T {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     pest::set_error_detail(true);
     let out = f();
     pest::set_error_detail(false);
@@ -1438,6 +1566,13 @@ mod tests {
             .spawn(move || parse(&src).diagnostics.len())
             .unwrap();
         assert_eq!(h.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_character_of_several_bytes_before_an_error_is_no_panic() {
+        // The `=>` hint looks back for a word before the error; `é` is two bytes.
+        let p = parse("filter {\n    &&\nforward\n,local eth.type 300ms\tt\n\"open  \u{e9}\n}\n");
+        assert!(p.diagnostics.iter().any(|d| d.code == "lbp::parse::syntax"));
     }
 
     #[test]
