@@ -138,6 +138,62 @@ pub fn sort(diags: &mut [Diagnostic]) {
     });
 }
 
+/// Where each line of a text starts, found once: then the line of an offset is a
+/// binary search, so naming the positions of many diagnostics costs time linear in
+/// the text plus their number, never the text's size for each of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineIndex {
+    /// The byte offset of each line's first byte; `starts[0] == 0`.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl LineIndex {
+    pub fn new(src: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(
+                src.bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        LineIndex {
+            starts,
+            len: src.len(),
+        }
+    }
+
+    /// The number of lines (a text ending with a newline has an empty last line).
+    pub fn lines(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The 0-based line of a byte offset (an offset past the end is on the last line).
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The bytes of 0-based line `line`, without its newline: `start..end`.
+    pub fn line_range(&self, line: usize) -> std::ops::Range<usize> {
+        let start = self.starts.get(line).copied().unwrap_or(self.len);
+        let end = self.starts.get(line + 1).map_or(self.len, |&next| next - 1);
+        start..end.max(start)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset of `src`, the
+    /// text this index was built from: the same answer as [`line_col`].
+    pub fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(src, offset.min(src.len()));
+        let line = self.line_of(offset);
+        let start = self.line_range(line).start.min(offset);
+        let col = src.get(start..offset).map_or(0, |s| s.chars().count());
+        (line + 1, col + 1)
+    }
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
@@ -183,5 +239,30 @@ pub fn suggest<'a>(
     match did_you_mean(name, candidates) {
         Some(m) => format!("did you mean `{m}`?"),
         None => otherwise.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_agrees_with_line_col() {
+        for src in ["", "a", "\n", "ab\ncd\n", "é\n\nx€y\nlast", "\n\n\n"] {
+            let index = LineIndex::new(src);
+            for offset in 0..=src.len() + 2 {
+                assert_eq!(
+                    index.line_col(src, offset),
+                    line_col(src, offset),
+                    "{src:?} at {offset}"
+                );
+            }
+        }
+        let index = LineIndex::new("ab\ncd");
+        assert_eq!(index.lines(), 2);
+        assert_eq!(index.line_range(0), 0..2);
+        assert_eq!(index.line_range(1), 3..5);
+        assert_eq!(index.line_of(2), 0);
+        assert_eq!(index.line_of(3), 1);
     }
 }

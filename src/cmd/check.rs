@@ -1,7 +1,8 @@
 //! `lbp check`: parse and check policies, report every diagnostic, and end with a
-//! count of errors and warnings.
+//! count of errors and warnings. A file that cannot be read is reported (it
+//! counts as an error) and the others are still checked.
 
-use super::common::{Format, Output, read, report, summary};
+use super::common::{Format, Output, read, report, report_unreadable, summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,7 +27,14 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let mut failed = false;
     let (mut errors, mut warnings) = (0, 0);
     for file in &files {
-        let src = read(file)?;
+        let src = match read(file) {
+            Ok(src) => src,
+            Err(why) => {
+                report_unreadable(&out, file, &why);
+                errors += 1;
+                continue;
+            }
+        };
         let analysis = lbp_lang::analyze(&src);
         report(&out, file, &src, &analysis.diagnostics);
         for d in &analysis.diagnostics {

@@ -4,7 +4,7 @@
 
 use lbp_lang::Diagnostic;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How `check`, `fmt`, `parse` and `test` print diagnostics.
 #[derive(clap::Args, Debug)]
@@ -33,7 +33,7 @@ pub enum Color {
 }
 
 /// Read, check and lower a policy. Diagnostics of a broken policy are printed.
-pub fn load(file: &PathBuf) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
+pub fn load(file: &Path) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
     let src = read(file)?;
     let analysis = lbp_lang::analyze(&src);
     if analysis.has_errors() {
@@ -61,36 +61,64 @@ pub fn stage_name(stage: u32) -> &'static str {
     }
 }
 
-/// A file's text; an unreadable or non-UTF-8 file is an error naming it.
-pub fn read(file: &PathBuf) -> Result<String, String> {
+/// A file's text; an unreadable or non-UTF-8 file is an error naming it (for
+/// invalid UTF-8, the line and column where it starts). A UTF-8 byte order mark
+/// at the start is not part of the text: the file is read without it, so that
+/// diagnostics' lines and columns are those an editor shows.
+pub fn read(file: &Path) -> Result<String, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    text(bytes).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// A file's bytes as text, without a leading byte order mark.
+pub fn text(mut bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        bytes.drain(..3);
+    }
     String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{}: not UTF-8 text (byte {})",
-            file.display(),
-            e.utf8_error().valid_up_to()
-        )
+        let at = e.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&e.as_bytes()[..at]).unwrap_or_default();
+        let (line, column) = lbp_lang::diag::line_col(valid, valid.len());
+        format!("not UTF-8 text: line {line}, column {column} (byte {at}) is not a valid character")
     })
 }
 
 /// Print diagnostics: human (fancy on a terminal, plain when piped) on stderr, or
-/// JSON lines on stdout.
+/// JSON lines on stdout. The file's lines are indexed once, so the cost is linear
+/// in the file's size plus the diagnostics' excerpts.
 pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
-    let name = file.display().to_string();
+    let source = Source::new(file, src);
     match out.format {
         Format::Json => {
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             for d in diags {
-                let _ = writeln!(stdout, "{}", to_json(&name, src, d));
+                let _ = writeln!(stdout, "{}", to_json(&source, d));
             }
         }
         Format::Human => {
             let fancy = fancy(out.color);
-            let mut stderr = std::io::stderr().lock();
+            let mut stderr = std::io::BufWriter::new(std::io::stderr().lock());
             for d in diags {
-                let _ = write!(stderr, "{}", render(&name, src, d, fancy));
+                let _ = write!(stderr, "{}", render(&source, d, fancy));
             }
         }
+    }
+}
+
+/// A file that cannot be read, reported the way its diagnostics would be: a line
+/// on stderr, or a JSON object (code `lbp::io::read`) on stdout.
+pub fn report_unreadable(out: &Output, file: &Path, why: &str) {
+    match out.format {
+        Format::Json => {
+            let o = serde_json::json!({
+                "code": "lbp::io::read",
+                "severity": "error",
+                "message": why,
+                "file": file.display().to_string(),
+            });
+            println!("{o}");
+        }
+        Format::Human => eprintln!("lbp: {why}"),
     }
 }
 
@@ -98,8 +126,8 @@ pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
 /// Unicode), with its count line: what `lbp reload` sends back to the
 /// operator's terminal.
 pub fn render_all(file: &Path, src: &str, diags: &[Diagnostic], fancy: bool) -> String {
-    let name = file.display().to_string();
-    let mut out: String = diags.iter().map(|d| render(&name, src, d, fancy)).collect();
+    let source = Source::new(file, src);
+    let mut out: String = diags.iter().map(|d| render(&source, d, fancy)).collect();
     let errors = diags.iter().filter(|d| d.is_error()).count();
     out.push_str(&summary(errors, diags.len() - errors, 1));
     out.push('\n');
@@ -132,40 +160,341 @@ pub fn fancy(color: Color) -> bool {
     }
 }
 
-/// Render one diagnostic for people. Plain output is deterministic (no colour, ASCII
-/// art, fixed width), which the golden tests rely on.
-fn render(name: &str, src: &str, d: &Diagnostic, fancy: bool) -> String {
+/// A policy's text, its name and its line index, built once for all of its
+/// diagnostics.
+struct Source<'a> {
+    name: String,
+    text: &'a str,
+    lines: lbp_lang::diag::LineIndex,
+}
+
+impl<'a> Source<'a> {
+    fn new(file: &Path, text: &'a str) -> Source<'a> {
+        Source {
+            name: file.display().to_string(),
+            text,
+            lines: lbp_lang::diag::LineIndex::new(text),
+        }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.line_col(self.text, offset)
+    }
+}
+
+/// Render one diagnostic for people. Plain output is deterministic (no colour,
+/// ASCII art, fixed width), which the golden tests rely on. miette is shown only
+/// an [`Excerpt`] of the file, so that one diagnostic costs what it shows.
+fn render(source: &Source, d: &Diagnostic, fancy: bool) -> String {
     let theme = if fancy {
         miette::GraphicalTheme::unicode()
     } else {
-        miette::GraphicalTheme::unicode_nocolor()
+        miette::GraphicalTheme::none()
     };
     let handler = miette::GraphicalReportHandler::new_themed(theme)
         .with_width(100)
         .with_links(false);
-    let (line, col) = lbp_lang::diag::line_col(src, d.span().start);
-    let report = miette::Report::new(Uncoded(d.clone()))
-        .with_source_code(miette::NamedSource::new(name, src.to_string()));
+    let (line, col) = source.line_col(d.span().start);
+    let excerpt = Excerpt::new(source, d, if fancy { "…" } else { "..." });
     let mut out = format!(
-        "{name}:{line}:{col}: {}[{}]: {}\n",
+        "{}:{line}:{col}: {}[{}]: {}\n",
+        source.name,
         d.severity.as_str(),
         d.code,
         d.message
     );
-    let _ = handler.render_report(&mut out, report.as_ref());
+    let _ = handler.render_report(
+        &mut out,
+        &Shown {
+            d,
+            excerpt: &excerpt,
+        },
+    );
     out.push('\n');
     out
 }
 
-fn to_json(name: &str, src: &str, d: &Diagnostic) -> String {
+/// The most characters of a source line shown whole; a longer line is shown as
+/// pieces around the labels' ends, the rest left out (an ellipsis in its place).
+/// It keeps miette's drawing within the widths it can format (a label past
+/// column 65 535 made it panic) and the output readable.
+const LONG_LINE: usize = 160;
+/// Bytes kept on each side of a label's start or end on a long line.
+const KEEP: usize = 40;
+/// Labels whose excerpts are at most this many lines apart are shown in one
+/// snippet, with the lines between them.
+const GAP: usize = 2;
+
+/// The part of a file one diagnostic shows: the lines its labels touch, one line
+/// of context around them, long lines cut down, with the labels' spans moved
+/// into this text. Lines of the file keep their numbers.
+#[derive(Debug)]
+struct Excerpt {
+    name: String,
+    text: String,
+    /// Each line of `text`: where it starts in `text`, its 0-based line in the
+    /// file, and its run of consecutive file lines (a new run after a gap).
+    lines: Vec<(usize, usize, usize)>,
+    /// The labels: message, span in `text`, primary.
+    labels: Vec<(Option<String>, std::ops::Range<usize>, bool)>,
+    /// The file column (0-based, in characters) of each label's start, by its
+    /// offset in `text`: miette names the primary label's position.
+    columns: Vec<(usize, usize)>,
+}
+
+impl Excerpt {
+    fn new(source: &Source, d: &Diagnostic, ellipsis: &str) -> Excerpt {
+        let src = source.text;
+        let index = &source.lines;
+        let last = index.lines() - 1;
+        let clamp = |o: usize| floor_char_boundary(src, o.min(src.len()));
+        let spans: Vec<(usize, usize)> = d
+            .labels
+            .iter()
+            .map(|l| {
+                let start = clamp(l.span.start);
+                (start, clamp(l.span.end).max(start))
+            })
+            .collect();
+        // The file lines to show, as runs of consecutive lines.
+        let mut ranges: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|&(s, e)| {
+                let first = index.line_of(s);
+                let end = index.line_of(e.saturating_sub(1).max(s));
+                (first.saturating_sub(1), (end + 1).min(last))
+            })
+            .collect();
+        ranges.sort_unstable();
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (a, b) in ranges {
+            match runs.last_mut() {
+                Some(run) if a <= run.1 + 1 + GAP => run.1 = run.1.max(b),
+                _ => runs.push((a, b)),
+            }
+        }
+        // The labels' ends by line: the points a long line keeps.
+        let mut points: Vec<(usize, usize)> = spans
+            .iter()
+            .flat_map(|&(s, e)| [(index.line_of(s), s), (index.line_of(e), e)])
+            .collect();
+        points.sort_unstable();
+        let mut text = String::new();
+        let mut lines = Vec::new();
+        // (file start, file end, excerpt start) of each piece of a line shown.
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        for (run, &(a, b)) in runs.iter().enumerate() {
+            for line in a..=b {
+                lines.push((text.len(), line, run));
+                let range = index.line_range(line);
+                let at = points.partition_point(|&(l, _)| l < line);
+                let here: Vec<usize> = points[at..]
+                    .iter()
+                    .take_while(|&&(l, _)| l == line)
+                    .map(|&(_, p)| p)
+                    .collect();
+                let mut shown = range.start;
+                for (s, e) in kept(src, range.clone(), &here) {
+                    if s > shown {
+                        text.push_str(ellipsis);
+                    }
+                    pieces.push((s, e, text.len()));
+                    text.push_str(&src[s..e]);
+                    shown = e;
+                }
+                if shown < range.end {
+                    text.push_str(ellipsis);
+                }
+                if range.end < src.len() {
+                    text.push('\n');
+                }
+            }
+        }
+        let map = |o: usize| -> usize {
+            let i = pieces.partition_point(|p| p.0 <= o).saturating_sub(1);
+            pieces
+                .get(i)
+                .map_or(0, |&(s, e, at)| at + o.clamp(s, e) - s)
+        };
+        let mut columns = Vec::new();
+        let labels = d
+            .labels
+            .iter()
+            .zip(&spans)
+            .enumerate()
+            .map(|(i, (l, &(s, e)))| {
+                let start = map(s);
+                columns.push((start, source.line_col(s).1 - 1));
+                let message = (!l.message.is_empty()).then(|| l.message.clone());
+                (message, start..map(e).max(start), i == 0)
+            })
+            .collect();
+        Excerpt {
+            name: source.name.clone(),
+            text,
+            lines,
+            labels,
+            columns,
+        }
+    }
+
+    /// The excerpt line holding byte `offset` of `text`.
+    fn line_at(&self, offset: usize) -> usize {
+        self.lines
+            .partition_point(|l| l.0 <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Where excerpt line `i` ends, its newline included.
+    fn line_end(&self, i: usize) -> usize {
+        self.lines.get(i + 1).map_or(self.text.len(), |l| l.0)
+    }
+}
+
+/// The byte ranges of line `range` of `src` to show: all of it when short, else
+/// pieces of `KEEP` bytes around each of `points` (or its beginning when none),
+/// merged when close, on character boundaries.
+fn kept(src: &str, range: std::ops::Range<usize>, points: &[usize]) -> Vec<(usize, usize)> {
+    let line = &src[range.clone()];
+    if line.len() <= LONG_LINE || line.chars().count() <= LONG_LINE {
+        return vec![(range.start, range.end)];
+    }
+    let floor = |o: usize| floor_char_boundary(src, o);
+    let ceil = |mut o: usize| {
+        while o < range.end && !src.is_char_boundary(o) {
+            o += 1;
+        }
+        o.min(range.end)
+    };
+    let mut pieces: Vec<(usize, usize)> = Vec::new();
+    let wanted: Vec<(usize, usize)> = if points.is_empty() {
+        vec![(range.start, range.start + 2 * KEEP)]
+    } else {
+        points
+            .iter()
+            .map(|&p| (p.saturating_sub(KEEP), p + KEEP))
+            .collect()
+    };
+    for (s, e) in wanted {
+        let (s, e) = (floor(s.max(range.start)), ceil(e.min(range.end)));
+        match pieces.last_mut() {
+            Some(last) if s <= last.1 + 8 => last.1 = last.1.max(e),
+            _ => pieces.push((s, e)),
+        }
+    }
+    pieces
+}
+
+/// The largest character boundary of `s` at or before `i`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl miette::SourceCode for Excerpt {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let start = span.offset();
+        let end = start + span.len();
+        if end > self.text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let first = self.line_at(start);
+        let last = self.line_at(end.saturating_sub(1).max(start));
+        let run = |i: usize| self.lines.get(i).map_or(0, |l| l.2);
+        let mut from = first;
+        while from > 0 && first - from < before && run(from - 1) == run(first) {
+            from -= 1;
+        }
+        let mut to = last;
+        while to + 1 < self.lines.len() && to - last < after && run(to + 1) == run(last) {
+            to += 1;
+        }
+        let line_start = self.lines.get(from).map_or(0, |l| l.0);
+        let (data_start, column) = if before == 0 {
+            let column = self
+                .columns
+                .iter()
+                .find(|c| c.0 == start)
+                .map_or_else(|| self.text[line_start..start].chars().count(), |c| c.1);
+            (start, column)
+        } else {
+            (line_start, 0)
+        };
+        let data_end = self.line_end(to);
+        let line = self.lines.get(from).map_or(0, |l| l.1);
+        // miette shows two labels in one snippet when the first one's lines reach
+        // the second's: counted to the end of the run, they do within a run.
+        let mut run_end = to;
+        while run_end + 1 < self.lines.len() && run(run_end + 1) == run(to) {
+            run_end += 1;
+        }
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            &self.text.as_bytes()[data_start..data_end],
+            (data_start, data_end - data_start).into(),
+            line,
+            column,
+            run_end - from + 1,
+        )))
+    }
+}
+
+/// A diagnostic as miette renders it: its labels moved into its excerpt, and
+/// without miette's code header (the first line already has it).
+#[derive(Debug)]
+struct Shown<'a> {
+    d: &'a Diagnostic,
+    excerpt: &'a Excerpt,
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.d.fmt(f)
+    }
+}
+
+impl std::error::Error for Shown<'_> {}
+
+impl miette::Diagnostic for Shown<'_> {
+    fn severity(&self) -> Option<miette::Severity> {
+        miette::Diagnostic::severity(self.d)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        miette::Diagnostic::help(self.d)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.excerpt)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        Some(Box::new(self.excerpt.labels.iter().map(
+            |(text, span, primary)| {
+                let span = miette::SourceSpan::new(span.start.into(), span.len());
+                if *primary {
+                    miette::LabeledSpan::new_primary_with_span(text.clone(), span)
+                } else {
+                    miette::LabeledSpan::new_with_span(text.clone(), span)
+                }
+            },
+        )))
+    }
+}
+
+fn to_json(source: &Source, d: &Diagnostic) -> String {
     let span = d.span();
-    let (line, column) = lbp_lang::diag::line_col(src, span.start);
-    let (end_line, end_column) = lbp_lang::diag::line_col(src, span.end);
+    let (line, column) = source.line_col(span.start);
+    let (end_line, end_column) = source.line_col(span.end);
     let labels: Vec<serde_json::Value> = d
         .labels
         .iter()
         .map(|l| {
-            let (line, column) = lbp_lang::diag::line_col(src, l.span.start);
+            let (line, column) = source.line_col(l.span.start);
             serde_json::json!({ "message": l.message, "line": line, "column": column, "span": { "start": l.span.start, "end": l.span.end } })
         })
         .collect();
@@ -173,7 +502,7 @@ fn to_json(name: &str, src: &str, d: &Diagnostic) -> String {
         "code": d.code,
         "severity": d.severity.as_str(),
         "message": d.message,
-        "file": name,
+        "file": source.name,
         "line": line,
         "column": column,
         "end_line": end_line,
@@ -183,30 +512,6 @@ fn to_json(name: &str, src: &str, d: &Diagnostic) -> String {
         "help": d.help,
     })
     .to_string()
-}
-
-/// A diagnostic shown without miette's code header: the first line already has it.
-#[derive(Debug)]
-struct Uncoded(Diagnostic);
-
-impl std::fmt::Display for Uncoded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Uncoded {}
-
-impl miette::Diagnostic for Uncoded {
-    fn severity(&self) -> Option<miette::Severity> {
-        miette::Diagnostic::severity(&self.0)
-    }
-    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        miette::Diagnostic::help(&self.0)
-    }
-    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        miette::Diagnostic::labels(&self.0)
-    }
 }
 
 /// The secret shared by the agents and the appliance, from `file`: its bytes

@@ -4,6 +4,7 @@ mod agent;
 mod cases;
 mod compiler;
 mod demo;
+mod diagnostics;
 mod docs;
 mod e2e;
 mod generations;

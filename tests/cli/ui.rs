@@ -119,12 +119,12 @@ fn warnings_fail_only_when_denied() {
 #[test]
 fn unreadable_input_is_a_clear_error() {
     let missing = lbp(&["check", "tests/ui/no-such-file.lbp"]);
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-file.lbp"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("binary.lbp");
     std::fs::write(&path, [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
     let bad = lbp(&["check", path.to_str().unwrap()]);
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not UTF-8"));
 }

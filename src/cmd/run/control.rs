@@ -59,7 +59,7 @@ pub struct Compiled {
 /// gives its diagnostics rendered exactly as `lbp check` prints them (`fancy`:
 /// with colours and Unicode), with the count line.
 pub fn compile(path: &Path, fancy: bool, requested: Instant) -> Result<Compiled, String> {
-    let src = super::super::common::read(&path.to_path_buf())?;
+    let src = super::super::common::read(path)?;
     let analysis = lbp_lang::analyze(&src);
     if analysis.has_errors() {
         return Err(super::super::common::render_all(
