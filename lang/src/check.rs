@@ -9,6 +9,7 @@
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, did_you_mean, suggest};
+use crate::vocab::{MODES, UNKNOWN_POLICIES, VIP_PROTOCOLS};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -888,7 +889,7 @@ impl<'a> Checker<'a> {
                         }
                     };
                     let p = proto.name.as_str();
-                    let proto_ok = matches!(p, "tcp" | "udp");
+                    let proto_ok = VIP_PROTOCOLS.contains(&p);
                     if !proto_ok {
                         let d = self.err(
                             "lbp::name::unknown_protocol",
@@ -896,7 +897,7 @@ impl<'a> Checker<'a> {
                             proto.span,
                             "not tcp or udp",
                         );
-                        if let Some(m) = did_you_mean(p, ["tcp", "udp"]) {
+                        if let Some(m) = did_you_mean(p, VIP_PROTOCOLS.iter().copied()) {
                             d.help = Some(format!("did you mean `{m}`?"));
                         }
                     }
@@ -1026,7 +1027,7 @@ impl<'a> Checker<'a> {
                             );
                             d.help = Some(suggest(
                                 other,
-                                ["nat", "dsr"],
+                                MODES.iter().copied(),
                                 "modes are `nat` (rewrite the destination) and `dsr` (rewrite the MAC only)",
                             ));
                         }
@@ -1040,14 +1041,14 @@ impl<'a> Checker<'a> {
                     "mode"
                 }
                 ServiceStmtKind::Unknown(u) => {
-                    if !matches!(u.name.as_str(), "reset" | "balance") {
+                    if !UNKNOWN_POLICIES.contains(&u.name.as_str()) {
                         let d = self.err(
                             "lbp::name::unknown_policy",
                             format!("`unknown` is `reset` or `balance`, not `{}`", u.name),
                             u.span,
                             "not reset or balance",
                         );
-                        if let Some(m) = did_you_mean(&u.name, ["reset", "balance"]) {
+                        if let Some(m) = did_you_mean(&u.name, UNKNOWN_POLICIES.iter().copied()) {
                             d.help = Some(format!("did you mean `{m}`?"));
                         }
                     }
