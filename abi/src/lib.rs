@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod health;
+pub mod martian;
 pub mod weight;
 pub mod wire;
 
@@ -137,6 +138,8 @@ pub mod stage {
     pub const OWN_ADDRESS: u32 = 4;
     /// Routing decided (step 6); no route is a drop at this stage.
     pub const ROUTE: u32 = 5;
+    /// Routing refused a martian destination (see [`crate::martian`]): a drop.
+    pub const MARTIAN: u32 = 6;
 }
 
 /// The compiled policy's answer, written through the out pointer.

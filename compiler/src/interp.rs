@@ -5,7 +5,9 @@
 //! are dropped before anything else; the filter rules run in order and the first
 //! whose condition holds decides; then service entries, then virtual IPs without a
 //! matching entry (TCP reset, else drop), then the appliance's own addresses
-//! (local), then the longest matching route (forward), else drop.
+//! (local), then routing: a martian destination (loopback, multicast, broadcast,
+//! link-local, unspecified) is dropped, else the longest matching route
+//! (forward), else drop.
 
 use crate::ir::*;
 use lbp_abi::{Action as A, Decision, Fields, NO_RULE, present, stage, tcp_flag};
@@ -211,11 +213,27 @@ fn pipeline(prog: &Program, f: &Fields) -> Decision {
             return decision(A::Local, 0, NO_RULE, stage::OWN_ADDRESS);
         }
     }
+    if martian(prog, dst) {
+        return decision(A::Drop, 0, NO_RULE, stage::MARTIAN);
+    }
     match route(prog, dst) {
         Some(r) => decision(A::Forward, r, NO_RULE, stage::ROUTE),
         None => decision(A::Drop, 0, NO_RULE, stage::ROUTE),
     }
 }
+
+/// Whether routing must refuse `dst` ([`lbp_abi::martian`]): loopback,
+/// multicast, broadcast (limited, or an interface network's directed one),
+/// link-local or unspecified. Checked before any route, so that no route (a
+/// default route included) reaches such a destination.
+pub fn martian(prog: &Program, dst: Addr) -> bool {
+    let connected = prog
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().map(|&(a, l)| (a.to_ip(), l)));
+    lbp_abi::martian::martian(dst.to_ip(), connected).is_some()
+}
+
 
 /// The decision, the filter rules tried that did not match (for `lbp explain`),
 /// and the `accept` or `forward` rule that let the packet past the filter, if one

@@ -3,10 +3,10 @@
 //!
 //! The generated function implements the whole pipeline of [`interp::decide`]
 //! (malformed check, filter rules, service entries, virtual IPs without an entry,
-//! own addresses, longest-prefix route) and must agree with it on every `Fields`
-//! value, `Decision` fields included. It reads only the `Fields` it is given and the
-//! [`Tables`] behind its first argument, writes only the `Decision`, has no loops and
-//! cannot trap.
+//! own addresses, martian destinations, longest-prefix route) and must agree with
+//! it on every `Fields` value, `Decision` fields included. It reads only the
+//! `Fields` it is given and the [`Tables`] behind its first argument, writes only
+//! the `Decision`, has no loops and cannot trap.
 //!
 //! What is inlined and what is a call:
 //!
@@ -211,6 +211,9 @@ struct Tables {
     services: Vec<(Addr, Vec<Entry>)>,
     /// The interfaces' addresses, sorted, without duplicates.
     own: Vec<Addr>,
+    /// The directed broadcasts of the interfaces' IPv4 networks
+    /// ([`lbp_abi::martian`]), sorted, without duplicates.
+    broadcasts: Vec<u32>,
     routes4: Vec<RouteGroup<u32>>,
     routes6: Vec<RouteGroup<u128>>,
     /// Filter rules merged into tables by shape, and the rules left inline.
@@ -404,6 +407,14 @@ extern "C" fn lbp_jit_own(t: &Tables, fam: u32, hi: u64, lo: u64) -> u32 {
     u32::from(t.own.binary_search(&addr_of(fam, hi, lo)).is_ok())
 }
 
+/// Whether routing refuses the destination ([`crate::interp::martian`]): 1 or 0.
+#[inline(never)]
+extern "C" fn lbp_jit_martian(t: &Tables, fam: u32, hi: u64, lo: u64) -> u32 {
+    let a = addr_of(fam, hi, lo);
+    let bcast = matches!(a, Addr::V4(v) if t.broadcasts.binary_search(&v).is_ok());
+    u32::from(bcast || lbp_abi::martian::fixed(a.to_ip()).is_some())
+}
+
 #[inline(never)]
 extern "C" fn lbp_jit_route(t: &Tables, fam: u32, hi: u64, lo: u64) -> u32 {
     match addr_of(fam, hi, lo) {
@@ -420,6 +431,7 @@ enum Helper {
     MacIn,
     Service,
     Own,
+    Martian,
     Route,
     RuleCode,
     FlowHash,
@@ -427,12 +439,13 @@ enum Helper {
 }
 
 impl Helper {
-    const ALL: [Helper; 9] = [
+    const ALL: [Helper; 10] = [
         Helper::IntIn,
         Helper::AddrIn,
         Helper::MacIn,
         Helper::Service,
         Helper::Own,
+        Helper::Martian,
         Helper::Route,
         Helper::RuleCode,
         Helper::FlowHash,
@@ -446,6 +459,7 @@ impl Helper {
             Helper::MacIn => "lbp_jit_mac_in",
             Helper::Service => "lbp_jit_service",
             Helper::Own => "lbp_jit_own",
+            Helper::Martian => "lbp_jit_martian",
             Helper::Route => "lbp_jit_route",
             Helper::RuleCode => "lbp_jit_rule_code",
             Helper::FlowHash => "lbp_jit_flow_hash",
@@ -460,6 +474,7 @@ impl Helper {
             Helper::MacIn => lbp_jit_mac_in as *const u8,
             Helper::Service => lbp_jit_service as *const u8,
             Helper::Own => lbp_jit_own as *const u8,
+            Helper::Martian => lbp_jit_martian as *const u8,
             Helper::Route => lbp_jit_route as *const u8,
             Helper::RuleCode => lbp_jit_rule_code as *const u8,
             Helper::FlowHash => lbp_jit_flow_hash as *const u8,
@@ -475,7 +490,7 @@ impl Helper {
             Helper::AddrIn => &[I32, I32, I64, I64],
             Helper::MacIn => &[I32, I64],
             Helper::Service => &[I32, I64, I64, I32, I32],
-            Helper::Own | Helper::Route => &[I32, I64, I64],
+            Helper::Own | Helper::Martian | Helper::Route => &[I32, I64, I64],
             Helper::RuleCode => &[I32],
             Helper::FlowHash => &[I64, I32],
             // The `Fields` pointer (the JIT refuses hosts whose pointers are not
@@ -525,6 +540,15 @@ fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
         .collect();
     own.sort_unstable();
     own.dedup();
+    let mut broadcasts: Vec<u32> = prog
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addrs.iter())
+        .filter_map(|&(a, l)| lbp_abi::martian::directed_broadcast(a.to_ip(), l))
+        .collect();
+    broadcasts.sort_unstable();
+    broadcasts.dedup();
+
 
     if prog.routes.len() >= NO_ROUTE as usize {
         return Err("too many routes".into());
@@ -566,6 +590,7 @@ fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
         sets,
         services: by_vip.into_iter().collect(),
         own,
+        broadcasts,
         routes4,
         routes6,
         classifier: Classifier::build(prog, merge_min),
@@ -1490,8 +1515,11 @@ impl<'a> Translator<'a> {
             self.exit_const(A::Local, 0, NO_RULE, stage::OWN_ADDRESS);
         }
 
-        // The longest matching route.
+        // Martian destinations are refused before any route.
         self.b.switch_to_block(route);
+        self.martian_check(v6);
+
+        // The longest matching route.
         let n_routes = if v6 {
             tables.routes6.iter().map(|g| g.nets.len()).sum::<usize>()
         } else {
@@ -1546,6 +1574,50 @@ impl<'a> Translator<'a> {
         let rule = self.konst(types::I32, u64::from(NO_RULE));
         let s = self.b.ins().iconst(types::I32, i64::from(stage::ROUTE));
         self.exit_with(a, t, rule, s);
+    }
+
+    /// Exit with `drop` at [`stage::MARTIAN`] when the destination (of the
+    /// family `v6`, or IPv4) is martian ([`crate::interp::martian`]); else go on in a
+    /// new current block. The fixed prefixes are masked compares; the
+    /// directed broadcasts are compares too, or one helper call for the
+    /// whole test when there are more than [`INLINE_TAIL_MAX`] of them.
+    fn martian_check(&mut self, v6: bool) {
+        let tables: &'a Tables = self.tables;
+        let m = if !v6 && tables.broadcasts.len() > INLINE_TAIL_MAX {
+            let key = self.dst_key(false);
+            let r = self.call(Helper::Martian, &[key.fam, key.hi, key.lo]);
+            self.b.ins().icmp_imm_u(IntCC::NotEqual, r, 0)
+        } else {
+            let mut tests: Vec<Option<Value>> = Vec::new();
+            if v6 {
+                for &(net, len, _) in &lbp_abi::martian::V6 {
+                    let shift = 128 - u32::from(len);
+                    tests.push(self.dst_masked6(net >> shift, shift));
+                }
+            } else {
+                for &(net, len, _) in &lbp_abi::martian::V4 {
+                    let shift = 32 - u32::from(len);
+                    tests.push(self.dst_masked4(net >> shift, shift));
+                }
+                for &b in &tables.broadcasts {
+                    tests.push(Some(self.dst_eq(Addr::V4(b))));
+                }
+            }
+            let mut acc: Option<Value> = None;
+            for t in tests.into_iter().flatten() {
+                acc = Some(match acc {
+                    Some(x) => self.b.ins().bor(x, t),
+                    None => t,
+                });
+            }
+            acc.unwrap_or_else(|| self.b.ins().iconst(types::I8, 0))
+        };
+        let refuse = self.b.create_block();
+        let go_on = self.b.create_block();
+        self.b.ins().brif(m, refuse, &[], go_on, &[]);
+        self.b.switch_to_block(refuse);
+        self.exit_const(A::Drop, 0, NO_RULE, stage::MARTIAN);
+        self.b.switch_to_block(go_on);
     }
 
     fn exit_invalid_entry(&mut self) {
@@ -2650,7 +2722,7 @@ mod tests {
     #[test]
     fn empty_program() {
         let prog = Program::default();
-        let mut f = v4_fields(1);
+        let mut f = v4_fields(0xc612_0001);
         let jit = compile(&prog).unwrap();
         assert_eq!(
             jit.decide(&f),
@@ -2664,6 +2736,92 @@ mod tests {
         );
         f.present |= present::MALFORMED;
         assert_eq!(jit.decide(&f).stage, stage::MALFORMED);
+    }
+
+    /// Martian destinations are dropped at their own stage, before any route
+    /// (here default routes of both families), with the directed broadcasts
+    /// inline (one interface) and through the helper (twenty).
+    #[test]
+    fn martian_destinations_are_refused_before_any_route() {
+        for n in [1u32, 20] {
+            let prog = Program {
+                interfaces: (0..n)
+                    .map(|i| Interface {
+                        name: format!("i{i}"),
+                        addrs: vec![
+                            (Addr::V4(0xc612_0001 + (i << 8)), 24),
+                            (Addr::V6(0x2001_0db8 << 96 | 1), 64),
+                        ],
+                        mac: None,
+                    })
+                    .collect(),
+                routes: vec![
+                    Route {
+                        prefix: Addr::V4(0),
+                        len: 0,
+                        via: None,
+                        dev: 0,
+                    },
+                    Route {
+                        prefix: Addr::V6(0),
+                        len: 0,
+                        via: None,
+                        dev: 0,
+                    },
+                ],
+                ..Program::default()
+            };
+            let jit = compile(&prog).unwrap();
+            let v4 = [
+                (0x0000_0000, true),
+                (0x0000_0001, true),
+                (0x7f00_0001, true),
+                (0xa9fe_0101, true),
+                (0xe000_00fb, true),
+                (0xefff_fffa, true),
+                (0xffff_ffff, true),
+                (0xc612_00ff, true),
+                (0xc612_00fe, false),
+                (0xc612_ffff, false),
+                (0xf000_0001, false),
+                (0x0100_0000, false),
+                (0xc612_13ff, n == 20),
+            ];
+            // Both back ends agree, and drop exactly the martians at their stage.
+            let expect = |f: &Fields, martian: bool| {
+                let d = jit.decide(f);
+                assert_eq!(d, interp::decide(&prog, f), "{f:?}");
+                let want = if martian {
+                    (stage::MARTIAN, A::Drop)
+                } else {
+                    (stage::ROUTE, A::Forward)
+                };
+                assert_eq!((d.stage, d.action), (want.0, want.1 as u32), "{f:?}, {n}");
+            };
+            for (dst, martian) in v4 {
+                expect(&v4_fields(dst), martian);
+            }
+            let v6: [(u128, bool); 7] = [
+                (0, true),
+                (1, true),
+                (0xfe80 << 112 | 5, true),
+                (0xfebf << 112, true),
+                (0xff02 << 112 | 1, true),
+                (0x2001_0db8 << 96 | 0xffff, false),
+                (2, false),
+            ];
+            for (dst, martian) in v6 {
+                let f = Fields {
+                    present: present::ETH | present::IP6 | present::UDP,
+                    ip_version: 6,
+                    ip_proto: 17,
+                    dport: 53,
+                    ip_dst: dst.to_be_bytes(),
+                    ..Fields::default()
+                };
+                expect(&f, martian);
+            }
+        }
     }
 
     #[test]

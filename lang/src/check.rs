@@ -13,6 +13,9 @@ use crate::vocab::{MODES, UNKNOWN_POLICIES, VIP_PROTOCOLS};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+mod lints;
+pub use lints::martian_kind;
+
 /// Check a policy; returns the diagnostics in the order found (callers sort).
 pub fn check(policy: &Policy) -> Vec<Diagnostic> {
     let mut c = Checker::default();
@@ -21,6 +24,7 @@ pub fn check(policy: &Policy) -> Vec<Diagnostic> {
         c.item(item);
     }
     c.services_claims();
+    c.lints(policy);
     c.unused();
     c.diags
 }

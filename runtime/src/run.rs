@@ -583,6 +583,7 @@ pub const DROP_NAMES: [(DropReason, &str); DropReason::COUNT] = [
     (DropReason::QueueFull, "queue-full"),
     (DropReason::NotOurs, "not-ours"),
     (DropReason::BadDecision, "bad-decision"),
+    (DropReason::Martian, "martian"),
 ];
 
 // ---- Binding ------------------------------------------------------------------

@@ -107,11 +107,14 @@ pub enum DropReason {
     NotOurs,
     /// The policy returned an action number that does not exist.
     BadDecision,
+    /// Routing refused a martian destination ([`lbp_abi::martian`]): loopback,
+    /// multicast, broadcast, link-local or unspecified.
+    Martian,
 }
 
 impl DropReason {
     /// The number of reasons (the length of [`Counters::drops`]).
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 }
 
 /// Packets and bytes.
@@ -488,6 +491,13 @@ pub fn route_lookup(routes: &[Route], dst: IpAddr) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// Whether routing refuses `dst` (the compiled policy's rule, for what the core
+/// routes itself: back ends, NAT return traffic, the control plane's packets).
+fn martian(ifaces: &[Interface], dst: IpAddr) -> bool {
+    let connected = ifaces.iter().flat_map(|i| i.addrs.iter().copied());
+    lbp_abi::martian::martian(dst, connected).is_some()
+}
+
 /// The address of `iface` to send a request for `target` from: one whose
 /// connected network holds `target`, else any of the family.
 fn source_for(iface: &Interface, target: IpAddr) -> Option<IpAddr> {
@@ -786,9 +796,13 @@ impl Burst<'_> {
         }
     }
 
-    /// Route `d` to `dst` by the longest prefix, then [`Burst::send_to`].
+    /// Route `d` to `dst` by the longest prefix, then [`Burst::send_to`]; a
+    /// martian destination is dropped.
     fn route_to(&mut self, d: Desc, dst: IpAddr) {
         let g = self.g;
+        if martian(&g.appliance.interfaces, dst) {
+            return self.drop_frame(d, DropReason::Martian);
+        }
         match route_lookup(&g.appliance.routes, dst) {
             Some(i) => {
                 let r = &g.appliance.routes[i];
@@ -964,6 +978,7 @@ impl Burst<'_> {
                     stage::MALFORMED => DropReason::Malformed,
                     stage::INVALID_ENTRY => DropReason::InvalidEntry,
                     stage::ROUTE => DropReason::NoRoute,
+                    stage::MARTIAN => DropReason::Martian,
                     _ => DropReason::Filter,
                 };
                 self.drop_frame(d, why);
@@ -1752,6 +1767,55 @@ mod tests {
         assert_eq!(r.st.counters.nd_replies, 1);
         let n = r.shared.neigh.lookup(&NeighAddr::from(IpAddr::V6(s)), NS);
         assert_eq!(n.map(|n| n.mac), Some(peer));
+    }
+
+    /// What the core routes on its own (here the control plane's packets)
+    /// never goes to a martian destination, though the default route covers
+    /// most of them: dropped and counted as `Martian`.
+    #[test]
+    fn the_core_never_routes_to_a_martian() {
+        let mut r = Rig::known();
+        let dsts = [
+            "224.0.0.251",
+            "127.0.0.1",
+            "255.255.255.255",
+            "198.18.0.255",
+            "169.254.1.1",
+            "0.0.0.7",
+            "ff02::1",
+            "198.18.0.50",
+        ];
+        let mut rx = Vec::new();
+        for dst in dsts {
+            let src = if dst.contains(':') {
+                "2001:db8::1"
+            } else {
+                "198.18.0.1"
+            };
+            let frame = tcp(src, dst, 40000, 80, SYN);
+            let d = r.frames.alloc().unwrap();
+            r.frames.slot_mut(d)[..frame.len()].copy_from_slice(&frame);
+            let d = Desc {
+                len: frame.len() as u32,
+                ..d
+            };
+            rx.push((d, FROM_LOCAL));
+        }
+        let g = r.reader.enter();
+        process_burst(g, &mut r.st, &r.shared, &mut r.frames, &rx, &mut r.out, NS);
+        assert_eq!(r.st.counters.dropped(DropReason::Martian), 7);
+        assert_eq!(r.st.counters.dropped(DropReason::NoRoute), 0);
+        // Only the client's own address is routed out, on interface 0.
+        assert_eq!(r.out.tx[0].len(), 1);
+        assert!(r.out.tx[1].is_empty());
+        let sent = fields(r.frames.packet(r.out.tx[0][0]));
+        assert_eq!(ip_of(4, &sent.ip_dst), ip("198.18.0.50"));
+        for q in &r.out.tx {
+            for &d in q {
+                r.frames.free(d);
+            }
+        }
+        r.out.clear();
     }
 
     #[test]

@@ -85,15 +85,23 @@ fn case_corpus_fails_exactly_on_the_listed_exceptions() {
 #[test]
 fn case_corpus_checks_clean_and_is_formatted() {
     let cases = files("tests/cases", "lbp");
-    let mut check = vec!["check", "--deny-warnings", "--color", "never"];
+    let mut check = vec!["check", "--format", "json"];
     check.extend(cases.iter().map(String::as_str));
     let out = lbp(&check);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // One warning is the point of a case: `pipeline-order.lbp` puts services on
+    // the appliance's own addresses to test that entries come before local
+    // delivery, which is what `vip_is_interface_address` warns about.
+    let allowed = [
+        "\"code\":\"lbp::check::vip_is_interface_address\"",
+        "\"file\":\"tests/cases/pipeline-order.lbp\"",
+    ];
+    let unexpected: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !allowed.iter().all(|a| l.contains(a)))
+        .collect();
+    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
     let mut fmt = vec!["fmt", "--check"];
     fmt.extend(cases.iter().map(String::as_str));
     let out = lbp(&fmt);

@@ -1,0 +1,789 @@
+//! Declaration checks that need the whole policy: what an operator expects
+//! `lbp check` to refuse or question in interfaces, pools, services and routes
+//! even though every name resolves and every type fits.
+//!
+//! Run once after the item pass, when every interface address, const, pool
+//! and service is known. The rule for the severity: a declaration that cannot
+//! work as written is an error (a back end the appliance never sends to, a
+//! port nothing listens on, a pool that takes no connection, a route never
+//! used); one that works but is probably not what was meant is a warning.
+//!
+//! - back ends and virtual IPs that are no unicast host address (unspecified,
+//!   loopback, link-local, multicast, the limited broadcast or an interface
+//!   network's directed broadcast: the martian list of `lbp_abi::martian`,
+//!   which the compiler's tests hold this copy to), or the appliance's own
+//!   address;
+//! - DSR back ends the appliance cannot reach at layer 2;
+//! - a pool whose back ends all have weight 0;
+//! - port 0 where a server's port is meant, and a port listed twice on one
+//!   `vip` line;
+//! - two routes of the same prefix (two default routes of one family);
+//! - a weight formula that may divide by zero for some load report.
+
+use super::*;
+
+/// Why an address is no unicast host address: the same list, in the same
+/// order, as `lbp_abi::martian` (the compiler's tests compare the two).
+pub fn martian_kind(a: IpAddr, connected: &[(IpAddr, u32, &str)]) -> Option<&'static str> {
+    let fixed = match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            if o[0] == 0 {
+                Some("an unspecified (\"this network\") address")
+            } else if o[0] == 127 {
+                Some("a loopback address")
+            } else if o[0] == 169 && o[1] == 254 {
+                Some("a link-local address")
+            } else if o[0] >> 4 == 0xe {
+                Some("a multicast address")
+            } else if v.is_broadcast() {
+                Some("a broadcast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            if v.is_unspecified() {
+                Some("an unspecified (\"this network\") address")
+            } else if v.is_loopback() {
+                Some("a loopback address")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else if s[0] >> 8 == 0xff {
+                Some("a multicast address")
+            } else {
+                None
+            }
+        }
+    };
+    fixed.or_else(|| directed_broadcast_of(a, connected).map(|_| "a broadcast address"))
+}
+
+/// The interface whose IPv4 network (of length at most 30) has `a` as its
+/// directed broadcast.
+fn directed_broadcast_of<'n>(a: IpAddr, connected: &[(IpAddr, u32, &'n str)]) -> Option<&'n str> {
+    let IpAddr::V4(v) = a else { return None };
+    connected.iter().find_map(|&(n, l, name)| match n {
+        IpAddr::V4(n) if l <= 30 => {
+            (u32::from(n) | (u32::MAX >> l) == u32::from(v)).then_some(name)
+        }
+        _ => None,
+    })
+}
+
+/// The range of values an expression of a weight formula can take, with
+/// infinite ends where it is unbounded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Interval {
+    lo: f64,
+    hi: f64,
+}
+
+const ANY: Interval = Interval {
+    lo: f64::NEG_INFINITY,
+    hi: f64::INFINITY,
+};
+
+impl Interval {
+    fn point(v: f64) -> Interval {
+        Interval { lo: v, hi: v }
+    }
+    fn has_zero(self) -> bool {
+        self.lo <= 0.0 && 0.0 <= self.hi
+    }
+    fn checked(lo: f64, hi: f64) -> Interval {
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            ANY
+        } else {
+            Interval { lo, hi }
+        }
+    }
+    fn neg(self) -> Interval {
+        Interval::checked(-self.hi, -self.lo)
+    }
+    fn add(self, o: Interval) -> Interval {
+        Interval::checked(self.lo + o.lo, self.hi + o.hi)
+    }
+    fn sub(self, o: Interval) -> Interval {
+        Interval::checked(self.lo - o.hi, self.hi - o.lo)
+    }
+    fn mul(self, o: Interval) -> Interval {
+        // An end is a bound, not a value: 0 times an unbounded end is 0.
+        let m = |a: f64, b: f64| if a == 0.0 || b == 0.0 { 0.0 } else { a * b };
+        let p = [
+            m(self.lo, o.lo),
+            m(self.lo, o.hi),
+            m(self.hi, o.lo),
+            m(self.hi, o.hi),
+        ];
+        Interval::checked(
+            p.iter().copied().fold(f64::INFINITY, f64::min),
+            p.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    }
+    /// `self / o`, where the values of `o` that are 0 are left out (they are
+    /// reported; the formula's value is then undefined anyway).
+    fn div(self, o: Interval) -> Interval {
+        let inv = |v: f64| if v.is_infinite() { 0.0 } else { 1.0 / v };
+        let r = if o.lo > 0.0 || o.hi < 0.0 {
+            Interval::checked(inv(o.hi), inv(o.lo))
+        } else if o.lo == 0.0 && o.hi > 0.0 {
+            Interval::checked(inv(o.hi), f64::INFINITY)
+        } else if o.hi == 0.0 && o.lo < 0.0 {
+            Interval::checked(f64::NEG_INFINITY, inv(o.lo))
+        } else {
+            ANY
+        };
+        self.mul(r)
+    }
+}
+
+impl<'a> Checker<'a> {
+    /// The declaration checks; see the module documentation.
+    pub(super) fn lints(&mut self, policy: &'a Policy) {
+        let routes: Vec<&'a Route> = policy
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Route(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        for item in &policy.items {
+            match item {
+                Item::Pool(p) => self.lint_pool(p),
+                Item::Service(s) => self.lint_service(s, &routes),
+                _ => {}
+            }
+        }
+        self.lint_routes(&routes);
+    }
+
+    /// The interface that has `a` as one of its addresses.
+    fn own_address(&self, a: IpAddr) -> Option<&'a str> {
+        self.connected
+            .iter()
+            .find(|(x, _, _)| *x == a)
+            .map(|&(_, _, n)| n)
+    }
+
+    fn const_prefix(&self, e: &Expr) -> Option<(IpAddr, u32)> {
+        match &e.kind {
+            ExprKind::Lit(Lit::Prefix { addr, len }) => Some((*addr, *len)),
+            ExprKind::Name(n) => match self.values.get(n.as_str()) {
+                Some(Value::Const(c)) => self.const_prefix(&c.value),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn const_num(&self, e: &Expr) -> Option<f64> {
+        match &e.kind {
+            ExprKind::Lit(Lit::Float(f)) => Some(*f),
+            ExprKind::Paren(x) => self.const_num(x),
+            ExprKind::Name(n) => match self.values.get(n.as_str()) {
+                Some(Value::Const(c)) => self.const_num(&c.value),
+                _ => None,
+            },
+            _ => self.const_int(e).map(|v| v as f64),
+        }
+    }
+
+    /// Port 0 where a server's port is meant.
+    fn port_zero(&mut self, e: &Expr, what: &str, help: &str) {
+        if matches!(self.const_range(e), Some((0, 0))) {
+            self.err(
+                "lbp::check::port_zero",
+                format!("port 0 cannot be {what}"),
+                e.span,
+                "port 0",
+            )
+            .set_help(format!(
+                "TCP and UDP port 0 is reserved: no server listens on it and no client sends to it; {help}"
+            ));
+        }
+    }
+
+    fn lint_pool(&mut self, p: &'a Pool) {
+        let mut weights: Vec<(u64, Option<Span>)> = Vec::new();
+        for s in &p.stmts {
+            match &s.kind {
+                PoolStmtKind::Backend(b) => {
+                    if let Some(a) = self.const_addr(&b.addr) {
+                        self.backend_address(a, b.addr.span);
+                    }
+                    let mut w = (1, None);
+                    for o in &b.opts {
+                        match o.key.name.as_str() {
+                            "weight" => {
+                                w = (self.const_int(&o.value).unwrap_or(1), Some(o.value.span))
+                            }
+                            "port" => self.port_zero(
+                                &o.value,
+                                "a back end's port",
+                                "remove `port 0` to send to the port the service chooses",
+                            ),
+                            _ => {}
+                        }
+                    }
+                    weights.push(w);
+                }
+                PoolStmtKind::Health(h) => {
+                    for o in &h.opts {
+                        if o.key.name == "port" {
+                            self.port_zero(
+                                &o.value,
+                                "a health check's port",
+                                "remove `port 0` to check the back end's own port",
+                            );
+                        }
+                    }
+                }
+                PoolStmtKind::Weight(_) => {}
+            }
+        }
+        if !weights.is_empty() && weights.iter().all(|&(w, _)| w == 0) {
+            let d = self.err(
+                "lbp::check::zero_weights",
+                format!("every back end of the pool `{}` has weight 0", p.name.name),
+                p.name.span,
+                "no back end can take a connection",
+            );
+            if let Some(&(_, Some(first))) = weights.first() {
+                d.also(first, "weight 0");
+            }
+            d.set_help(
+                "a back end of weight 0 takes no new connections, so a service with this pool \
+                 would drop all its traffic (until an operator sets a weight); give at least one \
+                 back end a weight above 0, and keep `weight 0` for back ends held in reserve",
+            );
+        }
+        let Some(formula) = p.stmts.iter().find_map(|s| match &s.kind {
+            PoolStmtKind::Weight(e) => Some(e),
+            _ => None,
+        }) else {
+            return;
+        };
+        // The `weight` input is a back end's static weight.
+        let (lo, hi) = weights
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(w, _)| {
+                (lo.min(w as f64), hi.max(w as f64))
+            });
+        let static_w = if weights.is_empty() {
+            Interval::point(1.0)
+        } else {
+            Interval { lo, hi }
+        };
+        self.formula_range(formula, static_w);
+    }
+
+    /// The range of a weight formula's expression; reports each division whose
+    /// divisor can be 0 for some load report. `None` where something in it is
+    /// already an error (an unknown name, a value of the wrong type): no
+    /// follow-on report.
+    fn formula_range(&mut self, e: &'a Expr, static_w: Interval) -> Option<Interval> {
+        Some(match &e.kind {
+            ExprKind::Paren(x) => self.formula_range(x, static_w)?,
+            ExprKind::Neg(x) => self.formula_range(x, static_w)?.neg(),
+            ExprKind::Name(n) => match n.as_str() {
+                "cpu" | "mem" => Interval { lo: 0.0, hi: 1.0 },
+                "clients" | "exec_ms" | "rps" => Interval {
+                    lo: 0.0,
+                    hi: f64::INFINITY,
+                },
+                "weight" => static_w,
+                _ => Interval::point(self.const_num(e)?),
+            },
+            ExprKind::Arith(first, rest) => {
+                let mut v = self.formula_range(first, static_w);
+                for (op, x) in rest {
+                    let r = self.formula_range(x, static_w);
+                    if let (ArithOp::Div, Some(r)) = (op, r) {
+                        self.divisor(x, r);
+                    }
+                    v = match (v, r) {
+                        (Some(v), Some(r)) => Some(match op {
+                            ArithOp::Add => v.add(r),
+                            ArithOp::Sub => v.sub(r),
+                            ArithOp::Mul => v.mul(r),
+                            ArithOp::Div => v.div(r),
+                        }),
+                        _ => None,
+                    };
+                }
+                v?
+            }
+            _ => Interval::point(self.const_num(e)?),
+        })
+    }
+
+    fn divisor(&mut self, x: &'a Expr, r: Interval) {
+        // A literal zero is reported where the formula is typed.
+        if !r.has_zero() || const_zero(x) {
+            return;
+        }
+        if r.lo == 0.0 && r.hi == 0.0 {
+            self.err(
+                "lbp::type::division_by_zero",
+                "division by zero",
+                x.span,
+                "always zero",
+            )
+            .set_help("divide by something that cannot be zero, such as `(1 + clients)`, or remove the division");
+            return;
+        }
+        let mut inner = x;
+        while let ExprKind::Paren(y) = &inner.kind {
+            inner = y;
+        }
+        let label = match &inner.kind {
+            ExprKind::Name(n) if n == "weight" => "0 for a back end of weight 0".to_string(),
+            ExprKind::Name(n) if WEIGHT_INPUTS.contains(&n.as_str()) => {
+                format!("0 when a report says {n} = 0")
+            }
+            _ => "can be 0".to_string(),
+        };
+        self.warn(
+            "lbp::check::may_divide_by_zero",
+            "this division can divide by zero",
+            x.span,
+            label,
+        )
+        .set_help(
+            "for a report that makes the divisor 0 the quotient is infinite (0 / 0: not a number); \
+             a formula whose result is infinite or not a number leaves the back end at its static \
+             weight, and is counted; divide by something that stays above 0, such as `(1 + cpu)`",
+        );
+    }
+
+    /// A back end must be a unicast host the appliance can send to, and not
+    /// the appliance itself.
+    fn backend_address(&mut self, a: IpAddr, span: Span) {
+        if self.martian_address(a, span, "lbp::check::backend_address", "the back end") {
+            return;
+        }
+        if let Some(iface) = self.own_address(a) {
+            self.err(
+                "lbp::check::backend_address",
+                format!("the back end {a} is the appliance's own address"),
+                span,
+                format!("an address of interface `{iface}`"),
+            )
+            .set_help(
+                "the appliance would balance connections to itself; write the server's address",
+            );
+        }
+    }
+
+    /// Reports `a` under `code` when it is no unicast host address; returns
+    /// whether it did.
+    fn martian_address(&mut self, a: IpAddr, span: Span, code: &'static str, what: &str) -> bool {
+        let Some(kind) = martian_kind(a, &self.connected) else {
+            return false;
+        };
+        let role = if what == "the back end" {
+            "a back end is a server's unicast address"
+        } else {
+            "a virtual IP is a unicast address clients connect to"
+        };
+        self.err(code, format!("{what} {a} is {kind}"), span, kind)
+            .set_help(format!(
+                "{role}: lbp never routes to an unspecified, loopback, link-local, multicast or \
+                 broadcast address"
+            ));
+        true
+    }
+
+    fn lint_service(&mut self, s: &'a Service, routes: &[&'a Route]) {
+        let mut dsr: Option<Span> = None;
+        let mut pool: Option<&'a Pool> = None;
+        for st in &s.stmts {
+            match &st.kind {
+                ServiceStmtKind::Vip { addr, ports, .. } => {
+                    if let Some(a) = self.const_addr(addr) {
+                        self.vip_address(a, addr.span);
+                    }
+                    self.vip_ports(ports, addr);
+                }
+                ServiceStmtKind::Mode { kind, to_port } => {
+                    if kind.name == "dsr" && dsr.is_none() {
+                        dsr = Some(st.span);
+                    }
+                    if let Some(p) = to_port
+                        && kind.name == "nat"
+                    {
+                        self.port_zero(
+                            p,
+                            "the port to rewrite to",
+                            "remove `to port 0` to keep the destination port",
+                        );
+                    }
+                }
+                ServiceStmtKind::Pool(name) if pool.is_none() => {
+                    pool = self.pools.get(name.name.as_str()).copied();
+                }
+                _ => {}
+            }
+        }
+        if let (Some(mode), Some(pool)) = (dsr, pool) {
+            self.dsr_backends(s, pool, mode, routes);
+        }
+    }
+
+    fn vip_address(&mut self, a: IpAddr, span: Span) {
+        if self.martian_address(a, span, "lbp::check::vip_address", "the virtual IP") {
+            return;
+        }
+        if let Some(iface) = self.own_address(a) {
+            self.warn(
+                "lbp::check::vip_is_interface_address",
+                format!("the virtual IP {a} is also an address of interface `{iface}`"),
+                span,
+                "the appliance's own address",
+            )
+            .set_help(
+                "service entries come before local delivery: a packet to this address that no \
+                 entry matches is reset (TCP) or dropped, never delivered to the control plane; \
+                 give the service an address of its own if the appliance should stay reachable here",
+            );
+        }
+    }
+
+    /// Port 0, and a port listed twice, on one `vip` line.
+    fn vip_ports(&mut self, ports: &'a [Expr], addr: &Expr) {
+        let mut seen: Vec<((u64, u64), Span)> = Vec::new();
+        for p in ports {
+            self.port_zero(
+                p,
+                "a service's port",
+                "write the port the service answers on",
+            );
+            let Some((lo, hi)) = self.const_range(p) else {
+                continue;
+            };
+            if lo > hi || hi > 65535 {
+                continue;
+            }
+            if let Some(&((l2, h2), first)) =
+                seen.iter().find(|((l2, h2), _)| lo <= *h2 && *l2 <= hi)
+            {
+                let (a, b) = (lo.max(l2), hi.min(h2));
+                let what = if a == b {
+                    format!("port {a}")
+                } else {
+                    format!("ports {a}..{b}")
+                };
+                let on = self
+                    .const_addr(addr)
+                    .map_or(String::new(), |a| format!(" of {a}"));
+                self.err(
+                    "lbp::check::duplicate_vip_entry",
+                    format!("{what}{on} is listed twice on this line"),
+                    p.span,
+                    "listed again here",
+                )
+                .also(first, "first here")
+                .set_help("list each port of a virtual IP once");
+            }
+            seen.push(((lo, hi), p.span));
+        }
+    }
+
+    /// Direct server return rewrites only the MAC address: each back end must be
+    /// on a network the appliance reaches without a gateway.
+    fn dsr_backends(&mut self, s: &'a Service, pool: &'a Pool, mode: Span, routes: &[&'a Route]) {
+        for st in &pool.stmts {
+            let PoolStmtKind::Backend(b) = &st.kind else {
+                continue;
+            };
+            let Some(a) = self.const_addr(&b.addr) else {
+                continue;
+            };
+            if martian_kind(a, &self.connected).is_some() || self.own_address(a).is_some() {
+                continue; // reported as a bad back end address
+            }
+            if self.connected.iter().any(|&(n, l, _)| contains(n, l, a)) {
+                continue;
+            }
+            // A route with `dev` and no `via` says the network is on that link.
+            let on_link = routes.iter().any(|r| {
+                r.via.is_none()
+                    && r.dev.is_some()
+                    && self
+                        .const_prefix(&r.prefix)
+                        .is_some_and(|(n, l)| contains(n, l, a))
+            });
+            if on_link {
+                continue;
+            }
+            let via = routes
+                .iter()
+                .filter_map(|r| {
+                    let (n, l) = self.const_prefix(&r.prefix)?;
+                    let g = self.const_addr(r.via.as_ref()?)?;
+                    contains(n, l, a).then_some((l, g))
+                })
+                .max_by_key(|&(l, _)| l);
+            let d = self.err(
+                "lbp::check::dsr_not_connected",
+                format!("the DSR back end {a} is not on a connected network"),
+                b.addr.span,
+                match via {
+                    Some((_, g)) => format!("reached only through the gateway {g}"),
+                    None => "on no interface's network".to_string(),
+                },
+            );
+            d.also(
+                mode,
+                format!("service `{}` uses direct server return", s.name.name),
+            );
+            d.set_help(
+                "direct server return rewrites only the MAC address, so the appliance must reach \
+                 the back end on one of its own links: give an interface an address in the back \
+                 end's network (or write `route NETWORK dev INTERFACE`), or use `mode nat`",
+            );
+        }
+    }
+
+    /// Two routes with the same prefix: the first always wins.
+    fn lint_routes(&mut self, routes: &[&'a Route]) {
+        let mut seen: HashMap<(IpAddr, u32), Span> = HashMap::new();
+        for r in routes {
+            let Some((n, l)) = self.const_prefix(&r.prefix) else {
+                continue;
+            };
+            if l > Fam::of(&n).max_len() {
+                continue;
+            }
+            let key = (network(n, l), l);
+            let Some(&first) = seen.get(&key) else {
+                seen.insert(key, r.span);
+                continue;
+            };
+            let msg = if l == 0 {
+                format!("a second {} default route", Fam::of(&n).name())
+            } else {
+                format!("a second route for {}/{l}", key.0)
+            };
+            self.err("lbp::check::duplicate_route", msg, r.span, "never used")
+                .also(first, "this route is always chosen")
+                .set_help(
+                    "lbp has no route metrics and no ECMP: of two routes with the same prefix the \
+                 first is always chosen; keep one of them",
+                );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analyze;
+
+    /// The codes of a policy's diagnostics, with their severity.
+    fn codes(src: &str) -> Vec<String> {
+        analyze(src)
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}:{}", if d.is_error() { "E" } else { "W" }, d.code))
+            .collect()
+    }
+
+    const BASE: &str = "interface lan { address 198.18.0.1/24 }\n\
+                        interface srv { address 198.18.2.1/24, 2001:db8:2::1/64 }\n";
+
+    fn with(extra: &str) -> Vec<String> {
+        codes(&format!("{BASE}{extra}"))
+    }
+
+    fn svc(pool_body: &str, service_extra: &str) -> Vec<String> {
+        with(&format!(
+            "pool p {{\n{pool_body}\n}}\nservice s {{\n vip 198.18.0.10 tcp port 80\n pool p\n{service_extra}\n}}\n"
+        ))
+    }
+
+    #[test]
+    fn a_clean_policy_draws_nothing() {
+        assert_eq!(svc("backend 198.18.2.11", ""), Vec::<String>::new());
+        assert_eq!(svc("backend 198.18.2.11", "mode dsr"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn martian_and_own_back_ends_are_errors() {
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "169.254.1.1",
+            "224.0.0.5",
+            "255.255.255.255",
+            "198.18.2.255",
+            "198.18.2.1",
+        ] {
+            assert_eq!(
+                svc(&format!("backend {a}"), ""),
+                ["E:lbp::check::backend_address"],
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn martian_virtual_ips_are_errors_and_an_interface_address_a_warning() {
+        let vip = |a: &str| {
+            with(&format!(
+                "pool p {{ backend 198.18.2.11 }}\nservice s {{\n vip {a} tcp port 80\n pool p\n}}\n"
+            ))
+        };
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "239.1.1.1",
+            "255.255.255.255",
+            "198.18.0.255",
+        ] {
+            assert_eq!(vip(a), ["E:lbp::check::vip_address"], "{a}");
+        }
+        assert_eq!(
+            vip("198.18.0.1"),
+            ["W:lbp::check::vip_is_interface_address"]
+        );
+    }
+
+    #[test]
+    fn ipv6_special_addresses() {
+        let six = |b: &str| {
+            with(&format!(
+                "pool p {{ backend {b} }}\nservice s {{\n vip 2001:db8:2::80 tcp port 80\n pool p\n}}\n"
+            ))
+        };
+        for a in ["::", "::1", "fe80::1", "ff02::1", "2001:db8:2::1"] {
+            assert_eq!(six(a), ["E:lbp::check::backend_address"], "{a}");
+        }
+        assert_eq!(six("2001:db8:2::11"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dsr_back_ends_must_be_on_a_link() {
+        let far = "backend 198.18.9.11";
+        assert_eq!(svc(far, "mode dsr"), ["E:lbp::check::dsr_not_connected"]);
+        // The same back end under NAT is fine (routed).
+        assert_eq!(svc(far, "mode nat"), Vec::<String>::new());
+        // Reached through a gateway: still an error; on a device route: fine.
+        let routed = |route: &str| {
+            with(&format!(
+                "pool p {{ backend 198.18.9.11 }}\nservice s {{\n vip 198.18.0.10 tcp port 80\n pool p\n mode dsr\n}}\n{route}\n"
+            ))
+        };
+        assert_eq!(
+            routed("route 198.18.9.0/24 via 198.18.2.254"),
+            ["E:lbp::check::dsr_not_connected"]
+        );
+        assert_eq!(routed("route 198.18.9.0/24 dev srv"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_pool_of_zero_weights_is_an_error() {
+        assert_eq!(
+            svc(
+                "backend 198.18.2.11 weight 0\nbackend 198.18.2.12 weight 0",
+                ""
+            ),
+            ["E:lbp::check::zero_weights"]
+        );
+        assert_eq!(
+            svc("backend 198.18.2.11 weight 0\nbackend 198.18.2.12", ""),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn port_zero_is_an_error_where_a_server_port_is_meant() {
+        for (pool, service) in [
+            ("backend 198.18.2.11 port 0", ""),
+            ("backend 198.18.2.11\nhealth tcp port 0", ""),
+            ("backend 198.18.2.11", "mode nat to port 0"),
+        ] {
+            assert_eq!(
+                svc(pool, service),
+                ["E:lbp::check::port_zero"],
+                "{pool} {service}"
+            );
+        }
+        let vip0 = with(
+            "pool p { backend 198.18.2.11 }\nservice s {\n vip 198.18.0.10 udp port 0, 53\n pool p\n}\n",
+        );
+        assert_eq!(vip0, ["E:lbp::check::port_zero"]);
+        // A range that starts at 0 is a range of ports, not port 0.
+        let range = with(
+            "pool p { backend 198.18.2.11 }\nservice s {\n vip 198.18.0.10 udp port 0..1023\n pool p\n}\n",
+        );
+        assert_eq!(range, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_port_twice_on_one_vip_line_is_an_error() {
+        for ports in [
+            "80, 80",
+            "80, 443, 80",
+            "1..100, 80",
+            "8000..8100, 8050..9000",
+        ] {
+            let got = with(&format!(
+                "pool p {{ backend 198.18.2.11 }}\nservice s {{\n vip 198.18.0.10 tcp port {ports}\n pool p\n}}\n"
+            ));
+            assert_eq!(got, ["E:lbp::check::duplicate_vip_entry"], "{ports}");
+        }
+    }
+
+    #[test]
+    fn two_routes_of_one_prefix_are_an_error() {
+        assert_eq!(
+            with("route 0.0.0.0/0 via 198.18.0.254\nroute 0.0.0.0/0 via 198.18.0.253\n"),
+            ["E:lbp::check::duplicate_route"]
+        );
+        assert_eq!(
+            with("route ::/0 via 2001:db8:2::fe\nroute 0.0.0.0/0 via 198.18.0.254\n"),
+            Vec::<String>::new()
+        );
+        // A route over a connected network is allowed (the language brief's example).
+        assert_eq!(with("route 198.18.2.0/24 dev srv\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn divisions_that_can_be_zero_are_warnings() {
+        let f = |formula: &str, weights: &str| {
+            svc(
+                &format!("backend 198.18.2.11{weights}\nbackend 198.18.2.12\nweight = {formula}"),
+                "",
+            )
+        };
+        let warn = ["W:lbp::check::may_divide_by_zero"];
+        for bad in [
+            "weight / cpu",
+            "100 / (1 - mem)",
+            "weight * 100 / (clients + rps)",
+            "100 / (exec_ms - 5)",
+            "1 / (cpu * clients)",
+        ] {
+            assert_eq!(f(bad, ""), warn, "{bad}");
+        }
+        assert_eq!(f("100 / weight", " weight 0"), warn);
+        for good in [
+            "weight * (1 - cpu) * 100 / (1 + clients)",
+            "weight * 10000 / ((10 + exec_ms) * (1 + rps / 100))",
+            "100 / weight",
+            "100 / (2 - cpu)",
+            "weight * 100000 / (1000 + rps)",
+            "100 / (0.5 + cpu * cpu)",
+        ] {
+            assert_eq!(f(good, ""), Vec::<String>::new(), "{good}");
+        }
+        // A const that is 0 is as much a division by zero as a literal.
+        let z = codes(&format!(
+            "{BASE}const none = 0\npool p {{\nbackend 198.18.2.11\nweight = weight / none\n}}\nservice s {{\n vip 198.18.0.10 tcp port 80\n pool p\n}}\n"
+        ));
+        assert_eq!(z, ["E:lbp::type::division_by_zero"]);
+    }
+}
