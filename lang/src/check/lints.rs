@@ -548,7 +548,31 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Two routes with the same prefix: the first always wins.
+    /// What every address of the network `net/len` is, when all of it is
+    /// martian (a route to it is never used).
+    fn martian_prefix(&self, net: IpAddr, len: u32) -> Option<&'static str> {
+        // The length of the martian block `net` falls in.
+        let block = match net {
+            IpAddr::V4(v) => match v.octets() {
+                [0 | 127, ..] => 8,
+                [169, 254, ..] => 16,
+                [224..=239, ..] => 4,
+                _ => 32,
+            },
+            IpAddr::V6(v) => match v.segments()[0] {
+                0xfe80..=0xfebf => 10,
+                0xff00..=0xffff => 8,
+                _ => 128,
+            },
+        };
+        if len < block {
+            return None;
+        }
+        martian_kind(net, &self.connected)
+    }
+
+    /// Two routes with the same prefix: the first always wins; a route whose
+    /// every address is martian is never used.
     fn lint_routes(&mut self, routes: &[&'a Route]) {
         let mut seen: HashMap<(IpAddr, u32), Span> = HashMap::new();
         for r in routes {
@@ -559,6 +583,18 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let key = (network(n, l), l);
+            if let Some(kind) = self.martian_prefix(key.0, l) {
+                self.err(
+                    "lbp::check::martian_route",
+                    format!("the route {}/{l} is never used", key.0),
+                    r.prefix.span,
+                    format!("every address in it is {kind}"),
+                )
+                .set_help(
+                    "routing never forwards to an unspecified, loopback, link-local, multicast or \
+                     broadcast destination, whatever the routes say; remove the route",
+                );
+            }
             let Some(&first) = seen.get(&key) else {
                 seen.insert(key, r.span);
                 continue;
@@ -734,6 +770,38 @@ mod tests {
                 "pool p {{ backend 198.18.2.11 }}\nservice s {{\n vip 198.18.0.10 tcp port {ports}\n pool p\n}}\n"
             ));
             assert_eq!(got, ["E:lbp::check::duplicate_vip_entry"], "{ports}");
+        }
+    }
+
+    #[test]
+    fn a_route_to_martians_only_is_an_error() {
+        for r in [
+            "route 224.0.0.0/4 dev lan",
+            "route 239.1.0.0/16 dev lan",
+            "route 127.0.0.0/8 dev lan",
+            "route 169.254.0.0/16 dev lan",
+            "route 0.0.0.0/8 dev lan",
+            "route 255.255.255.255/32 dev lan",
+            "route 198.18.0.255/32 dev lan",
+            "route ff00::/8 dev srv",
+            "route fe80::/64 dev srv",
+            "route ::1/128 dev srv",
+        ] {
+            assert_eq!(
+                with(&format!("{r}\n")),
+                ["E:lbp::check::martian_route"],
+                "{r}"
+            );
+        }
+        for r in [
+            "route 0.0.0.0/0 via 198.18.0.254",
+            "route 192.0.0.0/2 dev lan",
+            "route 224.0.0.0/3 dev lan",
+            "route ::/0 via 2001:db8:2::fe",
+            "route fe80::/9 dev srv",
+            "route 198.18.0.254/32 dev lan",
+        ] {
+            assert_eq!(with(&format!("{r}\n")), Vec::<String>::new(), "{r}");
         }
     }
 
