@@ -400,11 +400,13 @@ impl<'a> Checker<'a> {
     fn lint_service(&mut self, s: &'a Service, routes: &[&'a Route]) {
         let mut dsr: Option<Span> = None;
         let mut pool: Option<&'a Pool> = None;
+        let mut vips: Vec<(IpAddr, Span)> = Vec::new();
         for st in &s.stmts {
             match &st.kind {
                 ServiceStmtKind::Vip { addr, ports, .. } => {
                     if let Some(a) = self.const_addr(addr) {
                         self.vip_address(a, addr.span);
+                        vips.push((a, addr.span));
                     }
                     self.vip_ports(ports, addr);
                 }
@@ -430,6 +432,56 @@ impl<'a> Checker<'a> {
         }
         if let (Some(mode), Some(pool)) = (dsr, pool) {
             self.dsr_backends(s, pool, mode, routes);
+        }
+        if let Some(pool) = pool {
+            self.zero_weights_of_family(pool, &vips);
+        }
+    }
+
+    /// A virtual IP is balanced to the pool's back ends of its family: when
+    /// those all have weight 0 (and the pool has others, else the pool itself
+    /// is reported), it takes no connection.
+    fn zero_weights_of_family(&mut self, pool: &'a Pool, vips: &[(IpAddr, Span)]) {
+        let mut weights: Vec<(Fam, u64)> = Vec::new();
+        for st in &pool.stmts {
+            if let PoolStmtKind::Backend(b) = &st.kind
+                && let Some(a) = self.const_addr(&b.addr)
+            {
+                let w = b
+                    .opts
+                    .iter()
+                    .find(|o| o.key.name == "weight")
+                    .map_or(Some(1), |o| self.const_int(&o.value));
+                weights.push((Fam::of(&a), w.unwrap_or(1)));
+            }
+        }
+        if weights.iter().all(|&(_, w)| w == 0) {
+            return;
+        }
+        let mut reported: Vec<Fam> = Vec::new();
+        for &(a, span) in vips {
+            let f = Fam::of(&a);
+            let mut of_fam = weights.iter().filter(|(bf, _)| *bf == f).peekable();
+            if reported.contains(&f) || of_fam.peek().is_none() || !of_fam.all(|&(_, w)| w == 0) {
+                continue;
+            }
+            reported.push(f);
+            self.err(
+                "lbp::check::zero_weights",
+                format!(
+                    "every {} back end of the pool `{}` has weight 0",
+                    f.name(),
+                    pool.name.name
+                ),
+                span,
+                format!("no {} back end can take a connection", f.name()),
+            )
+            .also(pool.name.span, "the pool")
+            .set_help(format!(
+                "a virtual IP is balanced to the back ends of its own family, and one of weight 0 \
+                 takes no new connections: give at least one {} back end a weight above 0",
+                f.name()
+            ));
         }
     }
 
@@ -732,6 +784,17 @@ mod tests {
             svc("backend 198.18.2.11 weight 0\nbackend 198.18.2.12", ""),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_family_of_zero_weights_is_an_error_for_its_virtual_ip() {
+        let mixed = |w6: &str| {
+            with(&format!(
+                "pool p {{\nbackend 198.18.2.11\nbackend 2001:db8:2::11{w6}\n}}\nservice s {{\n vip 198.18.0.10 tcp port 80\n vip 2001:db8:2::80 tcp port 80\n pool p\n}}\n"
+            ))
+        };
+        assert_eq!(mixed(" weight 0"), ["E:lbp::check::zero_weights"]);
+        assert_eq!(mixed(" weight 2"), Vec::<String>::new());
     }
 
     #[test]
