@@ -3,6 +3,7 @@
 //! loading a policy (read, check, lower) for the subcommands that run it.
 
 use lbp_lang::Diagnostic;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -96,10 +97,13 @@ pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
             }
         }
         Format::Human => {
-            let fancy = fancy(out.color);
+            let renderer = Renderer::new(fancy(out.color));
             let mut stderr = std::io::BufWriter::new(std::io::stderr().lock());
+            let mut text = String::new();
             for d in diags {
-                let _ = write!(stderr, "{}", render(&source, d, fancy));
+                text.clear();
+                renderer.render(&source, d, &mut text);
+                let _ = stderr.write_all(text.as_bytes());
             }
         }
     }
@@ -127,7 +131,11 @@ pub fn report_unreadable(out: &Output, file: &Path, why: &str) {
 /// operator's terminal.
 pub fn render_all(file: &Path, src: &str, diags: &[Diagnostic], fancy: bool) -> String {
     let source = Source::new(file, src);
-    let mut out: String = diags.iter().map(|d| render(&source, d, fancy)).collect();
+    let renderer = Renderer::new(fancy);
+    let mut out = String::new();
+    for d in diags {
+        renderer.render(&source, d, &mut out);
+    }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     out.push_str(&summary(errors, diags.len() - errors, 1));
     out.push('\n');
@@ -182,36 +190,66 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Render one diagnostic for people. Plain output is deterministic (no colour,
-/// ASCII art, fixed width), which the golden tests rely on. miette is shown only
-/// an [`Excerpt`] of the file, so that one diagnostic costs what it shows.
-fn render(source: &Source, d: &Diagnostic, fancy: bool) -> String {
-    let theme = if fancy {
-        miette::GraphicalTheme::unicode()
-    } else {
-        miette::GraphicalTheme::none()
-    };
-    let handler = miette::GraphicalReportHandler::new_themed(theme)
-        .with_width(100)
-        .with_links(false);
-    let (line, col) = source.line_col(d.span().start);
-    let excerpt = Excerpt::new(source, d, if fancy { "…" } else { "..." });
-    let mut out = format!(
-        "{}:{line}:{col}: {}[{}]: {}\n",
-        source.name,
-        d.severity.as_str(),
-        d.code,
-        d.message
-    );
-    let _ = handler.render_report(
-        &mut out,
-        &Shown {
+/// Renders diagnostics for people with miette's handler, set up once. Plain
+/// output is deterministic (no colour, ASCII art, fixed width), which the golden
+/// tests rely on. miette is shown only an [`Excerpt`] of the file, so that one
+/// diagnostic costs what it shows.
+struct Renderer {
+    handler: miette::GraphicalReportHandler,
+    /// The same handler without wrapping: for a diagnostic whose message and
+    /// help are one short line each, which wrapping leaves as they are (it is
+    /// a third of miette's time).
+    unwrapped: miette::GraphicalReportHandler,
+    ellipsis: &'static str,
+}
+
+/// Text that miette's wrapping at 100 columns leaves as it is: one line, short,
+/// without tabs or surrounding whitespace.
+fn fits(text: &str) -> bool {
+    text.len() <= 80 && !text.contains(['\n', '\r', '\t']) && text.trim() == text
+}
+
+impl Renderer {
+    fn new(fancy: bool) -> Renderer {
+        let theme = if fancy {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::none()
+        };
+        let handler = miette::GraphicalReportHandler::new_themed(theme)
+            .with_width(100)
+            .with_links(false);
+        Renderer {
+            unwrapped: handler.clone().with_wrap_lines(false),
+            handler,
+            ellipsis: if fancy { "…" } else { "..." },
+        }
+    }
+
+    /// Append one diagnostic, as `lbp check` prints it, to `out`.
+    fn render(&self, source: &Source, d: &Diagnostic, out: &mut String) {
+        let (line, col) = source.line_col(d.span().start);
+        let excerpt = Excerpt::new(source, d, self.ellipsis);
+        let _ = writeln!(
+            out,
+            "{}:{line}:{col}: {}[{}]: {}",
+            source.name,
+            d.severity.as_str(),
+            d.code,
+            d.message
+        );
+        let shown = Shown {
             d,
             excerpt: &excerpt,
-        },
-    );
-    out.push('\n');
-    out
+        };
+        let handler = if fits(&d.message) && d.help.as_deref().is_none_or(fits) {
+            &self.unwrapped
+        } else {
+            &self.handler
+        };
+        let _ = handler.render_report(out, &shown);
+        out.push('\n');
+    }
 }
 
 /// The most characters of a source line shown whole; a longer line is shown as
