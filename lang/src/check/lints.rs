@@ -14,10 +14,12 @@
 //!   which the compiler's tests hold this copy to), or the appliance's own
 //!   address;
 //! - DSR back ends the appliance cannot reach at layer 2;
-//! - a pool whose back ends all have weight 0;
+//! - a pool whose back ends all have weight 0, or all those of a virtual IP's
+//!   family;
 //! - port 0 where a server's port is meant, and a port listed twice on one
 //!   `vip` line;
-//! - two routes of the same prefix (two default routes of one family);
+//! - two routes of the same prefix (two default routes of one family), and a
+//!   route whose every address is martian;
 //! - a weight formula that may divide by zero for some load report.
 
 use super::*;
