@@ -109,6 +109,21 @@ pub enum Action {
     /// Route: `target` is the index of the chosen route in the policy's route
     /// table (connected networks included).
     Forward = 4,
+    /// The packet would be balanced or forwarded, but its TTL (hop limit) is 1
+    /// or 0 ([`expires`]): it is not sent on. The runtime answers it with an
+    /// ICMP (ICMPv6) time exceeded, as a router does, except where RFC 1812 and
+    /// RFC 4443 forbid an answer (an ICMP error, a later fragment, a source that
+    /// is not one host) or the rate limit is reached. `target`, `rule` and
+    /// `stage` are those of the balance or forward decision it replaces.
+    Expire = 5,
+}
+
+/// Whether a packet with these fields expires instead of being sent on: its TTL
+/// or hop limit is 1 or 0, so a hop that decrements it would reach 0 (RFC 1812
+/// 5.3.1, RFC 8200 3). Every packet the appliance sends onward (balanced,
+/// forwarded, NAT return traffic, relayed ICMP errors) is held to it.
+pub fn expires(f: &Fields) -> bool {
+    f.ip_ttl <= 1
 }
 
 impl Action {
@@ -119,6 +134,7 @@ impl Action {
             2 => Action::Local,
             3 => Action::Balance,
             4 => Action::Forward,
+            5 => Action::Expire,
             _ => return None,
         })
     }

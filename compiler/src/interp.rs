@@ -7,7 +7,8 @@
 //! matching entry (TCP reset, else drop), then the appliance's own addresses
 //! (local), then routing: a martian destination (loopback, multicast, broadcast,
 //! link-local, unspecified) is dropped, else the longest matching route
-//! (forward), else drop.
+//! (forward), else drop. A packet that
+//! would be balanced or forwarded with a TTL of 1 or 0 expires.
 
 use crate::ir::*;
 use lbp_abi::{Action as A, Decision, Fields, NO_RULE, present, stage, tcp_flag};
@@ -146,9 +147,16 @@ pub fn eval(prog: &Program, c: &Cond, f: &Fields) -> bool {
 }
 
 /// The whole decision for one packet: the pipeline's, with the flow hash of a
-/// `balance` decision over its service's hash fields.
+/// `balance` decision over its service's hash fields. A packet that would be
+/// balanced or forwarded with a TTL (hop limit) of 1 or 0 expires instead
+/// ([`lbp_abi::expires`]): `Expire`, with the target, rule and stage of the
+/// decision it replaces and no hash.
 pub fn decide(prog: &Program, f: &Fields) -> Decision {
     let mut d = pipeline(prog, f);
+    if (d.action == A::Balance as u32 || d.action == A::Forward as u32) && lbp_abi::expires(f) {
+        d.action = A::Expire as u32;
+        return d;
+    }
     if d.action == A::Balance as u32 {
         let mask = prog
             .services

@@ -742,6 +742,7 @@ fn compile_inner(
 const OFF_PRESENT: i32 = offset_of!(Fields, present) as i32;
 const OFF_IP_VERSION: i32 = offset_of!(Fields, ip_version) as i32;
 const OFF_IP_PROTO: i32 = offset_of!(Fields, ip_proto) as i32;
+const OFF_IP_TTL: i32 = offset_of!(Fields, ip_ttl) as i32;
 const OFF_DPORT: i32 = offset_of!(Fields, dport) as i32;
 const OFF_TCP_FLAGS: i32 = offset_of!(Fields, tcp_flags) as i32;
 
@@ -1066,13 +1067,26 @@ impl<'a> Translator<'a> {
     }
 
     /// The block every `balance` decision ends in: its first two words (the
-    /// parameters), then the flow hash over the service's fields.
+    /// parameters), then the flow hash over the service's fields; or, for a
+    /// packet that expires, `Expire` with the same target, rule and stage and
+    /// no hash.
     fn translate_balance_exit(&mut self, block: Block) {
         self.b.switch_to_block(block);
         let p = self.b.block_params(block).to_vec();
         let &[w0, w1] = p.as_slice() else {
             return;
         };
+        let expired = self.b.create_block();
+        let live = self.b.create_block();
+        let e = self.expires();
+        self.b.ins().brif(e, expired, &[], live, &[]);
+        self.b.switch_to_block(expired);
+        let target = self.word_high(w0);
+        let a = self.konst(types::I32, A::Expire as u64);
+        let w0e = self.pair(a, target);
+        self.exit_words(w0e, w1);
+
+        self.b.switch_to_block(live);
         self.store_words(w0, w1);
         let all = self
             .prog
@@ -1568,6 +1582,9 @@ impl<'a> Translator<'a> {
             .icmp_imm_u(IntCC::Equal, r, i64::from(NO_ROUTE));
         let drop = self.b.ins().iconst(types::I32, A::Drop as i64);
         let fwd = self.b.ins().iconst(types::I32, A::Forward as i64);
+        let expire = self.b.ins().iconst(types::I32, A::Expire as i64);
+        let e = self.expires();
+        let fwd = self.b.ins().select(e, expire, fwd);
         let a = self.b.ins().select(none, drop, fwd);
         let zero = self.b.ins().iconst(types::I32, 0);
         let t = self.b.ins().select(none, zero, r);
@@ -2542,6 +2559,17 @@ impl<'a> Translator<'a> {
         self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, d, w)
     }
 
+    /// `lbp_abi::expires`: the TTL (hop limit) is 1 or 0.
+    fn expires(&mut self) -> Value {
+        let ttl = self
+            .b
+            .ins()
+            .uload8(types::I32, field_flags(), self.fields, OFF_IP_TTL);
+        self.b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, ttl, 1)
+    }
+
     /// `interp::reset_or_drop`: Reset for a TCP packet that is no RST, else Drop.
     fn reset_or_drop(&mut self) -> Value {
         let fl = self
@@ -2706,6 +2734,7 @@ mod tests {
             present: present::ETH | present::IP4 | present::TCP,
             ip_version: 4,
             ip_proto: 6,
+            ip_ttl: 64,
             dport: 80,
             ip_dst: mapped(dst),
             ..Fields::default()
@@ -2815,6 +2844,7 @@ mod tests {
                     present: present::ETH | present::IP6 | present::UDP,
                     ip_version: 6,
                     ip_proto: 17,
+                    ip_ttl: 64,
                     dport: 53,
                     ip_dst: dst.to_be_bytes(),
                     ..Fields::default()

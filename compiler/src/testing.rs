@@ -117,6 +117,7 @@ pub fn verdict(prog: &Program, f: &Fields, d: Decision, conns: &mut HashSet<Conn
         Some(Action::Drop) | None => "drop".into(),
         Some(Action::Reset) => "reset".into(),
         Some(Action::Local) => "local".into(),
+        Some(Action::Expire) => "expire".into(),
         Some(Action::Forward) => {
             let dev = prog
                 .routes

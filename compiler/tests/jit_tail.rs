@@ -175,6 +175,8 @@ fn fields(r: &mut Rng, prog: &Program) -> Fields {
     }
     f.dport = r.below(105) as u16;
     f.tcp_flags = [0, tcp_flag::RST, tcp_flag::SYN, tcp_flag::FIN][r.below(4) as usize];
+    // Mostly alive; 0 and 1 expire where the packet would be balanced or routed.
+    f.ip_ttl = [64, 64, 2, 1, 0][r.below(5) as usize];
     f
 }
 

@@ -187,7 +187,7 @@ pub const WEIGHT_INPUTS: &[&str] = &["clients", "cpu", "mem", "exec_ms", "rps", 
 /// Protocol names usable as values (`ip.proto == tcp`).
 pub const PROTOCOLS: &[(&str, u64)] = &[("tcp", 6), ("udp", 17), ("icmp", 1), ("icmpv6", 58)];
 pub const ACTIONS: &[&str] = &["accept", "drop", "reset", "local", "forward", "balance"];
-pub const VERDICTS: &[&str] = &["drop", "reset", "local", "balance", "forward"];
+pub const VERDICTS: &[&str] = &["drop", "reset", "local", "balance", "forward", "expire"];
 pub const ALGORITHMS: &[&str] = &["maglev", "round_robin", "least_load", "hash"];
 pub const HEALTH_KINDS: &[&str] = &["tcp", "http", "icmp"];
 pub const TCP_FLAGS: &[&str] = &["syn", "ack", "fin", "rst", "psh", "urg"];
@@ -1603,8 +1603,8 @@ impl<'a> Checker<'a> {
                 );
                 d.help = Some(match did_you_mean(k, VERDICTS.iter().copied()) {
                     Some(m) => format!("did you mean `{m}`?"),
-                    None if k == "accept" => "`accept` only ends the filter; a test expects where the packet ends up: balance SERVICE, local, forward dev INTERFACE, drop or reset".into(),
-                    None => "verdicts are drop, reset, local, balance SERVICE and forward dev INTERFACE".into(),
+                    None if k == "accept" => "`accept` only ends the filter; a test expects where the packet ends up: balance SERVICE, local, forward dev INTERFACE, drop, reset or expire".into(),
+                    None => "verdicts are drop, reset, local, balance SERVICE, forward dev INTERFACE and expire".into(),
                 });
             }
         }

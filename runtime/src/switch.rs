@@ -1,7 +1,7 @@
 //! A switching core's per-burst work: for each received frame, ARP / neighbour
 //! discovery, NAT return traffic and ICMP errors about balanced connections, the
 //! compiled policy, and the action it decided (drop, reset, local, balance,
-//! forward), down to the transmit queue of an interface.
+//! forward, expire), down to the transmit queue of an interface.
 //!
 //! [`process_burst`] is pure in the DPDK l3fwd sense: no system call, no clock
 //! read (`now` is passed in, nanoseconds of a monotonic clock), no allocation on
@@ -38,9 +38,16 @@
 //!    connection table"); a back end's own new connections miss and go on.
 //! 6. The policy, then its action. Balance: connection table, else (a SYN, any
 //!    non-TCP, or `unknown balance`) a new back end by the service's algorithm;
-//!    a TCP non-SYN of no connection is reset (a RST is dropped). NAT rewrites
-//!    the destination and decrements the TTL; DSR rewrites MACs only. Forward:
-//!    TTL, route, neighbour.
+//!    a TCP non-SYN of no connection is reset (a RST is dropped). Then the TTL
+//!    is decremented (NAT and DSR alike: the appliance is a hop), NAT rewrites
+//!    the destination, DSR only the MACs. Forward: TTL, route, neighbour.
+//!    Expire (the policy saw a TTL of 1 or 0 on a packet it would balance or
+//!    forward): an ICMP / ICMPv6 time exceeded goes back out of the receiving
+//!    interface to the sender, from that interface's address, unless RFC 1812
+//!    forbids it (`wire::time_exceeded`) or the rate limit is reached
+//!    ([`TIME_EXCEEDED_PER_SEC`]); else the packet is dropped (`Ttl`). A packet
+//!    the core sends on by itself (NAT return traffic, relayed ICMP errors)
+//!    whose TTL runs out is treated the same way.
 //!
 //! Sending towards a next hop: the neighbour table gives the MAC (a stale entry
 //! is used, and re-confirmed); an unknown one holds the frame in the core's
@@ -48,10 +55,10 @@
 //! by the neighbour table). Held frames leave when the answer arrives (step 2 or
 //! 3, in any later burst) or when they time out (freed at the start of a burst).
 //!
-//! Not here: ICMP errors the appliance would originate (time exceeded, fragmentation
-//! needed), fragment reassembly (a later fragment of a balanced flow has no ports
-//! and is balanced on its own), IPv6 router discovery, VLAN-aware forwarding (tags
-//! are kept as they came).
+//! Not here: ICMP errors the appliance would originate other than time exceeded
+//! (fragmentation needed, destination unreachable), fragment reassembly (a later
+//! fragment of a balanced flow has no ports and is balanced on its own), IPv6
+//! router discovery, VLAN-aware forwarding (tags are kept as they came).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +76,14 @@ use crate::wire::{self, Side};
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETH_HEADER_LEN: usize = 14;
 const PROTO_ICMPV6: u8 = 58;
+
+/// ICMP time exceeded answers per second and switching core, at most (Linux's
+/// default global rate, `net.ipv4.icmp_msgs_per_sec`).
+pub const TIME_EXCEEDED_PER_SEC: u64 = 1000;
+/// How many answers may leave at once after a quiet time (Linux's
+/// `icmp_msgs_burst`).
+pub const TIME_EXCEEDED_BURST: u64 = 50;
+const TIME_EXCEEDED_GAP_NS: u64 = 1_000_000_000 / TIME_EXCEEDED_PER_SEC;
 
 /// The `in_iface` of a frame that the control plane (the TAP) sent: it skips
 /// ARP / ND, NAT return and the policy, and is routed (see `lbp run`).
@@ -137,13 +152,21 @@ pub struct Counters {
     /// Frames received (handed to `process_burst`).
     pub rx: PktBytes,
     /// By the policy's action, indexed by `Action as usize`.
-    pub actions: [PktBytes; 5],
+    pub actions: [PktBytes; 6],
     /// Frames from the control plane ([`FROM_LOCAL`]) routed out.
     pub from_local: PktBytes,
     /// NAT return traffic rewritten back to the virtual IP.
     pub nat_return: PktBytes,
     /// ICMP errors about a balanced connection, sent on to its back end or client.
     pub icmp_errors: u64,
+    /// ICMP (ICMPv6) time exceeded sent, in answer to a packet whose TTL (hop
+    /// limit) ran out where the appliance would have sent it on. An expired
+    /// packet not answered is a drop for [`DropReason::Ttl`].
+    pub time_exceeded: u64,
+    /// Expired packets not answered because of the rate limit
+    /// ([`TIME_EXCEEDED_PER_SEC`], [`TIME_EXCEEDED_BURST`]); counted in the
+    /// `Ttl` drops too.
+    pub time_exceeded_limited: u64,
     /// NAT connections ended by a new direct connection with the same 4-tuple at
     /// the back end.
     pub superseded: u64,
@@ -283,6 +306,9 @@ pub struct CoreState {
     loads: Vec<u64>,
     /// The id of the generation the per-core tables were built for.
     gen_id: Option<u64>,
+    /// The time exceeded rate limit: the theoretical arrival time (ns) of the
+    /// next answer (GCRA).
+    time_exceeded_tat: u64,
 }
 
 impl CoreState {
@@ -295,6 +321,7 @@ impl CoreState {
             wrr: Vec::new(),
             loads: Vec::new(),
             gen_id: None,
+            time_exceeded_tat: 0,
         }
     }
 
@@ -812,14 +839,74 @@ impl Burst<'_> {
         }
     }
 
-    /// Decrement the TTL; false (frame dropped) when it runs out.
-    fn ttl(&mut self, d: Desc, l3: usize) -> bool {
-        if wire::decrement_ttl(self.frames.packet_mut(d), l3) {
+    /// Decrement the TTL (hop limit) of a packet about to be sent on; false when
+    /// it runs out: the frame is then answered with a time exceeded or dropped
+    /// ([`Burst::expired`]).
+    fn ttl(&mut self, d: Desc, f: &Fields) -> bool {
+        if wire::decrement_ttl(self.frames.packet_mut(d), usize::from(f.l3_offset)) {
             true
         } else {
-            self.drop_frame(d, DropReason::Ttl);
+            self.expired(d, f);
             false
         }
+    }
+
+    /// A packet whose TTL (hop limit) ran out where the appliance would have
+    /// sent it on (the policy's `Expire`, or a packet the core forwards itself):
+    /// answered with an ICMP (ICMPv6) time exceeded from the receiving
+    /// interface's address, back out of that interface to the sender, unless the
+    /// packet must not be answered (`wire::time_exceeded`) or the rate limit
+    /// says no; otherwise dropped (`Ttl`).
+    fn expired(&mut self, d: Desc, f: &Fields) {
+        let g = self.g;
+        let src = ip_of(f.ip_version, &f.ip_src);
+        let ours = g
+            .appliance
+            .interfaces
+            .get(f.in_iface as usize)
+            .and_then(|i| source_for(i, src));
+        let Some(ours) = ours else {
+            return self.drop_frame(d, DropReason::Ttl);
+        };
+        if !self.time_exceeded_allowed() {
+            self.st.counters.time_exceeded_limited += 1;
+            return self.drop_frame(d, DropReason::Ttl);
+        }
+        let len = d.len as usize;
+        match wire::time_exceeded_in_place(
+            self.frames.slot_mut(d),
+            len,
+            usize::from(f.l3_offset),
+            ours,
+        ) {
+            Some(n) => {
+                self.st.counters.time_exceeded += 1;
+                let d = Desc {
+                    addr: d.addr,
+                    len: n as u32,
+                };
+                self.tx(f.in_iface, d);
+            }
+            None => {
+                // Not sent: give the token back.
+                let tat = &mut self.st.time_exceeded_tat;
+                *tat = tat.saturating_sub(TIME_EXCEEDED_GAP_NS);
+                self.drop_frame(d, DropReason::Ttl)
+            }
+        }
+    }
+
+    /// The time exceeded rate limit (GCRA): at most [`TIME_EXCEEDED_PER_SEC`]
+    /// per second and core, in bursts of up to [`TIME_EXCEEDED_BURST`]; takes
+    /// one answer's worth when it says yes.
+    fn time_exceeded_allowed(&mut self) -> bool {
+        let tat = &mut self.st.time_exceeded_tat;
+        let window = TIME_EXCEEDED_GAP_NS * (TIME_EXCEEDED_BURST - 1);
+        if *tat > self.now.saturating_add(window) {
+            return false;
+        }
+        *tat = (*tat).max(self.now) + TIME_EXCEEDED_GAP_NS;
+        true
     }
 
     // ---- Before the policy: ICMP errors, NAT return ----------------------------
@@ -852,6 +939,10 @@ impl Burst<'_> {
             };
             let b = ip_from_bytes(&c.target.backend_addr);
             self.st.counters.icmp_errors += 1;
+            // A hop in either mode; an error that expires is never answered.
+            if !self.ttl(d, f) {
+                return true;
+            }
             if matches!(svc.mode, Mode::Nat { .. }) {
                 let frame = self.frames.packet_mut(d);
                 if !wire::icmp_error_rewrite(
@@ -864,9 +955,6 @@ impl Burst<'_> {
                     c.target.backend_port,
                 ) {
                     self.drop_frame(d, DropReason::Rewrite);
-                    return true;
-                }
-                if !self.ttl(d, l3) {
                     return true;
                 }
             }
@@ -894,7 +982,7 @@ impl Burst<'_> {
                 self.drop_frame(d, DropReason::Rewrite);
                 return true;
             }
-            if self.ttl(d, l3) {
+            if self.ttl(d, f) {
                 self.route_to(d, outer_dst);
             }
             return true;
@@ -951,13 +1039,15 @@ impl Burst<'_> {
         self.st.counters.nat_return.add(d.len);
         let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
         let vip = ip_of(key.version, &key.vip);
+        // The TTL first: an expired reply is answered as the back end sent it.
+        if !self.ttl(d, f) {
+            return true;
+        }
         if !wire::set_src(self.frames.packet_mut(d), l3, l4, vip, key.vport) {
             self.drop_frame(d, DropReason::Rewrite);
             return true;
         }
-        if self.ttl(d, l3) {
-            self.route_to(d, ip_of(f.ip_version, &f.ip_dst));
-        }
+        self.route_to(d, ip_of(f.ip_version, &f.ip_dst));
         true
     }
 
@@ -996,12 +1086,13 @@ impl Burst<'_> {
                 Err(d) => self.drop_frame(d, DropReason::QueueFull),
             },
             Action::Balance => self.balance(d, f, dec),
+            Action::Expire => self.expired(d, f),
             Action::Forward => {
                 let g = self.g;
                 let Some(r) = g.appliance.routes.get(dec.target as usize) else {
                     return self.drop_frame(d, DropReason::NoRoute);
                 };
-                if self.ttl(d, usize::from(f.l3_offset)) {
+                if self.ttl(d, f) {
                     let dst = ip_of(f.ip_version, &f.ip_dst);
                     self.send_to(d, r.via.unwrap_or(dst), r.dev);
                 }
@@ -1171,9 +1262,14 @@ impl Burst<'_> {
             t.add(d.len);
         }
         let backend = ip_from_bytes(&target.backend_addr);
-        let l3 = usize::from(f.l3_offset);
+        // NAT or DSR, the appliance is a hop: the TTL first, so that an expired
+        // packet (which the policy normally caught as `Expire`) is answered as
+        // it came.
+        if !self.ttl(d, f) {
+            return;
+        }
         if let Mode::Nat { .. } = svc.mode {
-            let l4 = usize::from(f.l4_offset);
+            let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
             if !wire::set_dst(
                 self.frames.packet_mut(d),
                 l3,
@@ -1182,9 +1278,6 @@ impl Burst<'_> {
                 target.backend_port,
             ) {
                 return self.drop_frame(d, DropReason::Rewrite);
-            }
-            if !self.ttl(d, l3) {
-                return;
             }
         }
         self.route_to(d, backend);
@@ -1298,8 +1391,22 @@ mod tests {
     }
 
     /// The policy, by hand: what the compiled `.lbp` would decide for this
-    /// appliance (no filter rules).
+    /// appliance (no filter rules), a packet that would be sent on with a TTL
+    /// of 1 or 0 expiring.
     fn policy(f: &Fields) -> Decision {
+        let d = pipeline(f);
+        let sent_on = [Action::Balance as u32, Action::Forward as u32].contains(&d.action);
+        if sent_on && lbp_abi::expires(f) {
+            return Decision {
+                action: Action::Expire as u32,
+                hash: 0,
+                ..d
+            };
+        }
+        d
+    }
+
+    fn pipeline(f: &Fields) -> Decision {
         let dst = ip_of(f.ip_version, &f.ip_dst);
         let tcp = f.present & present::TCP != 0;
         let d = |action: Action, target: u32, st: u32| Decision {
@@ -1569,14 +1676,18 @@ mod tests {
     }
 
     #[test]
-    fn dsr_changes_only_the_macs_and_round_robins() {
+    fn dsr_changes_the_macs_and_ttl_and_round_robins() {
         let mut r = Rig::known();
         let mut seen = Vec::new();
         for port in [40000, 40001, 40002] {
             let syn = tcp("198.18.0.50", "198.18.0.20", port, 80, SYN);
             let out = r.run(&[(0, syn.clone())], NS);
             let f = &out.tx[1][0];
-            assert_eq!(f[12..], syn[12..], "only the MACs change");
+            // Only the MACs change, and the TTL (with the header checksum).
+            assert_eq!(f[12..22], syn[12..22]);
+            assert_eq!(f[14 + 8], syn[14 + 8] - 1);
+            assert_eq!(f[26..], syn[26..]);
+            checksums_ok(f);
             assert_eq!(f[6..12], M1);
             seen.push(f[..6].to_vec());
         }
@@ -1640,7 +1751,7 @@ mod tests {
         let l3 = 14;
         let c = testutil::ipv4_header_expected(&dying, l3);
         dying[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        let out = r.run(&[(1, pkt.clone()), (1, far), (1, dying)], NS);
+        let out = r.run(&[(1, pkt.clone()), (1, far), (1, dying.clone())], NS);
         assert_eq!(out.tx[0].len(), 2);
         let f = &out.tx[0][0];
         assert_eq!(fields(f).ip_ttl, 63);
@@ -1652,8 +1763,132 @@ mod tests {
         assert_eq!(f[26..], pkt[26..]);
         // Beyond the connected network: the default route's gateway.
         assert_eq!(out.tx[0][1][..6], GW_MAC);
-        assert_eq!(r.st.counters.dropped(DropReason::Ttl), 1);
-        assert_eq!(r.st.counters.action(Action::Forward), 3);
+        // TTL 1 expires: answered out of the interface it came in by.
+        assert_eq!(out.tx[1].len(), 1);
+        assert_time_exceeded(&out.tx[1][0], &dying, "198.19.0.1");
+        let c = &r.st.counters;
+        assert_eq!(c.action(Action::Forward), 2);
+        assert_eq!(c.action(Action::Expire), 1);
+        assert_eq!((c.time_exceeded, c.dropped(DropReason::Ttl)), (1, 0));
+    }
+
+    /// `frame` with its TTL (hop limit) set to `ttl`, the IPv4 header checksum
+    /// updated.
+    fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+        let l3 = usize::from(fields(&frame).l3_offset);
+        if frame[l3] >> 4 == 4 {
+            frame[l3 + 8] = ttl;
+            let c = testutil::ipv4_header_expected(&frame, l3);
+            frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            frame[l3 + 7] = ttl;
+        }
+        frame
+    }
+
+    /// `answer` is the ICMP (ICMPv6) time exceeded from `from` about `orig`,
+    /// sent back to the sender's MAC, quoting `orig` from its IP header on.
+    fn assert_time_exceeded(answer: &[u8], orig: &[u8], from: &str) {
+        let a = fields(answer);
+        let o = fields(orig);
+        let v6 = o.ip_version == 6;
+        assert_eq!(a.ip_version, o.ip_version);
+        assert_eq!(a.ip_proto, if v6 { PROTO_ICMPV6 } else { 1 });
+        assert_eq!((a.icmp_type, a.icmp_code), (if v6 { 3 } else { 11 }, 0));
+        assert_eq!(ip_of(a.ip_version, &a.ip_src), ip(from));
+        assert_eq!(a.ip_dst, o.ip_src);
+        assert_eq!(a.ip_ttl, 64);
+        assert_eq!(answer[..6], orig[6..12], "back to the sender");
+        assert_eq!(answer[6..12], orig[..6]);
+        let quoted = usize::from(a.l4_offset) + 8;
+        assert_eq!(answer[quoted..], orig[usize::from(o.l3_offset)..]);
+        checksums_ok(answer);
+    }
+
+    #[test]
+    fn expired_packets_are_answered_with_time_exceeded() {
+        let mut r = Rig::known();
+        // Balanced (NAT, IPv4 and IPv6; DSR) with a TTL of 1 or 0: answered,
+        // and no connection opened.
+        let syn4 = with_ttl(tcp("198.18.0.50", "198.18.0.10", 40000, 80, SYN), 1);
+        let syn6 = with_ttl(tcp("2001:db8::50", "2001:db8::10", 40000, 80, SYN), 1);
+        let dsr = with_ttl(tcp("198.18.0.50", "198.18.0.20", 40000, 80, SYN), 0);
+        let out = r.run(
+            &[(0, syn4.clone()), (0, syn6.clone()), (0, dsr.clone())],
+            NS,
+        );
+        assert!(out.tx[1].is_empty());
+        assert_eq!(out.tx[0].len(), 3);
+        assert_time_exceeded(&out.tx[0][0], &syn4, "198.18.0.1");
+        assert_time_exceeded(&out.tx[0][1], &syn6, "2001:db8::1");
+        assert_time_exceeded(&out.tx[0][2], &dsr, "198.18.0.1");
+        assert_eq!(r.shared.conns.len(), 0);
+        assert_eq!(r.st.counters.action(Action::Expire), 3);
+        assert_eq!(r.st.counters.time_exceeded, 3);
+
+        // TTL 2: balanced, and the back end sees 1 (DSR is a hop too).
+        let out = r.run(
+            &[(
+                0,
+                with_ttl(tcp("198.18.0.50", "198.18.0.20", 40000, 80, SYN), 2),
+            )],
+            NS,
+        );
+        assert_eq!(fields(&out.tx[1][0]).ip_ttl, 1);
+        checksums_ok(&out.tx[1][0]);
+
+        // NAT return traffic whose TTL runs out: answered to the back end,
+        // quoting the reply as the back end sent it.
+        let syn = tcp("198.18.0.50", "198.18.0.10", 40001, 80, SYN);
+        let out = r.run(&[(0, syn)], NS);
+        let x = fields(&out.tx[1][0]);
+        let backend = ip_of(4, &x.ip_dst);
+        let mut reply = tcp(
+            &backend.to_string(),
+            "198.18.0.50",
+            x.dport,
+            40001,
+            SYN | ACK,
+        );
+        reply[6..12].copy_from_slice(&mac_of(backend));
+        let reply = with_ttl(reply, 1);
+        let out = r.run(&[(1, reply.clone())], NS);
+        assert!(out.tx[0].is_empty());
+        assert_time_exceeded(&out.tx[1][0], &reply, "198.19.0.1");
+
+        // Never in answer to an ICMP error: dropped and counted.
+        let mut err = build(&Spec::new("198.18.0.50", "198.19.0.11", 1)).frame;
+        err[14 + 20] = 3;
+        let err = with_ttl(err, 1);
+        let out = r.run(&[(0, err)], NS);
+        assert!(out.tx.iter().all(Vec::is_empty));
+        let c = &r.st.counters;
+        assert_eq!((c.time_exceeded, c.dropped(DropReason::Ttl)), (4, 1));
+    }
+
+    #[test]
+    fn time_exceeded_is_rate_limited() {
+        let mut r = Rig::known();
+        let burst: Vec<(u32, Vec<u8>)> = (0..30)
+            .map(|i| {
+                let mut s = Spec::new("198.18.0.50", "198.19.0.11", 17);
+                s.sport = 1000 + i;
+                (0, with_ttl(build(&s).frame, 1))
+            })
+            .collect();
+        let t = 10 * NS;
+        let first = r.run(&burst, t);
+        let second = r.run(&burst, t);
+        let sent = first.tx[0].len() + second.tx[0].len();
+        assert_eq!(sent as u64, TIME_EXCEEDED_BURST);
+        let c = &r.st.counters;
+        assert_eq!(c.time_exceeded_limited, 60 - TIME_EXCEEDED_BURST);
+        assert_eq!(c.dropped(DropReason::Ttl), 60 - TIME_EXCEEDED_BURST);
+        // A millisecond later, one more; a second later, a whole burst again.
+        let third = r.run(&burst, t + 1_000_000);
+        assert_eq!(third.tx[0].len(), 1);
+        let fourth = r.run(&burst, t + 2 * NS);
+        assert_eq!(fourth.tx[0].len(), 30);
     }
 
     fn arp_request(sender_mac: [u8; 6], sender: &str, target: &str) -> Vec<u8> {

@@ -23,6 +23,8 @@
 //! - [`icmp`]: the connection an ICMP error is about, and its NAT translation.
 //! - [`route`]: Ethernet addresses, TTL / hop limit.
 //! - [`reset`]: the TCP RST that answers a segment, built in place.
+//! - [`time_exceeded`]: the ICMP / ICMPv6 time exceeded that answers a packet
+//!   whose TTL ran out, built in place.
 //! - [`arp`]: ARP requests and replies (Ethernet / IPv4).
 //! - [`ndp`]: IPv6 neighbour solicitations and advertisements.
 
@@ -33,6 +35,7 @@ pub mod nat;
 pub mod ndp;
 pub mod reset;
 pub mod route;
+pub mod time_exceeded;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -41,6 +44,7 @@ pub use icmp::{IcmpError, icmp_error_rewrite, parse_icmp_error};
 pub use nat::{Side, rewrite, set_dst, set_src};
 pub use reset::reset_in_place;
 pub use route::{decrement_ttl, set_macs};
+pub use time_exceeded::time_exceeded_in_place;
 
 /// Header layouts: field offsets from the start of each header (the extraction's
 /// table, shared).
