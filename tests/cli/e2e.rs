@@ -955,3 +955,73 @@ fn health_checks_take_a_dead_back_end_out_and_back() {
     let status = lbp.stop();
     assert!(status.is_some_and(|s| s.success()), "{test}: {status:?}");
 }
+
+/// ICMP health checks (echo requests, every 200 ms, fall 3, rise 2) of an IPv4
+/// and an IPv6 pool: b2's addresses are taken away in its namespace, so that
+/// nothing answers its pings any more; once the checks took it out of both
+/// pools, new connections go to b1 and b3 only and none fails; when its
+/// addresses come back, the checks bring it back and the splits are even again.
+#[test]
+fn icmp_health_checks_take_an_unreachable_back_end_out_and_back() {
+    let test = "e2e::icmp_health_checks_take_an_unreachable_back_end_out_and_back";
+    let Some((_serial, topo)) = setup(test, "ei") else {
+        return;
+    };
+    let mut lbp = start_xdp(test, &topo, "tests/e2e/health-icmp.lbp", &[]);
+    let split = |to: IpAddr| {
+        let to = SocketAddr::new(to, 80);
+        let (counts, errors) = topo
+            .client
+            .within(move || spread(to, 300, Duration::from_secs(60)));
+        eprintln!("e2e: {to} split {counts:?}, {} errors", errors.len());
+        assert!(errors.is_empty(), "{test}: {to}: {errors:?}");
+        counts
+    };
+    let wait_for = |text: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !lbp.stderr_text().contains(text) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lbp.stderr_text().contains(text)
+    };
+    let vips = [IpAddr::from(NAT4), IpAddr::from(NAT6)];
+    for vip in vips {
+        assert_eq!(split(vip), [100, 100, 100], "{test}: {vip}");
+    }
+    let b2 = &topo.backends[1];
+    let (_, b2_4, b2_6) = BACKENDS[1];
+    // Both of b2's addresses are said to be `state`; then (the weights are
+    // published at most twice a second after a change) both splits are `want`.
+    let expect = |state: &str, want: [usize; 3]| {
+        for a in [b2_4.to_string(), b2_6.to_string()] {
+            let line = format!("back end {a} is {state}");
+            assert!(
+                wait_for(&line),
+                "{test}: no {line:?}:\n{}",
+                lbp.stderr_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        for vip in vips {
+            assert_eq!(split(vip), want, "{test}: {vip} with b2 {state}");
+        }
+    };
+
+    // b2 loses its addresses: its pings go unanswered.
+    let (a4, a6) = (format!("{b2_4}/24"), format!("{b2_6}/64"));
+    b2.ip(&["addr", "del", &a4, "dev", "eth0"]);
+    b2.ip(&["addr", "del", &a6, "dev", "eth0"]);
+    expect("down", [150, 0, 150]);
+
+    // Its addresses come back (and the routes that went with the IPv4 one).
+    b2.ip(&["addr", "add", &a4, "dev", "eth0"]);
+    b2.ip(&["addr", "add", &a6, "dev", "eth0", "nodad"]);
+    for (v, gw) in [("-4", "198.18.2.1"), ("-6", "2001:db8:2::1")] {
+        b2.ip(&[
+            v, "route", "replace", "default", "via", gw, "dev", "eth0", "onlink",
+        ]);
+    }
+    expect("up", [100, 100, 100]);
+    let status = lbp.stop();
+    assert!(status.is_some_and(|s| s.success()), "{test}: {status:?}");
+}

@@ -9,14 +9,15 @@
 //! agents' load reports on the wire: authenticated, replay-protected ([`report`]),
 //! what an agent measures on its back end ([`agent`]), and the steering of
 //! weights by reports, published at a bounded rate ([`steer`]). At its edge:
-//! the health checks' prober threads ([`probe`]) and the control socket's
-//! mechanics ([`socket`]: who may connect, how much and how long a request may
-//! be). The control core's loop in the `lbp` binary (reload, the operator's
+//! the health checks' prober threads ([`probe`], with the ICMP echo check of
+//! [`ping`]) and the control socket's mechanics ([`socket`]: who may connect,
+//! how much and how long a request may be). The control core's loop in the `lbp` binary (reload, the operator's
 //! commands, publication of generations) sits at the edge and calls these.
 
 pub mod agent;
 pub mod diff;
 pub mod health;
+pub mod ping;
 pub mod probe;
 pub mod report;
 pub mod socket;

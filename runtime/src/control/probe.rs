@@ -7,10 +7,11 @@
 //! `GET PATH HTTP/1.0` is answered within the timeout by a status line with
 //! the expected status (any 2xx or 3xx when none is given). The check port is
 //! the check's `port`, else the back end's own `port`; a check with neither is
-//! not run. `icmp` checks are not run yet (they need a raw socket). A prober
-//! sleeps in slices of at most 50 ms, so [`Prober`]'s drop stops it within
-//! that, or once the check under way ends (at most three times its timeout:
-//! connect, write, read).
+//! not run. An `icmp` check passes when an echo request to the back end's
+//! address is answered by its echo reply within the timeout ([`super::ping`]);
+//! it needs no port. A prober sleeps in slices of at most 50 ms, so
+//! [`Prober`]'s drop stops it within that, or once the check under way ends (at
+//! most three times its timeout: connect, write, read).
 //!
 //! Beside them, the pollers of HAProxy-style agents (`backend ... agent PORT`,
 //! HAProxy's `agent-check`): one thread per back end with an agent, which
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use lbp_abi::health::{Check, Kind};
 
 use super::agent::{AgentReply, parse_agent_reply};
+use super::ping::ping;
 use crate::config::Appliance;
 
 /// One check of one back end.
@@ -40,23 +42,27 @@ pub struct Target {
     /// The service and the back end's index in it.
     pub service: usize,
     pub backend: usize,
-    /// Where to check.
+    /// Where to check (port 0 for an `icmp` check).
     pub addr: SocketAddr,
     pub check: Check,
 }
 
-/// The checks to run for `app`: every TCP and HTTP check of every service's
-/// pool, for each of its back ends that has a port to check.
+/// The checks to run for `app`: every check of every service's pool, for
+/// each of its back ends: ICMP checks for all, TCP and HTTP checks for those
+/// that have a port to check.
 pub fn targets(app: &Appliance) -> Vec<Target> {
     let mut out = Vec::new();
     for (s, svc) in app.services.iter().enumerate() {
         for check in &svc.health {
-            if check.kind == Kind::Icmp {
-                continue;
-            }
             for (b, be) in svc.backends.iter().enumerate() {
-                let Some(port) = check.port.or(be.port) else {
-                    continue;
+                let port = match check.kind {
+                    Kind::Icmp => 0,
+                    Kind::Tcp | Kind::Http { .. } => {
+                        let Some(port) = check.port.or(be.port) else {
+                            continue;
+                        };
+                        port
+                    }
                 };
                 out.push(Target {
                     service: s,
@@ -90,38 +96,41 @@ pub fn status_ok(status_line: &str, expect: Option<u16>) -> bool {
 /// Run one check now; true when it passes.
 pub fn check_once(t: &Target) -> bool {
     let timeout = Duration::from_micros(t.check.timeout_us.max(1_000));
-    let Ok(mut s) = TcpStream::connect_timeout(&t.addr, timeout) else {
+    match &t.check.kind {
+        Kind::Icmp => ping(t.addr.ip(), timeout),
+        Kind::Tcp => TcpStream::connect_timeout(&t.addr, timeout).is_ok(),
+        Kind::Http { path, expect } => http_check(t.addr, path, *expect, timeout),
+    }
+}
+
+/// An `http` check of `addr`: `GET path` answered with the status `expect`
+/// (any 2xx or 3xx without one), each step within `timeout`.
+fn http_check(addr: SocketAddr, path: &str, expect: Option<u16>, timeout: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
         return false;
     };
-    match &t.check.kind {
-        Kind::Tcp => true,
-        Kind::Icmp => false,
-        Kind::Http { path, expect } => {
-            let _ = s.set_read_timeout(Some(timeout));
-            let _ = s.set_write_timeout(Some(timeout));
-            let host = t.addr.ip();
-            let req =
-                format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lbp-health\r\n\r\n");
-            if s.write_all(req.as_bytes()).is_err() {
-                return false;
-            }
-            // The status line is in the first bytes; read at most 512.
-            let mut buf = [0u8; 512];
-            let mut got = 0;
-            let end = Instant::now() + timeout;
-            while got < buf.len() && Instant::now() < end {
-                match s.read(&mut buf[got..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n,
-                }
-                if buf[..got].contains(&b'\n') {
-                    break;
-                }
-            }
-            let text = String::from_utf8_lossy(&buf[..got]);
-            status_ok(text.lines().next().unwrap_or(""), *expect)
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let host = addr.ip();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lbp-health\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    // The status line is in the first bytes; read at most 512.
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    let end = Instant::now() + timeout;
+    while got < buf.len() && Instant::now() < end {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        if buf[..got].contains(&b'\n') {
+            break;
         }
     }
+    let text = String::from_utf8_lossy(&buf[..got]);
+    status_ok(text.lines().next().unwrap_or(""), expect)
 }
 
 /// The running probers; dropping it stops and joins them.
@@ -353,8 +362,17 @@ mod tests {
         let t = targets(&app(Some(8080), vec![with_port.clone(), plain.clone()]));
         let ports: Vec<u16> = t.iter().map(|t| t.addr.port()).collect();
         assert_eq!(ports, vec![9000, 8080]);
-        // No port anywhere, or ICMP: not run.
-        assert!(targets(&app(None, vec![plain, Check::new(Kind::Icmp)])).is_empty());
+        // No port anywhere: not run; ICMP needs none.
+        let t = targets(&app(None, vec![plain, Check::new(Kind::Icmp)]));
+        assert_eq!(
+            t,
+            vec![Target {
+                service: 0,
+                backend: 0,
+                addr: "127.0.0.1:0".parse().unwrap(),
+                check: Check::new(Kind::Icmp),
+            }]
+        );
     }
 
     /// Checks against servers on loopback: a listener passes a TCP check, a
