@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 mod lints;
+mod packets;
 pub use lints::martian_kind;
+pub use packets::check_packet_line;
 
 /// Check a policy; returns the diagnostics in the order found (callers sort).
 pub fn check(policy: &Policy) -> Vec<Diagnostic> {
@@ -25,6 +27,11 @@ pub fn check(policy: &Policy) -> Vec<Diagnostic> {
     }
     c.services_claims();
     c.lints(policy);
+    let packets = policy.items.iter().flat_map(|i| match i {
+        Item::Test(t) => t.packets.as_slice(),
+        _ => &[],
+    });
+    c.arrivals(policy, packets);
     c.unused();
     c.diags
 }
