@@ -9,7 +9,9 @@ mod appliance;
 mod cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cmd::{agent, check, compile, completions, ctl, demo, eval, explain, fmt, parse, run, test};
+use cmd::{
+    agent, check, compile, completions, ctl, demo, editors, eval, explain, fmt, parse, run, test,
+};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -71,6 +73,9 @@ enum Command {
     Maint(ctl::StateArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
+    /// Editor support files: `generate` writes the syntax files of VS Code, Vim
+    /// and Emacs from the language's tables.
+    Editors(editors::EditorsArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,5 +115,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Undrain(args) => ctl::state(args, "ready"),
         Command::Maint(args) => ctl::state(args, "maint"),
         Command::Completions(args) => completions::run(args, Cli::command()),
+        Command::Editors(args) => editors::run(args),
     }
 }

@@ -10,6 +10,7 @@ pub mod compile;
 pub mod completions;
 pub mod ctl;
 pub mod demo;
+pub mod editors;
 pub mod eval;
 pub mod explain;
 pub mod fmt;

@@ -7,6 +7,7 @@ mod demo;
 mod diagnostics;
 mod docs;
 mod e2e;
+mod editors;
 mod eval;
 mod generations;
 mod netns;
