@@ -103,7 +103,9 @@ pub fn consts(policy: &ast::Policy) -> HashMap<&str, &ast::Expr> {
         .collect()
 }
 
-fn expected_verdict(v: &ast::Verdict) -> String {
+/// A test line's verdict as `verdict` writes decisions (`balance web`, `forward dev
+/// wan`, `drop`, ...).
+pub fn expected_verdict(v: &ast::Verdict) -> String {
     match (v.kind.name.as_str(), &v.arg) {
         ("balance", Some(s)) => format!("balance {}", s.name),
         ("forward", Some(i)) => format!("forward dev {}", i.name),

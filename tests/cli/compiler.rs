@@ -96,6 +96,130 @@ fn explain_names_the_deciding_rule_and_the_rules_before_it() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// `error[CODE]: MESSAGE` lines of plain diagnostics.
+fn error_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| l.split_once(": error[").map(|(_, e)| format!("error[{e}")))
+        .collect()
+}
+
+#[test]
+fn explain_refuses_what_check_refuses_in_a_test_block_with_the_same_diagnostics() {
+    let web = std::fs::read_to_string(crate::root().join("policies/web.lbp")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for line in [
+        // Family mismatch: before, decided as some IPv4 packet.
+        "tcp 198.18.1.5:40000 -> [2001:db8::1]:80 syn",
+        // Missing port: before, decided with port 0.
+        "tcp 198.18.1.5 -> 198.18.0.10:80 syn",
+        // A duplicate option: before, the last one won.
+        "tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn ttl 3 ttl 9",
+        // ICMP with ports, a TCP flag on UDP.
+        "icmp 198.18.1.5:7 -> 198.18.0.10",
+        "udp 198.18.1.5:53 -> 198.18.0.10:53 syn",
+        // A verdict that is none, a service that does not exist: before, ignored.
+        "tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn => accept",
+        "tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn => balance htp",
+    ] {
+        let full = if line.contains("=>") {
+            line.to_string()
+        } else {
+            format!("{line} => drop")
+        };
+        let policy = dir.path().join("p.lbp");
+        std::fs::write(&policy, format!("{web}test \"t\" {{\n    {full}\n}}\n")).unwrap();
+        let check = lbp(&["check", "--color", "never", policy.to_str().unwrap()]);
+        let want = error_lines(&check.stderr);
+        assert!(!want.is_empty(), "{line}: check finds nothing");
+        let out = lbp(&["explain", "policies/web.lbp", line]);
+        assert_eq!(out.status.code(), Some(2), "{line}");
+        assert!(out.stdout.is_empty(), "{line}: decided anyway");
+        assert_eq!(error_lines(&out.stderr), want, "{line}");
+    }
+}
+
+#[test]
+fn explain_asks_for_the_arrival_interface_where_the_filter_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.lbp");
+    std::fs::write(
+        &policy,
+        "interface lan { address 198.18.1.1/24 }\n\
+         interface wan { address 198.18.10.1/24 }\n\
+         filter { in.iface == wan && tcp.dport == 22 => drop }\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    // Before: decided as arriving on no interface, so the rule never matched.
+    let out = lbp(&["explain", p, "tcp 203.0.113.5:40000 -> 198.18.1.1:22 syn"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[lbp::check::no_arrival_interface]"),
+        "{err}"
+    );
+    assert!(err.contains("write `on IFACE` (lan, wan)"), "{err}");
+    let on = lbp(&[
+        "explain",
+        p,
+        "tcp 203.0.113.5:40000 -> 198.18.1.1:22 syn on wan",
+    ]);
+    assert_eq!(on.status.code(), Some(0));
+    let text = String::from_utf8(on.stdout).unwrap();
+    assert!(text.starts_with("decision: drop"), "{text}");
+}
+
+#[test]
+fn explain_compares_a_given_verdict_with_the_decision() {
+    let line = "tcp 198.18.1.99:40000 -> 198.18.0.1:22 syn";
+    let same = lbp(&["explain", "policies/web.lbp", &format!("{line} => drop")]);
+    assert_eq!(same.status.code(), Some(0));
+    let text = String::from_utf8(same.stdout).unwrap();
+    assert!(text.contains("expected: drop: as decided"), "{text}");
+    let other = lbp(&["explain", "policies/web.lbp", &format!("{line} => local")]);
+    assert_eq!(other.status.code(), Some(1));
+    let text = String::from_utf8(other.stdout).unwrap();
+    assert!(text.starts_with("decision: drop"), "{text}");
+    assert!(
+        text.contains("expected: local: the decision differs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_and_eval_say_expire_for_a_packet_whose_ttl_runs_out() {
+    let out = lbp(&[
+        "explain",
+        "policies/web.lbp",
+        "tcp 198.18.1.5:40000 -> 198.18.0.10:80 syn ttl 1 => expire",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("decision: expire"), "{text}");
+    assert!(text.contains("would be balanced by http"), "{text}");
+    let routed = lbp(&[
+        "explain",
+        "policies/web.lbp",
+        "icmp 198.18.1.5 -> 198.18.2.11 ttl 1",
+    ]);
+    let text = String::from_utf8(routed.stdout).unwrap();
+    assert!(text.contains("would be routed out of servers"), "{text}");
+
+    let mut p = PacketSpec::new(
+        Proto::Icmp,
+        "198.18.1.5".parse().unwrap(),
+        "198.18.2.11".parse().unwrap(),
+    );
+    p.ttl = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ttl.pcap");
+    std::fs::write(&path, lbp_compiler::pcap::write(&[&build(&p)])).unwrap();
+    let out = lbp(&["eval", "policies/web.lbp", "--pcap", path.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("expire"), "{text}");
+}
+
 #[test]
 fn compile_emits_the_ir() {
     let out = lbp(&["compile", "policies/web.lbp", "--emit", "ir"]);
