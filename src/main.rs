@@ -5,7 +5,7 @@
 //! This file holds the command line (clap) and hands each subcommand to its
 //! module in `cmd`.
 
-mod appliance;
+use lbp::appliance;
 mod cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};

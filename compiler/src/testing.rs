@@ -1,13 +1,18 @@
 //! Policy tests (`test` blocks): build each packet line into a frame, run it
 //! through every back end, and compare with the expected verdict.
 //!
-//! A test block is one fresh appliance: its packet lines go through in order and
-//! share a model of the connection table, the same rule the runtime applies after
-//! the compiled policy. A TCP packet balanced to a service opens a connection when
-//! it is a SYN (without ACK); a later non-SYN packet of a known connection is
-//! balanced; one of no known connection is reset (`unknown reset`, the default),
-//! or balanced (`unknown balance`); a RST of no known connection is dropped (a RST
-//! is never answered). UDP packets balanced to a service are always balanced.
+//! A back end of a test is a [`Tester`]: it gets each packet line's frame in
+//! order, one test block at a time (a block is one fresh appliance), and answers
+//! with a verdict in the test syntax. The compiler's back ends (the interpreter
+//! and the JIT) are testers through [`Decider`], which decides the packet and
+//! then applies the connection-table rule the runtime applies after the
+//! compiled policy, modelled here: a TCP packet balanced to a service opens a
+//! connection when it is a SYN (without ACK); a later non-SYN packet of a known
+//! connection is balanced; one of no known connection is reset (`unknown
+//! reset`, the default), or balanced (`unknown balance`); a RST of no known
+//! connection is dropped (a RST is never answered). UDP packets balanced to a
+//! service are always balanced. The switching core is a tester too (the `lbp`
+//! package's `testbed`, on the runtime's `testbed`), with the real table.
 
 use crate::interp::Backend;
 use crate::ir::{Addr, Program};
@@ -18,6 +23,69 @@ use lbp_lang::ast::{self, ExprKind, Item, Lit, PacketOpt, Span};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+/// One back end's answer to one packet line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// In the test syntax: `drop`, `balance web`, `forward dev wan`, ...
+    pub text: String,
+    /// The filter rule that decided, if one did (index in the program).
+    pub rule: Option<u32>,
+    /// What the verdict leaves out (a drop's reason, where a frame went), if
+    /// the back end knows more.
+    pub detail: Option<String>,
+}
+
+/// A back end of `lbp test`.
+pub trait Tester {
+    /// A new test block: forget every connection, as a freshly started
+    /// appliance.
+    fn begin(&mut self);
+    /// The verdict on `frame`, received on interface `in_iface` (an index, or
+    /// `u32::MAX` for none); `fields` is `extract(frame, in_iface)`.
+    fn verdict(&mut self, frame: &[u8], in_iface: u32, fields: &Fields) -> Verdict;
+}
+
+/// A compiler back end as a [`Tester`]: its decision, then the modelled
+/// connection-table rule (see the module documentation).
+pub struct Decider<'a> {
+    prog: &'a Program,
+    backend: &'a dyn Backend,
+    conns: HashSet<Conn>,
+}
+
+impl std::fmt::Debug for Decider<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decider")
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Decider<'a> {
+    pub fn new(prog: &'a Program, backend: &'a dyn Backend) -> Decider<'a> {
+        Decider {
+            prog,
+            backend,
+            conns: HashSet::new(),
+        }
+    }
+}
+
+impl Tester for Decider<'_> {
+    fn begin(&mut self) {
+        self.conns.clear();
+    }
+
+    fn verdict(&mut self, _frame: &[u8], _in_iface: u32, fields: &Fields) -> Verdict {
+        let d = self.backend.decide(fields);
+        Verdict {
+            text: verdict(self.prog, fields, d, &mut self.conns),
+            rule: (d.rule != NO_RULE).then_some(d.rule),
+            detail: None,
+        }
+    }
+}
+
 /// The result of one packet line.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -27,6 +95,8 @@ pub struct Outcome {
     pub expected: String,
     /// Each back end's name and verdict (with the deciding rule's span, if any).
     pub got: Vec<(String, String, Option<Span>)>,
+    /// Each back end's detail, where it gave one (same order as `got`).
+    pub details: Vec<Option<String>>,
 }
 
 impl Outcome {
@@ -56,39 +126,61 @@ impl Report {
 
 type Conn = (u8, Addr, u16, Addr, u16);
 
-/// Run every test of `policy` (already lowered to `prog`) through `backends`.
+/// Run every test of `policy` (already lowered to `prog`) through `testers`,
+/// each named.
 pub fn run(
     policy: &ast::Policy,
     prog: &Program,
-    backends: &[(&str, &dyn Backend)],
+    testers: &mut [(&str, &mut dyn Tester)],
 ) -> Result<Report, String> {
     let consts = consts(policy);
     let mut report = Report::default();
     for item in &policy.items {
         let Item::Test(t) = item else { continue };
-        let mut conns: Vec<HashSet<Conn>> = vec![HashSet::new(); backends.len()];
+        for (_, tester) in testers.iter_mut() {
+            tester.begin();
+        }
         for p in &t.packets {
             let (frame, fields) = packet_fields(p, prog, &consts)?;
-            let _ = frame;
-            let expected = expected_verdict(&p.verdict);
-            let mut got = Vec::new();
-            for (i, (name, b)) in backends.iter().enumerate() {
-                let d = b.decide(&fields);
-                let v = verdict(prog, &fields, d, &mut conns[i]);
-                let rule = (d.rule != NO_RULE)
-                    .then(|| prog.rules.get(d.rule as usize).map(|r| r.span))
-                    .flatten();
-                got.push((name.to_string(), v, rule));
+            let mut got = Vec::with_capacity(testers.len());
+            let mut details = Vec::with_capacity(testers.len());
+            for (name, tester) in testers.iter_mut() {
+                let v = tester.verdict(&frame, fields.in_iface, &fields);
+                let rule = v
+                    .rule
+                    .and_then(|r| prog.rules.get(r as usize))
+                    .map(|r| r.span);
+                got.push((name.to_string(), v.text, rule));
+                details.push(v.detail);
             }
             report.outcomes.push(Outcome {
                 test: t.name.clone(),
                 span: p.span,
-                expected,
+                expected: expected_verdict(&p.verdict),
                 got,
+                details,
             });
         }
     }
     Ok(report)
+}
+
+/// Run every test of `policy` through the compiler back ends `backends` (each
+/// with its modelled connection table).
+pub fn run_backends(
+    policy: &ast::Policy,
+    prog: &Program,
+    backends: &[(&str, &dyn Backend)],
+) -> Result<Report, String> {
+    let mut deciders: Vec<(&str, Decider)> = backends
+        .iter()
+        .map(|&(n, b)| (n, Decider::new(prog, b)))
+        .collect();
+    let mut testers: Vec<(&str, &mut dyn Tester)> = deciders
+        .iter_mut()
+        .map(|(n, d)| (*n, d as &mut dyn Tester))
+        .collect();
+    run(policy, prog, &mut testers)
 }
 
 /// The policy's consts by name (for resolving test packet lines).

@@ -416,7 +416,7 @@ fn the_case_corpus_gives_the_same_verdicts_on_both_back_ends() {
             ("jit", &jit),
             ("jit, rules merged", &merged),
         ];
-        let report = testing::run(&policy, &prog, &backends).unwrap();
+        let report = testing::run_backends(&policy, &prog, &backends).unwrap();
         for o in &report.outcomes {
             assert!(!o.disagreement(), "{name}, test {:?}: {:?}", o.test, o.got);
         }
@@ -432,7 +432,7 @@ fn stock_policy_tests_pass_on_both_back_ends() {
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
         let interp = Interpreter::new(&prog);
         let backends: [(&str, &dyn Backend); 2] = [("interp", &interp), ("jit", &jit)];
-        let report = testing::run(&policy, &prog, &backends).unwrap();
+        let report = testing::run_backends(&policy, &prog, &backends).unwrap();
         assert!(!report.outcomes.is_empty(), "{name} has no test packets");
         for o in &report.outcomes {
             assert!(

@@ -18,6 +18,9 @@
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
+//! - `testbed`: one switching core on in-memory rings, a frame at a time, and
+//!   what became of each frame (`lbp test`'s appliance back end, the
+//!   differential tests and fuzz target).
 //! - `run`: the loops of `lbp run`: a switching core over its ports, the bare
 //!   forwarder, the control core's housekeeping, binding interfaces to rings.
 //! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames, or
@@ -33,5 +36,6 @@ pub mod neigh;
 pub mod ring;
 pub mod run;
 pub mod switch;
+pub mod testbed;
 pub mod trafficgen;
 pub mod wire;

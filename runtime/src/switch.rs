@@ -22,7 +22,7 @@
 //!    A frame the control plane sent (`in_iface` [`FROM_LOCAL`]) is then routed
 //!    and nothing else (IP only; no TTL change).
 //! 2. ARP: the sender learned (if on a connected network of the receiving
-//!    interface) and its waiting packets released; a request for an address of
+//!    interface, or routed out of it without a gateway) and its waiting packets released; a request for an address of
 //!    the receiving interface or a virtual IP answered in place; anything else
 //!    consumed.
 //! 3. ICMPv6 neighbour solicitation / advertisement: the same for IPv6.
@@ -36,7 +36,8 @@
 //!    policy: the policy sees only traffic that is not a reply it already
 //!    balanced (the language says return traffic "is recognised by the
 //!    connection table"); a back end's own new connections miss and go on.
-//! 6. The policy, then its action. Balance: connection table, else (a SYN, any
+//! 6. The policy, then its action. Balance: connection table, else (a SYN
+//!    without ACK, any
 //!    non-TCP, or `unknown balance`) a new back end by the service's algorithm;
 //!    a TCP non-SYN of no connection is reset (a RST is dropped). Then the TTL
 //!    is decremented (NAT and DSR alike: the appliance is a hop), NAT rewrites
@@ -130,6 +131,27 @@ pub enum DropReason {
 impl DropReason {
     /// The number of reasons (the length of [`Counters::drops`]).
     pub const COUNT: usize = 14;
+
+    /// Every reason, in counter order (`ALL[r as usize] == r`).
+    pub const ALL: [DropReason; DropReason::COUNT] = {
+        use DropReason::*;
+        [
+            Malformed,
+            Filter,
+            InvalidEntry,
+            NoRoute,
+            Ttl,
+            NeighTimeout,
+            PendingFull,
+            NoBackend,
+            UnknownRst,
+            Rewrite,
+            QueueFull,
+            NotOurs,
+            BadDecision,
+            Martian,
+        ]
+    };
 }
 
 /// Packets and bytes.
@@ -542,6 +564,12 @@ fn on_link(iface: &Interface, a: IpAddr) -> bool {
     iface.addrs.iter().any(|(p, l)| prefix_contains(*p, *l, a))
 }
 
+/// Whether `a` is reached out of interface `dev` without a gateway: its route
+/// names `dev` and no `via` (a `route P dev X` puts P on X's link).
+fn routed_on_link(routes: &[Route], dev: u32, a: IpAddr) -> bool {
+    route_lookup(routes, a).is_some_and(|i| routes[i].dev == dev && routes[i].via.is_none())
+}
+
 /// The offset of the layer-3 header after the Ethernet header and up to two
 /// VLAN tags (what `extract` skips).
 fn l3_after_tags(frame: &[u8]) -> usize {
@@ -696,7 +724,9 @@ impl Burst<'_> {
         let sender = IpAddr::V4(a.sender_ip);
         let target = IpAddr::V4(a.target_ip);
         let for_us = self.answers_for(iface, target);
-        if !a.sender_ip.is_unspecified() && on_link(iface, sender) {
+        let neighbour =
+            on_link(iface, sender) || routed_on_link(&g.appliance.routes, in_iface, sender);
+        if !a.sender_ip.is_unspecified() && neighbour {
             match a.op {
                 wire::arp::OP_REPLY => self.learn(sender, a.sender_mac, Learned::Reply),
                 wire::arp::OP_REQUEST if for_us => {
@@ -1202,7 +1232,10 @@ impl Burst<'_> {
         let (target, b) = match opened {
             Some(t) => t,
             None => {
-                if tcp && f.tcp_flags & tcp_flag::SYN == 0 && !svc.unknown_balance {
+                // Only a SYN without ACK opens a connection (a SYN-ACK to a
+                // virtual IP answers nothing the appliance balanced).
+                let syn = f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
+                if tcp && !syn && !svc.unknown_balance {
                     if f.tcp_flags & tcp_flag::RST != 0 {
                         return self.drop_frame(d, DropReason::UnknownRst);
                     }

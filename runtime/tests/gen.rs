@@ -202,7 +202,7 @@ fn frame_a_to_b() -> Vec<u8> {
 
 #[test]
 fn generator_frames_reach_the_counter_and_programs_go_away() {
-    require_netns!();
+    require_netns!("ethtool");
     let (a, b) = pair();
     let a_if = in_ns(&a, || bpf::ifindex("ga").expect("ifindex ga"));
     for method in methods(&a, a_if) {
@@ -267,7 +267,7 @@ fn generator_frames_reach_the_counter_and_programs_go_away() {
 
 #[test]
 fn flow_generator_makes_distinct_valid_flows() {
-    require_netns!();
+    require_netns!("ethtool");
     let (a, b) = pair();
     // B's kernel receives these: GRO on gives veth the NAPI instance that
     // frames from a live-frames run need, and a /16 puts every source on link.
@@ -375,7 +375,7 @@ fn flow_generator_makes_distinct_valid_flows() {
 /// under the clones still queued.
 #[test]
 fn generated_frames_survive_a_forwarding_hop() {
-    require_netns!();
+    require_netns!("ethtool");
     let a = netns("gena");
     let r = netns("genr");
     let b = netns("genb");

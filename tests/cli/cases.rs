@@ -1,7 +1,9 @@
 //! The case corpus `tests/cases/*.lbp`: packet lines whose expected verdicts follow
-//! the language brief. Every line passes except those listed in
-//! `tests/cases/exceptions.md` (known disagreements between the tool and the brief),
-//! and those must fail, so that a fix is noticed and its exception removed.
+//! the language brief, run by `lbp test` on its three back ends: the JIT, the
+//! switching core (the policy's appliance on in-memory rings) and the reference
+//! interpreter. Every line passes on all three except those listed in
+//! `tests/cases/exceptions.md` (known disagreements, each with its reason), and
+//! those must fail, so that a fix is noticed and its exception removed.
 
 use crate::{files, lbp, root};
 use std::collections::BTreeSet;
@@ -26,19 +28,11 @@ fn exceptions() -> BTreeSet<String> {
         .collect()
 }
 
-/// `FAIL tests/cases/x.lbp:12:5: test "..."` becomes `tests/cases/x.lbp:12`.
-fn failed_place(line: &str) -> Option<String> {
-    let rest = line.strip_prefix("FAIL ")?;
-    let (place, _) = rest.split_once(": test ")?;
-    let (file_line, _col) = place.rsplit_once(':')?;
-    Some(file_line.to_string())
-}
-
 #[test]
-fn case_corpus_fails_exactly_on_the_listed_exceptions() {
+fn case_corpus_fails_exactly_on_the_listed_exceptions_on_three_back_ends() {
     let cases = files("tests/cases", "lbp");
     assert!(cases.len() >= 10, "expected the case corpus, got {cases:?}");
-    let mut args = vec!["test", "--color", "never"];
+    let mut args = vec!["test", "--format", "json"];
     args.extend(cases.iter().map(String::as_str));
     let out = lbp(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,39 +41,93 @@ fn case_corpus_fails_exactly_on_the_listed_exceptions() {
         !stderr.contains("not tested") && !stderr.contains("cannot compile"),
         "every case file must compile:\n{stderr}"
     );
+    assert!(
+        !stderr.contains("does not cross-check"),
+        "the interpreter runs on the corpus:\n{stderr}"
+    );
+
+    let objects: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (summary, lines) = objects.split_last().expect("a summary line");
+    let mut failed = BTreeSet::new();
+    for o in lines {
+        let place = format!("{}:{}", o["file"].as_str().unwrap(), o["line"]);
+        let backends: Vec<&str> = o["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["backend"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            backends,
+            ["jit", "appliance", "interpreter"],
+            "{place}: every line runs on the three back ends"
+        );
+        if o["passed"] != true {
+            failed.insert(place);
+        }
+    }
 
     let expected = exceptions();
-    let failed: BTreeSet<String> = stdout.lines().filter_map(failed_place).collect();
     let unexpected: Vec<&String> = failed.difference(&expected).collect();
     let fixed: Vec<&String> = expected.difference(&failed).collect();
+    let fails: Vec<&serde_json::Value> = lines.iter().filter(|o| o["passed"] != true).collect();
     assert!(
         unexpected.is_empty() && fixed.is_empty(),
         "failing lines not in exceptions.md: {unexpected:?}\n\
-         exceptions.md lines that now pass (remove them): {fixed:?}\n{stdout}{stderr}"
+         exceptions.md lines that now pass (remove them): {fixed:?}\n{fails:#?}\n{stderr}"
     );
-
-    let last = stdout.lines().last().unwrap_or_default();
-    let counts: Vec<usize> = last.split(' ').filter_map(|w| w.parse().ok()).collect();
-    let [passed, failed_count] = counts[..] else {
-        panic!("no `N passed, N failed` line: {last:?}\n{stdout}{stderr}");
-    };
-    assert_eq!(
-        last,
-        format!("{passed} passed, {} failed", expected.len()),
-        "{stdout}"
-    );
-    assert_eq!(failed_count, expected.len());
+    assert_eq!(summary["failed"], expected.len(), "{summary}");
+    assert_eq!(summary["passed"], lines.len() - expected.len(), "{summary}");
     assert!(
-        passed >= 300,
-        "expected at least 300 passing packet lines in the corpus, got {passed}"
-    );
-    assert!(
-        passed + failed_count >= 330,
-        "expected at least 330 packet lines in the corpus, got {}",
-        passed + failed_count
+        lines.len() >= 780,
+        "expected at least 780 packet lines in the corpus, got {}",
+        lines.len()
     );
     let code = if expected.is_empty() { 0 } else { 1 };
-    assert_eq!(out.status.code(), Some(code), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+}
+
+#[test]
+fn lbp_test_prints_each_back_ends_verdict_on_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.lbp");
+    std::fs::write(
+        &policy,
+        "interface lan { address 198.18.1.1/24 }\n\
+         interface wan { address 198.18.10.254/24 }\n\
+         route 0.0.0.0/0 via 198.18.10.1 dev wan\n\
+         test \"t\" {\n    icmp 198.18.1.5 -> 198.18.30.1 => local\n}\n",
+    )
+    .unwrap();
+    let out = lbp(&["test", "--color", "never", policy.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for line in [
+        "    expected: local",
+        "    jit: forward dev wan",
+        "    appliance: forward dev wan [sent to 198.18.30.1, ttl 63]",
+        "    interpreter: forward dev wan",
+        "0 passed, 1 failed",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no {line:?} in:\n{stdout}"
+        );
+    }
+    // Only the chosen back end runs.
+    let out = lbp(&["test", "--backend", "appliance", policy.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("    appliance: forward dev wan"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("jit:") && !stdout.contains("interpreter:"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -116,11 +164,6 @@ fn case_corpus_checks_clean_and_is_formatted() {
 
 #[test]
 fn exceptions_parse() {
-    assert_eq!(
-        failed_place("FAIL tests/cases/a-b.lbp:113:5: test \"x: y\""),
-        Some("tests/cases/a-b.lbp:113".to_string())
-    );
-    assert_eq!(failed_place("    expected: local"), None);
     // Every listed exception names a packet line of an existing case file.
     for place in exceptions() {
         let (file, line) = place.rsplit_once(':').unwrap();

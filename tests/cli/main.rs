@@ -3,6 +3,7 @@
 mod agent;
 mod cases;
 mod compiler;
+mod core_differential;
 mod demo;
 mod diagnostics;
 mod docs;

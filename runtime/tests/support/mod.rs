@@ -10,12 +10,14 @@ pub mod netns;
 
 pub use netns::{Netns, run, skip, unavailable};
 
-/// Skip a test (with a line saying so) when namespaces are unavailable; under
-/// CI, fail it instead (see [`netns::skip`]).
+/// Skip a test (with a line saying so) when namespaces are unavailable, or one
+/// of the commands named is not on `PATH`; under CI, fail it instead (see
+/// [`netns::skip`]): there every tool is installed and a skip is a test that
+/// did not run.
 #[macro_export]
 macro_rules! require_netns {
-    () => {
-        if let Some(why) = support::unavailable() {
+    ($($tool:literal),* $(,)?) => {
+        if let Some(why) = support::unavailable().or_else(|| support::missing(&[$($tool),*])) {
             support::skip(
                 module_path!(),
                 &format!("needs root and network namespaces ({why})"),
@@ -23,6 +25,17 @@ macro_rules! require_netns {
             return;
         }
     };
+}
+
+/// Which of `tools` is not on `PATH`, said as a reason; `None` when all are.
+pub fn missing(tools: &[&str]) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let gone: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .collect();
+    (!gone.is_empty()).then(|| format!("`{}` missing", gone.join("`, `")))
 }
 
 /// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up.

@@ -1,0 +1,70 @@
+//! The switching core as a back end of policy tests: a policy's appliance
+//! (`appliance::appliance` of the lowered program) running its compiled policy
+//! on the runtime's [`Testbed`], one core on in-memory rings. Each packet line's
+//! frame goes into the receive ring of the interface it arrives on, and the
+//! verdict is read from what the core did with it ([`Outcome::verdict`]).
+
+use crate::appliance::appliance;
+use lbp_abi::Fields;
+use lbp_compiler::Program;
+use lbp_compiler::testing::{Tester, Verdict};
+use lbp_runtime::generation::Decide;
+use lbp_runtime::testbed::{Outcome, Testbed};
+use std::sync::Arc;
+
+/// A compiled policy's appliance as a [`Tester`].
+#[derive(Debug)]
+pub struct CoreTester {
+    bed: Testbed,
+    /// The last packet line's outcome (for callers that check more than the
+    /// verdict).
+    pub last: Option<Outcome>,
+}
+
+impl CoreTester {
+    /// The appliance of `prog` (whose source is `src`, for the rules' lines),
+    /// deciding with `policy` (its JIT, usually).
+    pub fn new(
+        prog: &Program,
+        src: &str,
+        policy: Arc<dyn Decide + Send + Sync>,
+    ) -> std::io::Result<CoreTester> {
+        Ok(CoreTester {
+            bed: Testbed::new(policy, appliance(prog, src))?,
+            last: None,
+        })
+    }
+
+    /// The testbed, to send frames other than packet lines.
+    pub fn testbed(&mut self) -> &mut Testbed {
+        &mut self.bed
+    }
+}
+
+impl Tester for CoreTester {
+    fn begin(&mut self) {
+        self.bed.restart();
+    }
+
+    fn verdict(&mut self, frame: &[u8], in_iface: u32, _fields: &Fields) -> Verdict {
+        let o = self.bed.send(frame, in_iface);
+        let v = Verdict {
+            text: o.verdict(self.bed.appliance()),
+            rule: o.rule,
+            detail: Some(o.detail(self.bed.appliance())),
+        };
+        self.last = Some(o);
+        v
+    }
+}
+
+/// A compiled policy shared between the JIT back end of a test and the core's
+/// generation.
+#[derive(Debug)]
+pub struct Shared<B>(pub Arc<B>);
+
+impl<B: lbp_compiler::Backend + Send + Sync> Decide for Shared<B> {
+    fn decide(&self, f: &Fields) -> lbp_abi::Decision {
+        self.0.decide(f)
+    }
+}
