@@ -514,7 +514,7 @@ fn vim_highlights_every_token() {
          \x20 let s:checked += 1\n\
          \x20 let bad = a:kind ==# 'name' || a:kind ==# 'settype' ? index(a:groups, g) >= 0 : index(a:groups, g) < 0\n\
          \x20 if bad\n\
-         \x20   call add(s:fails, printf('%s:%d:%d: `%s` is a %s, highlighted %s', expand('%'), a:l, a:c, a:text, a:kind, empty(g) ? '(nothing)' : g))\n\
+         \x20   call add(s:fails, printf('%s:%d:%d: `%s` (%s) is highlighted %s', expand('%'), a:l, a:c, a:text, a:kind, empty(g) ? '(nothing)' : g))\n\
          \x20 endif\n\
          endfunction\n",
     );

@@ -182,7 +182,7 @@ async function main() {
       if (covering.length === 0 || bad.length > 0) {
         const k = bad[0] || { scopes: [] };
         failures.push(
-          `${file.path}:${t.line + 1}:${t.start + 1}: \`${t.text}\` is a ${t.kind}, scoped ${k.scopes.join(' ')}`,
+          `${file.path}:${t.line + 1}:${t.start + 1}: \`${t.text}\` (${t.kind}) is scoped ${k.scopes.join(' ')}`,
         );
       }
     }
