@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::topology::{
-    APP_CLIENT_MAC, APP4, BACKENDS, BLOCKED4, CLIENT_MAC, CLIENT4, CLIENT6, DSR4, DSR6, Forwarder,
-    FrameSender, Lbp, NAT4, NAT6, Netns, Topology, curl, missing_tools, nft, ping, spread, udp_ask,
-    unavailable,
+    APP_CLIENT_MAC, APP4, APP6, BACKENDS, BLOCKED4, CLIENT_MAC, CLIENT4, CLIENT6, DSR4, DSR6,
+    Forwarder, FrameSender, Lbp, NAT4, NAT6, Netns, Topology, curl, missing_tools, nft, ping,
+    spread, ttl_exceeded, udp_ask, unavailable,
 };
 
 const POLICY: &str = "tests/e2e/appliance.lbp";
@@ -221,6 +221,14 @@ fn pinged(client: &Netns, to: IpAddr) -> Result<(), String> {
     client
         .within(move || ping(to, Duration::from_secs(3)))
         .map_err(|e| format!("ping {to}: {e}"))
+}
+
+/// A ping with TTL 1 through the appliance towards `to` is answered with a
+/// time exceeded from the appliance's address `from`.
+fn expired(client: &Netns, to: IpAddr, from: IpAddr) -> Result<(), String> {
+    client
+        .within(move || ttl_exceeded(to, from, Duration::from_secs(2)))
+        .map_err(|e| format!("TTL 1 to {to}: {e}"))
 }
 
 fn udp_echo(client: &Netns, to: SocketAddr, expect: Option<&str>) -> Result<(), String> {
@@ -582,6 +590,14 @@ fn lbp_suite(rings: &str) {
     r.check("routed ping IPv4", pinged(c, BACKENDS[0].1.into()));
     r.check("routed ping IPv6", pinged(c, BACKENDS[1].2.into()));
     r.check(
+        "TTL 1 routed: time exceeded IPv4",
+        expired(c, BACKENDS[0].1.into(), APP4.into()),
+    );
+    r.check(
+        "TTL 1 routed: time exceeded IPv6",
+        expired(c, BACKENDS[1].2.into(), APP6.into()),
+    );
+    r.check(
         "routed HTTP to a back end",
         http_from(c, BACKENDS[2].1.into(), 8080, "b3"),
     );
@@ -692,6 +708,14 @@ fn topology_with_kernel_forwarding() {
     );
     r.check("routed ping IPv4", pinged(c, BACKENDS[0].1.into()));
     r.check("routed ping IPv6", pinged(c, BACKENDS[1].2.into()));
+    r.check(
+        "TTL 1 routed: time exceeded IPv4",
+        expired(c, BACKENDS[0].1.into(), APP4.into()),
+    );
+    r.check(
+        "TTL 1 routed: time exceeded IPv6",
+        expired(c, BACKENDS[1].2.into(), APP6.into()),
+    );
     r.check(
         "ping probe fails without an answer",
         match pinged(c, "198.18.3.99".parse().expect("an address")) {

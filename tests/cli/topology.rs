@@ -46,6 +46,7 @@ pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const BLOCKED4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 66);
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 pub const APP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const APP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const NAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const NAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 pub const DSR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
@@ -677,6 +678,130 @@ pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
         }
     }
     Err(io::Error::new(io::ErrorKind::TimedOut, "no echo reply"))
+}
+
+/// Send one echo request to `to` with a TTL (hop limit) of 1 from the calling
+/// thread's namespace: `Ok` when an ICMP time exceeded (IPv4 type 11, ICMPv6
+/// type 3, code 0) about it comes back from `from`, with the request quoted.
+pub fn ttl_exceeded(to: IpAddr, from: IpAddr, timeout: Duration) -> io::Result<()> {
+    let (domain, proto, level, opt, req_type, exceeded) = match to {
+        IpAddr::V4(_) => (
+            libc::AF_INET,
+            libc::IPPROTO_ICMP,
+            libc::IPPROTO_IP,
+            libc::IP_TTL,
+            8u8,
+            11u8,
+        ),
+        IpAddr::V6(_) => (
+            libc::AF_INET6,
+            libc::IPPROTO_ICMPV6,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS,
+            128,
+            3,
+        ),
+    };
+    let fd = raw_socket(domain, proto)?;
+    set_rcv_timeout(&fd, Duration::from_millis(200))?;
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let id = (std::process::id() as u16) ^ 0x7717;
+    let mut msg = [0u8; 24];
+    msg[0] = req_type;
+    msg[4..6].copy_from_slice(&id.to_be_bytes());
+    msg[6..8].copy_from_slice(&1u16.to_be_bytes());
+    msg[8..].copy_from_slice(b"lbp-e2e-ttl-one!");
+    if to.is_ipv4() {
+        let c = checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    let (ss, len) = sockaddr(to);
+    // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const ss).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    // SAFETY: an all-zero sockaddr_storage is a valid place for recvfrom's source.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    while Instant::now() < end {
+        let mut plen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `buf` and `peer` are writable for their lengths during the call.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&raw mut peer).cast(),
+                &raw mut plen,
+            )
+        };
+        if n < 0 {
+            continue;
+        }
+        let pkt = &buf[..n as usize];
+        // IPv4 raw sockets deliver the IP header; ICMPv6 ones do not. The
+        // sender is read from the source address recvfrom gives.
+        let (icmp, sender) = match to {
+            IpAddr::V4(_) => {
+                let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
+                let src = pkt
+                    .get(12..16)
+                    .map(|b| IpAddr::from([b[0], b[1], b[2], b[3]]));
+                (pkt.get(ihl..).unwrap_or(&[]), src)
+            }
+            IpAddr::V6(_) => {
+                // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 socket.
+                let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const peer).cast()) };
+                (pkt, Some(IpAddr::from(sin6.sin6_addr.s6_addr)))
+            }
+        };
+        // The quoted request: its IP header, then our echo request's id.
+        let quoted_id = |inner: &[u8]| {
+            let skip = if to.is_ipv4() {
+                usize::from(inner.first().copied().unwrap_or(0) & 0x0f) * 4
+            } else {
+                40
+            };
+            inner.get(skip + 4..skip + 6) == Some(&id.to_be_bytes()[..])
+        };
+        if icmp.len() >= 8
+            && icmp[0] == exceeded
+            && icmp[1] == 0
+            && sender == Some(from)
+            && quoted_id(&icmp[8..])
+        {
+            return Ok(());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no time exceeded came back",
+    ))
 }
 
 /// An AF_PACKET socket bound to `ifname` in the calling thread's namespace.
