@@ -10,7 +10,8 @@ mod cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use cmd::{
-    agent, check, compile, completions, ctl, demo, editors, eval, explain, fmt, parse, run, test,
+    agent, check, compile, completions, ctl, demo, editors, eval, explain, fmt, lsp, parse, run,
+    test,
 };
 use std::process::ExitCode;
 
@@ -71,6 +72,10 @@ enum Command {
     /// Take a back end out of service: no new connections, and its connections
     /// are reset.
     Maint(ctl::StateArgs),
+    /// Serve the Language Server Protocol over standard input and output, for
+    /// editors: diagnostics, completion, hover, definitions, references,
+    /// outline, formatting and quick fixes.
+    Lsp(lsp::LspArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
     /// Editor support files: `generate` writes the syntax files of VS Code, Vim
@@ -114,6 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Drain(args) => ctl::state(args, "drain"),
         Command::Undrain(args) => ctl::state(args, "ready"),
         Command::Maint(args) => ctl::state(args, "maint"),
+        Command::Lsp(args) => lsp::run(args),
         Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Editors(args) => editors::run(args),
     }

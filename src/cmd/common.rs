@@ -3,6 +3,7 @@
 //! loading a policy (read, check, lower) for the subcommands that run it.
 
 use lbp_lang::Diagnostic;
+use lbp_lang::diag::LineIndex;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -173,7 +174,7 @@ pub fn fancy(color: Color) -> bool {
 struct Source<'a> {
     name: String,
     text: &'a str,
-    lines: lbp_lang::diag::LineIndex,
+    lines: LineIndex,
 }
 
 impl<'a> Source<'a> {
@@ -181,12 +182,54 @@ impl<'a> Source<'a> {
         Source {
             name: file.display().to_string(),
             text,
-            lines: lbp_lang::diag::LineIndex::new(text),
+            lines: LineIndex::new(text),
         }
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize) {
         self.lines.line_col(self.text, offset)
+    }
+}
+
+/// How a column is counted: in characters (`lbp check`), or in UTF-16 code
+/// units (the Language Server Protocol's positions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Columns {
+    Chars,
+    Utf16,
+}
+
+/// The 1-based line and column of byte `offset` of `text`, whose lines `lines`
+/// indexes.
+pub fn position(lines: &LineIndex, text: &str, offset: usize, columns: Columns) -> (usize, usize) {
+    match columns {
+        Columns::Chars => lines.line_col(text, offset),
+        Columns::Utf16 => {
+            let offset = floor_char_boundary(text, offset.min(text.len()));
+            let line = lines.line_of(offset);
+            let start = lines.line_range(line).start.min(offset);
+            (line + 1, text[start..offset].encode_utf16().count() + 1)
+        }
+    }
+}
+
+/// Where a diagnostic is, as `lbp check --format json` and `lbp lsp` report it:
+/// 1-based lines and columns of its primary span's start and end, and of each
+/// label's start.
+#[derive(Debug)]
+pub struct Placed {
+    pub start: (usize, usize),
+    pub end: (usize, usize),
+    pub labels: Vec<(usize, usize)>,
+}
+
+pub fn place(lines: &LineIndex, text: &str, d: &Diagnostic, columns: Columns) -> Placed {
+    let at = |offset| position(lines, text, offset, columns);
+    let span = d.span();
+    Placed {
+        start: at(span.start),
+        end: at(span.end),
+        labels: d.labels.iter().map(|l| at(l.span.start)).collect(),
     }
 }
 
@@ -526,13 +569,13 @@ impl miette::Diagnostic for Shown<'_> {
 
 fn to_json(source: &Source, d: &Diagnostic) -> String {
     let span = d.span();
-    let (line, column) = source.line_col(span.start);
-    let (end_line, end_column) = source.line_col(span.end);
+    let placed = place(&source.lines, source.text, d, Columns::Chars);
+    let ((line, column), (end_line, end_column)) = (placed.start, placed.end);
     let labels: Vec<serde_json::Value> = d
         .labels
         .iter()
-        .map(|l| {
-            let (line, column) = source.line_col(l.span.start);
+        .zip(&placed.labels)
+        .map(|(l, &(line, column))| {
             serde_json::json!({ "message": l.message, "line": line, "column": column, "span": { "start": l.span.start, "end": l.span.end } })
         })
         .collect();

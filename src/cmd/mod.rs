@@ -14,6 +14,7 @@ pub mod editors;
 pub mod eval;
 pub mod explain;
 pub mod fmt;
+pub mod lsp;
 pub mod parse;
 pub mod run;
 pub mod test;

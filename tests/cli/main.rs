@@ -11,6 +11,7 @@ mod e2e;
 mod editors;
 mod eval;
 mod generations;
+mod lsp;
 mod netns;
 mod policies;
 mod reload;

@@ -1,0 +1,447 @@
+//! `lbp lsp`: a language server for `.lbp` policies over standard input and
+//! output (the Language Server Protocol, on the `lsp-server` and `lsp-types`
+//! crates).
+//!
+//! It keeps the text of each open document (full sync), checks it with
+//! `lbp_lang::analyze` and publishes its diagnostics as `lbp check --format
+//! json` reports them (same codes, messages and places, columns in UTF-16 code
+//! units), and answers completion, hover, go to definition, references, the
+//! outline, formatting (`lbp fmt`'s formatter) and quick fixes for the
+//! diagnostics whose help says "did you mean". Edits arriving faster than a
+//! check are coalesced: a document is checked when no message is waiting, or
+//! when a request needs it.
+//!
+//! Nothing a client sends stops the server but `exit`: a message that is not
+//! JSON or not JSON-RPC gets the protocol's error (`transport`), a request with
+//! bad parameters or an unknown method gets an error response, and a panic in a
+//! handler becomes an internal error for that request alone.
+
+mod features;
+mod transport;
+
+use super::common::{Columns, place, position};
+use lbp_lang::diag::LineIndex;
+use lsp_server::{ErrorCode, Message, Notification, Request, Response, ResponseError};
+use lsp_types::notification::{self as notif, Notification as _};
+use lsp_types::request::{self as req, Request as _};
+use lsp_types::{Position, Range, Uri};
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+/// Arguments of `lbp lsp`.
+#[derive(clap::Args, Debug)]
+pub struct LspArgs {
+    /// Talk over standard input and output (the only transport; accepted
+    /// because editors' clients pass it).
+    #[arg(long)]
+    stdio: bool,
+}
+
+pub fn run(args: LspArgs) -> Result<ExitCode, String> {
+    let _ = args.stdio;
+    let (conn, io) = transport::stdio();
+    let code = Server::default().serve(&conn);
+    drop(conn);
+    io.join();
+    Ok(code)
+}
+
+/// One open document: its text and what checking it found.
+struct Doc {
+    text: String,
+    version: i32,
+    lines: LineIndex,
+    /// What checking found; out of date while `stale`.
+    analysis: lbp_lang::Analysis,
+    stale: bool,
+}
+
+impl Doc {
+    fn new(text: String, version: i32) -> Doc {
+        Doc {
+            lines: LineIndex::new(&text),
+            text,
+            version,
+            analysis: lbp_lang::Analysis {
+                policy: Default::default(),
+                comments: Vec::new(),
+                diagnostics: Vec::new(),
+            },
+            stale: true,
+        }
+    }
+
+    /// Check the text if it changed since the last check.
+    fn refresh(&mut self) {
+        if self.stale {
+            self.analysis = lbp_lang::analyze(&self.text);
+            self.stale = false;
+        }
+    }
+
+    /// The LSP position (0-based line, UTF-16 column) of byte `offset`.
+    fn position(&self, offset: usize) -> Position {
+        let (line, col) = position(&self.lines, &self.text, offset, Columns::Utf16);
+        Position::new(to_u32(line - 1), to_u32(col - 1))
+    }
+
+    fn range(&self, span: lbp_lang::ast::Span) -> Range {
+        Range::new(self.position(span.start), self.position(span.end))
+    }
+
+    /// The byte offset of an LSP position; a line past the end is the end of
+    /// the text, a column past the end of its line is the end of the line.
+    fn offset(&self, p: Position) -> usize {
+        let line = p.line as usize;
+        if line >= self.lines.lines() {
+            return self.text.len();
+        }
+        let range = self.lines.line_range(line);
+        let mut units = 0;
+        for (i, c) in self.text[range.clone()].char_indices() {
+            if units >= p.character as usize {
+                return range.start + i;
+            }
+            units += c.len_utf16();
+        }
+        range.end
+    }
+
+    /// Apply one change of `didChange`: the whole text, or a range replaced.
+    fn change(&mut self, range: Option<Range>, text: String) {
+        match range {
+            None => self.text = text,
+            Some(r) => {
+                let start = self.offset(r.start);
+                let end = self.offset(r.end).max(start);
+                self.text.replace_range(start..end, &text);
+            }
+        }
+        self.lines = LineIndex::new(&self.text);
+        self.stale = true;
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[derive(Default, PartialEq)]
+enum State {
+    #[default]
+    Uninitialized,
+    Running,
+    ShutDown,
+}
+
+#[derive(Default)]
+struct Server {
+    state: State,
+    docs: HashMap<String, (Uri, Doc)>,
+    /// Documents changed and not yet checked and published.
+    dirty: Vec<String>,
+}
+
+impl Server {
+    /// Serve until `exit` (exit code 0 after `shutdown`, else 1) or the end of
+    /// the input.
+    fn serve(mut self, conn: &lsp_server::Connection) -> ExitCode {
+        loop {
+            if !self.dirty.is_empty() && conn.receiver.is_empty() {
+                self.publish_dirty(conn);
+                continue;
+            }
+            let Ok(msg) = conn.receiver.recv() else {
+                return ExitCode::FAILURE;
+            };
+            match msg {
+                Message::Request(r) => {
+                    let response = self.request(r);
+                    let _ = conn.sender.send(response.into());
+                }
+                Message::Notification(n) if n.method == notif::Exit::METHOD => {
+                    return if self.state == State::ShutDown {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    };
+                }
+                Message::Notification(n) => self.notification(n, conn),
+                Message::Response(_) => {}
+            }
+        }
+    }
+
+    fn request(&mut self, r: Request) -> Response {
+        let id = r.id.clone();
+        let method = r.method.clone();
+        // A panic in a handler fails its request, not the server.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.answer(r)));
+        match answer {
+            Ok(Ok(value)) => Response {
+                id,
+                response_result: Ok(value),
+            },
+            Ok(Err(e)) => Response {
+                id,
+                response_result: Err(e),
+            },
+            Err(_) => error(
+                id,
+                ErrorCode::InternalError,
+                format!("lbp lsp failed on `{method}`"),
+            ),
+        }
+    }
+
+    fn answer(&mut self, r: Request) -> Result<serde_json::Value, ResponseError> {
+        match (&self.state, r.method.as_str()) {
+            (State::Uninitialized, req::Initialize::METHOD) => {
+                self.state = State::Running;
+                return to_value(features::initialize());
+            }
+            (State::Uninitialized, _) => {
+                return Err(fail(
+                    ErrorCode::ServerNotInitialized,
+                    "the server is not initialized yet".into(),
+                ));
+            }
+            (State::ShutDown, _) => {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    "the server is shut down; only `exit` is expected".into(),
+                ));
+            }
+            (State::Running, req::Initialize::METHOD) => {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    "the server is already initialized".into(),
+                ));
+            }
+            (State::Running, req::Shutdown::METHOD) => {
+                self.state = State::ShutDown;
+                return Ok(serde_json::Value::Null);
+            }
+            (State::Running, _) => {}
+        }
+        let params = r.params;
+        match r.method.as_str() {
+            req::Completion::METHOD => self.on::<req::Completion>(params, features::completion),
+            req::HoverRequest::METHOD => self.on::<req::HoverRequest>(params, features::hover),
+            req::GotoDefinition::METHOD => {
+                self.on::<req::GotoDefinition>(params, features::definition)
+            }
+            req::References::METHOD => self.on::<req::References>(params, features::references),
+            req::DocumentSymbolRequest::METHOD => {
+                self.on::<req::DocumentSymbolRequest>(params, features::symbols)
+            }
+            req::Formatting::METHOD => self.on::<req::Formatting>(params, features::formatting),
+            req::CodeActionRequest::METHOD => {
+                self.on::<req::CodeActionRequest>(params, features::code_actions)
+            }
+            other => Err(fail(
+                ErrorCode::MethodNotFound,
+                format!("lbp lsp has no method `{other}`"),
+            )),
+        }
+    }
+
+    /// Decode a request's parameters, find its document and answer with `f`.
+    fn on<R>(
+        &mut self,
+        params: serde_json::Value,
+        f: Handler<R>,
+    ) -> Result<serde_json::Value, ResponseError>
+    where
+        R: req::Request,
+        R::Params: DocParams,
+    {
+        let params: R::Params = serde_json::from_value(params).map_err(|e| {
+            fail(
+                ErrorCode::InvalidParams,
+                format!("invalid parameters of `{}`: {e}", R::METHOD),
+            )
+        })?;
+        let key = params.uri().as_str().to_string();
+        let Some((uri, doc)) = self.docs.get_mut(&key) else {
+            return Err(fail(ErrorCode::InvalidParams, format!("{key} is not open")));
+        };
+        doc.refresh();
+        to_value(f(uri, doc, params)?)
+    }
+
+    fn notification(&mut self, n: Notification, conn: &lsp_server::Connection) {
+        if self.state != State::Running {
+            return;
+        }
+        let method = n.method.clone();
+        let done = match method.as_str() {
+            notif::DidOpenTextDocument::METHOD => {
+                serde_json::from_value(n.params).map(|p: lsp_types::DidOpenTextDocumentParams| {
+                    let key = p.text_document.uri.as_str().to_string();
+                    let doc = Doc::new(p.text_document.text, p.text_document.version);
+                    self.docs.insert(key.clone(), (p.text_document.uri, doc));
+                    self.mark(key);
+                })
+            }
+            notif::DidChangeTextDocument::METHOD => {
+                serde_json::from_value(n.params).map(|p: lsp_types::DidChangeTextDocumentParams| {
+                    let key = p.text_document.uri.as_str().to_string();
+                    if let Some((_, doc)) = self.docs.get_mut(&key) {
+                        for c in p.content_changes {
+                            doc.change(c.range, c.text);
+                        }
+                        doc.version = p.text_document.version;
+                        self.mark(key);
+                    }
+                })
+            }
+            notif::DidCloseTextDocument::METHOD => {
+                serde_json::from_value(n.params).map(|p: lsp_types::DidCloseTextDocumentParams| {
+                    let key = p.text_document.uri.as_str().to_string();
+                    self.dirty.retain(|k| *k != key);
+                    if self.docs.remove(&key).is_some() {
+                        publish(conn, p.text_document.uri, Vec::new(), None);
+                    }
+                })
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            let params = lsp_types::LogMessageParams {
+                typ: lsp_types::MessageType::ERROR,
+                message: format!("lbp lsp: invalid parameters of `{method}`: {e}"),
+            };
+            let n = Notification::new(notif::LogMessage::METHOD.into(), params);
+            let _ = conn.sender.send(n.into());
+        }
+    }
+
+    fn mark(&mut self, key: String) {
+        if !self.dirty.contains(&key) {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Check every changed document and publish its diagnostics.
+    fn publish_dirty(&mut self, conn: &lsp_server::Connection) {
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some((uri, doc)) = self.docs.get_mut(&key) {
+                let diags = diagnostics(uri, doc);
+                publish(conn, uri.clone(), diags, Some(doc.version));
+            }
+        }
+    }
+}
+
+/// What answers request `R` about one document.
+type Handler<R> = fn(
+    &Uri,
+    &Doc,
+    <R as req::Request>::Params,
+) -> Result<<R as req::Request>::Result, ResponseError>;
+
+/// The parameters of a request about one document.
+trait DocParams: serde::de::DeserializeOwned {
+    fn uri(&self) -> &Uri;
+}
+
+/// `DocParams` for each request type, by the path of its document's URI.
+macro_rules! doc_params {
+    ($($t:ty => $($field:ident).+;)*) => {$(
+        impl DocParams for $t {
+            fn uri(&self) -> &Uri {
+                &self.$($field).+.uri
+            }
+        }
+    )*};
+}
+
+doc_params! {
+    lsp_types::CompletionParams => text_document_position.text_document;
+    lsp_types::HoverParams => text_document_position_params.text_document;
+    lsp_types::GotoDefinitionParams => text_document_position_params.text_document;
+    lsp_types::ReferenceParams => text_document_position.text_document;
+    lsp_types::DocumentSymbolParams => text_document;
+    lsp_types::DocumentFormattingParams => text_document;
+    lsp_types::CodeActionParams => text_document;
+}
+
+fn publish(
+    conn: &lsp_server::Connection,
+    uri: Uri,
+    diagnostics: Vec<lsp_types::Diagnostic>,
+    version: Option<i32>,
+) {
+    let params = lsp_types::PublishDiagnosticsParams {
+        uri,
+        diagnostics,
+        version,
+    };
+    let n = Notification::new(notif::PublishDiagnostics::METHOD.into(), params);
+    let _ = conn.sender.send(n.into());
+}
+
+/// A document's diagnostics as `lbp check --format json` places them
+/// (`common::place`), in UTF-16 columns. A label beyond the first is related
+/// information; the help is too, at the diagnostic's own place.
+fn diagnostics(uri: &Uri, doc: &mut Doc) -> Vec<lsp_types::Diagnostic> {
+    doc.refresh();
+    doc.analysis
+        .diagnostics
+        .iter()
+        .map(|d| lsp_diagnostic(uri, doc, d))
+        .collect()
+}
+
+fn lsp_diagnostic(uri: &Uri, doc: &Doc, d: &lbp_lang::Diagnostic) -> lsp_types::Diagnostic {
+    let placed = place(&doc.lines, &doc.text, d, Columns::Utf16);
+    let lsp = |(line, col): (usize, usize)| Position::new(to_u32(line - 1), to_u32(col - 1));
+    let range = Range::new(lsp(placed.start), lsp(placed.end));
+    let mut related: Vec<lsp_types::DiagnosticRelatedInformation> = d
+        .labels
+        .iter()
+        .skip(1)
+        .map(|l| lsp_types::DiagnosticRelatedInformation {
+            location: lsp_types::Location::new(uri.clone(), doc.range(l.span)),
+            message: l.message.clone(),
+        })
+        .collect();
+    if let Some(help) = &d.help {
+        related.push(lsp_types::DiagnosticRelatedInformation {
+            location: lsp_types::Location::new(uri.clone(), range),
+            message: format!("help: {help}"),
+        });
+    }
+    lsp_types::Diagnostic {
+        range,
+        severity: Some(match d.severity {
+            lbp_lang::Severity::Error => lsp_types::DiagnosticSeverity::ERROR,
+            lbp_lang::Severity::Warning => lsp_types::DiagnosticSeverity::WARNING,
+        }),
+        code: Some(lsp_types::NumberOrString::String(d.code.to_string())),
+        source: Some("lbp".into()),
+        message: d.message.clone(),
+        related_information: (!related.is_empty()).then_some(related),
+        ..Default::default()
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, ResponseError> {
+    serde_json::to_value(v).map_err(|e| fail(ErrorCode::InternalError, e.to_string()))
+}
+
+fn fail(code: ErrorCode, message: String) -> ResponseError {
+    ResponseError {
+        code: code as i32,
+        message,
+        data: None,
+    }
+}
+
+fn error(id: lsp_server::RequestId, code: ErrorCode, message: String) -> Response {
+    Response {
+        id,
+        response_result: Err(fail(code, message)),
+    }
+}
