@@ -445,3 +445,43 @@ fn error(id: lsp_server::RequestId, code: ErrorCode, message: String) -> Respons
         response_result: Err(fail(code, message)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offsets and LSP positions convert both ways on text with characters of
+    /// one, two, three and four bytes (the last two UTF-16 units); a position
+    /// past a line's end or past the last line is clamped.
+    #[test]
+    fn positions_are_utf16() {
+        let text = "ab\né€\u{1F600}x\n\nlast";
+        let doc = Doc::new(text.to_string(), 0);
+        for (offset, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            let p = doc.position(offset);
+            assert_eq!(doc.offset(p), offset, "{offset} at {p:?}");
+        }
+        let x = text.find('x').unwrap();
+        assert_eq!(doc.position(x), Position::new(1, 4));
+        assert_eq!(
+            doc.offset(Position::new(1, 99)),
+            text.find("x\n").unwrap() + 1
+        );
+        assert_eq!(doc.offset(Position::new(9, 0)), text.len());
+        assert_eq!(doc.position(text.len()), Position::new(3, 4));
+    }
+
+    /// A ranged change replaces the range, in UTF-16 positions.
+    #[test]
+    fn ranged_changes_apply() {
+        let mut doc = Doc::new("a\u{1F600}b\nc".to_string(), 0);
+        doc.change(
+            Some(Range::new(Position::new(0, 1), Position::new(0, 3))),
+            "-".into(),
+        );
+        assert_eq!(doc.text, "a-b\nc");
+        doc.change(None, "new".into());
+        assert_eq!(doc.text, "new");
+        assert!(doc.stale);
+    }
+}
