@@ -16,7 +16,9 @@
 (defconst lbp-item-keywords
   '("interface" "service" "filter" "const" "route" "pool" "test" "set"))
 (defconst lbp-keywords
-  '("interval" "address" "backend" "balance" "forward" "timeout" "unknown" "expect" "health" "weight" "agent" "code" "fall" "hash" "mode" "path" "port" "rise" "type" "dev" "len" "mac" "mtu" "ttl" "via" "vip" "in" "on" "to"))
+  '("interval" "forward" "timeout" "expect" "weight" "agent" "code" "fall" "hash" "path" "port" "rise" "type" "dev" "len" "ttl" "via" "on" "to"))
+(defconst lbp-statement-starts
+  '("address" "backend" "balance" "unknown" "health" "mode" "mac" "mtu" "vip"))
 (defconst lbp-actions
   '("balance" "forward" "accept" "local" "reset" "drop"))
 (defconst lbp-verdicts
@@ -97,7 +99,9 @@
      (,(lbp--symbols lbp-weight-inputs) (line-end-position) nil (1 font-lock-variable-name-face)))
     (,(lbp--symbols lbp-protocols) 1 font-lock-type-face)
     (,(lbp--symbols lbp-tcp-flags) 1 font-lock-preprocessor-face)
-    (,(lbp--symbols lbp-keywords) 1 font-lock-keyword-face))
+    (,(concat "\\(?:^\\|{\\)[ \t]*" (lbp--symbols lbp-statement-starts)) 1 font-lock-keyword-face)
+    (,(lbp--symbols lbp-keywords) 1 font-lock-keyword-face)
+    (,(lbp--symbols '("in")) 1 font-lock-keyword-face))
   "Font-lock rules of `lbp-mode'.")
 
 (defvar lbp-mode-syntax-table
@@ -143,6 +147,7 @@
   (setq-local comment-start-skip "#+[ \t]*")
   (setq-local comment-end "")
   (setq-local indent-line-function #'lbp-indent-line)
+  (setq-local indent-tabs-mode nil)
   (setq-local electric-indent-chars (append "{}" electric-indent-chars))
   (setq-local font-lock-defaults '(lbp-font-lock-keywords)))
 

@@ -671,12 +671,26 @@ fn vim_start(list: &str) -> String {
     format!("\\v(^\\s*|\\{{\\s*)@<=({list})>\\.@!")
 }
 
-/// Words that start a statement and are keywords only there.
-const VIM_STARTS: &[&str] = &["address", "mac", "mtu", "backend", "vip"];
+/// Keywords wherever they stand: those of [`STATEMENT_KEYWORDS`] and the options
+/// that do not start a statement (`in` is an operator).
+fn anywhere_keywords() -> Vec<&'static str> {
+    STATEMENT_KEYWORDS
+        .iter()
+        .chain(BACKEND_OPTIONS)
+        .chain(HEALTH_OPTIONS)
+        .chain(PACKET_OPTIONS)
+        .copied()
+        .filter(|w| *w != "in" && !STARTS.contains(w) && !CHAINS.iter().any(|(k, _, _)| k == w))
+        .collect()
+}
+
+/// Words that start a statement and are keywords only there (a const may be
+/// called `vip`: `ip.dst == vip`).
+const STARTS: &[&str] = &["address", "mac", "mtu", "backend", "vip"];
 
 /// Statements whose first word gives the second its meaning: the first word,
 /// the second's highlight group and its words.
-const VIM_CHAINS: &[(&str, &str, &[&str])] = &[
+const CHAINS: &[(&str, &str, &[&str])] = &[
     ("health", "lbpHealth", HEALTH_KINDS),
     ("balance", "lbpAlgorithm", ALGORITHMS),
     ("mode", "lbpMode", MODES),
@@ -749,23 +763,13 @@ fn vim() -> String {
     line("");
     line("\" Words that start a statement are keywords there only (a const may be");
     line("\" called `vip`); the others wherever they stand.");
-    let keywords: Vec<&str> = STATEMENT_KEYWORDS
-        .iter()
-        .chain(BACKEND_OPTIONS)
-        .chain(HEALTH_OPTIONS)
-        .chain(PACKET_OPTIONS)
-        .copied()
-        .filter(|w| {
-            *w != "in" && !VIM_STARTS.contains(w) && !VIM_CHAINS.iter().any(|(k, _, _)| k == w)
-        })
-        .collect();
     line(&format!(
         "syn match lbpKeyword \"{}\"",
-        vim_word(&alt(keywords))
+        vim_word(&alt(anywhere_keywords()))
     ));
     line(&format!(
         "syn match lbpKeyword \"{}\"",
-        vim_start(&alt(VIM_STARTS.iter().copied()))
+        vim_start(&alt(STARTS.iter().copied()))
     ));
     line(&format!(
         "syn match lbpProtocol \"{}\"",
@@ -777,7 +781,7 @@ fn vim() -> String {
     ));
     line("");
     line("\" Words that take their meaning from the word before them.");
-    for (word, group, list) in VIM_CHAINS {
+    for (word, group, list) in CHAINS {
         line(&format!(
             "syn match lbpKeyword \"{}\" nextgroup={group} skipwhite",
             vim_start(word)
@@ -930,7 +934,9 @@ const EMACS_BODY: &str = r##"
      (,(lbp--symbols lbp-weight-inputs) (line-end-position) nil (1 font-lock-variable-name-face)))
     (,(lbp--symbols lbp-protocols) 1 font-lock-type-face)
     (,(lbp--symbols lbp-tcp-flags) 1 font-lock-preprocessor-face)
-    (,(lbp--symbols lbp-keywords) 1 font-lock-keyword-face))
+    (,(concat "\\(?:^\\|{\\)[ \t]*" (lbp--symbols lbp-statement-starts)) 1 font-lock-keyword-face)
+    (,(lbp--symbols lbp-keywords) 1 font-lock-keyword-face)
+    (,(lbp--symbols '("in")) 1 font-lock-keyword-face))
   "Font-lock rules of `lbp-mode'.")
 
 (defvar lbp-mode-syntax-table
@@ -976,6 +982,7 @@ const EMACS_BODY: &str = r##"
   (setq-local comment-start-skip "#+[ \t]*")
   (setq-local comment-end "")
   (setq-local indent-line-function #'lbp-indent-line)
+  (setq-local indent-tabs-mode nil)
   (setq-local electric-indent-chars (append "{}" electric-indent-chars))
   (setq-local font-lock-defaults '(lbp-font-lock-keywords)))
 
@@ -987,16 +994,14 @@ const EMACS_BODY: &str = r##"
 "##;
 
 fn emacs() -> String {
-    let keywords: Vec<&str> = STATEMENT_KEYWORDS
+    let starts = STARTS
         .iter()
-        .chain(BACKEND_OPTIONS)
-        .chain(HEALTH_OPTIONS)
-        .chain(PACKET_OPTIONS)
         .copied()
-        .collect();
-    let lists: [(&str, String); 15] = [
+        .chain(CHAINS.iter().map(|(w, _, _)| *w));
+    let lists: [(&str, String); 16] = [
         ("item-keywords", lisp_list(ITEM_KEYWORDS.iter().copied())),
-        ("keywords", lisp_list(keywords)),
+        ("keywords", lisp_list(anywhere_keywords())),
+        ("statement-starts", lisp_list(starts)),
         ("actions", lisp_list(ACTIONS.iter().copied())),
         ("verdicts", lisp_list(VERDICTS.iter().copied())),
         ("algorithms", lisp_list(ALGORITHMS.iter().copied())),

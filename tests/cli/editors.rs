@@ -3,15 +3,16 @@
 //! VS Code runs it, scopes every token that lbp's parser finds in the stock
 //! policies as its kind; Vim's syntax file, run by Vim headless, gives every such
 //! token the highlight group of its kind, and its ftdetect and ftplugin give the
-//! file type, comment string and the policies' own indentation; `vsce` accepts
-//! the VS Code extension.
+//! file type, comment string and the policies' own indentation; Emacs, in batch
+//! mode with `lbp-mode.el`, does the same with its faces; `vsce` accepts the VS
+//! Code extension.
 //!
 //! The expected kind of each token comes from the parser's tree (literals,
 //! fields, names, actions...) and, for the words the tree does not keep
 //! (keywords), from the vocabulary tables: no regular expression of the editor
 //! files is its own oracle.
 //!
-//! Node and Vim are external programs: when one is missing the test says
+//! Node, Vim and Emacs are external programs: when one is missing the test says
 //! SKIPPED and why, and under CI (`LBP_CI`) it fails instead.
 
 use crate::netns::skip;
@@ -360,8 +361,9 @@ fn textmate_grammar_scopes_every_token() {
         );
     }
     let mut files_json = Vec::new();
-    for path in files("policies", "lbp") {
-        let (src, toks) = tokens(&path);
+    let policies = files("policies", "lbp");
+    for path in &policies {
+        let (src, toks) = tokens(path);
         let toks: Vec<serde_json::Value> = toks
             .iter()
             .map(|t| {
@@ -375,7 +377,7 @@ fn textmate_grammar_scopes_every_token() {
             })
             .collect();
         files_json.push(serde_json::json!({
-            "path": root().join(&path), "tokens": toks,
+            "path": root().join(path), "tokens": toks,
         }));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -394,7 +396,8 @@ fn textmate_grammar_scopes_every_token() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the TextMate grammar test failed");
-    assert!(stdout.contains("6 files"), "{stdout}");
+    let summary = format!("{} files,", policies.len());
+    assert!(stdout.contains(&summary), "{stdout}");
 }
 
 /// `vsce package` accepts the extension, and packs the grammar, the language
@@ -588,6 +591,127 @@ fn vim_highlights_every_token() {
     let lines: Vec<&str> = report.lines().collect();
     let (summary, fails) = lines.split_last().expect("a summary line");
     eprintln!("vim: {tokens_checked} tokens, {summary} positions");
+    assert!(
+        fails.is_empty(),
+        "{} failures:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
+    assert_eq!(*summary, format!("checked {}", 2 * tokens_checked));
+}
+
+/// The Emacs faces each kind of token may have.
+fn emacs_faces(kind: &str) -> &'static str {
+    match kind {
+        "comment" => "font-lock-comment-face font-lock-comment-delimiter-face",
+        "string" => "font-lock-string-face",
+        "field" | "input" => "font-lock-variable-name-face",
+        "ipv4" | "ipv6" | "prefix4" | "prefix6" | "mac" | "integer" | "float" | "duration"
+        | "range" | "boolean" => "font-lock-constant-face",
+        "action" | "verdict" | "algorithm" | "mode" | "policy" | "health" => {
+            "font-lock-builtin-face"
+        }
+        "protocol" => "font-lock-type-face",
+        "flag" => "font-lock-preprocessor-face",
+        "keyword" => "font-lock-keyword-face",
+        k if k.starts_with("decl:") => "font-lock-function-name-face",
+        // A reference to a name or a set's type: none of the faces of the
+        // language's words.
+        _ => {
+            "font-lock-keyword-face font-lock-builtin-face font-lock-type-face \
+             font-lock-preprocessor-face font-lock-constant-face"
+        }
+    }
+}
+
+/// An Emacs Lisp string literal.
+fn elisp_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Emacs in batch mode, with `lbp-mode.el` loaded: every stock policy opens in
+/// `lbp-mode` with `#` comments, keeps its indentation when re-indented, and the
+/// first and last character of every token has its kind's face.
+#[test]
+fn emacs_fontifies_every_token() {
+    if !have("emacs") {
+        return skip("emacs_fontifies_every_token", "emacs is not installed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let result = dir.path().join("result");
+    let mut script = String::from(
+        "(require 'seq)\n\
+         (defvar lbp-test-fails nil)\n\
+         (defvar lbp-test-checked 0)\n\
+         (defun lbp-test-check (pos kind faces text)\n\
+         \x20 (let* ((f (get-text-property pos 'face))\n\
+         \x20        (hit (seq-some (lambda (x) (memq x faces)) (if (listp f) f (list f))))\n\
+         \x20        (name (member kind '(\"name\" \"settype\"))))\n\
+         \x20   (setq lbp-test-checked (1+ lbp-test-checked))\n\
+         \x20   (when (if name hit (not hit))\n\
+         \x20     (push (format \"%s:%d: `%s' (%s) has face %S\" (buffer-file-name)\n\
+         \x20                   (line-number-at-pos pos) text kind f)\n\
+         \x20           lbp-test-fails))))\n",
+    );
+    let mut tokens_checked = 0;
+    for path in files("policies", "lbp") {
+        let (src, toks) = tokens(&path);
+        script.push_str(&format!(
+            "(find-file {})\n\
+             (unless (eq major-mode 'lbp-mode) (push (format \"%s: %s\" (buffer-file-name) major-mode) lbp-test-fails))\n\
+             (unless (equal comment-start \"# \") (push (format \"%s: comment-start %S\" (buffer-file-name) comment-start) lbp-test-fails))\n\
+             (font-lock-mode 1)\n\
+             (font-lock-ensure)\n",
+            elisp_string(&root().join(&path).to_string_lossy())
+        ));
+        for t in &toks {
+            let text: String = src[t.start..t.end].chars().take(40).collect();
+            for at in [t.start, t.end - 1] {
+                let pos = src[..at].chars().count() + 1;
+                script.push_str(&format!(
+                    "(lbp-test-check {pos} {} '({}) {})\n",
+                    elisp_string(&t.kind),
+                    emacs_faces(&t.kind),
+                    elisp_string(&text)
+                ));
+            }
+            tokens_checked += 1;
+        }
+        script.push_str(
+            "(let ((before (buffer-string)))\n\
+             \x20 (indent-region (point-min) (point-max))\n\
+             \x20 (unless (equal before (buffer-string))\n\
+             \x20   (push (format \"%s: re-indenting changes it\" (buffer-file-name)) lbp-test-fails)))\n\
+             (set-buffer-modified-p nil)\n\
+             (kill-buffer)\n",
+        );
+    }
+    script.push_str(&format!(
+        "(with-temp-file {}\n\
+         \x20 (dolist (f (reverse lbp-test-fails)) (insert f \"\\n\"))\n\
+         \x20 (insert (format \"checked %d\\n\" lbp-test-checked)))\n",
+        elisp_string(&result.to_string_lossy())
+    ));
+    let script_path = dir.path().join("check.el");
+    std::fs::write(&script_path, script).unwrap();
+    let out = Command::new("emacs")
+        .args(["--batch", "-Q", "-l"])
+        .arg(root().join("editors/emacs/lbp-mode.el"))
+        .arg("-l")
+        .arg(&script_path)
+        .current_dir(root())
+        .output()
+        .expect("emacs runs");
+    let report = std::fs::read_to_string(&result).unwrap_or_else(|_| {
+        panic!(
+            "emacs wrote no result: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let lines: Vec<&str> = report.lines().collect();
+    let (summary, fails) = lines.split_last().expect("a summary line");
+    eprintln!("emacs: {tokens_checked} tokens, {summary} positions");
     assert!(
         fails.is_empty(),
         "{} failures:\n{}",
