@@ -234,6 +234,14 @@ mod tests {
                             }
                         }
                         let _ = parse_icmp_error(cut, b.l3, b.l4);
+                        for addr in [v4, v6] {
+                            let mut f = cut.to_vec();
+                            f.resize(2048, 0);
+                            let before = f.clone();
+                            if time_exceeded_in_place(&mut f, n, b.l3, addr).is_none() {
+                                assert_eq!(f, before);
+                            }
+                        }
                         let mut f = cut.to_vec();
                         if reset_in_place(&mut f, n, b.l3, b.l4).is_none() {
                             assert_eq!(f, cut);
