@@ -9,7 +9,7 @@
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, did_you_mean, suggest};
-use crate::vocab::{MODES, UNKNOWN_POLICIES, VIP_PROTOCOLS};
+use crate::vocab::{MODES, UNKNOWN_POLICIES, VIP_PROTOCOLS, protocol_names};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -1411,7 +1411,7 @@ impl<'a> Checker<'a> {
 
     fn packet(&mut self, p: &'a Packet) {
         let proto = p.proto.name.as_str();
-        let known = ["tcp", "udp", "icmp", "icmpv6"];
+        let known: Vec<&str> = protocol_names().collect();
         if !known.contains(&proto) {
             let d = self.err(
                 "lbp::name::unknown_protocol",
@@ -1421,7 +1421,7 @@ impl<'a> Checker<'a> {
             );
             d.help = Some(suggest(
                 proto,
-                known,
+                known.iter().copied(),
                 "test packets are tcp, udp, icmp or icmpv6",
             ));
         }
