@@ -74,11 +74,6 @@ pub const SET_TYPES: &[&str] = &[
 /// Units of a duration literal, longest first (`300ms`, `2s`).
 pub const DURATION_UNITS: &[&str] = &["us", "ms", "s", "m", "h"];
 
-/// The grammar's punctuation and operators.
-pub const OPERATORS: &[&str] = &[
-    "=>", "->", "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "=", "..",
-];
-
 /// The names of [`PROTOCOLS`].
 pub fn protocol_names() -> impl Iterator<Item = &'static str> {
     PROTOCOLS.iter().map(|(n, _)| *n)
@@ -192,6 +187,36 @@ mod tests {
             |w| format!("{BASE}test \"t\" {{ {w} 198.18.0.5 -> 198.18.0.1 on lan => local }}\n"),
             "lbp::name::unknown_protocol",
         );
+    }
+
+    #[test]
+    fn literals_and_options_agree_with_the_parser() {
+        use crate::ast::{ExprKind, Item, Lit};
+        let value = |src: &str| match crate::analyze(src).policy.items.first() {
+            Some(Item::Const(c)) => Some(c.value.kind.clone()),
+            _ => None,
+        };
+        for unit in DURATION_UNITS {
+            let v = value(&format!("const d = 5{unit}\n"));
+            assert!(
+                matches!(v, Some(ExprKind::Lit(Lit::Duration { amount: 5, .. }))),
+                "5{unit}: {v:?}"
+            );
+        }
+        for b in BOOLEANS {
+            let v = value(&format!("const b = {b}\n"));
+            assert!(matches!(v, Some(ExprKind::Lit(Lit::Bool(_)))), "{b}: {v:?}");
+        }
+        for o in BACKEND_OPTIONS {
+            let src = format!("{BASE}pool q {{ backend 198.18.0.6 {o} 1 }}\n");
+            let c = codes(&src);
+            assert!(!c.iter().any(|c| c.starts_with("lbp::parse")), "{o}: {c:?}");
+        }
+        for o in HEALTH_OPTIONS {
+            let src = format!("{BASE}pool q {{ backend 198.18.0.6 health http {o} 1 }}\n");
+            let c = codes(&src);
+            assert!(!c.iter().any(|c| c.starts_with("lbp::parse")), "{o}: {c:?}");
+        }
     }
 
     #[test]
