@@ -320,6 +320,18 @@ fn lsp_over_stdio() {
     assert!(labels.contains(&"dport"), "{labels:?}");
     assert!(labels.contains(&"syn"), "{labels:?}");
     assert!(!labels.contains(&"src"), "{labels:?}");
+    // An item replaces what follows the dot, whatever the client's words are.
+    let dport = done["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["label"] == "dport")
+        .unwrap();
+    let after_dot = pos(fixed, "tcp.dport in", 0, 4);
+    assert_eq!(dport["textEdit"]["range"]["start"], after_dot);
+    assert_eq!(dport["textEdit"]["range"]["end"], after_dot);
+    assert_eq!(dport["textEdit"]["newText"], "dport");
+    assert_eq!(dport["detail"], "port (0..65535)");
     // After `=>`: the actions; elsewhere in the filter, declared names too.
     let done = c.request("textDocument/completion", at(uri, fixed, "=> drop", 0, 3));
     let labels = completion_labels(&done);

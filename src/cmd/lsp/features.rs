@@ -65,9 +65,17 @@ pub fn completion(
     let word = &before[word_start..];
     let mut items = Vec::new();
     if let Some((group, _)) = word.split_once('.') {
+        // The part after the dot is what an item replaces, whatever the
+        // client takes for a word.
         let prefix = format!("{group}.");
+        let after_dot = doc.range(Span::new(line_start + word_start + prefix.len(), offset));
         for f in FIELDS.iter().filter(|f| f.name.starts_with(&prefix)) {
-            items.push(field_item(f, &f.name[prefix.len()..]));
+            let mut item = field_item(f, &f.name[prefix.len()..]);
+            item.text_edit = Some(CompletionTextEdit::Edit(TextEdit {
+                range: after_dot,
+                new_text: item.label.clone(),
+            }));
+            items.push(item);
         }
         return Ok(Some(CompletionResponse::Array(items)));
     }
