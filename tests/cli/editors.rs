@@ -324,6 +324,18 @@ fn generated_files_are_in_sync() {
     assert_eq!(compared, 3, "the generated files");
     let check = lbp(&["editors", "generate", "--check"]);
     assert!(check.status.success(), "{check:?}");
+    // `--check` finds a file edited by hand, and writes nothing.
+    let vim = dir.path().join("vim/syntax/lbp.vim");
+    let edited = std::fs::read_to_string(&vim)
+        .unwrap()
+        .replace("maglev|", "");
+    std::fs::write(&vim, &edited).unwrap();
+    let tmp = dir.path().to_str().unwrap();
+    let check = lbp(&["editors", "generate", "--check", tmp]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("vim/syntax/lbp.vim: differs"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&vim).unwrap(), edited);
 }
 
 /// The files under `dir`, as paths relative to it, sorted.
