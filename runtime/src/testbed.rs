@@ -25,6 +25,7 @@
 //! the core acted on it ([`Outcome::follows`]). Nothing here is on the data path;
 //! it allocates freely.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -150,6 +151,8 @@ pub struct Testbed {
     hosts: Vec<MemHost>,
     out: Outputs,
     now: u64,
+    /// Per rule, its packet counter when it last decided a frame here.
+    rules_seen: HashMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Testbed {
@@ -186,6 +189,7 @@ impl Testbed {
             hosts,
             out,
             now: START_NS,
+            rules_seen: HashMap::new(),
         })
     }
 
@@ -214,6 +218,7 @@ impl Testbed {
             h.discard();
         }
         self.now = START_NS;
+        self.rules_seen.clear();
     }
 
     /// Send `frame` into the appliance on port `in_iface` (an interface index,
@@ -239,7 +244,7 @@ impl Testbed {
             return outcome;
         }
         *self.recorder.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let before = self.state.counters.clone();
+        let before = Snapshot::of(&self.state.counters);
         assert!(
             self.hosts[port as usize].inject(frame),
             "the receive ring has room"
@@ -278,14 +283,22 @@ impl Testbed {
                 outcome.fates.push(Fate::Dropped(Reason(r)));
             }
         }
-        outcome.connection = after.nat_return.packets > before.nat_return.packets
-            || after.icmp_errors > before.icmp_errors;
-        outcome.rule = changed(&before.rules, &after.rules, |p| p.packets);
+        outcome.decision = *self.recorder.last.lock().unwrap_or_else(|e| e.into_inner());
+        outcome.connection =
+            after.nat_return.packets > before.nat_return || after.icmp_errors > before.icmp_errors;
+        // Only the deciding rule's counter can move: read that one.
+        outcome.rule = outcome.decision.map(|d| d.rule).filter(|&r| {
+            let now = after.rules.get(r as usize).map_or(0, |p| p.packets);
+            let seen = self.rules_seen.get(&r).copied().unwrap_or(0);
+            self.rules_seen.insert(r, now);
+            now > seen
+        });
         outcome.balanced = after.backend_traffic.iter().enumerate().find_map(|(s, a)| {
             let b = before.backend_traffic.get(s).map_or(&[][..], |b| &b[..]);
-            changed(b, a, |p| p.packets).map(|i| (s as u32, i))
+            let a: Vec<u64> = a.iter().map(|p| p.packets).collect();
+            let a = &a[..];
+            changed(b, a).map(|i| (s as u32, i))
         });
-        outcome.decision = *self.recorder.last.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
             self.state.balanced(),
             "frame accounting: {:?}",
@@ -351,12 +364,36 @@ fn fresh_tables() -> Shared {
 }
 
 /// The index whose count went up between `before` and `after`.
-fn changed<T>(before: &[T], after: &[T], count: impl Fn(&T) -> u64) -> Option<u32> {
+fn changed(before: &[u64], after: &[u64]) -> Option<u32> {
     after
         .iter()
         .enumerate()
-        .find(|(i, a)| count(a) > before.get(*i).map_or(0, &count))
+        .find(|&(i, a)| *a > before.get(i).copied().unwrap_or(0))
         .map(|(i, _)| i as u32)
+}
+
+/// The counters a frame's outcome is read from, before the frame (not the
+/// per-rule ones: a policy may have 100 000 rules).
+struct Snapshot {
+    drops: [u64; DropReason::COUNT],
+    nat_return: u64,
+    icmp_errors: u64,
+    backend_traffic: Vec<Vec<u64>>,
+}
+
+impl Snapshot {
+    fn of(c: &Counters) -> Snapshot {
+        Snapshot {
+            drops: c.drops,
+            nat_return: c.nat_return.packets,
+            icmp_errors: c.icmp_errors,
+            backend_traffic: c
+                .backend_traffic
+                .iter()
+                .map(|v| v.iter().map(|p| p.packets).collect())
+                .collect(),
+        }
+    }
 }
 
 /// Whether the IP header at `at` in `frame` is from `f`'s source to its

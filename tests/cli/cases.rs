@@ -177,3 +177,75 @@ fn exceptions_parse() {
         assert!(src.contains("=>"), "{place} is not a packet line: {src:?}");
     }
 }
+
+/// `lbp test` decides with the JIT; the interpreter cross-checks it only while
+/// filter rules x packet lines stay within the budget (20 million), or when
+/// asked with `--check-interpreter`.
+#[test]
+fn the_interpreter_cross_checks_where_cheap_or_when_asked() {
+    let mut src = String::from(
+        "interface lan { address 198.18.1.1/24 }\n\
+         interface wan { address 198.19.0.1/16 }\n\
+         filter {\n",
+    );
+    for i in 0..10_000 {
+        src += &format!(
+            "    ip.src == 198.19.{}.{} && tcp.dport == {} => drop\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        );
+    }
+    src += "}\ntest \"t\" {\n";
+    for _ in 0..2_001 {
+        src += "    icmp 198.19.0.5 -> 198.18.1.9 => forward dev lan\n";
+    }
+    src += "}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("big.lbp");
+    std::fs::write(&policy, &src).unwrap();
+    let policy = policy.to_str().unwrap();
+
+    let backends = |out: &std::process::Output| -> Vec<Vec<String>> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|o| o.get("verdicts").is_some())
+            .map(|o| {
+                o["verdicts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["backend"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    // 10 000 rules x 2 001 lines: over the budget.
+    let out = lbp(&["test", "--format", "json", policy]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("does not cross-check") && stderr.contains("--check-interpreter"),
+        "{stderr}"
+    );
+    let seen = backends(&out);
+    assert_eq!(seen.len(), 2_001);
+    assert!(
+        seen.iter().all(|b| b == &["jit", "appliance"]),
+        "{:?}",
+        seen[0]
+    );
+
+    let out = lbp(&["test", "--format", "json", "--check-interpreter", policy]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("does not cross-check"));
+    let seen = backends(&out);
+    assert_eq!(seen.len(), 2_001);
+    assert!(
+        seen.iter()
+            .all(|b| b == &["jit", "appliance", "interpreter"]),
+        "{:?}",
+        seen[0]
+    );
+}
