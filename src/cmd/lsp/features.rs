@@ -60,8 +60,9 @@ pub fn completion(
     let line_start = doc.lines.line_range(line).start;
     let before = &doc.text[line_start..offset];
     let word_start = before
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let word = &before[word_start..];
     let mut items = Vec::new();
     if let Some((group, _)) = word.split_once('.') {

@@ -485,3 +485,94 @@ mod tests {
         assert!(doc.stale);
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use serde_json::json;
+
+    fn params<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("well-formed parameters")
+    }
+
+    /// Every request at every position of texts written to break things
+    /// (unclosed blocks, deep nesting, a long line, CRLF, astral characters,
+    /// NUL, a policy cut anywhere) answers without a panic; a panic would
+    /// otherwise only show as an internal error of that request.
+    #[test]
+    fn every_request_anywhere_answers() {
+        let stock = include_str!("../../../policies/web.lbp");
+        let mut texts: Vec<String> = vec![
+            String::new(),
+            "filter {".into(),
+            "filter { tcp.".into(),
+            "set s = { 1, 2\npool p { backend 198.18.0.1 weight\nservice v { pool p balance s"
+                .into(),
+            format!(
+                "filter {{ {}tcp.dport{} => drop }}",
+                "(".repeat(60),
+                ")".repeat(60)
+            ),
+            format!(
+                "const x = 1\nfilter {{ {} => drop }}",
+                "ip.src == x && ".repeat(2000)
+            ),
+            "interface a { address 198.18.0.1/24 }\r\nfilter {\r\n in.iface == a => drop\r\n}\r\n"
+                .into(),
+            "const \u{1F600} = \"\u{1F600}\u{0}\"\nfilter { \u{e9}.\u{1F600} => \u{1F600} }".into(),
+            "\u{feff}test \"x\" { tcp a -> b => balance }".into(),
+        ];
+        for cut in (0..stock.len()).step_by(97) {
+            if stock.is_char_boundary(cut) {
+                texts.push(stock[..cut].to_string());
+            }
+        }
+        let uri: Uri = "file:///x.lbp".parse().unwrap();
+        for text in &texts {
+            let mut doc = Doc::new(text.clone(), 0);
+            doc.refresh();
+            let _ = diagnostics(&uri, &mut doc);
+            let lines = doc.lines.lines() as u32;
+            let mut positions: Vec<Position> = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([text.len()])
+                .step_by(1 + text.len() / 400)
+                .map(|o| doc.position(o))
+                .collect();
+            positions.extend([
+                Position::new(lines, 0),
+                Position::new(lines + 5, 7),
+                Position::new(0, u32::MAX),
+                Position::new(u32::MAX, u32::MAX),
+            ]);
+            let id = json!({"uri": uri.as_str()});
+            let _ = features::symbols(&uri, &doc, params(json!({"textDocument": id})));
+            let _ = features::formatting(
+                &uri,
+                &doc,
+                params(
+                    json!({"textDocument": id, "options": {"tabSize": 4, "insertSpaces": true}}),
+                ),
+            );
+            for p in positions {
+                let at = json!({"textDocument": id, "position": p});
+                let _ = features::completion(&uri, &doc, params(at.clone())).unwrap();
+                let _ = features::hover(&uri, &doc, params(at.clone())).unwrap();
+                let _ = features::definition(&uri, &doc, params(at.clone())).unwrap();
+                let mut refs = at.clone();
+                refs["context"] = json!({"includeDeclaration": true});
+                let _ = features::references(&uri, &doc, params(refs)).unwrap();
+                let range = json!({"start": {"line": 0, "character": 0}, "end": p});
+                let actions =
+                    json!({"textDocument": id, "range": range, "context": {"diagnostics": []}});
+                let _ = features::code_actions(&uri, &doc, params(actions)).unwrap();
+            }
+            doc.change(
+                Some(Range::new(Position::new(lines + 3, 9), Position::new(0, 2))),
+                "\u{1F600}".into(),
+            );
+            doc.refresh();
+        }
+    }
+}
