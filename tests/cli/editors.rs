@@ -3,7 +3,8 @@
 //! VS Code runs it, scopes every token that lbp's parser finds in the stock
 //! policies as its kind; Vim's syntax file, run by Vim headless, gives every such
 //! token the highlight group of its kind, and its ftdetect and ftplugin give the
-//! file type, comment string and the policies' own indentation; Emacs, in batch
+//! file type, comment string and the policies' own indentation, in Vim and in
+//! Neovim; Emacs, in batch
 //! mode with `lbp-mode.el`, does the same with its faces; `vsce` accepts the VS
 //! Code extension.
 //!
@@ -519,6 +520,20 @@ fn vim_highlights_every_token() {
     if !have("vim") {
         return skip("vim_highlights_every_token", "vim is not installed");
     }
+    vim_check("vim", &["--not-a-term"]);
+}
+
+/// The same in Neovim (Debian's, headless): the Vim files are Neovim's too.
+#[test]
+fn neovim_highlights_every_token() {
+    if !have("nvim") {
+        return skip("neovim_highlights_every_token", "nvim is not installed");
+    }
+    vim_check("nvim", &[]);
+}
+
+/// Run the checks of `vim_highlights_every_token` in `program` (vim or nvim).
+fn vim_check(program: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let result = dir.path().join("result");
     let mut script = String::from(
@@ -583,8 +598,9 @@ fn vim_highlights_every_token() {
     let script_path = dir.path().join("check.vim");
     std::fs::write(&script_path, script).unwrap();
     let rtp = root().join("editors/vim");
-    let out = Command::new("vim")
-        .args(["-Es", "-N", "-u", "NONE", "-i", "NONE", "--not-a-term"])
+    let out = Command::new(program)
+        .args(["-Es", "-N", "-u", "NONE", "-i", "NONE"])
+        .args(extra)
         .arg("--cmd")
         .arg(format!("set rtp^={}", rtp.display()))
         .args(["--cmd", "filetype plugin indent on", "--cmd", "syntax on"])
@@ -595,14 +611,14 @@ fn vim_highlights_every_token() {
         .expect("vim runs");
     let report = std::fs::read_to_string(&result).unwrap_or_else(|_| {
         panic!(
-            "vim wrote no result: {}{}",
+            "{program} wrote no result: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
     });
     let lines: Vec<&str> = report.lines().collect();
     let (summary, fails) = lines.split_last().expect("a summary line");
-    eprintln!("vim: {tokens_checked} tokens, {summary} positions");
+    eprintln!("{program}: {tokens_checked} tokens, {summary} positions");
     assert!(
         fails.is_empty(),
         "{} failures:\n{}",
