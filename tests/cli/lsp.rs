@@ -39,19 +39,18 @@ fn fixed() -> String {
 /// against a hang, not a measure of speed).
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// `lbp check --format json` of `text` (written to a file): (code, message,
-/// 0-based line, UTF-16 start column) of each diagnostic, the column turned
+/// A diagnostic as a test compares it: code, message, and its start and end as
+/// 0-based lines and columns.
+type Seen = (String, String, (u64, u64), (u64, u64));
+
+/// `lbp check --format json` of `text` (written to a file), the columns turned
 /// from characters into UTF-16 units with the line's text.
-fn check_json(dir: &std::path::Path, text: &str) -> Vec<(String, String, u64, u64)> {
+fn check_json(dir: &std::path::Path, text: &str) -> Vec<Seen> {
     check_json_in(dir, text, |before| before.encode_utf16().count())
 }
 
 /// `check_json` with the column counted by `unit` from the line's text before it.
-fn check_json_in(
-    dir: &std::path::Path,
-    text: &str,
-    unit: fn(&str) -> usize,
-) -> Vec<(String, String, u64, u64)> {
+fn check_json_in(dir: &std::path::Path, text: &str, unit: fn(&str) -> usize) -> Vec<Seen> {
     let file = dir.join("policy.lbp");
     std::fs::write(&file, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lbp"))
@@ -65,14 +64,17 @@ fn check_json_in(
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let line = v["line"].as_u64().unwrap() - 1;
-            let chars = v["column"].as_u64().unwrap() as usize - 1;
-            let before: String = lines[line as usize].chars().take(chars).collect();
+            let at = |line: &str, column: &str| {
+                let line = v[line].as_u64().unwrap() - 1;
+                let chars = v[column].as_u64().unwrap() as usize - 1;
+                let before: String = lines[line as usize].chars().take(chars).collect();
+                (line, unit(&before) as u64)
+            };
             (
                 v["code"].as_str().unwrap().to_string(),
                 v["message"].as_str().unwrap().to_string(),
-                line,
-                unit(&before) as u64,
+                at("line", "column"),
+                at("end_line", "end_column"),
             )
         })
         .collect()
@@ -243,7 +245,7 @@ fn lsp_over_stdio() {
     );
     let published = c.diagnostics(uri);
     assert_eq!(published["version"], 1);
-    let got: Vec<(String, String, u64, u64)> = published["diagnostics"]
+    let got: Vec<Seen> = published["diagnostics"]
         .as_array()
         .unwrap()
         .iter()
@@ -252,8 +254,14 @@ fn lsp_over_stdio() {
             (
                 d["code"].as_str().unwrap().to_string(),
                 d["message"].as_str().unwrap().to_string(),
-                d["range"]["start"]["line"].as_u64().unwrap(),
-                d["range"]["start"]["character"].as_u64().unwrap(),
+                (
+                    d["range"]["start"]["line"].as_u64().unwrap(),
+                    d["range"]["start"]["character"].as_u64().unwrap(),
+                ),
+                (
+                    d["range"]["end"]["line"].as_u64().unwrap(),
+                    d["range"]["end"]["character"].as_u64().unwrap(),
+                ),
             )
         })
         .collect();
@@ -268,7 +276,7 @@ fn lsp_over_stdio() {
     let fal = pos(BROKEN, "fal ", 0, 0);
     assert!(
         got.iter()
-            .any(|g| g.2 == fal["line"] && g.3 == fal["character"]),
+            .any(|g| g.2.0 == fal["line"] && g.2.1 == fal["character"]),
         "{got:?} has no diagnostic at {fal}"
     );
 
@@ -542,7 +550,10 @@ local ok, err = pcall(function()
   for _, d in ipairs(vim.diagnostic.get(buf)) do
     local code = d.code
     if code == nil and d.user_data and d.user_data.lsp then code = d.user_data.lsp.code end
-    table.insert(result.diagnostics, { code = code, message = d.message, lnum = d.lnum, col = d.col })
+    table.insert(result.diagnostics, {
+      code = code, message = d.message,
+      lnum = d.lnum, col = d.col, end_lnum = d.end_lnum, end_col = d.end_col,
+    })
   end
   local lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
   local function find(needle, after)
@@ -638,7 +649,7 @@ fn lsp_in_neovim() {
 
     // The diagnostics, as Neovim holds them (byte columns, converted by its
     // client from the server's UTF-16 columns), are `lbp check`'s.
-    let mut got: Vec<(String, String, u64, u64)> = seen["diagnostics"]
+    let mut got: Vec<Seen> = seen["diagnostics"]
         .as_array()
         .unwrap()
         .iter()
@@ -646,8 +657,11 @@ fn lsp_in_neovim() {
             (
                 d["code"].as_str().unwrap().to_string(),
                 d["message"].as_str().unwrap().to_string(),
-                d["lnum"].as_u64().unwrap(),
-                d["col"].as_u64().unwrap(),
+                (d["lnum"].as_u64().unwrap(), d["col"].as_u64().unwrap()),
+                (
+                    d["end_lnum"].as_u64().unwrap(),
+                    d["end_col"].as_u64().unwrap(),
+                ),
             )
         })
         .collect();
