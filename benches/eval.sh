@@ -2,12 +2,14 @@
 # `lbp eval` on a large policy: P packets (200 000) decided by a policy of R
 # filter rules (100 000), beside `lbp check` of the same policy. Prints the best
 # of RUNS runs of:
-#   - lbp check POLICY;
-#   - lbp eval POLICY --pcap CAPTURE (P packets), text output to /dev/null;
-#   - the same with one packet: reading, checking, lowering and compiling the
-#     policy, which eval pays once;
-# and the cost per packet, (P packets - 1 packet) / (P - 1), in microseconds.
-# The goal: under 1 us per packet. JSON output is measured the same way.
+#   - lbp check POLICY (wall time);
+#   - lbp eval POLICY --pcap CAPTURE, text output to /dev/null (wall time), and
+#     the time eval itself reports (`--timing`) for deciding and printing the
+#     P packets, per packet: the figure the goal is about, under 1 us/packet;
+#     reading, checking and compiling the policy are paid once and shown apart;
+#   - the same with `--format json`.
+# The machine may be shared: the best of several runs is the one least
+# disturbed.
 #
 # The rules are of four shapes, a quarter each (exact source and port; a
 # destination and a port set; a /24 and a port range; an interface, ICMP type
@@ -104,7 +106,6 @@ for i in range(packets):
         l4 = struct.pack("!BBHHH", 8, 0, 0, 1, i & 0xFFFF)
         frames.append(frame([198, 18, 1, 7], [198, 18, 0, 10], 1, l4))
 write("packets.pcap", frames)
-write("one.pcap", frames[:1])
 EOF
 
 # Best wall time in microseconds of RUNS runs of "$@" (output discarded).
@@ -120,20 +121,33 @@ best() {
     echo "$best"
 }
 
+# The line `lbp eval --timing` prints with the lowest per-packet time of RUNS
+# runs of "$@".
+timing() {
+    local best="" line us
+    for ((r = 0; r < RUNS; r++)); do
+        line=$("$@" --timing 2>&1 >/dev/null | grep 'us/packet') || { echo "failed: $*" >&2; exit 1; }
+        us=$(sed -E 's|.* ([0-9.]+) us/packet.*|\1|' <<<"$line")
+        if [[ -z $best ]] || awk -v a="$us" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+            best=$us
+            kept=$line
+        fi
+    done
+    echo "$kept"
+}
+
 lines=$("$LBP" eval "$dir/policy.lbp" --pcap "$dir/packets.pcap" | wc -l)
 [[ $lines -eq $P ]] || { echo "expected $P lines, got $lines" >&2; exit 1; }
 
 check=$(best "$LBP" check "$dir/policy.lbp")
-one=$(best "$LBP" eval "$dir/policy.lbp" --pcap "$dir/one.pcap")
 all=$(best "$LBP" eval "$dir/policy.lbp" --pcap "$dir/packets.pcap")
-one_json=$(best "$LBP" eval "$dir/policy.lbp" --pcap "$dir/one.pcap" --format json)
-all_json=$(best "$LBP" eval "$dir/policy.lbp" --pcap "$dir/packets.pcap" --format json)
+text=$(timing "$LBP" eval "$dir/policy.lbp" --pcap "$dir/packets.pcap")
+json=$(timing "$LBP" eval "$dir/policy.lbp" --pcap "$dir/packets.pcap" --format json)
 
 s() { awk -v us="$1" 'BEGIN { printf "%8.3f s", us / 1e6 }'; }
-per() { awk -v a="$1" -v b="$2" -v n="$P" 'BEGIN { printf "%6.3f us/packet", (a - b) / (n - 1) }'; }
 echo "eval: $P packets, $R filter rules, best of $RUNS runs ($LBP)"
-echo "  lbp check POLICY                        $(s "$check")"
-echo "  lbp eval, 1 packet (load + compile)     $(s "$one")"
-echo "  lbp eval, $P packets, text          $(s "$all")   $(per "$all" "$one")"
-echo "  lbp eval, $P packets, JSON          $(s "$all_json")   $(per "$all_json" "$one_json")"
+echo "  lbp check POLICY                  $(s "$check")"
+echo "  lbp eval POLICY, text             $(s "$all")  (all of it)"
+echo "  text: ${text#lbp: eval: }"
+echo "  JSON: ${json#lbp: eval: }"
 echo "  goal: under 1 us/packet"

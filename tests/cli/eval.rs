@@ -324,8 +324,15 @@ fn eval_checks_the_jit_against_the_interpreter_on_request() {
     assert_ok(&checked);
     assert_eq!(plain.stdout, checked.stdout);
     let text = String::from_utf8(plain.stdout).unwrap();
+    let line = policy
+        .lines()
+        .position(|l| l.contains("ip.src == 198.19.1.4 && tcp.dport == 1254"))
+        .unwrap()
+        + 1;
     assert!(
-        text.lines().nth(5).unwrap().contains("drop  (rule at line"),
+        text.lines().nth(5).unwrap().contains(&format!(
+            "drop  (rule at line {line}: ip.src == 198.19.1.4 && tcp.dport == 1254 => drop)"
+        )),
         "{text}"
     );
 }
