@@ -385,6 +385,17 @@ fn lsp_over_stdio() {
         at(uri, fixed, "pool web }", 0, 6),
     );
     assert_eq!(def["result"]["range"]["start"], pos(fixed, "web {", 0, 0));
+    let def = c.request(
+        "textDocument/definition",
+        at(uri, fixed, "balance front", 0, 9),
+    );
+    assert_eq!(def["result"]["range"]["start"], pos(fixed, "front {", 0, 0));
+    // A field is no name: no definition.
+    let def = c.request(
+        "textDocument/definition",
+        at(uri, fixed, "tcp.dport ==", 0, 2),
+    );
+    assert_eq!(def["result"], Value::Null, "{def}");
     let refs = c.request(
         "textDocument/references",
         json!({
