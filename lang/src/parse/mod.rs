@@ -62,13 +62,13 @@ pub fn rule_is_read_fast(src: &str, pos: usize) -> bool {
 }
 
 fn parse_with(src: &str, fast: bool) -> Parsed {
+    let scanned = scan(src);
     let mut p = Driver {
-        src,
+        src: scanned.safe.as_deref().unwrap_or(src),
         diags: Vec::new(),
         fast,
     };
-    let (comments, too_deep) = scan(src);
-    if let Some(at) = too_deep {
+    if let Some(at) = scanned.too_deep {
         p.diags.push(
             Diagnostic::error(
                 "lbp::parse::too_deep",
@@ -77,30 +77,46 @@ fn parse_with(src: &str, fast: bool) -> Parsed {
             .label(Span::new(at, at + 1), "too deeply nested")
             .help("split the expression into named sets or several rules"),
         );
-        return Parsed {
-            policy: Policy::default(),
-            comments,
-            diagnostics: p.diags,
-        };
     }
     let policy = p.policy();
     Parsed {
         policy,
-        comments,
+        comments: scanned.comments,
         diagnostics: p.diags,
     }
 }
 
-/// Find comments, and the first place where nesting exceeds [`MAX_NESTING`].
-fn scan(src: &str) -> (Vec<Span>, Option<usize>) {
+/// What [`scan`] found.
+struct Scanned {
+    comments: Vec<Span>,
+    /// The first place where nesting exceeds [`MAX_NESTING`].
+    too_deep: Option<usize>,
+    /// When nesting exceeds the limit: the source with every bracket (and its
+    /// partner) and prefix operator beyond the limit replaced by a space. The rest
+    /// of the file then parses as usual, with the same offsets, so one too-deep
+    /// expression does not hide the other diagnostics of the file, and pest never
+    /// nests deeper than the limit.
+    safe: Option<String>,
+}
+
+/// Find comments, and the places where nesting exceeds [`MAX_NESTING`]. Levels are
+/// brackets (parentheses, sets, the brackets of an IPv6 address) and prefix `!` or
+/// `-` in front of them; the braces of an item's block are not a level.
+fn scan(src: &str) -> Scanned {
     let b = src.as_bytes();
     let mut comments = Vec::new();
-    let mut levels: Vec<usize> = Vec::new();
+    // Each open bracket's cost (itself and the prefix operators before it), and
+    // whether it was blanked.
+    let mut levels: Vec<(usize, bool)> = Vec::new();
     let (mut total, mut run) = (0usize, 0usize);
     let mut too_deep = None;
+    let mut blank = Vec::new();
+    // The last byte outside whitespace and comments: a `{` after `=` opens a set.
+    let mut last = 0u8;
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
+        let c = b[i];
+        match c {
             b'#' => {
                 let end = src[i..].find('\n').map_or(b.len(), |n| i + n);
                 comments.push(Span::new(i, end));
@@ -114,26 +130,57 @@ fn scan(src: &str) -> (Vec<Span>, Option<usize>) {
                 }
                 run = 0;
             }
-            b'!' if b.get(i + 1) != Some(&b'=') => run += 1,
-            b'-' if b.get(i + 1) != Some(&b'>') => run += 1,
+            b'!' | b'-' if b.get(i + 1) != Some(if c == b'!' { &b'=' } else { &b'>' }) => {
+                if total + run < MAX_NESTING {
+                    run += 1;
+                } else {
+                    too_deep.get_or_insert(i);
+                    blank.push(i);
+                }
+            }
             b'(' | b'{' | b'[' => {
-                levels.push(1 + run);
-                total += 1 + run;
+                let block = c == b'{' && levels.is_empty() && last != b'=';
+                let cost = if block { 0 } else { 1 + run };
+                if total + cost <= MAX_NESTING {
+                    levels.push((cost, false));
+                    total += cost;
+                } else {
+                    too_deep.get_or_insert(i);
+                    blank.push(i);
+                    levels.push((0, true));
+                }
                 run = 0;
             }
             b')' | b'}' | b']' => {
-                total -= levels.pop().unwrap_or(0);
+                if let Some((cost, blanked)) = levels.pop() {
+                    total -= cost;
+                    if blanked {
+                        blank.push(i);
+                    }
+                }
                 run = 0;
             }
             c if c.is_ascii_whitespace() => {}
             _ => run = 0,
         }
-        if (total + run > MAX_NESTING) && too_deep.is_none() {
-            too_deep = Some(i);
+        if !c.is_ascii_whitespace() {
+            last = c;
         }
         i += 1;
     }
-    (comments, too_deep)
+    let safe = (!blank.is_empty()).then(|| {
+        let mut bytes = b.to_vec();
+        for at in blank {
+            bytes[at] = b' ';
+        }
+        // Only ASCII punctuation became ASCII spaces: still UTF-8.
+        String::from_utf8(bytes).unwrap_or_default()
+    });
+    Scanned {
+        comments,
+        too_deep,
+        safe,
+    }
 }
 
 /// The statements of a block being read.
@@ -1555,7 +1602,9 @@ mod tests {
 
     #[test]
     fn nesting_at_the_limit_parses_on_a_small_stack() {
-        let n = MAX_NESTING / 2 - 1;
+        // Exactly MAX_NESTING levels (`!` and `(` each one), inside a block whose
+        // braces are not a level.
+        let n = MAX_NESTING / 2;
         let src = format!(
             "filter {{\n  {}tcp.syn{} => drop\n}}\n",
             "!(".repeat(n),
@@ -1566,6 +1615,57 @@ mod tests {
             .spawn(move || parse(&src).diagnostics.len())
             .unwrap();
         assert_eq!(h.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_limit_counts_brackets_not_blocks() {
+        let rule = |n: usize| {
+            format!(
+                "set s = {{ 1 }}\nfilter {{\n  {}tcp.dport in s{} => drop\n}}\n",
+                "(".repeat(n),
+                ")".repeat(n)
+            )
+        };
+        assert!(parse(&rule(MAX_NESTING)).diagnostics.is_empty());
+        let over = parse(&rule(MAX_NESTING + 1));
+        assert_eq!(over.diagnostics.len(), 1, "{:?}", over.diagnostics);
+        assert_eq!(over.diagnostics[0].code, "lbp::parse::too_deep");
+        // A set item's braces are a level.
+        let set = format!(
+            "set s = {}1{}\n",
+            "{".repeat(MAX_NESTING + 1),
+            "}".repeat(MAX_NESTING + 1)
+        );
+        assert_eq!(parse(&set).diagnostics[0].code, "lbp::parse::too_deep");
+    }
+
+    #[test]
+    fn too_deep_does_not_hide_the_other_diagnostics() {
+        let src = format!(
+            "filter {{\n  {}tcp.syn{} => drop\n  tcp.dport == => drop\n}}\npol web {{ }}\n",
+            "(".repeat(300),
+            ")".repeat(300)
+        );
+        let p = parse(&src);
+        let codes: Vec<&str> = p.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(
+            codes,
+            [
+                "lbp::parse::too_deep",
+                "lbp::parse::syntax",
+                "lbp::parse::unknown_item"
+            ],
+            "{:?}",
+            p.diagnostics
+        );
+        // The rule itself is still read (its spans are the source's).
+        let Some(Item::Filter(f)) = p.policy.items.first() else {
+            panic!("no filter: {:?}", p.policy);
+        };
+        assert_eq!(
+            &src[f.rules[0].action.span.start..f.rules[0].action.span.end],
+            "drop"
+        );
     }
 
     #[test]
