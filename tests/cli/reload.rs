@@ -113,6 +113,22 @@ fn reloads_under_load_lose_nothing_and_follow_the_policy() {
                 out.contains("weight"),
                 "{test}: the changed weights are reported: {out}"
             );
+            if i < 2 {
+                // Policy b's route through a gateway gets its kernel route on the
+                // TAP, and loses it when a comes back.
+                let o = topo
+                    .app
+                    .command("ip")
+                    .args(["-4", "route", "show", "198.19.200.0/24"])
+                    .output()
+                    .expect("ip runs");
+                let routes = String::from_utf8_lossy(&o.stdout).to_string();
+                assert_eq!(
+                    routes.contains("198.19.200.0/24 dev"),
+                    which == 1,
+                    "{test}: reload {i}: kernel routes: {routes:?}"
+                );
+            }
             latencies.push(after - before);
             reloads.push((before, after, which));
             std::thread::sleep(Duration::from_millis(300));

@@ -174,6 +174,8 @@ pub struct Controller {
     probes: Option<Probes>,
     agents: Option<Agents>,
     reloads: u64,
+    /// The TAP's name, whose kernel routes follow the policy's.
+    pub tap: Option<String>,
     pub view: Arc<Mutex<View>>,
 }
 
@@ -207,6 +209,7 @@ impl Controller {
             probes: None,
             agents: None,
             reloads: 0,
+            tap: None,
             view: Arc::new(Mutex::new(View::default())),
         };
         c.start_checks()?;
@@ -358,6 +361,9 @@ impl Controller {
         let serial = g.serial;
         let id = self.control.published.publish(g);
         let active = self.wait_active(id).map(|_| c.requested.elapsed());
+        if let Some(tap) = &self.tap {
+            super::host::sync_tap_routes(tap, &self.app, &c.app);
+        }
         let old = std::mem::replace(&mut self.app, c.app);
         self.policy_path = c.path.clone();
         self.reloads += 1;

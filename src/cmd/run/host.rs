@@ -177,19 +177,49 @@ pub fn make_tap(name: &str, app: &Appliance) -> Result<Tap, String> {
             ]);
         }
     }
-    for r in app.routes.iter().filter(|r| r.via.is_some()) {
-        let fam = if r.prefix.is_ipv4() { "-4" } else { "-6" };
-        cmds.push(vec![
-            fam.into(),
-            "route".into(),
-            "replace".into(),
-            format!("{}/{}", r.prefix, r.len),
-            "dev".into(),
-            name.into(),
-            "metric".into(),
-            "1024".into(),
-        ]);
-    }
+    cmds.extend(
+        tap_routes(app)
+            .into_iter()
+            .map(|(prefix, len)| tap_route("replace", prefix, len, name)),
+    );
+    run_ip(cmds);
+    Ok(tap)
+}
+
+/// The prefixes of the policy's routes through a gateway: the kernel sends the
+/// appliance's own traffic for them (replies from programs on the box) into the
+/// TAP, and the switching cores route it on.
+fn tap_routes(app: &Appliance) -> Vec<(IpAddr, u8)> {
+    let mut v: Vec<(IpAddr, u8)> = app
+        .routes
+        .iter()
+        .filter(|r| r.via.is_some())
+        .map(|r| (r.prefix, r.len))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// `ip route OP PREFIX/LEN dev TAP metric 1024`.
+fn tap_route(op: &str, prefix: IpAddr, len: u8, tap: &str) -> Vec<String> {
+    let fam = if prefix.is_ipv4() { "-4" } else { "-6" };
+    [
+        fam,
+        "route",
+        op,
+        &format!("{prefix}/{len}"),
+        "dev",
+        tap,
+        "metric",
+        "1024",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Run `ip` commands; a failure is a warning (the appliance goes on without it).
+fn run_ip(cmds: Vec<Vec<String>>) {
     for c in cmds {
         match Command::new("ip").args(&c).output() {
             Ok(o) if o.status.success() => {}
@@ -201,5 +231,22 @@ pub fn make_tap(name: &str, app: &Appliance) -> Result<Tap, String> {
             Err(e) => eprintln!("lbp: warning: ip {}: {e}", c.join(" ")),
         }
     }
-    Ok(tap)
+}
+
+/// After a reload: the TAP's kernel routes follow the new policy's routes through a
+/// gateway (added ones added, removed ones removed).
+pub fn sync_tap_routes(tap: &str, old: &Appliance, new: &Appliance) {
+    let (before, after) = (tap_routes(old), tap_routes(new));
+    let mut cmds: Vec<Vec<String>> = before
+        .iter()
+        .filter(|r| !after.contains(r))
+        .map(|&(p, l)| tap_route("del", p, l, tap))
+        .collect();
+    cmds.extend(
+        after
+            .iter()
+            .filter(|r| !before.contains(r))
+            .map(|&(p, l)| tap_route("replace", p, l, tap)),
+    );
+    run_ip(cmds);
 }

@@ -309,6 +309,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
     let refs = control.clone();
     let mut controller =
         Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
+    controller.tap = tap_name.clone();
     let sources = Sources {
         control: refs,
         view: Arc::clone(&controller.view),
