@@ -93,8 +93,12 @@ pub fn report(out: &Output, file: &Path, src: &str, diags: &[Diagnostic]) {
     match out.format {
         Format::Json => {
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut text = String::new();
             for d in diags {
-                let _ = writeln!(stdout, "{}", to_json(&source, d));
+                text.clear();
+                write_json(&mut text, &source, d);
+                text.push('\n');
+                let _ = stdout.write_all(text.as_bytes());
             }
         }
         Format::Human => {
@@ -567,32 +571,55 @@ impl miette::Diagnostic for Shown<'_> {
     }
 }
 
-fn to_json(source: &Source, d: &Diagnostic) -> String {
+/// One diagnostic as a JSON object, written directly (building
+/// `serde_json::Value`s cost more than checking the file did): keys in
+/// alphabetical order, as `serde_json` writes a map.
+fn write_json(out: &mut String, source: &Source, d: &Diagnostic) {
     let span = d.span();
     let placed = place(&source.lines, source.text, d, Columns::Chars);
     let ((line, column), (end_line, end_column)) = (placed.start, placed.end);
-    let labels: Vec<serde_json::Value> = d
-        .labels
-        .iter()
-        .zip(&placed.labels)
-        .map(|(l, &(line, column))| {
-            serde_json::json!({ "message": l.message, "line": line, "column": column, "span": { "start": l.span.start, "end": l.span.end } })
-        })
-        .collect();
-    serde_json::json!({
-        "code": d.code,
-        "severity": d.severity.as_str(),
-        "message": d.message,
-        "file": source.name,
-        "line": line,
-        "column": column,
-        "end_line": end_line,
-        "end_column": end_column,
-        "span": { "start": span.start, "end": span.end },
-        "labels": labels,
-        "help": d.help,
-    })
-    .to_string()
+    out.push_str("{\"code\":");
+    json_str(out, d.code);
+    let _ = write!(
+        out,
+        ",\"column\":{column},\"end_column\":{end_column},\"end_line\":{end_line},\"file\":"
+    );
+    json_str(out, &source.name);
+    out.push_str(",\"help\":");
+    match &d.help {
+        Some(help) => json_str(out, help),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"labels\":[");
+    for (i, (l, &(line, column))) in d.labels.iter().zip(&placed.labels).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"column\":{column},\"line\":{line},\"message\":");
+        json_str(out, &l.message);
+        let _ = write!(
+            out,
+            ",\"span\":{{\"end\":{},\"start\":{}}}}}",
+            l.span.end, l.span.start
+        );
+    }
+    let _ = write!(out, "],\"line\":{line},\"message\":");
+    json_str(out, &d.message);
+    out.push_str(",\"severity\":");
+    json_str(out, d.severity.as_str());
+    let _ = write!(
+        out,
+        ",\"span\":{{\"end\":{},\"start\":{}}}}}",
+        span.end, span.start
+    );
+}
+
+/// A JSON string (quoted and escaped as `serde_json` does).
+pub fn json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
 }
 
 /// The secret shared by the agents and the appliance, from `file`: its bytes

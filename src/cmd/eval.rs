@@ -10,7 +10,7 @@
 //! the packet is malformed; either way the line says so. A damaged capture
 //! gives the lines of the packets read before the damage, then the error.
 
-use super::common::{Format, load, stage_name};
+use super::common::{Format, json_str, load, stage_name};
 use lbp_abi::{Decision, Fields, present, tcp_flag};
 use lbp_compiler::ir::{Addr, AddrField, Algorithm, Program};
 use lbp_compiler::{Backend, Interpreter, interp};
@@ -421,14 +421,6 @@ impl Eval<'_> {
                 out.push('\n');
             }
         }
-    }
-}
-
-/// A JSON string.
-fn json_str(out: &mut String, s: &str) {
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
     }
 }
 
