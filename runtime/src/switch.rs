@@ -53,7 +53,8 @@
 //! Sending towards a next hop: the neighbour table gives the MAC (a stale entry
 //! is used, and re-confirmed); an unknown one holds the frame in the core's
 //! pending queue and sends an ARP request / neighbour solicitation (rate limited
-//! by the neighbour table). Held frames leave when the answer arrives (step 2 or
+//! by the neighbour table; a solicitation on an interface without an IPv6
+//! address comes from its link-local address). Held frames leave when the answer arrives (step 2 or
 //! 3, in any later burst) or when they time out (freed at the start of a burst).
 //!
 //! Not here: ICMP errors the appliance would originate other than time exceeded
@@ -548,7 +549,9 @@ fn martian(ifaces: &[Interface], dst: IpAddr) -> bool {
 }
 
 /// The address of `iface` to send a request for `target` from: one whose
-/// connected network holds `target`, else any of the family.
+/// connected network holds `target`, else any of the family; for IPv6 on an
+/// interface without an IPv6 address, the link-local address made from its
+/// MAC (RFC 4291, modified EUI-64), as any IPv6 host solicits from.
 fn source_for(iface: &Interface, target: IpAddr) -> Option<IpAddr> {
     let same = |a: &IpAddr| a.is_ipv4() == target.is_ipv4();
     iface
@@ -557,6 +560,23 @@ fn source_for(iface: &Interface, target: IpAddr) -> Option<IpAddr> {
         .find(|(a, l)| prefix_contains(*a, *l, target))
         .or_else(|| iface.addrs.iter().find(|(a, _)| same(a)))
         .map(|(a, _)| *a)
+        .or_else(|| target.is_ipv6().then(|| IpAddr::V6(link_local(iface.mac))))
+}
+
+/// The IPv6 link-local address of an interface with MAC `m`: fe80::/64 and
+/// the MAC with ff:fe in its middle and the universal/local bit inverted.
+fn link_local(m: [u8; 6]) -> Ipv6Addr {
+    let w = |a: u8, b: u8| u16::from_be_bytes([a, b]);
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        w(m[0] ^ 2, m[1]),
+        w(m[2], 0xff),
+        w(0xfe, m[3]),
+        w(m[4], m[5]),
+    )
 }
 
 /// Whether `a` is on a connected network of `iface`.
@@ -2257,5 +2277,15 @@ mod tests {
         assert_eq!((e.src, e.sport), (ip("198.18.0.50"), 40000));
         checksums_ok(f);
         assert_eq!(r.st.counters.icmp_errors, 1);
+    }
+
+    #[test]
+    fn link_local_address_from_the_mac() {
+        // RFC 4291 appendix A: 02:00:00:00:00:a0 -> fe80::ff:fe00:a0.
+        assert_eq!(IpAddr::V6(link_local(M0)), ip("fe80::ff:fe00:a0"));
+        assert_eq!(
+            IpAddr::V6(link_local([0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde])),
+            ip("fe80::3656:78ff:fe9a:bcde")
+        );
     }
 }
