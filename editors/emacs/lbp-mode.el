@@ -68,6 +68,8 @@
      (1 font-lock-keyword-face) (2 font-lock-function-name-face))
     (,(concat "\\_<\\(test\\)\\_>[ \t]*\\(\"\\(?:[^\"\\\n]\\|\\\\.\\)*\"\\)")
      (1 font-lock-keyword-face) (2 font-lock-function-name-face t))
+    (,(concat "\\_<set\\_>[ \t]+" lbp--ident "[ \t]*:[ \t]*\\(" (regexp-opt lbp-set-types) "\\)\\_>")
+     1 font-lock-type-face)
     (,(lbp--symbols lbp-item-keywords) 1 font-lock-keyword-face)
     ;; Fields before the words they start with (`tcp.dport`, `in.iface`).
     (,(concat "\\_<" (regexp-opt lbp-fields t) "\\_>") 1 font-lock-variable-name-face)

@@ -824,7 +824,12 @@ fn vim() -> String {
         "syn match lbpItem \"{}\" nextgroup=lbpTestName skipwhite",
         vim_word("test")
     ));
-    line("syn match lbpDecl \"\\v\\h\\w*\" contained");
+    line("syn match lbpDecl \"\\v\\h\\w*\" contained nextgroup=lbpTypeColon skipwhite");
+    line("syn match lbpTypeColon \":\" contained nextgroup=lbpSetType skipwhite");
+    line(&format!(
+        "syn match lbpSetType \"\\v({})>\" contained",
+        alt(SET_TYPES.iter().copied())
+    ));
     line(
         "syn region lbpTestName start=+\"+ skip=+\\\\\\\\\\|\\\\\"+ end=+\"\\|$+ oneline contained contains=lbpEscape",
     );
@@ -852,6 +857,7 @@ fn vim() -> String {
         ("UnknownField", "Error"),
         ("Item", "Structure"),
         ("Decl", "Function"),
+        ("SetType", "Type"),
         ("Keyword", "Keyword"),
         ("Operator", "Operator"),
         ("Action", "Statement"),
@@ -903,6 +909,8 @@ const EMACS_BODY: &str = r##"
      (1 font-lock-keyword-face) (2 font-lock-function-name-face))
     (,(concat "\\_<\\(test\\)\\_>[ \t]*\\(\"\\(?:[^\"\\\n]\\|\\\\.\\)*\"\\)")
      (1 font-lock-keyword-face) (2 font-lock-function-name-face t))
+    (,(concat "\\_<set\\_>[ \t]+" lbp--ident "[ \t]*:[ \t]*\\(" (regexp-opt lbp-set-types) "\\)\\_>")
+     1 font-lock-type-face)
     (,(lbp--symbols lbp-item-keywords) 1 font-lock-keyword-face)
     ;; Fields before the words they start with (`tcp.dport`, `in.iface`).
     (,(concat "\\_<" (regexp-opt lbp-fields t) "\\_>") 1 font-lock-variable-name-face)

@@ -277,6 +277,14 @@ fn tokens(path: &str) -> (String, Vec<Tok>) {
     (src, toks)
 }
 
+/// The files the editor tests check: the stock policies, and a file with the
+/// kinds of token they lack (MACs, hexadecimal numbers, booleans, set types...).
+fn checked_files() -> Vec<String> {
+    let mut v = files("policies", "lbp");
+    v.push("editors/test/every-token.lbp".into());
+    v
+}
+
 /// (line, column) of a byte offset, both from 0, the column in UTF-16 units (for
 /// JavaScript) and in bytes (for Vim).
 fn position(src: &str, at: usize) -> (usize, usize, usize) {
@@ -374,7 +382,7 @@ fn textmate_grammar_scopes_every_token() {
         );
     }
     let mut files_json = Vec::new();
-    let policies = files("policies", "lbp");
+    let policies = checked_files();
     for path in &policies {
         let (src, toks) = tokens(path);
         let toks: Vec<serde_json::Value> = toks
@@ -490,9 +498,10 @@ fn vim_groups(kind: &str) -> &'static [&'static str] {
         "input" => &["lbpInput"],
         "keyword" => &["lbpItem", "lbpKeyword", "lbpOperator"],
         "decl:test" => &["lbpTestName"],
+        "settype" => &["lbpSetType"],
         k if k.starts_with("decl:") => &["lbpDecl"],
-        // A set's type and a reference to a name: anything but a word of the
-        // language (checked with the list below).
+        // A reference to a name: anything but a word of the language (checked
+        // with the list below).
         _ => &[],
     }
 }
@@ -542,14 +551,14 @@ fn vim_check(program: &str, extra: &[&str]) {
          function! s:Check(l, c, kind, groups, text) abort\n\
          \x20 let g = synIDattr(synID(a:l, a:c, 1), 'name')\n\
          \x20 let s:checked += 1\n\
-         \x20 let bad = a:kind ==# 'name' || a:kind ==# 'settype' ? index(a:groups, g) >= 0 : index(a:groups, g) < 0\n\
+         \x20 let bad = a:kind ==# 'name' ? index(a:groups, g) >= 0 : index(a:groups, g) < 0\n\
          \x20 if bad\n\
          \x20   call add(s:fails, printf('%s:%d:%d: `%s` (%s) is highlighted %s', expand('%'), a:l, a:c, a:text, a:kind, empty(g) ? '(nothing)' : g))\n\
          \x20 endif\n\
          endfunction\n",
     );
     let mut tokens_checked = 0;
-    for path in files("policies", "lbp") {
+    for path in checked_files() {
         let (src, toks) = tokens(&path);
         script.push_str(&format!("edit {path}\n"));
         script.push_str(
@@ -567,7 +576,7 @@ fn vim_check(program: &str, extra: &[&str]) {
         );
         for t in &toks {
             let groups = match t.kind.as_str() {
-                "name" | "settype" => VIM_WORD_GROUPS,
+                "name" => VIM_WORD_GROUPS,
                 k => vim_groups(k),
             };
             let list = groups
@@ -639,12 +648,11 @@ fn emacs_faces(kind: &str) -> &'static str {
         "action" | "verdict" | "algorithm" | "mode" | "policy" | "health" => {
             "font-lock-builtin-face"
         }
-        "protocol" => "font-lock-type-face",
+        "protocol" | "settype" => "font-lock-type-face",
         "flag" => "font-lock-preprocessor-face",
         "keyword" => "font-lock-keyword-face",
         k if k.starts_with("decl:") => "font-lock-function-name-face",
-        // A reference to a name or a set's type: none of the faces of the
-        // language's words.
+        // A reference to a name: none of the faces of the language's words.
         _ => {
             "font-lock-keyword-face font-lock-builtin-face font-lock-type-face \
              font-lock-preprocessor-face font-lock-constant-face"
@@ -674,7 +682,7 @@ fn emacs_fontifies_every_token() {
          (defun lbp-test-check (pos kind faces text)\n\
          \x20 (let* ((f (get-text-property pos 'face))\n\
          \x20        (hit (seq-some (lambda (x) (memq x faces)) (if (listp f) f (list f))))\n\
-         \x20        (name (member kind '(\"name\" \"settype\"))))\n\
+         \x20        (name (equal kind \"name\")))\n\
          \x20   (setq lbp-test-checked (1+ lbp-test-checked))\n\
          \x20   (when (if name hit (not hit))\n\
          \x20     (push (format \"%s:%d: `%s' (%s) has face %S\" (buffer-file-name)\n\
@@ -682,7 +690,7 @@ fn emacs_fontifies_every_token() {
          \x20           lbp-test-fails))))\n",
     );
     let mut tokens_checked = 0;
-    for path in files("policies", "lbp") {
+    for path in checked_files() {
         let (src, toks) = tokens(&path);
         script.push_str(&format!(
             "(find-file {})\n\

@@ -60,7 +60,9 @@ syn match lbpInput "\v(\w|\.)@<!(clients|exec_ms|weight|cpu|mem|rps)>\.@!" conta
 syn match lbpItem "\v(\w|\.)@<!(interface|service|const|pool|set)>\.@!" nextgroup=lbpDecl skipwhite
 syn match lbpItem "\v(\w|\.)@<!(filter|route)>\.@!"
 syn match lbpItem "\v(\w|\.)@<!(test)>\.@!" nextgroup=lbpTestName skipwhite
-syn match lbpDecl "\v\h\w*" contained
+syn match lbpDecl "\v\h\w*" contained nextgroup=lbpTypeColon skipwhite
+syn match lbpTypeColon ":" contained nextgroup=lbpSetType skipwhite
+syn match lbpSetType "\v(interface|address|prefix|string|port|int|mac)>" contained
 syn region lbpTestName start=+"+ skip=+\\\\\|\\"+ end=+"\|$+ oneline contained contains=lbpEscape
 
 " Strings and comments.
@@ -83,6 +85,7 @@ hi def link lbpField Identifier
 hi def link lbpUnknownField Error
 hi def link lbpItem Structure
 hi def link lbpDecl Function
+hi def link lbpSetType Type
 hi def link lbpKeyword Keyword
 hi def link lbpOperator Operator
 hi def link lbpAction Statement
