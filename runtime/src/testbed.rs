@@ -76,6 +76,9 @@ pub enum Fate {
     Local { frame: Vec<u8> },
     /// Freed, counted under this reason.
     Dropped(Reason),
+    /// Taken by the core itself: ARP or neighbour discovery it learned from,
+    /// or that was not for it, and did not answer.
+    Consumed,
     /// Still held, waiting for a neighbour that did not answer.
     Unresolved,
     /// Never received: longer than the rings' frames ([`MAX_FRAME`] bytes).
@@ -249,7 +252,7 @@ impl Testbed {
             self.hosts[port as usize].inject(frame),
             "the receive ring has room"
         );
-        let mut rounds = 0;
+        let (mut rounds, mut answered) = (0, 0);
         loop {
             let (sent, local) = self.burst();
             let mut answers = Vec::new();
@@ -266,6 +269,7 @@ impl Testbed {
                 break;
             }
             rounds += 1;
+            answered += answers.len() as u64;
             for (iface, a) in answers {
                 assert!(
                     self.hosts[iface as usize].inject(&a),
@@ -278,6 +282,11 @@ impl Testbed {
         }
         self.state.drain(&mut self.frames);
         let after = &self.state.counters;
+        // Each answer the testbed gave is consumed too.
+        let consumed = (after.neigh_consumed - before.neigh_consumed).saturating_sub(answered);
+        for _ in 0..consumed {
+            outcome.fates.push(Fate::Consumed);
+        }
         for (r, (a, b)) in after.drops.iter().zip(before.drops.iter()).enumerate() {
             for _ in *b..*a {
                 outcome.fates.push(Fate::Dropped(Reason(r)));
@@ -376,6 +385,7 @@ fn changed(before: &[u64], after: &[u64]) -> Option<u32> {
 /// per-rule ones: a policy may have 100 000 rules).
 struct Snapshot {
     drops: [u64; DropReason::COUNT],
+    neigh_consumed: u64,
     nat_return: u64,
     icmp_errors: u64,
     backend_traffic: Vec<Vec<u64>>,
@@ -385,6 +395,7 @@ impl Snapshot {
     fn of(c: &Counters) -> Snapshot {
         Snapshot {
             drops: c.drops,
+            neigh_consumed: c.neigh_consumed,
             nat_return: c.nat_return.packets,
             icmp_errors: c.icmp_errors,
             backend_traffic: c
@@ -499,7 +510,9 @@ impl Outcome {
                 format!("forward dev {name}")
             }
             Fate::Local { .. } => "local".into(),
-            Fate::Dropped(_) | Fate::Unresolved | Fate::TooLong(_) => "drop".into(),
+            Fate::Dropped(_) | Fate::Consumed | Fate::Unresolved | Fate::TooLong(_) => {
+                "drop".into()
+            }
         };
         match &self.fates[..] {
             [] => "nothing (the frame is lost)".into(),
@@ -534,6 +547,7 @@ impl Outcome {
             }
             Fate::Local { .. } => "to the TAP".into(),
             Fate::Dropped(r) => format!("dropped: {r:?}"),
+            Fate::Consumed => "consumed: ARP / neighbour discovery not answered".into(),
             Fate::Unresolved => "held: no neighbour answered".into(),
             Fate::TooLong(n) => format!("not received: {n} bytes, the rings take {MAX_FRAME}"),
         };
