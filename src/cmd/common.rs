@@ -636,3 +636,65 @@ pub fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     }
     Ok(secret.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lbp_lang::ast::Span;
+
+    /// Any diagnostic on any text renders, plain and fancy, without a panic:
+    /// labels anywhere (inside a character, past the end, empty, across lines,
+    /// far along lines of 100 000 characters), CRLF, tabs, multi-byte text; and
+    /// the line each label starts on is shown with its number.
+    #[test]
+    fn any_diagnostic_renders() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n.max(1) as u64) as usize
+        };
+        let pieces = ["a", "é", "\t", "\r\n", "\n", "€€", " ", "word", "}"];
+        for round in 0..300 {
+            let mut text = String::new();
+            let len = if round % 10 == 0 { 100_000 } else { 400 };
+            while text.len() < len {
+                let p = pieces[next(pieces.len())];
+                // Long lines: few newlines in the big texts.
+                if round % 10 == 0 && p.contains('\n') && next(1000) != 0 {
+                    continue;
+                }
+                text.push_str(p);
+            }
+            let mut d = Diagnostic::error("lbp::test::random", "a message");
+            for _ in 0..1 + next(4) {
+                let start = next(text.len() + 3);
+                let reach = if next(2) == 0 { 5 } else { 3000 };
+                let end = start + next(reach);
+                d = d.label(Span::new(start, end), "here");
+            }
+            if next(2) == 0 {
+                d = d.help("some help");
+            }
+            let source = Source::new(Path::new("random.lbp"), &text);
+            for fancy in [false, true] {
+                let mut out = String::new();
+                Renderer::new(fancy).render(&source, &d, &mut out);
+                let longest = out.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+                assert!(longest < 2000, "a line of {longest} characters");
+                if !fancy {
+                    let start = d.labels[0].span.start.min(text.len());
+                    let (line, _) = source.line_col(start);
+                    assert!(out.contains(&format!("{line} |")), "line {line}:\n{out}");
+                }
+            }
+            let mut json = String::new();
+            write_json(&mut json, &source, &d);
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&json).is_ok(),
+                "{json}"
+            );
+        }
+    }
+}
