@@ -116,6 +116,23 @@ pub enum Action {
     /// is not one host) or the rate limit is reached. `target`, `rule` and
     /// `stage` are those of the balance or forward decision it replaces.
     Expire = 5,
+    /// Hand the packet to the switching core's application number `target`
+    /// ([`app::BUILTIN`]), which owns the frame from there (a filter rule's
+    /// `app NAME`).
+    App = 6,
+}
+
+/// The applications that run on a switching core, by the number a decision's
+/// `target` names them with.
+pub mod app {
+    /// The built-in applications, in number order: `echo` (UDP echo, RFC 862)
+    /// and `icmp` (ICMP and ICMPv6 echo replies).
+    pub const BUILTIN: &[&str] = &["echo", "icmp"];
+
+    /// The number of the application called `name`.
+    pub fn index(name: &str) -> Option<u32> {
+        BUILTIN.iter().position(|n| *n == name).map(|i| i as u32)
+    }
 }
 
 /// Whether a packet with these fields expires instead of being sent on: its TTL
@@ -135,6 +152,7 @@ impl Action {
             3 => Action::Balance,
             4 => Action::Forward,
             5 => Action::Expire,
+            6 => Action::App,
             _ => return None,
         })
     }

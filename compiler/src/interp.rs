@@ -183,6 +183,7 @@ fn pipeline(prog: &Program, f: &Fields) -> Decision {
             Action::Reset => return decision(reset_or_drop(f), 0, i, stage::FILTER),
             Action::Local => return decision(A::Local, 0, i, stage::FILTER),
             Action::Balance(s) => return decision(A::Balance, s, i, stage::FILTER),
+            Action::App(a) => return decision(A::App, a, i, stage::FILTER),
             Action::Forward => {
                 skip_services = true;
                 break;

@@ -143,6 +143,8 @@ pub enum Action {
     Forward,
     /// Balance with service N.
     Balance(u32),
+    /// Hand to the switching core's application N (`lbp_abi::app::BUILTIN`).
+    App(u32),
 }
 
 /// An integer field of the packet, as read from `Fields`.

@@ -235,6 +235,7 @@ fn rule_code(a: ir::Action) -> u32 {
         ir::Action::Reset => CODE_RESET,
         ir::Action::Local => CODE_LOCAL,
         ir::Action::Balance(s) => CODE_BALANCE | s << 3,
+        ir::Action::App(a) => CODE_APP | a << 3,
     }
 }
 const CODE_ACCEPT: u32 = 0;
@@ -243,6 +244,7 @@ const CODE_DROP: u32 = 2;
 const CODE_RESET: u32 = 3;
 const CODE_LOCAL: u32 = 4;
 const CODE_BALANCE: u32 = 5;
+const CODE_APP: u32 = 6;
 
 #[derive(Debug)]
 enum SetTable {
@@ -1339,14 +1341,23 @@ impl<'a> Translator<'a> {
             .b
             .ins()
             .icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_LOCAL));
+        let is_app = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::Equal, kind, i64::from(CODE_APP));
         let reset = self.reset_or_drop();
         let local = self.konst(types::I32, A::Local as u64);
+        let app = self.konst(types::I32, A::App as u64);
         let drop = self.konst(types::I32, A::Drop as u64);
         let a = self.b.ins().select(is_local, local, drop);
+        let a = self.b.ins().select(is_app, app, a);
         let a = self.b.ins().select(is_reset, reset, a);
+        // The application's number for `app`, 0 for the others.
         let zero = self.konst(types::I32, 0);
+        let app_target = self.b.ins().ushr_imm_u(code, 3);
+        let target = self.b.ins().select(is_app, app_target, zero);
         let stage = self.konst(types::I32, u64::from(stage::FILTER));
-        self.exit_with(a, zero, best, stage);
+        self.exit_with(a, target, best, stage);
     }
 
     /// The block of a rule whose condition held.
@@ -1360,6 +1371,7 @@ impl<'a> Translator<'a> {
             ir::Action::Drop => self.exit_const(A::Drop, 0, i, stage::FILTER),
             ir::Action::Local => self.exit_const(A::Local, 0, i, stage::FILTER),
             ir::Action::Balance(s) => self.exit_const(A::Balance, s, i, stage::FILTER),
+            ir::Action::App(a) => self.exit_const(A::App, a, i, stage::FILTER),
             ir::Action::Reset => {
                 let a = self.reset_or_drop();
                 let t = self.b.ins().iconst(types::I32, 0);

@@ -92,6 +92,10 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
                         ("local", _) => Action::Local,
                         ("forward", _) => Action::Forward,
                         ("balance", Some(s)) => Action::Balance(l.service_index(&s.name)?),
+                        ("app", Some(a)) => Action::App(
+                            lbp_abi::app::index(&a.name)
+                                .ok_or_else(|| format!("unknown application `{}`", a.name))?,
+                        ),
                         (other, _) => return Err(format!("unknown action `{other}`")),
                     };
                     l.prog.rules.push(Rule {

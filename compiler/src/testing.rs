@@ -201,6 +201,7 @@ pub fn expected_verdict(v: &ast::Verdict) -> String {
     match (v.kind.name.as_str(), &v.arg) {
         ("balance", Some(s)) => format!("balance {}", s.name),
         ("forward", Some(i)) => format!("forward dev {}", i.name),
+        ("app", Some(a)) => format!("app {}", a.name),
         (k, _) => k.to_string(),
     }
 }
@@ -212,6 +213,10 @@ pub fn verdict(prog: &Program, f: &Fields, d: Decision, conns: &mut HashSet<Conn
         Some(Action::Reset) => "reset".into(),
         Some(Action::Local) => "local".into(),
         Some(Action::Expire) => "expire".into(),
+        Some(Action::App) => match lbp_abi::app::BUILTIN.get(d.target as usize) {
+            Some(name) => format!("app {name}"),
+            None => "drop".into(),
+        },
         Some(Action::Forward) => {
             let dev = prog
                 .routes

@@ -195,6 +195,9 @@ pub const WEIGHT_INPUTS: &[&str] = &["clients", "cpu", "mem", "exec_ms", "rps", 
 pub const PROTOCOLS: &[(&str, u64)] = &[("tcp", 6), ("udp", 17), ("icmp", 1), ("icmpv6", 58)];
 pub const ACTIONS: &[&str] = &["accept", "drop", "reset", "local", "forward", "balance"];
 pub const VERDICTS: &[&str] = &["drop", "reset", "local", "balance", "forward", "expire"];
+/// The applications a switching core runs (`=> app NAME`), as the runtime
+/// numbers them (`lbp_abi::app::BUILTIN`; a compiler test holds the two equal).
+pub const APPLICATIONS: &[&str] = &["echo", "icmp"];
 pub const ALGORITHMS: &[&str] = &["maglev", "round_robin", "least_load", "hash"];
 pub const HEALTH_KINDS: &[&str] = &["tcp", "http", "icmp"];
 pub const TCP_FLAGS: &[&str] = &["syn", "ack", "fin", "rst", "psh", "urg"];
@@ -1240,6 +1243,16 @@ impl<'a> Checker<'a> {
                 )
                 .set_help("write `balance SERVICE`");
             }
+            ("app", Some(n)) => self.app_ref(n),
+            ("app", None) => {
+                self.err(
+                    "lbp::check::app_name",
+                    "`app` needs the application to hand the packet to",
+                    a.span,
+                    "no application",
+                )
+                .set_help(format!("write `app NAME`: {}", APPLICATIONS.join(" or ")));
+            }
             (k, _) if ACTIONS.contains(&k) => {}
             (k, _) => {
                 let d = self.err(
@@ -1255,6 +1268,27 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+    }
+
+    /// The application of `app NAME` (an action or a test verdict).
+    fn app_ref(&mut self, n: &Ident) {
+        if APPLICATIONS.contains(&n.name.as_str()) {
+            return;
+        }
+        let d = self.err(
+            "lbp::name::unknown_app",
+            format!("unknown application `{}`", n.name),
+            n.span,
+            "no such application",
+        );
+        d.help = Some(suggest(
+            &n.name,
+            APPLICATIONS.iter().copied(),
+            format!(
+                "the switching core's applications are {}",
+                APPLICATIONS.join(" and ")
+            ),
+        ));
     }
 
     fn service_ref(&mut self, s: &Ident) {
@@ -1579,6 +1613,19 @@ impl<'a> Checker<'a> {
         let v = &p.verdict;
         match (v.kind.name.as_str(), &v.arg) {
             ("balance", Some(s)) => self.service_ref(s),
+            ("app", Some(n)) => self.app_ref(n),
+            ("app", None) => {
+                self.err(
+                    "lbp::check::app_name",
+                    "`app` needs the application expected to take the packet",
+                    v.span,
+                    "no application",
+                )
+                .set_help(format!(
+                    "write `=> app NAME`: {}",
+                    APPLICATIONS.join(" or ")
+                ));
+            }
             ("forward", Some(i)) => {
                 self.iface_ref(i);
             }

@@ -18,6 +18,9 @@
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
+//! - `app`: applications that run inside a switching core's loop on its own
+//!   frames (`app NAME`): the frame handle and its ownership rules, and the
+//!   built-in `echo` (UDP, RFC 862) and `icmp` (echo replies).
 //! - `testbed`: one switching core on in-memory rings, a frame at a time, and
 //!   what became of each frame (`lbp test`'s appliance back end, the
 //!   differential tests and fuzz target).
@@ -27,6 +30,7 @@
 //!   a tcx program cloning frames from an AF_PACKET socket) and XDP packet
 //!   counter, for benchmarks and tests.
 
+pub mod app;
 pub mod balance;
 pub mod config;
 pub mod conn;

@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lbp_abi::{Action, Decision, Fields, present, stage, tcp_flag};
 
+use crate::app::Apps;
 use crate::balance::{Wrr, least_load};
 use crate::config::{Algorithm, Interface, Mode, Route, Service};
 use crate::conn::{ConnKey, ConnTable, Insert, ReverseKey, Target};
@@ -175,7 +176,7 @@ pub struct Counters {
     /// Frames received (handed to `process_burst`).
     pub rx: PktBytes,
     /// By the policy's action, indexed by `Action as usize`.
-    pub actions: [PktBytes; 6],
+    pub actions: [PktBytes; 7],
     /// Frames from the control plane ([`FROM_LOCAL`]) routed out.
     pub from_local: PktBytes,
     /// NAT return traffic rewritten back to the virtual IP.
@@ -322,6 +323,8 @@ pub struct Held {
 #[derive(Debug)]
 pub struct CoreState {
     pub counters: Counters,
+    /// The core's applications (`app NAME`), its own instances.
+    pub apps: Apps,
     pending: Pending<Held>,
     /// Per service: the round robin of a `RoundRobin` service.
     wrr: Vec<Option<Wrr>>,
@@ -340,6 +343,7 @@ impl CoreState {
     pub fn new(pending: Pending<Held>) -> CoreState {
         CoreState {
             counters: Counters::default(),
+            apps: Apps::builtin(),
             pending,
             wrr: Vec::new(),
             loads: Vec::new(),
@@ -481,6 +485,7 @@ pub fn process_burst(
     for &(d, iface) in rx {
         b.packet(d, iface);
     }
+    b.apps_poll();
     debug_assert!(b.st.balanced(), "frame accounting: {:?}", b.st.counters);
 }
 
@@ -1137,6 +1142,7 @@ impl Burst<'_> {
             },
             Action::Balance => self.balance(d, f, dec),
             Action::Expire => self.expired(d, f),
+            Action::App => self.app(d, f, dec.target),
             Action::Forward => {
                 let g = self.g;
                 let Some(r) = g.appliance.routes.get(dec.target as usize) else {
@@ -1148,6 +1154,46 @@ impl Burst<'_> {
                 }
             }
         }
+    }
+
+    /// Hand `d` to application `n` (the policy's `app NAME`), then send what
+    /// it gave back. No such application: dropped (`BadDecision`).
+    fn app(&mut self, d: Desc, f: &Fields, n: u32) {
+        let g = self.g;
+        let before = self.st.apps.made_and_freed();
+        let r = self
+            .st
+            .apps
+            .deliver(n as usize, d, f.in_iface, f, self.frames, &g.appliance);
+        if let Err(d) = r {
+            return self.drop_frame(d, DropReason::BadDecision);
+        }
+        self.apps_books(before);
+    }
+
+    /// Every application's per-burst poll, then what they sent.
+    fn apps_poll(&mut self) {
+        let g = self.g;
+        let before = self.st.apps.made_and_freed();
+        self.st.apps.poll(self.now, self.frames, &g.appliance);
+        self.apps_books(before);
+    }
+
+    /// Bring the frames the applications made and freed since `before` into
+    /// the core's books, and send the frames they queued.
+    fn apps_books(&mut self, before: (u64, u64)) {
+        let (made, freed) = self.st.apps.made_and_freed();
+        self.st.counters.made += made - before.0;
+        self.st.counters.freed += freed - before.1;
+        let mut out = std::mem::take(&mut self.st.apps.out);
+        for &(d, fate) in &out {
+            match fate {
+                crate::app::Fate::Tx(dev) => self.tx(dev, d),
+                crate::app::Fate::Route(dst) => self.route_to(d, dst),
+            }
+        }
+        out.clear();
+        self.st.apps.out = out;
     }
 
     /// Answer a TCP segment with a RST out of the interface it came in by;

@@ -123,6 +123,9 @@ pub struct Outcome {
     /// The core took the frame for traffic of a connection it knew, before the
     /// policy: NAT return traffic, or an ICMP error about a connection.
     pub connection: bool,
+    /// The application (`app NAME`, by number) the core handed the frame to,
+    /// if it did; what the application sent back, if anything, is in `fates`.
+    pub app: Option<u32>,
 }
 
 /// A frame a port transmitted, and the port.
@@ -241,13 +244,14 @@ impl Testbed {
             rule: None,
             balanced: None,
             connection: false,
+            app: None,
         };
         if frame.len() > MAX_FRAME {
             outcome.fates.push(Fate::TooLong(frame.len()));
             return outcome;
         }
         *self.recorder.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let before = Snapshot::of(&self.state.counters);
+        let before = Snapshot::of(&self.state.counters, &self.state.apps);
         assert!(
             self.hosts[port as usize].inject(frame),
             "the receive ring has room"
@@ -308,6 +312,10 @@ impl Testbed {
             let a = &a[..];
             changed(b, a).map(|i| (s as u32, i))
         });
+        let app_frames: Vec<u64> = (0..lbp_abi::app::BUILTIN.len())
+            .map(|n| self.state.apps.counters(n).map_or(0, |c| c.frames))
+            .collect();
+        outcome.app = changed(&before.app_frames, &app_frames);
         assert!(
             self.state.balanced(),
             "frame accounting: {:?}",
@@ -389,11 +397,15 @@ struct Snapshot {
     nat_return: u64,
     icmp_errors: u64,
     backend_traffic: Vec<Vec<u64>>,
+    app_frames: Vec<u64>,
 }
 
 impl Snapshot {
-    fn of(c: &Counters) -> Snapshot {
+    fn of(c: &Counters, apps: &crate::app::Apps) -> Snapshot {
         Snapshot {
+            app_frames: (0..lbp_abi::app::BUILTIN.len())
+                .map(|n| apps.counters(n).map_or(0, |c| c.frames))
+                .collect(),
             drops: c.drops,
             neigh_consumed: c.neigh_consumed,
             nat_return: c.nat_return.packets,
@@ -493,6 +505,11 @@ impl Outcome {
     /// one sent otherwise is `forward` out of the interface it left by; freed,
     /// or never resolved, is `drop`. Several fates are listed, joined by ` + `.
     pub fn verdict(&self, appliance: &Appliance) -> String {
+        if let Some(n) = self.app {
+            // Whatever the application did with it (answered, or freed).
+            let name = lbp_abi::app::BUILTIN.get(n as usize).unwrap_or(&"?");
+            return format!("app {name}");
+        }
         let one = |fate: &Fate| match fate {
             Fate::Sent { frame, .. } if self.is_reset(frame) => "reset".to_string(),
             Fate::Sent { frame, .. } if self.is_time_exceeded(frame) => "expire".to_string(),
@@ -562,6 +579,23 @@ impl Outcome {
     /// about one), and the frame's one fate is one the decision's action allows.
     /// The reasons a fate is allowed are the core's, named in `switch`.
     pub fn follows(&self, decision: &Decision, appliance: &Appliance) -> Result<(), String> {
+        if decision.action == Action::App as u32 && self.decision == Some(*decision) {
+            // The application owns the frame: it answered (one frame sent back
+            // out of the interface it came in by) or freed it.
+            let answered = match &self.fates[..] {
+                [] => true,
+                [Fate::Sent { iface, .. }] => *iface == self.fields.in_iface,
+                _ => false,
+            };
+            return if self.app == Some(decision.target) && answered {
+                Ok(())
+            } else {
+                Err(format!(
+                    "decision {decision:?} but the core gave it to application {:?}: {:?}",
+                    self.app, self.fates
+                ))
+            };
+        }
         let Some(fate) = self.fate() else {
             return Err(format!("{} fates: {:?}", self.fates.len(), self.fates));
         };
@@ -593,7 +627,7 @@ impl Outcome {
         let action = Action::from_u32(decision.action);
         let sends_on = !matches!(
             action,
-            Some(Action::Drop | Action::Reset | Action::Local) | None
+            Some(Action::Drop | Action::Reset | Action::Local | Action::App) | None
         );
         let expiring = sends_on && self.fields.ip_ttl <= 1;
         let ok = match (action, fate) {

@@ -61,10 +61,12 @@ pub(super) fn read_rule(src: &str, pos: usize) -> Option<RawRule<'_>> {
     }
     r.p += 2;
     r.skip();
-    // action = { balance_action | ident }; balance_action = { k_balance ~ ident ~ !"." }
+    // action = { balance_action | ident };
+    // balance_action = { (k_balance | app_word) ~ ident ~ !"." }
     let at = r.p;
-    if r.keyword(b"balance") {
-        r.p += 7;
+    let word = [&b"balance"[..], b"app"].into_iter().find(|w| r.keyword(w));
+    if let Some(w) = word {
+        r.p += w.len();
         r.skip();
         if let Some(e) = r.ident_end(r.p) {
             let service = (r.p, e);
@@ -73,7 +75,7 @@ pub(super) fn read_rule(src: &str, pos: usize) -> Option<RawRule<'_>> {
             if r.at(r.p) != b'.' {
                 return Some(RawRule {
                     cond,
-                    kind: (at, at + 7),
+                    kind: (at, at + w.len()),
                     service: Some(service),
                     end: r.p,
                 });
