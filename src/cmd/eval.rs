@@ -381,7 +381,11 @@ impl Eval<'_> {
                 out.push_str("}\n");
             }
             Format::Human => {
-                let _ = write!(out, "{n:>6}  ");
+                let mut digits = [b' '; 20];
+                let used = decimal(&mut digits, n as u64);
+                let width = used.max(6);
+                out.push_str(std::str::from_utf8(&digits[20 - width..]).unwrap_or("?"));
+                out.push_str("  ");
                 describe(out, f);
                 out.push_str("  ");
                 out.push_str(&verdict);
@@ -443,8 +447,14 @@ fn write_addr(out: &mut String, a: IpAddr) {
 }
 
 /// A number as decimal digits, without `fmt`.
-fn write_u16(out: &mut String, mut v: u16) {
-    let mut digits = [0u8; 5];
+fn write_u16(out: &mut String, v: u16) {
+    let mut digits = [0u8; 20];
+    let used = decimal(&mut digits, u64::from(v));
+    out.push_str(std::str::from_utf8(&digits[20 - used..]).unwrap_or("?"));
+}
+
+/// Write `v` in decimal at the end of `digits`; the number of digits.
+fn decimal(digits: &mut [u8; 20], mut v: u64) -> usize {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -454,7 +464,7 @@ fn write_u16(out: &mut String, mut v: u16) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("?"));
+    digits.len() - at
 }
 
 /// An address and port: `198.18.0.10:80`, `[2001:db8::1]:80`.
