@@ -57,12 +57,12 @@ pub(crate) fn setup(
 /// The checks' outcomes: every check runs, then the test fails listing all
 /// failures.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     failures: Vec<String>,
 }
 
 impl Report {
-    fn check(&mut self, name: &str, r: Result<(), String>) {
+    pub(crate) fn check(&mut self, name: &str, r: Result<(), String>) {
         match r {
             Ok(()) => eprintln!("e2e: ok   {name}"),
             Err(e) => {
@@ -72,7 +72,7 @@ impl Report {
         }
     }
 
-    fn finish(self, context: &str) {
+    pub(crate) fn finish(self, context: &str) {
         assert!(
             self.failures.is_empty(),
             "{} check(s) failed:\n  {}\n{context}",
@@ -217,7 +217,7 @@ fn blocked(client: &Netns, to: IpAddr, port: u16) -> Result<(), String> {
     }
 }
 
-fn pinged(client: &Netns, to: IpAddr) -> Result<(), String> {
+pub(crate) fn pinged(client: &Netns, to: IpAddr) -> Result<(), String> {
     client
         .within(move || ping(to, Duration::from_secs(3)))
         .map_err(|e| format!("ping {to}: {e}"))
@@ -231,7 +231,7 @@ fn expired(client: &Netns, to: IpAddr, from: IpAddr) -> Result<(), String> {
         .map_err(|e| format!("TTL 1 to {to}: {e}"))
 }
 
-fn udp_echo(client: &Netns, to: SocketAddr, expect: Option<&str>) -> Result<(), String> {
+pub(crate) fn udp_echo(client: &Netns, to: SocketAddr, expect: Option<&str>) -> Result<(), String> {
     let body = client
         .within(move || udp_ask(to, Duration::from_secs(2)))
         .map_err(|e| format!("UDP {to}: {e}"))?;
@@ -289,7 +289,7 @@ fn appliance_server(app: &Netns, client: &Netns) -> Result<(), String> {
 
 // ---- hostile frames ----
 
-fn csum(data: &[u8]) -> u16 {
+pub(crate) fn csum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
@@ -300,7 +300,7 @@ fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn eth(ethertype: u16) -> Vec<u8> {
+pub(crate) fn eth(ethertype: u16) -> Vec<u8> {
     let mut f = Vec::with_capacity(1514);
     f.extend_from_slice(&APP_CLIENT_MAC);
     f.extend_from_slice(&CLIENT_MAC);
@@ -340,7 +340,7 @@ fn syn4(dst: [u8; 4], dport: u16, sport: u16) -> Vec<u8> {
     f
 }
 
-fn set_ip4_csum(f: &mut [u8]) {
+pub(crate) fn set_ip4_csum(f: &mut [u8]) {
     f[24] = 0;
     f[25] = 0;
     let ihl = (usize::from(f[14] & 0x0f) * 4).clamp(20, f.len() - 14);
@@ -349,7 +349,7 @@ fn set_ip4_csum(f: &mut [u8]) {
 }
 
 /// An IPv6 frame from the client to `dst` with `next` header and `payload`.
-fn ip6(dst: std::net::Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ip6(dst: std::net::Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = eth(0x86dd);
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -512,9 +512,14 @@ fn hostile_frames() -> Vec<Vec<u8>> {
 
 /// Send every hostile frame five times from the client; the number sent.
 fn send_hostile(client: &Netns) -> Result<usize, String> {
-    client.within(|| {
+    send_frames(client, hostile_frames)
+}
+
+/// Send the frames `make` gives five times from the client; the number sent.
+pub(crate) fn send_frames(client: &Netns, make: fn() -> Vec<Vec<u8>>) -> Result<usize, String> {
+    client.within(move || {
         let tx = FrameSender::open("eth0").map_err(|e| format!("AF_PACKET: {e}"))?;
-        let frames = hostile_frames();
+        let frames = make();
         let mut sent = 0;
         for _ in 0..5 {
             for f in &frames {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `lbp` binary: one test binary for all of them.
 
 mod agent;
+mod apps;
 mod cases;
 mod compiler;
 mod core_differential;
