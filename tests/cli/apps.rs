@@ -2,10 +2,11 @@
 //! echo and ICMP / ICMPv6 echo sent from the client namespace through the
 //! appliance's interface to `app echo` and `app icmp`, over IPv4 and IPv6, for
 //! a virtual IP and the appliance's own address, the answers checked by real
-//! sockets. lbp runs without a TAP and the kernel of the appliance namespace
-//! never sees the interfaces' frames (`topology.rs`), so only the core can
-//! answer; a UDP port no rule hands to an application stays unanswered, which
-//! shows the probes can fail.
+//! sockets. The kernel of the appliance namespace never sees the interfaces'
+//! frames (`topology.rs`); what reaches it through the TAP finds no server on
+//! port 7 and its echo answers switched off (`icmp_echo_ignore_all`), so only
+//! the core can answer; a UDP port no rule hands to an application stays
+//! unanswered, which shows the probes can fail.
 //!
 //! Then hostile frames aimed at the applications (truncated, oversized, bad
 //! IP, UDP and ICMP checksums, fragments, echo loops): lbp, a debug build whose
@@ -139,6 +140,9 @@ fn suite(rings: &str) {
     let Some((_serial, topo)) = setup(&test, &format!("p{}", &rings[..1])) else {
         return;
     };
+    // The kernel behind the TAP answers no ping: an answer is the core's.
+    topo.app.sysctl("net.ipv4.icmp_echo_ignore_all=1");
+    topo.app.sysctl("net.ipv6.icmp.echo_ignore_all=1");
     let mut lbp = Lbp::start(
         &topo.app,
         POLICY,
