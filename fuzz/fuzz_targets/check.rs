@@ -6,6 +6,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(src) = std::str::from_utf8(data) else { return };
+    // The filter rule reader and pest read every input alike.
+    let (fast, pest) = (lbp_lang::parse::parse(src), lbp_lang::parse::parse_with_pest_only(src));
+    assert_eq!(fast.policy, pest.policy, "the filter rule reader and pest disagree");
+    assert_eq!(fast.diagnostics, pest.diagnostics, "the filter rule reader and pest disagree");
     let analysis = lbp_lang::analyze(src);
     for d in &analysis.diagnostics {
         let span = d.span();

@@ -153,6 +153,7 @@ const LITERALS: &[&str] = &[
 ];
 const NAMES: &[&str] = &[
     "blocked", "web", "x", "_y", "true1", "falsey", "face", "f", "t", "in1", "balance", "drop",
+    "app",
 ];
 const INFIX: &[&str] = &[
     "==", "!=", "<", "<=", ">", ">=", "&&", "||", "in", "+", "-", "*", "/",
@@ -167,6 +168,9 @@ const ACTIONS: &[&str] = &[
     "balance",
     "balance http",
     "dorp",
+    "app echo",
+    "app",
+    "app icmp",
 ];
 
 fn operand(r: &mut Rng, depth: u32, out: &mut String) {

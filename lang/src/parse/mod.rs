@@ -572,7 +572,7 @@ impl<'s> Driver<'s> {
         [self.word_at(at), &before[start..]].into_iter().find(|w| {
             matches!(
                 *w,
-                "accept" | "drop" | "reset" | "local" | "forward" | "balance"
+                "accept" | "drop" | "reset" | "local" | "forward" | "balance" | "expire"
             )
         })
     }
