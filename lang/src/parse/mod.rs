@@ -206,7 +206,12 @@ impl<'s> Driver<'s> {
 
     fn policy(&mut self) -> Policy {
         let mut items = Vec::new();
-        let mut pos = self.skip_trivia(0);
+        // A UTF-8 byte order mark at the start (some editors write one) is not text.
+        let mut pos = self.skip_trivia(if self.src.starts_with('\u{feff}') {
+            3
+        } else {
+            0
+        });
         while pos < self.src.len() {
             let word = self.word_at(pos);
             let next = match word {
@@ -1673,6 +1678,15 @@ mod tests {
         // The `=>` hint looks back for a word before the error; `é` is two bytes.
         let p = parse("filter {\n    &&\nforward\n,local eth.type 300ms\tt\n\"open  \u{e9}\n}\n");
         assert!(p.diagnostics.iter().any(|d| d.code == "lbp::parse::syntax"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_text() {
+        let p = parse("\u{feff}filter { tcp.dport == 23 => drop }\n");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert_eq!(p.policy.items.len(), 1);
+        // Only at the start.
+        assert!(!parse("filter { }\n\u{feff}").diagnostics.is_empty());
     }
 
     #[test]
