@@ -20,9 +20,9 @@
 (defconst lbp-statement-starts
   '("address" "backend" "balance" "unknown" "health" "mode" "mac" "mtu" "vip"))
 (defconst lbp-actions
-  '("balance" "forward" "accept" "local" "reset" "drop"))
+  '("balance" "forward" "accept" "local" "reset" "drop" "app"))
 (defconst lbp-verdicts
-  '("balance" "forward" "expire" "local" "reset" "drop"))
+  '("balance" "forward" "expire" "local" "reset" "drop" "app"))
 (defconst lbp-algorithms
   '("round_robin" "least_load" "maglev" "hash"))
 (defconst lbp-modes

@@ -193,8 +193,12 @@ pub const HASH_FIELDS: &[&str] = &["ip.src", "ip.dst", "ip.proto", "l4.sport", "
 pub const WEIGHT_INPUTS: &[&str] = &["clients", "cpu", "mem", "exec_ms", "rps", "weight"];
 /// Protocol names usable as values (`ip.proto == tcp`).
 pub const PROTOCOLS: &[(&str, u64)] = &[("tcp", 6), ("udp", 17), ("icmp", 1), ("icmpv6", 58)];
-pub const ACTIONS: &[&str] = &["accept", "drop", "reset", "local", "forward", "balance"];
-pub const VERDICTS: &[&str] = &["drop", "reset", "local", "balance", "forward", "expire"];
+pub const ACTIONS: &[&str] = &[
+    "accept", "drop", "reset", "local", "forward", "balance", "app",
+];
+pub const VERDICTS: &[&str] = &[
+    "drop", "reset", "local", "balance", "forward", "expire", "app",
+];
 /// The applications a switching core runs (`=> app NAME`), as the runtime
 /// numbers them (`lbp_abi::app::BUILTIN`; a compiler test holds the two equal).
 pub const APPLICATIONS: &[&str] = &["echo", "icmp"];
@@ -1264,7 +1268,7 @@ impl<'a> Checker<'a> {
                 d.help = Some(suggest(
                     k,
                     ACTIONS.iter().copied(),
-                    "actions are accept, drop, reset, local, forward and balance SERVICE",
+                    "actions are accept, drop, reset, local, forward, balance SERVICE and app NAME",
                 ));
             }
         }
@@ -1657,8 +1661,8 @@ impl<'a> Checker<'a> {
                 );
                 d.help = Some(match did_you_mean(k, VERDICTS.iter().copied()) {
                     Some(m) => format!("did you mean `{m}`?"),
-                    None if k == "accept" => "`accept` only ends the filter; a test expects where the packet ends up: balance SERVICE, local, forward dev INTERFACE, drop, reset or expire".into(),
-                    None => "verdicts are drop, reset, local, balance SERVICE, forward dev INTERFACE and expire".into(),
+                    None if k == "accept" => "`accept` only ends the filter; a test expects where the packet ends up: balance SERVICE, local, forward dev INTERFACE, drop, reset, expire or app NAME".into(),
+                    None => "verdicts are drop, reset, local, balance SERVICE, forward dev INTERFACE, expire and app NAME".into(),
                 });
             }
         }

@@ -50,7 +50,7 @@ syn match lbpMode "\v(dsr|nat)>" contained
 syn match lbpKeyword "\v(^\s*|\{\s*)@<=(unknown)>\.@!" nextgroup=lbpPolicy skipwhite
 syn match lbpPolicy "\v(balance|reset)>" contained
 syn match lbpOperator "=>" nextgroup=lbpAction skipwhite
-syn match lbpAction "\v(balance|forward|accept|expire|local|reset|drop)>\.@!" contained
+syn match lbpAction "\v(balance|forward|accept|expire|local|reset|drop|app)>\.@!" contained
 
 " A pool's weight formula: its inputs.
 syn region lbpFormula matchgroup=lbpKeyword start="\v<weight>\ze\s*\=(\=)@!" end="\v$|\ze\}" contains=lbpInput,lbpNumber,lbpOperator,lbpComment,lbpUnknownField keepend
