@@ -6,6 +6,8 @@
 //! - `appliance`: a lowered program as the runtime's configuration.
 //! - `testbed`: a policy's appliance, one switching core on in-memory rings, as
 //!   a back end of policy tests (`lbp_compiler::testing::Tester`).
+//! - `render`: diagnostics for people, as `lbp check` prints them.
 
 pub mod appliance;
+pub mod render;
 pub mod testbed;

@@ -1,5 +1,6 @@
 //! Fuzz the front end: no input may make parsing, checking or formatting panic or
-//! hang, and whatever formats must format to a fixed point that parses cleanly.
+//! hang, and whatever formats must format to a fixed point that parses cleanly;
+//! every diagnostic renders for people, plain and fancy.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +17,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(span.start <= span.end && span.end <= src.len(), "span out of the source: {span:?}");
         assert!(src.is_char_boundary(span.start) && src.is_char_boundary(span.end), "span splits a character");
         let _ = lbp_lang::diag::line_col(src, span.start);
+    }
+    let source = lbp::render::Source::new(std::path::Path::new("fuzz.lbp"), src);
+    for fancy in [false, true] {
+        let renderer = lbp::render::Renderer::new(fancy);
+        let mut out = String::new();
+        for d in &analysis.diagnostics {
+            renderer.render(&source, d, &mut out);
+        }
     }
     if let Ok(formatted) = lbp_lang::fmt::format_source(src) {
         let again = lbp_lang::fmt::format_source(&formatted).expect("formatted output parses");
