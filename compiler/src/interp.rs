@@ -243,7 +243,6 @@ pub fn martian(prog: &Program, dst: Addr) -> bool {
     lbp_abi::martian::martian(dst.to_ip(), connected).is_some()
 }
 
-
 /// The decision, the filter rules tried that did not match (for `lbp explain`),
 /// and the `accept` or `forward` rule that let the packet past the filter, if one
 /// did.

@@ -551,7 +551,6 @@ fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
     broadcasts.sort_unstable();
     broadcasts.dedup();
 
-
     if prog.routes.len() >= NO_ROUTE as usize {
         return Err("too many routes".into());
     }

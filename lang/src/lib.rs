@@ -16,8 +16,8 @@ pub mod check;
 pub mod diag;
 pub mod fmt;
 pub mod parse;
-pub mod vocab;
 pub mod query;
+pub mod vocab;
 
 pub use diag::{Diagnostic, Severity};
 
