@@ -255,6 +255,8 @@ fn reloads_under_load_lose_nothing_and_follow_the_policy() {
         "lbp_backend_weight{service=\"http\",backend=\"198.18.2.13\"} 3",
         "lbp_backend_up{service=\"http\",backend=\"198.18.2.11\"} 1",
         "lbp_drops_total{reason=\"filter\"} 0",
+        "# TYPE lbp_core_time_exceeded_total counter",
+        "lbp_core_unknown_resets_total{core=\"0\"} ",
     ] {
         assert!(m.contains(want), "{test}: no `{want}` in\n{m}");
     }

@@ -259,6 +259,10 @@ pub fn stats_data(src: &Sources) -> Value {
             "tx_full": s.lp.tx_refused,
             "new_connections": s.counters.new_connections,
             "backend_gone": s.counters.backend_gone,
+            "time_exceeded": s.counters.time_exceeded,
+            "time_exceeded_limited": s.counters.time_exceeded_limited,
+            "icmp_errors_relayed": s.counters.icmp_errors,
+            "unknown_resets": s.counters.unknown_resets,
             "drops": core_drops,
         }));
     }
@@ -770,6 +774,26 @@ pub fn metrics(src: &Sources) -> String {
             "lbp_core_generation",
             "generation",
             "The generation a switching core runs.",
+        ),
+        (
+            "lbp_core_time_exceeded_total",
+            "time_exceeded",
+            "ICMP time exceeded sent for packets whose TTL or hop limit ran out.",
+        ),
+        (
+            "lbp_core_time_exceeded_limited_total",
+            "time_exceeded_limited",
+            "Expired packets left unanswered by the rate limit (also ttl drops).",
+        ),
+        (
+            "lbp_core_icmp_errors_relayed_total",
+            "icmp_errors_relayed",
+            "ICMP errors about a balanced connection sent on to its back end or client.",
+        ),
+        (
+            "lbp_core_unknown_resets_total",
+            "unknown_resets",
+            "TCP segments of no connection answered with a reset.",
         ),
     ] {
         let kind = if key == "generation" {
