@@ -140,12 +140,24 @@ impl<'s> Reader<'s> {
     }
 
     fn push(&self, out: &mut Vec<Node<'s>>, rule: Rule, start: usize, end: usize) {
+        self.push_group(out, rule, start, end, Vec::new());
+    }
+
+    /// A node with contents (a parenthesis, a set) from `start` to `end`.
+    fn push_group(
+        &self,
+        out: &mut Vec<Node<'s>>,
+        rule: Rule,
+        start: usize,
+        end: usize,
+        kids: Vec<Node<'s>>,
+    ) {
         out.push(Node {
             rule,
             text: &self.src[start..end],
             start,
             end,
-            kids: Vec::new(),
+            kids,
         });
     }
 
@@ -222,13 +234,7 @@ impl<'s> Reader<'s> {
                     return None;
                 }
                 self.p += 1;
-                out.push(Node {
-                    rule: Rule::paren,
-                    text: &self.src[start..self.p],
-                    start,
-                    end: self.p,
-                    kids,
-                });
+                self.push_group(out, Rule::paren, start, self.p, kids);
                 Some(())
             }
             // set_lit = { "{" ~ (set_elem ~ ("," ~ set_elem)* ~ ","?)? ~ "}" }
@@ -254,13 +260,7 @@ impl<'s> Reader<'s> {
                     }
                 }
                 self.p += 1;
-                out.push(Node {
-                    rule: Rule::set_lit,
-                    text: &self.src[start..self.p],
-                    start,
-                    end: self.p,
-                    kids,
-                });
+                self.push_group(out, Rule::set_lit, start, self.p, kids);
                 Some(())
             }
             _ => self.set_elem(out),
