@@ -1,0 +1,130 @@
+//! The `lbp run` child of the demo, and its temporary files.
+
+use super::*;
+
+/// `lbp run`, stopped (SIGTERM, then SIGKILL) by its PID on drop; its stderr
+/// lines are collected by a thread.
+pub(super) struct LbpChild {
+    child: Option<Child>,
+    pub(super) ready: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl LbpChild {
+    /// Start it and wait (bounded, and for Ctrl-C) for its `lbp: ready` line.
+    pub(super) fn start(mut cmd: Command) -> Result<LbpChild, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start lbp run: {e}"))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let mut lbp = LbpChild {
+            child: Some(child),
+            ready: String::new(),
+            stderr: Arc::new(Mutex::new(Vec::new())),
+        };
+        let lines = lbp.stderr.clone();
+        if let Some(stderr) = stderr {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().take(100_000) {
+                    let Ok(line) = line else { break };
+                    let mut v = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    if v.len() >= 1000 {
+                        v.remove(0);
+                    }
+                    v.push(line);
+                }
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = stdout {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().take(100) {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let end = Instant::now() + READY_WAIT;
+        while Instant::now() < end && !interrupted() && lbp.alive() {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("lbp: ready") => {
+                    lbp.ready = line;
+                    return Ok(lbp);
+                }
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let why = if interrupted() {
+            "interrupted"
+        } else {
+            "lbp run did not get ready"
+        };
+        lbp.stop();
+        Err(format!(
+            "{why}; its stderr:\n{}",
+            lbp.stderr_tail(20).join("\n")
+        ))
+    }
+
+    pub(super) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM, then wait up to ten seconds; SIGKILL if it does not end.
+    pub(super) fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        // SAFETY: kill(2) on our own child's PID, not yet reaped (try_wait saw it
+        // running), so the PID cannot have been reused.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = child.try_wait() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub(super) fn stderr_tail(&self, n: usize) -> Vec<String> {
+        let v = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        v[v.len().saturating_sub(n)..].to_vec()
+    }
+
+    pub(super) fn final_line(&self) -> Option<String> {
+        let v = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter()
+            .rev()
+            .find(|l| l.starts_with("lbp: final"))
+            .cloned()
+    }
+}
+
+impl Drop for LbpChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A file removed on drop.
+pub(super) struct RemoveFile(pub(super) std::path::PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
