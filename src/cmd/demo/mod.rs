@@ -38,10 +38,12 @@ macro_rules! say {
 
 mod child;
 mod net;
+mod servers;
 mod traffic;
 
 use child::{LbpChild, RemoveFile};
-use net::{Netns, Servers, veth};
+use net::{Netns, veth};
+use servers::Servers;
 use traffic::Traffic;
 
 /// The built-in policy.
