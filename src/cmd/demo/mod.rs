@@ -18,10 +18,8 @@
 //! guard's `Drop`, also on error and on Ctrl-C (SIGINT sets a flag the loops
 //! check). What it is not: a test suite (`tests/cli/e2e.rs`) or a benchmark.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -125,12 +123,6 @@ pub fn main(args: DemoArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    for (tool, package) in [("ip", "iproute2"), ("ethtool", "ethtool")] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            eprintln!("lbp demo: the `{tool}` command is missing (install {package})");
-            return ExitCode::FAILURE;
-        }
-    }
     install_signal_handlers();
     match demo(&args) {
         Ok(true) => ExitCode::SUCCESS,
@@ -174,23 +166,23 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         return Err("namespaces".into());
     };
     veth(app, "client", client, "eth0")?;
-    client.ip(&["addr", "add", "198.18.0.2/24", "dev", "eth0"])?;
-    client.ip(&["addr", "add", "198.18.0.66/24", "dev", "eth0"])?;
-    client.ip(&["addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad"])?;
-    client.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
-    client.ip(&["-6", "route", "add", "default", "via", "2001:db8::1"])?;
-    switch.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"])?;
-    switch.ip(&["link", "set", "br0", "up"])?;
+    client.add_address("eth0", "198.18.0.2/24")?;
+    client.add_address("eth0", "198.18.0.66/24")?;
+    client.add_address("eth0", "2001:db8::2/64")?;
+    client.add_default_route("198.18.0.1")?;
+    client.add_default_route("2001:db8::1")?;
+    switch.add_bridge("br0")?;
+    switch.link_up("br0")?;
     veth(app, "servers", switch, "p-app")?;
-    switch.ip(&["link", "set", "p-app", "master", "br0"])?;
+    switch.set_master("p-app", "br0")?;
     for (i, (ns, (_, a4, a6, _))) in [b1, b2, b3].into_iter().zip(BACKENDS).enumerate() {
         let port = format!("p-b{}", i + 1);
         veth(ns, "eth0", switch, &port)?;
-        switch.ip(&["link", "set", &port, "master", "br0"])?;
-        ns.ip(&["addr", "add", &format!("{a4}/24"), "dev", "eth0"])?;
-        ns.ip(&["addr", "add", &format!("{a6}/64"), "dev", "eth0", "nodad"])?;
-        ns.ip(&["route", "add", "default", "via", "198.18.2.1"])?;
-        ns.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])?;
+        switch.set_master(&port, "br0")?;
+        ns.add_address("eth0", &format!("{a4}/24"))?;
+        ns.add_address("eth0", &format!("{a6}/64"))?;
+        ns.add_default_route("198.18.2.1")?;
+        ns.add_default_route("2001:db8:2::1")?;
         check_interrupt()?;
     }
     // The appliance's kernel leaves the two interfaces' frames to lbp: no IPv6 and
@@ -211,7 +203,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     // lbp run in the appliance's namespace.
     let rings = format!("{:?}", args.rings).to_lowercase();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find lbp's binary: {e}"))?;
-    let mut cmd = app.command(&exe.to_string_lossy());
+    let mut cmd = app.command(&exe);
     // Its control socket beside the policy (lbp removes it when it stops).
     let control = d.policy.0.with_extension("sock");
     cmd.arg("run")

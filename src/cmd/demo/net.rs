@@ -1,51 +1,27 @@
-//! The demo's network: namespaces, veth pairs, and the back ends' HTTP servers.
+//! The demo's network: namespaces and veth pairs, made by the lab crate
+//! (`lbp-lab`) over netlink, with no external command.
 
 use super::*;
 
-/// Run a command; its stderr as the error when it fails.
-pub(super) fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
+/// A network namespace of the demo's, deleted on drop: a lab namespace (its
+/// links, addresses and routes through `Deref`), plus what the demo adds.
+pub(super) struct Netns(lbp_lab::Netns);
 
-/// A network namespace, deleted on drop.
-pub(super) struct Netns {
-    pub(super) name: String,
+impl std::ops::Deref for Netns {
+    type Target = lbp_lab::Netns;
+
+    fn deref(&self) -> &lbp_lab::Netns {
+        &self.0
+    }
 }
 
 impl Netns {
     pub(super) fn new(name: &str) -> Result<Netns, String> {
-        run(Command::new("ip").args(["netns", "add", name]))?;
-        let ns = Netns { name: name.into() };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
+        Ok(Netns(lbp_lab::Netns::new(name)?))
     }
 
-    pub(super) fn ip(&self, args: &[&str]) -> Result<(), String> {
-        run(Command::new("ip").args(["-n", &self.name]).args(args))
-    }
-
-    pub(super) fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Write `value` to `/proc/sys/<key with / for .>` from inside the namespace.
-    pub(super) fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        let v = value.to_string();
-        let p = path.clone();
-        self.within(move || std::fs::write(p, v))?
-            .map_err(|e| format!("{}: {path}: {e}", self.name))
-    }
-
+    /// Load nftables `rules` in the namespace (through the `nft` program, which
+    /// the demo does without when it is missing).
     pub(super) fn nft(&self, rules: &str) -> Result<(), String> {
         let mut child = self
             .command("nft")
@@ -67,51 +43,24 @@ impl Netns {
         Ok(())
     }
 
-    /// Run `f` on a thread that entered the namespace, and return its result.
-    pub(super) fn within<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, String> {
-        let path = self.path();
-        std::thread::spawn(move || enter(&path).map(|()| f()))
-            .join()
-            .map_err(|_| format!("a thread in {} panicked", self.name))?
-    }
-
+    /// `/run/netns/NAME`, for a thread to [`enter`].
     pub(super) fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        self.0.path().display().to_string()
     }
 }
 
 /// Move the calling thread into the namespace at `path`.
 pub(super) fn enter(path: &str) -> Result<(), String> {
-    let f = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    // SAFETY: `f` is an open namespace file for the call's duration; setns
-    // changes only the calling thread's network namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("setns {path}: {}", io::Error::last_os_error()));
-    }
-    Ok(())
+    Ok(lbp_lab::enter(path)?)
 }
 
 /// A veth pair from `a`'s `a_if` to `b`'s `b_if`, both up, transmit checksum
 /// offload off on both (AF_XDP sees the bytes, not the offload request).
 pub(super) fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), String> {
-    run(Command::new("ip").args([
-        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
-        &b.name,
-    ]))?;
+    lbp_lab::veth(a, a_if, b, b_if)?;
     for (ns, ifname) in [(a, a_if), (b, b_if)] {
-        run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
-        ns.ip(&["link", "set", ifname, "up"])?;
+        ns.tx_checksum_off(ifname)?;
+        ns.link_up(ifname)?;
     }
     Ok(())
 }
