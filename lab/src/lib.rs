@@ -22,8 +22,9 @@
 //! hand-written netlink would be a few hundred lines of nested attribute packing
 //! and kernel constants to get right; it is the rust-netlink project's, which
 //! `rtnetlink` and nmstate build on. Transmit checksum offload is the exception:
-//! no kept crate speaks ethtool's netlink family synchronously, and the legacy
-//! `ETHTOOL_STXCSUM` ioctl is one call (see `ethtool.rs`).
+//! that project's `ethtool` crate speaks ethtool's netlink family only through
+//! an async runtime (tokio or async-std), where the legacy `ETHTOOL_STXCSUM`
+//! ioctl is one call (see `ethtool.rs`).
 //!
 //! Addresses given to the lab are the caller's business; lbp's demo and tests
 //! use 198.18.0.0/15 and 2001:db8::/32 only, and everything stays inside the
