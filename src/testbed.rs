@@ -8,8 +8,9 @@ use crate::appliance::appliance;
 use lbp_abi::Fields;
 use lbp_compiler::Program;
 use lbp_compiler::testing::{Tester, Verdict};
+use lbp_runtime::app::Registry;
 use lbp_runtime::generation::Decide;
-use lbp_runtime::testbed::{Outcome, Testbed};
+pub use lbp_runtime::testbed::{Fate, Outcome, Testbed};
 use std::sync::Arc;
 
 /// A compiled policy's appliance as a [`Tester`].
@@ -29,10 +30,38 @@ impl CoreTester {
         src: &str,
         policy: Arc<dyn Decide + Send + Sync>,
     ) -> std::io::Result<CoreTester> {
+        CoreTester::with_apps(prog, src, policy, &Registry::builtin())
+    }
+
+    /// [`CoreTester::new`] whose core runs the applications `apps` (those
+    /// the policy was checked and lowered with) instead of the built-in ones.
+    pub fn with_apps(
+        prog: &Program,
+        src: &str,
+        policy: Arc<dyn Decide + Send + Sync>,
+        apps: &Registry,
+    ) -> std::io::Result<CoreTester> {
         Ok(CoreTester {
-            bed: Testbed::new(policy, appliance(prog, src))?,
+            bed: Testbed::with_apps(policy, appliance(prog, src), apps.clone())?,
             last: None,
         })
+    }
+
+    /// The appliance of the policy `src`, checked, lowered and compiled here
+    /// (its JIT deciding), whose core runs the applications `apps`: how a
+    /// program tests its own application on crafted frames
+    /// ([`CoreTester::testbed`]'s `send`). A policy with errors gives the
+    /// first error's message.
+    pub fn compile(src: &str, apps: &Registry) -> Result<CoreTester, String> {
+        let names = apps.names();
+        let analysis = lbp_lang::analyze_with(src, &names);
+        if let Some(d) = analysis.diagnostics.iter().find(|d| d.is_error()) {
+            return Err(format!("{}: {}", d.code, d.message));
+        }
+        let prog = lbp_compiler::lower::lower_with(&analysis.policy, &names)?;
+        let jit = lbp_compiler::jit::compile(&prog)?;
+        CoreTester::with_apps(&prog, src, Arc::new(Shared(Arc::new(jit))), apps)
+            .map_err(|e| e.to_string())
     }
 
     /// The testbed, to send frames other than packet lines.

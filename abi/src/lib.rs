@@ -117,19 +117,21 @@ pub enum Action {
     /// `stage` are those of the balance or forward decision it replaces.
     Expire = 5,
     /// Hand the packet to the switching core's application number `target`
-    /// ([`app::BUILTIN`]), which owns the frame from there (a filter rule's
-    /// `app NAME`).
+    /// ([`app`]: the built-in ones first, then those a program registered),
+    /// which owns the frame from there (a filter rule's `app NAME`).
     App = 6,
 }
 
 /// The applications that run on a switching core, by the number a decision's
-/// `target` names them with.
+/// `target` names them with. The built-in ones have the first numbers; a
+/// program that registers more (`lbp_runtime::app::Registry`) numbers them
+/// after these, and hands the whole list to the checker and the compiler.
 pub mod app {
     /// The built-in applications, in number order: `echo` (UDP echo, RFC 862)
     /// and `icmp` (ICMP and ICMPv6 echo replies).
     pub const BUILTIN: &[&str] = &["echo", "icmp"];
 
-    /// The number of the application called `name`.
+    /// The number of the built-in application called `name`.
     pub fn index(name: &str) -> Option<u32> {
         BUILTIN.iter().position(|n| *n == name).map(|i| i as u32)
     }

@@ -22,6 +22,9 @@ pub struct Program {
     pub rules: Vec<Rule>,
     pub sets: Vec<Set>,
     pub pools: Vec<Pool>,
+    /// The switching core's applications by number (`Action::App`'s): the
+    /// names the policy was lowered with, built-in ones first.
+    pub apps: Vec<String>,
 }
 
 /// A pool of back ends (for the runtime; the filter never reads it).
@@ -143,7 +146,7 @@ pub enum Action {
     Forward,
     /// Balance with service N.
     Balance(u32),
-    /// Hand to the switching core's application N (`lbp_abi::app::BUILTIN`).
+    /// Hand to the switching core's application N (`Program::apps`).
     App(u32),
 }
 

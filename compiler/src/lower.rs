@@ -11,9 +11,18 @@ use lbp_abi::{hash_field, present};
 use lbp_lang::ast::{self, ArithOp, ExprKind, Item, Lit, Span};
 use std::collections::HashMap;
 
-/// Lower a checked policy.
+/// Lower a checked policy, whose `app NAME` names a built-in application
+/// (`lbp_abi::app::BUILTIN`).
 pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
+    lower_with(policy, lbp_abi::app::BUILTIN)
+}
+
+/// Lower a policy checked with these applications
+/// (`lbp_lang::check::check_with`): `app NAME` is numbered by its place in
+/// `apps`, the switching cores' order.
+pub fn lower_with(policy: &ast::Policy, apps: &[&str]) -> Result<Program, String> {
     let mut l = Lowerer::default();
+    l.prog.apps = apps.iter().map(|a| a.to_string()).collect();
     for item in &policy.items {
         match item {
             Item::Interface(i) => {
@@ -93,7 +102,9 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
                         ("forward", _) => Action::Forward,
                         ("balance", Some(s)) => Action::Balance(l.service_index(&s.name)?),
                         ("app", Some(a)) => Action::App(
-                            lbp_abi::app::index(&a.name)
+                            apps.iter()
+                                .position(|n| *n == a.name)
+                                .map(|i| i as u32)
                                 .ok_or_else(|| format!("unknown application `{}`", a.name))?,
                         ),
                         (other, _) => return Err(format!("unknown action `{other}`")),

@@ -213,7 +213,7 @@ pub fn verdict(prog: &Program, f: &Fields, d: Decision, conns: &mut HashSet<Conn
         Some(Action::Reset) => "reset".into(),
         Some(Action::Local) => "local".into(),
         Some(Action::Expire) => "expire".into(),
-        Some(Action::App) => match lbp_abi::app::BUILTIN.get(d.target as usize) {
+        Some(Action::App) => match prog.apps.get(d.target as usize) {
             Some(name) => format!("app {name}"),
             None => "drop".into(),
         },

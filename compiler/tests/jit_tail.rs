@@ -117,6 +117,7 @@ fn program(r: &mut Rng) -> Program {
         rules,
         sets: vec![],
         pools: vec![],
+        apps: vec![],
     }
 }
 

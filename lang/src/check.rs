@@ -16,11 +16,22 @@ use std::net::IpAddr;
 mod lints;
 mod packets;
 pub use lints::martian_kind;
-pub use packets::check_packet_line;
+pub use packets::{check_packet_line, check_packet_line_with};
 
 /// Check a policy; returns the diagnostics in the order found (callers sort).
+/// `app NAME` may name the built-in applications ([`APPLICATIONS`]).
 pub fn check(policy: &Policy) -> Vec<Diagnostic> {
-    let mut c = Checker::default();
+    check_with(policy, APPLICATIONS)
+}
+
+/// [`check`] for an appliance whose switching cores run the applications
+/// `apps` (a program's registry: the built-in ones and its own), which `app
+/// NAME` may name.
+pub fn check_with(policy: &Policy, apps: &[&str]) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        apps: Some(apps),
+        ..Checker::default()
+    };
     c.collect(policy);
     for item in &policy.items {
         c.item(item);
@@ -199,9 +210,18 @@ pub const ACTIONS: &[&str] = &[
 pub const VERDICTS: &[&str] = &[
     "drop", "reset", "local", "balance", "forward", "expire", "app",
 ];
-/// The applications a switching core runs (`=> app NAME`), as the runtime
-/// numbers them (`lbp_abi::app::BUILTIN`; a compiler test holds the two equal).
+/// The built-in applications a switching core runs (`=> app NAME`), as the
+/// runtime numbers them (`lbp_abi::app::BUILTIN`; a compiler test holds the
+/// two equal). A program that registers more checks with [`check_with`].
 pub const APPLICATIONS: &[&str] = &["echo", "icmp"];
+/// `a, b and c` (with `word` before the last name).
+fn list(names: &[&str], word: &str) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} {word} {last}", rest.join(", ")),
+        Some((last, _)) => (*last).to_string(),
+        None => "none".to_string(),
+    }
+}
 pub const ALGORITHMS: &[&str] = &["maglev", "round_robin", "least_load", "hash"];
 pub const HEALTH_KINDS: &[&str] = &["tcp", "http", "icmp"];
 pub const TCP_FLAGS: &[&str] = &["syn", "ack", "fin", "rst", "psh", "urg"];
@@ -271,9 +291,16 @@ struct Checker<'a> {
     /// Set once an unconditional filter rule has been seen.
     unconditional: Option<Span>,
     unreachable_reported: bool,
+    /// The applications `app NAME` may name; `None`: [`APPLICATIONS`].
+    apps: Option<&'a [&'a str]>,
 }
 
 impl<'a> Checker<'a> {
+    /// The applications `app NAME` may name.
+    fn apps(&self) -> &'a [&'a str] {
+        self.apps.unwrap_or(APPLICATIONS)
+    }
+
     fn err(
         &mut self,
         code: &'static str,
@@ -1249,13 +1276,14 @@ impl<'a> Checker<'a> {
             }
             ("app", Some(n)) => self.app_ref(n),
             ("app", None) => {
+                let apps = list(self.apps(), "or");
                 self.err(
                     "lbp::check::app_name",
                     "`app` needs the application to hand the packet to",
                     a.span,
                     "no application",
                 )
-                .set_help(format!("write `app NAME`: {}", APPLICATIONS.join(" or ")));
+                .set_help(format!("write `app NAME`: {apps}"));
             }
             (k, _) if ACTIONS.contains(&k) => {}
             (k, _) => {
@@ -1276,7 +1304,8 @@ impl<'a> Checker<'a> {
 
     /// The application of `app NAME` (an action or a test verdict).
     fn app_ref(&mut self, n: &Ident) {
-        if APPLICATIONS.contains(&n.name.as_str()) {
+        let apps = self.apps();
+        if apps.contains(&n.name.as_str()) {
             return;
         }
         let d = self.err(
@@ -1287,10 +1316,10 @@ impl<'a> Checker<'a> {
         );
         d.help = Some(suggest(
             &n.name,
-            APPLICATIONS.iter().copied(),
+            apps.iter().copied(),
             format!(
                 "the switching core's applications are {}",
-                APPLICATIONS.join(" and ")
+                list(apps, "and")
             ),
         ));
     }
@@ -1619,16 +1648,14 @@ impl<'a> Checker<'a> {
             ("balance", Some(s)) => self.service_ref(s),
             ("app", Some(n)) => self.app_ref(n),
             ("app", None) => {
+                let apps = list(self.apps(), "or");
                 self.err(
                     "lbp::check::app_name",
                     "`app` needs the application expected to take the packet",
                     v.span,
                     "no application",
                 )
-                .set_help(format!(
-                    "write `=> app NAME`: {}",
-                    APPLICATIONS.join(" or ")
-                ));
+                .set_help(format!("write `=> app NAME`: {apps}"));
             }
             ("forward", Some(i)) => {
                 self.iface_ref(i);

@@ -38,9 +38,15 @@ impl Analysis {
 
 /// Parse and check a policy, reporting every diagnostic found.
 pub fn analyze(src: &str) -> Analysis {
+    analyze_with(src, check::APPLICATIONS)
+}
+
+/// [`analyze`] for an appliance whose switching cores run the applications
+/// `apps` (see [`check::check_with`]).
+pub fn analyze_with(src: &str, apps: &[&str]) -> Analysis {
     let parsed = parse::parse(src);
     let mut diagnostics = parsed.diagnostics;
-    diagnostics.extend(check::check(&parsed.policy));
+    diagnostics.extend(check::check_with(&parsed.policy, apps));
     diag::sort(&mut diagnostics);
     Analysis {
         policy: parsed.policy,

@@ -208,6 +208,12 @@ impl<P: Port, L: Port> Core<P, L> {
         }
     }
 
+    /// Run these applications (`app NAME`) instead of the built-in ones: the
+    /// core's own instances of a [`crate::app::Registry`]'s, before it starts.
+    pub fn set_apps(&mut self, apps: crate::app::Apps) {
+        self.state.apps = apps;
+    }
+
     /// The handle the control core reads this core's counters through.
     pub fn report(&self) -> Arc<Report> {
         Arc::clone(&self.report)

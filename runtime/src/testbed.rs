@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use lbp_abi::{Action, Decision, Fields, present, stage, tcp_flag};
 
+use crate::app::Registry;
 use crate::config::{Appliance, Mode};
 use crate::conn::ConnTable;
 use crate::generation::{Decide, Generation};
@@ -126,6 +127,8 @@ pub struct Outcome {
     /// The application (`app NAME`, by number) the core handed the frame to,
     /// if it did; what the application sent back, if anything, is in `fates`.
     pub app: Option<u32>,
+    /// That application's name.
+    pub app_name: Option<&'static str>,
 }
 
 /// A frame a port transmitted, and the port.
@@ -159,6 +162,8 @@ pub struct Testbed {
     now: u64,
     /// Per rule, its packet counter when it last decided a frame here.
     rules_seen: HashMap<u32, u64>,
+    /// The applications the core runs (new instances at every restart).
+    apps: Registry,
 }
 
 impl std::fmt::Debug for Testbed {
@@ -177,6 +182,15 @@ impl Testbed {
         policy: Arc<dyn Decide + Send + Sync>,
         appliance: Appliance,
     ) -> std::io::Result<Testbed> {
+        Testbed::with_apps(policy, appliance, Registry::builtin())
+    }
+
+    /// [`Testbed::new`] with these applications instead of the built-in ones.
+    pub fn with_apps(
+        policy: Arc<dyn Decide + Send + Sync>,
+        appliance: Appliance,
+        apps: Registry,
+    ) -> std::io::Result<Testbed> {
         let recorder = Arc::new(Recorder {
             inner: policy,
             last: Mutex::new(None),
@@ -185,10 +199,12 @@ impl Testbed {
         let generation = Generation::new(recorder.clone(), appliance);
         let (ports, hosts): (Vec<MemPort>, Vec<MemHost>) = (0..ports).map(|_| host(8)).unzip();
         let out = Outputs::new(hosts.len(), 32);
+        let mut state = CoreState::new(Pending::with_defaults());
+        state.apps = apps.instances();
         Ok(Testbed {
             generation,
             recorder,
-            state: CoreState::new(Pending::with_defaults()),
+            state,
             shared: fresh_tables(),
             frames: Frames::new(64)?,
             ports,
@@ -196,6 +212,7 @@ impl Testbed {
             out,
             now: START_NS,
             rules_seen: HashMap::new(),
+            apps,
         })
     }
 
@@ -219,6 +236,7 @@ impl Testbed {
     pub fn restart(&mut self) {
         self.state.drain(&mut self.frames);
         self.state = CoreState::new(Pending::with_defaults());
+        self.state.apps = self.apps.instances();
         self.shared = fresh_tables();
         for h in &self.hosts {
             h.discard();
@@ -245,6 +263,7 @@ impl Testbed {
             balanced: None,
             connection: false,
             app: None,
+            app_name: None,
         };
         if frame.len() > MAX_FRAME {
             outcome.fates.push(Fate::TooLong(frame.len()));
@@ -312,10 +331,11 @@ impl Testbed {
             let a = &a[..];
             changed(b, a).map(|i| (s as u32, i))
         });
-        let app_frames: Vec<u64> = (0..lbp_abi::app::BUILTIN.len())
+        let app_frames: Vec<u64> = (0..self.state.apps.len())
             .map(|n| self.state.apps.counters(n).map_or(0, |c| c.frames))
             .collect();
         outcome.app = changed(&before.app_frames, &app_frames);
+        outcome.app_name = outcome.app.and_then(|n| self.state.apps.name(n as usize));
         assert!(
             self.state.balanced(),
             "frame accounting: {:?}",
@@ -403,7 +423,7 @@ struct Snapshot {
 impl Snapshot {
     fn of(c: &Counters, apps: &crate::app::Apps) -> Snapshot {
         Snapshot {
-            app_frames: (0..lbp_abi::app::BUILTIN.len())
+            app_frames: (0..apps.len())
                 .map(|n| apps.counters(n).map_or(0, |c| c.frames))
                 .collect(),
             drops: c.drops,
@@ -505,10 +525,9 @@ impl Outcome {
     /// one sent otherwise is `forward` out of the interface it left by; freed,
     /// or never resolved, is `drop`. Several fates are listed, joined by ` + `.
     pub fn verdict(&self, appliance: &Appliance) -> String {
-        if let Some(n) = self.app {
+        if self.app.is_some() {
             // Whatever the application did with it (answered, or freed).
-            let name = lbp_abi::app::BUILTIN.get(n as usize).unwrap_or(&"?");
-            return format!("app {name}");
+            return format!("app {}", self.app_name.unwrap_or("?"));
         }
         let one = |fate: &Fate| match fate {
             Fate::Sent { frame, .. } if self.is_reset(frame) => "reset".to_string(),

@@ -3,6 +3,7 @@
 //! counts as an error) and the others are still checked.
 
 use super::common::{Format, Output, read, report, report_unreadable, summary};
+use lbp_runtime::app::Registry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +19,7 @@ pub struct CheckArgs {
     out: Output,
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
+pub fn run(args: CheckArgs, apps: &Registry) -> Result<ExitCode, String> {
     let CheckArgs {
         files,
         deny_warnings,
@@ -26,6 +27,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     } = args;
     let mut failed = false;
     let (mut errors, mut warnings) = (0, 0);
+    let names = apps.names();
     for file in &files {
         let src = match read(file) {
             Ok(src) => src,
@@ -35,7 +37,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
                 continue;
             }
         };
-        let analysis = lbp_lang::analyze(&src);
+        let analysis = lbp_lang::analyze_with(&src, &names);
         report(&out, file, &src, &analysis.diagnostics);
         for d in &analysis.diagnostics {
             if d.is_error() {

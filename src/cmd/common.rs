@@ -6,6 +6,7 @@
 use lbp::render::{Renderer, Source, floor_char_boundary};
 use lbp_lang::Diagnostic;
 use lbp_lang::diag::LineIndex;
+use lbp_runtime::app::Registry;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -36,10 +37,14 @@ pub enum Color {
     Never,
 }
 
-/// Read, check and lower a policy. Diagnostics of a broken policy are printed.
-pub fn load(file: &Path) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
+/// Read, check and lower a policy whose `app NAME` may name the applications
+/// of `apps`. Diagnostics of a broken policy are printed.
+pub fn load(
+    file: &Path,
+    apps: &Registry,
+) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
     let src = read(file)?;
-    let analysis = lbp_lang::analyze(&src);
+    let (analysis, prog) = analyze(&src, apps);
     if analysis.has_errors() {
         let out = Output {
             format: Format::Human,
@@ -48,9 +53,25 @@ pub fn load(file: &Path) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Pr
         report(&out, file, &src, &analysis.diagnostics);
         return Err(format!("{}: the policy has errors", file.display()));
     }
-    let prog = lbp_compiler::lower::lower(&analysis.policy)
-        .map_err(|e| format!("{}: cannot compile: {e}", file.display()))?;
+    let prog = prog.map_err(|e| format!("{}: cannot compile: {e}", file.display()))?;
     Ok((src, analysis, prog))
+}
+
+/// Check a policy whose `app NAME` may name the applications of `apps`, and
+/// lower it when it has no errors (else the lowering's result is an error
+/// that says so).
+pub fn analyze(
+    src: &str,
+    apps: &Registry,
+) -> (lbp_lang::Analysis, Result<lbp_compiler::Program, String>) {
+    let names = apps.names();
+    let analysis = lbp_lang::analyze_with(src, &names);
+    let prog = if analysis.has_errors() {
+        Err("the policy has errors".to_string())
+    } else {
+        lbp_compiler::lower::lower_with(&analysis.policy, &names)
+    };
+    (analysis, prog)
 }
 
 /// How `eval` and `explain` name the stage of the pipeline that decided.

@@ -3,6 +3,7 @@
 
 use super::common::load;
 use crate::appliance;
+use lbp_runtime::app::Registry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,9 +26,9 @@ enum Stage {
     Runtime,
 }
 
-pub fn run(args: CompileArgs) -> Result<ExitCode, String> {
+pub fn run(args: CompileArgs, apps: &Registry) -> Result<ExitCode, String> {
     let CompileArgs { policy, emit } = args;
-    let (src, _, prog) = load(&policy)?;
+    let (src, _, prog) = load(&policy, apps)?;
     match emit {
         Stage::Ir => println!("{prog:#?}"),
         Stage::Clif => {

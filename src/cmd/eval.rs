@@ -14,6 +14,7 @@ use super::common::{Format, json_str, load, stage_name};
 use lbp_abi::{Decision, Fields, present, tcp_flag};
 use lbp_compiler::ir::{Addr, AddrField, Algorithm, Program};
 use lbp_compiler::{Backend, Interpreter, interp};
+use lbp_runtime::app::Registry;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -59,7 +60,7 @@ const CROSS_CHECK_RULES: usize = 100;
 /// IP packet of 64 KiB behind an Ethernet header and two VLAN tags).
 const MAX_FRAME: usize = 65535 + 22;
 
-pub fn run(args: EvalArgs) -> Result<ExitCode, String> {
+pub fn run(args: EvalArgs, apps: &Registry) -> Result<ExitCode, String> {
     let EvalArgs {
         policy,
         pcap,
@@ -69,7 +70,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, String> {
         timing,
     } = args;
     let started = std::time::Instant::now();
-    let (src, _, prog) = load(&policy)?;
+    let (src, _, prog) = load(&policy, apps)?;
     let loaded = started.elapsed();
     let name = pcap.display().to_string();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -12,6 +12,7 @@
 use super::common::{Color, Format, Output, load, report, stage_name};
 use lbp_lang::Diagnostic;
 use lbp_lang::ast::{Item, Span};
+use lbp_runtime::app::Registry;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,9 +25,9 @@ pub struct ExplainArgs {
     packet: String,
 }
 
-pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
+pub fn run(args: ExplainArgs, apps: &Registry) -> Result<ExitCode, String> {
     let ExplainArgs { policy, packet } = args;
-    let (src, analysis, prog) = load(&policy)?;
+    let (src, analysis, prog) = load(&policy, apps)?;
     let name = policy.display().to_string();
     // What the user wrote, and the test line parsed (with a verdict).
     let written = packet.trim();
@@ -54,7 +55,11 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode, String> {
     let mut diags = parsed.diagnostics.clone();
     if !diags.iter().any(Diagnostic::is_error) {
         match pkt {
-            Some(p) => diags.extend(lbp_lang::check::check_packet_line(&analysis.policy, p)),
+            Some(p) => diags.extend(lbp_lang::check::check_packet_line_with(
+                &analysis.policy,
+                p,
+                &apps.names(),
+            )),
             None => diags.push(
                 Diagnostic::error("lbp::parse::syntax", "expected one test packet line")
                     .label(Span::new(at, at + line.len()), "not one packet line"),

@@ -16,6 +16,7 @@ use lbp::testbed::{CoreTester, Shared};
 use lbp_compiler::testing::{Decider, Outcome, Tester};
 use lbp_lang::Diagnostic;
 use lbp_lang::ast::Item;
+use lbp_runtime::app::Registry;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,13 +54,13 @@ pub struct TestArgs {
     out: Output,
 }
 
-pub fn run(args: TestArgs) -> Result<ExitCode, String> {
+pub fn run(args: TestArgs, apps: &Registry) -> Result<ExitCode, String> {
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for file in &args.files {
         let src = read(file)?;
         let name = file.display().to_string();
-        let analysis = lbp_lang::analyze(&src);
+        let (analysis, prog) = super::common::analyze(&src, apps);
         if analysis.has_errors() {
             let errors: Vec<Diagnostic> = analysis
                 .diagnostics
@@ -72,8 +73,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
             failed += 1;
             continue;
         }
-        let prog = lbp_compiler::lower::lower(&analysis.policy)
-            .map_err(|e| format!("{name}: cannot compile: {e}"))?;
+        let prog = prog.map_err(|e| format!("{name}: cannot compile: {e}"))?;
         let lines: usize = analysis
             .policy
             .items
@@ -103,7 +103,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
         let interp = lbp_compiler::Interpreter::new(&prog);
         let mut jit_tester = Decider::new(&prog, &*jit);
         let mut interp_tester = Decider::new(&prog, &interp);
-        let mut core = CoreTester::new(&prog, &src, Arc::new(Shared(jit.clone())))
+        let mut core = CoreTester::with_apps(&prog, &src, Arc::new(Shared(jit.clone())), apps)
             .map_err(|e| format!("{name}: cannot start the appliance's test bed: {e}"))?;
         let mut testers: Vec<(&str, &mut dyn Tester)> = Vec::new();
         if chosen(BackendName::Jit) {

@@ -22,7 +22,16 @@ use super::*;
 /// line's own diagnostics are returned, with the spans `p` has; a diagnostic
 /// may also point into the policy (the rule that reads `in.iface`).
 pub fn check_packet_line(policy: &Policy, p: &Packet) -> Vec<Diagnostic> {
-    let mut c = Checker::default();
+    check_packet_line_with(policy, p, APPLICATIONS)
+}
+
+/// [`check_packet_line`] where `app NAME` may name the applications `apps`
+/// (see [`super::check_with`]).
+pub fn check_packet_line_with(policy: &Policy, p: &Packet, apps: &[&str]) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        apps: Some(apps),
+        ..Checker::default()
+    };
     c.collect(policy);
     c.diags.clear();
     c.packet(p);

@@ -2,7 +2,8 @@
 //! frames: no copy, no system call, no kernel stack.
 //!
 //! A filter rule's `app NAME` decides [`lbp_abi::Action::App`] with the
-//! application's number ([`lbp_abi::app::BUILTIN`]); the core hands the frame
+//! application's number (its place in the [`Registry`], built-in ones first at
+//! [`lbp_abi::app::BUILTIN`]'s numbers); the core hands the frame
 //! to that application ([`App::frame`]) and the application owns it from
 //! there, as the ring design's ownership rules say (see [`crate::ring`]):
 //!
@@ -36,6 +37,7 @@ pub mod echo;
 pub mod icmp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use lbp_abi::Fields;
 
@@ -272,7 +274,7 @@ pub trait App: Send {
     }
 }
 
-/// A core's applications, by number (`lbp_abi::app::BUILTIN`'s order), with
+/// A core's applications, by number (a [`Registry`]'s order), with
 /// their counters and the queue of frames they send.
 pub struct Apps {
     apps: Vec<Box<dyn App>>,
@@ -302,24 +304,33 @@ impl Apps {
     /// The built-in applications, numbered as the policy language numbers
     /// them.
     pub fn builtin() -> Apps {
-        let apps: Vec<Box<dyn App>> = vec![Box::new(echo::Echo), Box::new(icmp::Icmp)];
-        debug_assert!(
-            apps.iter()
-                .map(|a| a.name())
-                .eq(lbp_abi::app::BUILTIN.iter().copied())
-        );
-        Apps::new(apps)
+        Registry::builtin().instances()
     }
 
-    /// These applications, numbered in this order (the policy's numbers are
-    /// `lbp_abi::app::BUILTIN`'s: a core given other applications must keep
-    /// the built-in ones at their numbers).
+    /// These applications, numbered in this order (a core's applications are
+    /// usually a [`Registry`]'s [`Registry::instances`], whose order is the
+    /// policy's numbers).
     pub fn new(apps: Vec<Box<dyn App>>) -> Apps {
         Apps {
             counters: vec![AppCounters::default(); apps.len()],
             apps,
             out: Vec::with_capacity(OUT_CAPACITY),
         }
+    }
+
+    /// How many applications there are.
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// The name of application `n`.
+    pub fn name(&self, n: usize) -> Option<&'static str> {
+        self.apps.get(n).map(|a| a.name())
     }
 
     /// The counters of application `n`.
@@ -366,12 +377,120 @@ impl Apps {
     }
 }
 
-// ---- What the built-in applications share ---------------------------------------
+// ---- The registry ---------------------------------------------------------------
+
+/// How a core gets its own instance of an application.
+type Make = dyn Fn() -> Box<dyn App> + Send + Sync;
+
+/// The applications an appliance offers, by name and number: what the policy
+/// checker accepts after `app`, the numbers the compiler gives them (their
+/// order here), and what every switching core runs (each core its own
+/// instances, [`Registry::instances`]). The built-in applications come first,
+/// at the numbers of [`lbp_abi::app::BUILTIN`]; [`Registry::with`] adds one
+/// after them.
+///
+/// ```
+/// use lbp_runtime::app::{App, Ctx, Frame, Registry};
+/// use lbp_abi::Fields;
+///
+/// /// Frees every frame it gets.
+/// struct Sink;
+/// impl App for Sink {
+///     fn name(&self) -> &'static str {
+///         "sink"
+///     }
+///     fn frame(&mut self, frame: Frame, _: &Fields, ctx: &mut Ctx<'_>) {
+///         ctx.free(frame);
+///     }
+/// }
+///
+/// let apps = Registry::builtin().with(|| Box::new(Sink));
+/// assert_eq!(apps.names(), ["echo", "icmp", "sink"]);
+/// assert_eq!(apps.index("sink"), Some(2));
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    apps: Vec<(&'static str, Arc<Make>)>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::builtin()
+    }
+}
+
+impl Registry {
+    /// The built-in applications ([`echo`] and [`icmp`]), numbered as
+    /// [`lbp_abi::app::BUILTIN`] numbers them.
+    pub fn builtin() -> Registry {
+        let r = Registry { apps: Vec::new() }
+            .with(|| Box::new(echo::Echo))
+            .with(|| Box::new(icmp::Icmp));
+        debug_assert_eq!(r.names(), lbp_abi::app::BUILTIN);
+        r
+    }
+
+    /// These applications and one more, numbered after them. `make` gives a
+    /// new instance (one per switching core, and one more here, once, to learn
+    /// the application's [`App::name`]).
+    ///
+    /// # Panics
+    ///
+    /// When the name is not a name the policy language can write after `app`
+    /// (a letter or `_`, then letters, digits and `_`), or is taken already.
+    pub fn with(mut self, make: impl Fn() -> Box<dyn App> + Send + Sync + 'static) -> Registry {
+        let name = make().name();
+        assert!(
+            is_name(name),
+            "an application's name must be a letter or `_` followed by letters, digits and `_`: `{name}`"
+        );
+        assert!(
+            self.index(name).is_none(),
+            "an application called `{name}` is registered already"
+        );
+        self.apps.push((name, Arc::new(make)));
+        self
+    }
+
+    /// The applications' names, in number order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.apps.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// The number of the application called `name`.
+    pub fn index(&self, name: &str) -> Option<u32> {
+        self.apps
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| i as u32)
+    }
+
+    /// A new instance of every application, for one switching core.
+    pub fn instances(&self) -> Apps {
+        Apps::new(self.apps.iter().map(|(_, make)| make()).collect())
+    }
+}
+
+/// Whether `s` is an identifier of the policy language.
+fn is_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+// ---- What applications share ------------------------------------------------------
 
 /// Send `frame` back when it is a whole IP packet ([`layout`]) and `answer`
 /// turned it into an answer (true), else free it (`answer` leaves it
 /// untouched then).
-pub(crate) fn reply_or_free(
+pub fn reply_or_free(
     ctx: &mut Ctx<'_>,
     mut frame: Frame,
     f: &Fields,
@@ -389,7 +508,7 @@ pub(crate) fn reply_or_free(
 /// transport header at `l4`, the IP packet ending at `end` (Ethernet padding
 /// after it). Only packets without IPv6 extension headers or fragmentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub struct Layout {
     pub l3: usize,
     pub l4: usize,
     pub end: usize,
@@ -398,14 +517,15 @@ pub(crate) struct Layout {
     pub proto: u8,
 }
 
-pub(crate) const IPV6_HEADER: usize = 40;
+/// The length of the IPv6 header.
+pub const IPV6_HEADER: usize = 40;
 /// The TTL (hop limit) of the applications' answers (Linux's default).
-pub(crate) const ANSWER_TTL: u8 = 64;
+pub const ANSWER_TTL: u8 = 64;
 
 /// The layout of `p` at `l3`, or `None` for anything not a whole, unfragmented
 /// IPv4 or IPv6 packet with consistent lengths (and, for IPv4, a right header
 /// checksum).
-pub(crate) fn layout(p: &[u8], l3: usize) -> Option<Layout> {
+pub fn layout(p: &[u8], l3: usize) -> Option<Layout> {
     let v = *p.get(l3)? >> 4;
     if v == 4 {
         let h = p.get(l3..l3 + 20)?;
@@ -455,7 +575,7 @@ pub(crate) fn layout(p: &[u8], l3: usize) -> Option<Layout> {
 
 /// The partial checksum sum of the pseudo-header of `l` for its transport
 /// segment (`l4..end`).
-pub(crate) fn pseudo(l: &Layout) -> u64 {
+pub fn pseudo(l: &Layout) -> u64 {
     use crate::wire::checksum::{pseudo_v4, pseudo_v6};
     let len = l.end - l.l4;
     match (l.src, l.dst) {
@@ -468,7 +588,7 @@ pub(crate) fn pseudo(l: &Layout) -> u64 {
 /// Turn the IP header of `l` around: source and destination swapped, a fresh
 /// TTL (hop limit), and for IPv4 the header checksum computed anew. The
 /// transport checksum is the caller's.
-pub(crate) fn turn_ip_around(p: &mut [u8], l: &Layout) {
+pub fn turn_ip_around(p: &mut [u8], l: &Layout) {
     let h = &mut p[l.l3..l.l4];
     if l.src.is_ipv4() {
         let (s, d) = h[12..20].split_at_mut(4);

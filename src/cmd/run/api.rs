@@ -28,6 +28,7 @@ use std::sync::mpsc::{Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lbp_runtime::app::Registry;
 use lbp_runtime::control::socket::{ControlSocket, Peer, read_request};
 use lbp_runtime::control::weights::Admin;
 use lbp_runtime::run::{Control, DROP_NAMES, Snapshot, monotonic_ns};
@@ -41,6 +42,9 @@ use lbp_runtime::switch::ip_from_bytes;
 /// What the API and metrics threads read.
 #[derive(Clone)]
 pub struct Sources {
+    /// The applications the switching cores run (a reload's policy is
+    /// checked against their names).
+    pub apps: Registry,
     /// The cores' counters and tables (shared with the control loop).
     pub control: Control,
     pub view: Arc<Mutex<View>>,
@@ -56,7 +60,7 @@ pub fn serve(sock: ControlSocket, src: Sources, commands: SyncSender<Command>) {
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             let path = view(&src).policy_path;
-            match reload(&path, false, &commands) {
+            match reload(&path, false, &src.apps, &commands) {
                 Ok((text, _)) => eprintln!("{text}"),
                 Err(e) => eprint!("lbp: SIGHUP: reload refused; the running policy stays:\n{e}"),
             }
@@ -118,7 +122,7 @@ fn handle(bytes: &[u8], src: &Sources, commands: &SyncSender<Command>) -> Reply 
                 None => view(src).policy_path,
             };
             let color = req.get("color").and_then(Value::as_bool).unwrap_or(false);
-            reload(&path, color, commands)
+            reload(&path, color, &src.apps, commands)
         }
         "stats" => Ok(stats(src)),
         "conns" => {
@@ -197,9 +201,9 @@ fn set(commands: &SyncSender<Command>, s: SetBackend) -> Reply {
 }
 
 /// Compile the policy at `path` here, then have the control loop publish it.
-fn reload(path: &Path, color: bool, commands: &SyncSender<Command>) -> Reply {
+fn reload(path: &Path, color: bool, apps: &Registry, commands: &SyncSender<Command>) -> Reply {
     let requested = Instant::now();
-    let compiled = compile(path, color, requested).map_err(|e| {
+    let compiled = compile(path, color, apps, requested).map_err(|e| {
         super::control::RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
         if e.ends_with('\n') {
             e

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lbp_abi::{Decision, Fields};
 use lbp_compiler::Backend;
+use lbp_runtime::app::Registry;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::control::diff::{Diff, backend_text, diff};
 use lbp_runtime::control::health::Checks;
@@ -58,9 +59,14 @@ pub struct Compiled {
 /// Read, check, lower and compile the policy at `path`. A policy with errors
 /// gives its diagnostics rendered exactly as `lbp check` prints them (`fancy`:
 /// with colours and Unicode), with the count line.
-pub fn compile(path: &Path, fancy: bool, requested: Instant) -> Result<Compiled, String> {
+pub fn compile(
+    path: &Path,
+    fancy: bool,
+    apps: &Registry,
+    requested: Instant,
+) -> Result<Compiled, String> {
     let src = super::super::common::read(path)?;
-    let analysis = lbp_lang::analyze(&src);
+    let (analysis, prog) = super::super::common::analyze(&src, apps);
     if analysis.has_errors() {
         return Err(super::super::common::render_all(
             path,
@@ -69,8 +75,7 @@ pub fn compile(path: &Path, fancy: bool, requested: Instant) -> Result<Compiled,
             fancy,
         ));
     }
-    let prog = lbp_compiler::lower::lower(&analysis.policy)
-        .map_err(|e| format!("{}: cannot compile: {e}", path.display()))?;
+    let prog = prog.map_err(|e| format!("{}: cannot compile: {e}", path.display()))?;
     let jit = lbp_compiler::jit::compile(&prog)
         .map_err(|e| format!("{}: cannot compile: {e}", path.display()))?;
     let app = crate::appliance::appliance(&prog, &src);

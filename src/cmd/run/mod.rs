@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lbp_runtime::app::Registry;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::conn::ConnTable;
 use lbp_runtime::control::socket::ControlSocket;
@@ -122,18 +123,19 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// `lbp run`.
-pub fn main(args: RunArgs) -> ExitCode {
-    match start(&args) {
+/// `lbp run`, whose switching cores run `apps` (each core its own instances).
+pub fn main(args: RunArgs, apps: &Registry) -> ExitCode {
+    match start(&args, apps) {
         Ok(code) => code,
         Err(msg) => fail(msg),
     }
 }
 
-fn start(args: &RunArgs) -> Result<ExitCode, String> {
+fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     install_signal_handlers()?;
     let policy_path =
         std::path::absolute(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
-    let (src, _, prog) = super::common::load(&args.policy)?;
+    let (src, _, prog) = super::common::load(&args.policy, apps)?;
     let jit = lbp_compiler::jit::compile(&prog)
         .map_err(|e| format!("{}: cannot compile: {e}", args.policy.display()))?;
     let mut app = crate::appliance::appliance(&prog, &src);
@@ -269,6 +271,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
             link: LOCAL_LINK,
         });
         let mut core = Core::new(io, local, reader, Arc::clone(&shared));
+        core.set_apps(apps.instances());
         reports.push(core.report());
         let started = Arc::clone(&started);
         let bare = args.bare;
@@ -311,6 +314,7 @@ fn start(args: &RunArgs) -> Result<ExitCode, String> {
         Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
     controller.tap = tap_name.clone();
     let sources = Sources {
+        apps: apps.clone(),
         control: refs,
         view: Arc::clone(&controller.view),
     };
