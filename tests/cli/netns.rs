@@ -4,15 +4,19 @@
 //! from a thread). Addresses used inside them come from 198.18.0.0/15 and
 //! 2001:db8::/32 only.
 //!
-//! One file for two crates: the CLI tests have it as `crate::netns`, and the
-//! runtime's tests include it from `runtime/tests/support/mod.rs` by path. So it
-//! uses nothing but `std` and `libc`. It is not a topology: the veth pairs,
-//! addresses and routes are the callers'.
+//! One file for several crates: the CLI tests have it as `crate::netns`; the
+//! runtime's tests (`runtime/tests/support/mod.rs`), `benches/apps.rs` and the
+//! DNS responder example's end-to-end test include it by path. So it uses
+//! nothing but `std` and `libc`. It is not a topology: it makes a veth
+//! pair, loads nftables rules and stops a child process when asked, but which
+//! pairs, addresses and routes are the callers'.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Why namespace tests cannot run here, or `None` when they can (root, `ip`).
 pub fn unavailable() -> Option<String> {
@@ -145,6 +149,64 @@ pub fn enter(path: &str) {
     // only the calling thread's network namespace.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up,
+/// with transmit checksum offload off on both ends (a frame a local stack sends
+/// must carry its checksum: AF_XDP sees the bytes, not the offload request).
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    run(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        ns.exec(&["ethtool", "-K", ifname, "tx", "off"]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+}
+
+/// Load nftables rules (`nft -f -`) in the namespace `ns`.
+pub fn nft(ns: &Netns, rules: &str) {
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    let out = child.wait_with_output().expect("nft ends");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stop a child process: SIGTERM, a wait of at most 10 s, then SIGKILL; its
+/// exit status.
+pub fn stop(mut child: Child) -> Option<ExitStatus> {
+    if let Ok(Some(st)) = child.try_wait() {
+        return Some(st);
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the PID of our own child, which has not been reaped
+    // (try_wait saw it running), so the PID cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 impl Drop for Netns {

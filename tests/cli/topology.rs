@@ -33,8 +33,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use crate::netns::{Netns, unavailable};
-use crate::netns::{enter, run};
+pub use crate::netns::{Netns, nft, unavailable, veth};
+use crate::netns::enter;
 
 /// The appliance's interface MACs and the client's (fixed, so raw frames can be
 /// addressed without asking anyone).
@@ -84,20 +84,6 @@ fn mac_str(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// A veth pair from `a` (interface `a_if`) to `b` (interface `b_if`), both up,
-/// with transmit checksum offload off on both ends (a frame a local stack sends
-/// must carry its checksum: AF_XDP sees the bytes, not the offload request).
-pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    run(&[
-        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
-        &b.name,
-    ]);
-    for (ns, ifname) in [(a, a_if), (b, b_if)] {
-        ns.exec(&["ethtool", "-K", ifname, "tx", "off"]);
-        ns.ip(&["link", "set", ifname, "up"]);
-    }
 }
 
 /// Who forwards in the appliance namespace.
@@ -288,29 +274,6 @@ fn kernel_forwarder(app: &Netns) {
          }}\n"
     );
     nft(app, &rules);
-}
-
-/// Load nftables rules in the namespace.
-pub fn nft(ns: &Netns, rules: &str) {
-    let mut child = ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nft runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    let out = child.wait_with_output().expect("nft ends");
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The back ends' servers: one thread per back end, stopped and joined on drop.
@@ -949,23 +912,7 @@ impl Lbp {
 
     /// SIGTERM, then wait (bounded); SIGKILL if it does not end. The exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) on the PID of our own child, which has not been reaped
-        // (try_wait saw it running), so the PID cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
+        crate::netns::stop(self.child.take()?)
     }
 }
 
