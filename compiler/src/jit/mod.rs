@@ -1,0 +1,318 @@
+//! The Cranelift back end: a [`Program`] compiled to one native function with the
+//! [`lbp_abi::FilterFn`] signature, plus the tables it reads.
+//!
+//! The generated function implements the whole pipeline of [`interp::decide`]
+//! (malformed check, filter rules, service entries, virtual IPs without an entry,
+//! own addresses, martian destinations, longest-prefix route) and must agree with
+//! it on every `Fields` value, `Decision` fields included. It reads only the
+//! `Fields` it is given and the [`Tables`] behind its first argument, writes only
+//! the `Decision`, has no loops and cannot trap.
+//!
+//! What is inlined and what is a call:
+//!
+//! - Inlined: the malformed check, every filter condition over integer fields, TCP
+//!   flags, `present` bits, address and MAC equality (an IPv4 address is compared on
+//!   the low 32 bits of the IPv4-mapped field, exactly as [`interp::addr`] reads it;
+//!   an IPv6 one as two 64-bit words), field-to-field comparisons, `!`, `&&` and `||`
+//!   as short-circuit branches, and set membership for small sets (at most
+//!   [`INLINE_MAX`] ranges or MACs per family) as a chain of range tests.
+//! - Inlined when small (at most [`INLINE_TAIL_MAX`] entries of the packet's
+//!   family): the stages after the filter. The family (`ip_version` and the
+//!   IP4/IP6 bits) and the destination's words are loaded once in the entry block
+//!   and shared by the rules and the stages; the service stage is a chain of
+//!   virtual-IP compares then protocol and port-range compares per entry, the
+//!   own-address check a chain of compares, and the route lookup a chain of masked
+//!   compares ranked longest written prefix first (ties: the first route), folded
+//!   into selects.
+//! - Calls to `extern "C"` helpers in this module (imported by symbol): membership in
+//!   larger sets (binary search over the sorted ranges), and for larger tables the
+//!   service stage (one binary search by virtual IP), the own-address check and the
+//!   route lookup (longest prefix first, a binary search per prefix length). Each
+//!   helper takes the tables by reference and the value by value, never panics,
+//!   never allocates.
+//!
+//! Ownership: each [`Jit`] owns its `JITModule` (freed with `free_memory` when the
+//! `Jit` is dropped, and also when compilation fails half-way) and its boxed
+//! [`Tables`], whose address is stable for the life of the `Jit`.
+//!
+//! [`interp::decide`]: crate::interp::decide
+//! [`interp::addr`]: crate::interp::addr
+
+mod emit;
+mod exit;
+mod filter;
+mod limits;
+mod merged;
+mod tables;
+mod tail;
+#[cfg(test)]
+mod tests;
+mod translate;
+
+pub use crate::classify::MERGE_MIN;
+use crate::interp::Backend;
+use crate::ir::{Cond, CondKind, Program};
+use cranelift_codegen::Context;
+use cranelift_codegen::ir::{AbiParam, UserFuncName, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module, default_libcall_names};
+use lbp_abi::{Decision, Fields, FilterFn, NO_RULE};
+pub use limits::{INLINE_MAX, INLINE_TAIL_MAX, MAX_COND_NODES, MAX_RULES, SPECIALIZE_MAX_NODES};
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use tables::Helper;
+use tables::Tables;
+use tables::build_tables;
+use translate::Translator;
+
+fn cond_nodes(c: &Cond) -> usize {
+    // Iterative, so that no condition can exhaust the stack here.
+    let mut stack = vec![c];
+    let mut n = 0;
+    while let Some(c) = stack.pop() {
+        n += 1;
+        match &c.kind {
+            CondKind::Not(x) => stack.push(x),
+            CondKind::And(xs) | CondKind::Or(xs) => stack.extend(xs.iter()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// A compiled policy: native code and its tables.
+pub struct Jit {
+    func: FilterFn,
+    tables: Box<Tables>,
+    code: Code,
+    code_size: usize,
+}
+
+impl fmt::Debug for Jit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jit")
+            .field("func", &(self.func as *const u8))
+            .field("code_size", &self.code_size)
+            .field("tables", &self.tables)
+            .field("code", &self.code)
+            .finish()
+    }
+}
+
+impl Jit {
+    /// The native function. It may be called, with [`Jit::tables`] as its first
+    /// argument, only while this `Jit` is alive: dropping it frees the code.
+    pub fn filter_fn(&self) -> FilterFn {
+        self.func
+    }
+
+    /// The tables argument for [`Jit::filter_fn`].
+    pub fn tables(&self) -> *const u8 {
+        let t: &Tables = &self.tables;
+        (t as *const Tables).cast()
+    }
+
+    /// The size of the generated machine code in bytes.
+    pub fn code_size(&self) -> usize {
+        self.code_size
+    }
+}
+
+impl Backend for Jit {
+    fn decide(&self, fields: &Fields) -> Decision {
+        let mut out = std::mem::MaybeUninit::<Decision>::uninit();
+        // SAFETY: `self.func` was generated by `compile` for exactly the tables in
+        // `self.tables`, which are boxed (stable address), never mutated, and live as
+        // long as `self`; the code is freed only when `self` is dropped, which cannot
+        // happen during this borrow. The function reads only `*fields` and the tables,
+        // writes only `*out` (both valid pointers here), has no loops, and its
+        // helpers never panic, so no unwinding crosses the `extern "C"` boundary.
+        // Every path of the function ends in `exit_words` or the balance exit, which
+        // store all 20 bytes of the `Decision` (five `u32`, no padding), so `out` is
+        // initialized when it returns.
+        unsafe {
+            (self.func)(self.tables(), fields, out.as_mut_ptr());
+            out.assume_init()
+        }
+    }
+}
+
+/// The `JITModule` that owns a policy's code. Dropping it frees the code: a module
+/// dropped without `free_memory` would leak its pages.
+///
+/// The module is touched only while compiling and when dropped; the mutex (never
+/// locked: both use `get_mut`) only makes `Jit` `Sync`, since `JITModule` is `Send`
+/// but not `Sync`, so that a compiled policy can be shared between cores.
+struct Code(Mutex<Option<JITModule>>);
+
+impl Code {
+    fn module(&mut self) -> Result<&mut JITModule, String> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .ok_or_else(|| "the JIT module is gone".to_string())
+    }
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        let module = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(module) = module.take() {
+            // SAFETY: the only pointer into this module's memory is the `FilterFn`
+            // held by the `Jit` that owns this `Code` (or none, when compilation
+            // failed). That `Jit` is being dropped, so no call through it is running
+            // or can start; pointers handed out by `Jit::filter_fn` are documented
+            // to be valid only while the `Jit` lives.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Code")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Compilation
+// ---------------------------------------------------------------------------
+
+/// Compile a lowered policy to native code, merging rules of one shape into
+/// tables when at least [`MERGE_MIN`] rules share it.
+pub fn compile(prog: &Program) -> Result<Jit, String> {
+    compile_with(prog, MERGE_MIN)
+}
+
+/// Compile, merging rules of one shape when at least `merge_min` share it
+/// (`usize::MAX`: never; 1: whenever possible, as the differential tests do).
+pub fn compile_with(prog: &Program, merge_min: usize) -> Result<Jit, String> {
+    compile_inner(prog, false, merge_min, false).map(|(jit, _)| jit)
+}
+
+/// The Cranelift IR (CLIF) of a policy's function, as generated before
+/// optimisation (`lbp compile --emit clif`).
+pub fn clif(prog: &Program) -> Result<String, String> {
+    compile_inner(prog, true, MERGE_MIN, false).map(|(_, clif)| clif.unwrap_or_default())
+}
+
+/// Compile, `generic`: with the filter emitted once for every family even when
+/// it is small enough to be emitted once per family (so that the tests cover
+/// both forms).
+fn compile_inner(
+    prog: &Program,
+    keep_clif: bool,
+    merge_min: usize,
+    generic: bool,
+) -> Result<(Jit, Option<String>), String> {
+    if prog.rules.len() >= NO_RULE as usize {
+        return Err("too many rules".into());
+    }
+    if size_of::<usize>() != 8 {
+        return Err("lbp's JIT needs a 64-bit host".into());
+    }
+    let tables = Box::new(build_tables(prog, merge_min)?);
+    // The rules left inline are one function, and Cranelift's cost grows faster
+    // than linearly with its size (10 000 rules: 1.6 s and 180 MB; 100 000: out
+    // of 24 GB). Refuse, with a clear error, what cannot be compiled in bounded
+    // memory.
+    let inline = &tables.classifier.inline;
+    let nodes: usize = inline
+        .iter()
+        .filter_map(|&i| prog.rules.get(i as usize))
+        .map(|r| cond_nodes(&r.cond))
+        .sum();
+    if nodes > MAX_COND_NODES || inline.len() > MAX_RULES {
+        return Err(format!(
+            "the filter is too large to compile: {} rules could not be merged into tables ({nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes); rules that are conjunctions of field tests (`==`, `in`, comparisons, flags, negated `in`) merge",
+            inline.len()
+        ));
+    }
+
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v)
+            .map_err(|e| format!("cranelift setting {k}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    let verify = if cfg!(debug_assertions) {
+        "true"
+    } else {
+        "false"
+    };
+    set(&mut flags, "enable_verifier", verify)?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("this host is not supported by Cranelift: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("Cranelift: {e}"))?;
+    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+    for h in Helper::ALL {
+        builder.symbol(h.name(), h.address());
+    }
+    // From here on, dropping `code` (on any error) frees whatever was emitted.
+    let mut code = Code(Mutex::new(Some(JITModule::new(builder))));
+    let module = code.module()?;
+
+    let ptr = module.target_config().pointer_type();
+    let mut helpers = Vec::with_capacity(Helper::ALL.len());
+    for h in Helper::ALL {
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.params
+            .extend(h.params().iter().map(|&t| AbiParam::new(t)));
+        sig.returns.push(AbiParam::new(types::I32));
+        let id = module
+            .declare_function(h.name(), Linkage::Import, &sig)
+            .map_err(|e| e.to_string())?;
+        helpers.push(id);
+    }
+
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr); 3]);
+    let func_id = module
+        .declare_function("lbp_filter", Linkage::Local, &sig)
+        .map_err(|e| e.to_string())?;
+
+    let mut ctx: Context = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, func_id.as_u32());
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let specialize = nodes <= SPECIALIZE_MAX_NODES && !generic;
+        let t = Translator::new(b, module, prog, &tables, helpers, specialize)?;
+        t.translate_program()?;
+    }
+    let clif = keep_clif.then(|| ctx.func.display().to_string());
+    module
+        .define_function(func_id, &mut ctx)
+        .map_err(|e| format!("Cranelift: {e:?}"))?;
+    let code_size = ctx
+        .compiled_code()
+        .map_or(0, |c| c.code_info().total_size as usize);
+    module.clear_context(&mut ctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("Cranelift: {e}"))?;
+    let entry = module.get_finalized_function(func_id);
+    // SAFETY: `entry` is the start of the function just defined and finalized in
+    // `module`, whose signature is three pointer parameters and no result in the
+    // host's default calling convention (`make_signature`), which is `extern "C"`:
+    // exactly `FilterFn`. The code stays mapped and executable until `Code::drop`
+    // frees it, and `Code` lives in the same `Jit` as the pointer.
+    let func = unsafe { std::mem::transmute::<*const u8, FilterFn>(entry) };
+    Ok((
+        Jit {
+            func,
+            tables,
+            code,
+            code_size,
+        },
+        clif,
+    ))
+}
