@@ -11,6 +11,7 @@ mod docs;
 mod e2e;
 mod editors;
 mod eval;
+mod examples;
 mod generations;
 mod lsp;
 mod netns;
