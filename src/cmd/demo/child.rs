@@ -7,7 +7,14 @@ use super::*;
 pub(super) struct LbpChild {
     child: Option<Child>,
     pub(super) ready: String,
-    stderr: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Log>>,
+}
+
+/// The last lines of lbp's stderr, and how many there were in all.
+#[derive(Default)]
+struct Log {
+    total: usize,
+    lines: std::collections::VecDeque<String>,
 }
 
 impl LbpChild {
@@ -23,7 +30,7 @@ impl LbpChild {
         let mut lbp = LbpChild {
             child: Some(child),
             ready: String::new(),
-            stderr: Arc::new(Mutex::new(Vec::new())),
+            stderr: Arc::new(Mutex::new(Log::default())),
         };
         let lines = lbp.stderr.clone();
         if let Some(stderr) = stderr {
@@ -31,10 +38,11 @@ impl LbpChild {
                 for line in BufReader::new(stderr).lines().take(100_000) {
                     let Ok(line) = line else { break };
                     let mut v = lines.lock().unwrap_or_else(|e| e.into_inner());
-                    if v.len() >= 1000 {
-                        v.remove(0);
+                    if v.lines.len() >= 1000 {
+                        v.lines.pop_front();
                     }
-                    v.push(line);
+                    v.lines.push_back(line);
+                    v.total += 1;
                 }
             });
         }
@@ -102,12 +110,33 @@ impl LbpChild {
 
     pub(super) fn stderr_tail(&self, n: usize) -> Vec<String> {
         let v = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        v[v.len().saturating_sub(n)..].to_vec()
+        v.lines
+            .iter()
+            .skip(v.lines.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// How many lines lbp has written on stderr so far (for `stderr_since`).
+    pub(super) fn stderr_mark(&self) -> usize {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// The lines written after `mark` (those still kept).
+    pub(super) fn stderr_since(&self, mark: usize) -> Vec<String> {
+        let v = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let kept_from = v.total - v.lines.len();
+        v.lines
+            .iter()
+            .skip(mark.saturating_sub(kept_from))
+            .cloned()
+            .collect()
     }
 
     pub(super) fn final_line(&self) -> Option<String> {
         let v = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter()
+        v.lines
+            .iter()
             .rev()
             .find(|l| l.starts_with("lbp: final"))
             .cloned()
@@ -115,6 +144,38 @@ impl LbpChild {
 }
 
 impl Drop for LbpChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Other children of the demo (the back ends' `lbp agent`s): killed by their
+/// PIDs and reaped on drop.
+#[derive(Default)]
+pub(super) struct Kids(pub(super) Vec<Child>);
+
+impl Kids {
+    pub(super) fn stop(&mut self) {
+        for mut c in self.0.drain(..) {
+            if let Ok(None) = c.try_wait() {
+                // Our own child, not yet reaped: its PID is still its own.
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// How many have ended.
+    pub(super) fn ended(&mut self) -> usize {
+        self.0
+            .iter_mut()
+            .map(|c| !matches!(c.try_wait(), Ok(None)))
+            .filter(|&ended| ended)
+            .count()
+    }
+}
+
+impl Drop for Kids {
     fn drop(&mut self) {
         self.stop();
     }

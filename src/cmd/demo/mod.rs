@@ -1,9 +1,15 @@
 //! `lbp demo`: lbp's main job on a built-in policy (`demo.lbp`), on a fresh
 //! machine. It builds a small network in namespaces of its own (a client, the
 //! appliance with two interfaces, three back ends behind a bridge), runs
-//! `lbp run` in the appliance's namespace, sends HTTP requests through the
-//! virtual IP, prints how they were spread over the back ends, and removes
-//! everything again.
+//! `lbp run` in the appliance's namespace, and shows the control module at
+//! work in steps (`steps.rs`), each a check with its figures: the split
+//! following the weights, a hot reload to other weights while requests flow,
+//! a back end's server stopped and brought back by the health check, a drain,
+//! agents' load reports steering the weights through the pool's formula, the
+//! switching core's echo application, and the filter. On a terminal a live view
+//! (`view.rs`) shows lbp's and the client's numbers under the steps' lines.
+//! The summary gives every step's result; the exit status says whether all
+//! held. Then it removes everything again.
 //!
 //! ```text
 //!  <p>-client         <p>-app                <p>-switch       <p>-b1 .. <p>-b3
@@ -30,19 +36,22 @@ use std::time::{Duration, Instant};
 /// down: SIGPIPE is ignored while the demo runs).
 macro_rules! say {
     ($($t:tt)*) => {{
-        let _ = writeln!(io::stdout(), $($t)*);
+        view::say(&format!($($t)*));
     }};
 }
 
 mod child;
 mod net;
 mod servers;
+mod steps;
 mod traffic;
+mod view;
 
-use child::{LbpChild, RemoveFile};
+use child::{Kids, LbpChild, RemoveFile};
 use net::{Netns, veth};
 use servers::Servers;
-use traffic::Traffic;
+use steps::{Outcome, STEPS};
+use traffic::Load;
 
 /// The built-in policy.
 const POLICY: &str = include_str!("demo.lbp");
@@ -56,25 +65,27 @@ const BACKENDS: [(&str, &str, &str, u32); 3] = [
     ("b2", "198.18.2.12", "2001:db8:2::12", 2),
     ("b3", "198.18.2.13", "2001:db8:2::13", 3),
 ];
-/// Requests over IPv6 after the IPv4 ones.
-const V6_REQUESTS: usize = 5;
 /// The whole run's time limits.
 const READY_WAIT: Duration = Duration::from_secs(20);
-const REQUEST_BUDGET: Duration = Duration::from_secs(25);
 const KEEP_LIMIT: Duration = Duration::from_secs(600);
+/// The client's requests per second at most: during the steps, and with
+/// `--keep`.
+const MAX_RATE: u32 = 1000;
+const KEEP_RATE: u32 = 20;
 
 /// Arguments of `lbp demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// HTTP requests to send through the IPv4 virtual IP.
+    /// HTTP requests through the IPv4 virtual IP in each phase whose split
+    /// over the back ends is checked (eight phases).
     #[arg(long, default_value_t = 600, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+          value_parser = clap::value_parser!(u32).range(100..=100_000))]
     requests: u32,
     /// NIC rings for `lbp run` (see `lbp run --help`).
     #[arg(long, value_enum, default_value = "auto")]
     rings: Rings,
-    /// After the summary, keep the network and lbp running (until Ctrl-C, at most
-    /// ten minutes) to try it by hand.
+    /// After the steps, keep the network and lbp running (until Ctrl-C, at most
+    /// ten minutes) to try it by hand; the commands to try are printed.
     #[arg(long)]
     keep: bool,
 }
@@ -134,28 +145,38 @@ pub fn main(args: DemoArgs) -> ExitCode {
     }
 }
 
-/// Everything the demo made, removed on drop in field order: lbp first, then the
-/// servers, then the namespaces, then the policy file.
+/// Everything the demo made, removed on drop in field order: the live view and
+/// the client first, then the agents, lbp, the servers, the namespaces, and the
+/// files.
 struct Demo {
+    live: Option<view::Live>,
+    load: Option<Arc<Load>>,
+    agents: Kids,
     lbp: Option<LbpChild>,
     servers: Servers,
     namespaces: Vec<Netns>,
     policy: RemoveFile,
+    reload: RemoveFile,
+    secret: RemoveFile,
 }
 
 fn demo(args: &DemoArgs) -> Result<bool, String> {
     let prefix = format!("lbpdemo-{}", std::process::id());
-    let policy = RemoveFile(std::env::temp_dir().join(format!("{prefix}.lbp")));
-    std::fs::write(&policy.0, POLICY).map_err(|e| format!("{}: {e}", policy.0.display()))?;
+    let file = |ext: &str| RemoveFile(std::env::temp_dir().join(format!("{prefix}.{ext}")));
     let mut d = Demo {
+        live: None,
+        load: None,
+        agents: Kids::default(),
         lbp: None,
-        servers: Servers {
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-        },
+        servers: Servers::new(),
         namespaces: Vec::new(),
-        policy,
+        policy: file("lbp"),
+        reload: file("reload.lbp"),
+        secret: file("secret"),
     };
+    write_file(&d.policy.0, POLICY)?;
+    write_file(&d.reload.0, &steps::reloaded())?;
+    write_file(&d.secret.0, &secret()?)?;
 
     say!("lbp demo: building the network (namespaces {prefix}-*)");
     for tag in ["client", "app", "switch", "b1", "b2", "b3"] {
@@ -211,44 +232,86 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         .arg("--control")
         .arg(&control)
         .args(["--rings", &rings, "--max-connections", "65536"])
-        .args(["--tap", "lbp0", "--stats-interval", "0"]);
+        .args(["--tap", "lbp0", "--stats-interval", "0"])
+        .args(["--reports", &format!("0.0.0.0:{}", steps::REPORTS_PORT)])
+        .arg("--secret-file")
+        .arg(&d.secret.0);
     say!("lbp demo: starting lbp run --rings {rings} on the built-in policy");
     let lbp = d.lbp.insert(LbpChild::start(cmd)?);
     say!("{}", lbp.ready);
 
-    // The traffic, from a thread in the client's namespace.
-    let n = args.requests as usize;
-    let t = client.within(move || Traffic::send(n))?;
-
-    let lbp = d.lbp.as_mut().ok_or("lbp")?;
+    // The client's requests, from a thread in the client's namespace, and (on a
+    // terminal) the live view.
+    let load = Arc::new(Load::start(client.path()));
+    d.load = Some(load.clone());
+    d.live = view::Live::start(control.clone(), load.clone());
+    let lbp = d.lbp.as_ref().ok_or("lbp")?;
+    let mut cx = steps::Ctx {
+        load: &load,
+        lbp,
+        control: &control,
+        client,
+        backends: [b1, b2, b3],
+        servers: &d.servers,
+        agents: &mut d.agents,
+        exe: &exe,
+        secret: &d.secret.0,
+        reload_policy: &d.reload.0,
+        n: u64::from(args.requests),
+    };
+    let outcomes = steps::run(&mut cx);
     // Ctrl-C ends `--keep` normally: only an interruption before here fails.
-    let ok = report(&t, n, lbp.alive()) && !interrupted();
+    let steps_interrupted = interrupted();
+    let lbp = d.lbp.as_mut().ok_or("lbp")?;
     if args.keep && !interrupted() {
-        say!(
-            "lbp demo: kept running; try `sudo ip netns exec {prefix}-client curl http://{VIP4}/` \
-             (Ctrl-C ends it, ten minutes at most)"
-        );
-        let end = Instant::now() + KEEP_LIMIT;
-        while !interrupted() && Instant::now() < end && lbp.alive() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        keep(&prefix, &exe, &control, &load, lbp);
     }
+    load.pause();
+    // The live view off the screen before the summary.
+    d.live = None;
+    let alive = lbp.alive();
     let status = lbp.stop();
+    summary(&outcomes, steps_interrupted);
     match lbp.final_line() {
         Some(line) => say!("  {line}"),
         None => say!("  lbp: no final summary (exit status {status:?})"),
     }
-    let clean = status.is_some_and(|s| s.success());
+    let clean = alive && status.is_some_and(|s| s.success());
     if !clean {
-        say!("lbp demo: lbp run did not end cleanly: {status:?}");
+        say!(
+            "lbp demo: lbp run did not end cleanly (running until the end: {alive}; exit status {status:?})"
+        );
         for line in lbp.stderr_tail(20) {
             say!("  | {line}");
         }
     }
     drop(d);
     say!("lbp demo: removed the namespaces {prefix}-*");
-    let ok = ok && clean;
-    say!("lbp demo: {}", if ok { "OK" } else { "FAILED" });
+    let held = outcomes.iter().filter(|o| o.held).count();
+    let ok = clean && !steps_interrupted && held == STEPS.len();
+    if ok {
+        say!("lbp demo: OK: all {held} steps held");
+    } else {
+        let failed: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| !o.held)
+            .map(|o| o.name)
+            .collect();
+        say!(
+            "lbp demo: FAILED: {held} of {} steps held{}{}",
+            STEPS.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failed.join(", "))
+            },
+            if steps_interrupted {
+                "; interrupted"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(ok)
 }
 
@@ -259,67 +322,75 @@ fn check_interrupt() -> Result<(), String> {
     Ok(())
 }
 
-/// Print the summary; whether every request succeeded and the spread is right.
-fn report(t: &Traffic, n: usize, lbp_alive: bool) -> bool {
-    let mut ok = lbp_alive;
-    let secs = t.secs;
-    let served: usize = t.counts.iter().sum();
-    let total_w: u32 = BACKENDS.iter().map(|b| b.3).sum();
+/// Write a file of the demo's (readable by root only: the agents' secret is
+/// one of them).
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A new secret for the agents' reports: 32 hexadecimal digits from the
+/// kernel's random numbers.
+fn secret() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// `--keep`: the commands to try, then wait for Ctrl-C (ten minutes at most)
+/// while the client sends a few requests a second.
+fn keep(
+    prefix: &str,
+    exe: &std::path::Path,
+    control: &std::path::Path,
+    load: &Load,
+    lbp: &mut LbpChild,
+) {
+    let (exe, control) = (exe.display(), control.display());
+    let b2 = BACKENDS[1].1;
     say!(
-        "lbp demo: {served} of {n} requests to {VIP4}:80 answered in {secs:.2} s ({:.0} requests/s, one connection at a time)",
-        served as f64 / secs.max(1e-3)
+        "lbp demo: kept running (Ctrl-C ends it and removes everything; ten minutes at most). Try:"
     );
-    say!("  back end  address       weight  requests  share  (weight's share)");
-    for (&(name, a4, _, w), &c) in BACKENDS.iter().zip(&t.counts) {
-        let want = f64::from(w) / f64::from(total_w);
-        let share = c as f64 / served.max(1) as f64;
-        // 15 % of the weight's share, or 4.5 standard deviations of a random
-        // spread of that many requests when they are too few for 15 % to mean
-        // much (Maglev hashes each connection: the spread is random). With three
-        // back ends, three deviations failed about one run in a hundred; 4.5
-        // fail about one in fifty thousand, and still catch weights ignored
-        // (an even split puts b1 at 33 %, over 16.7 % + 4.5 sigma = 26 % at 300
-        // requests).
-        let sigma = (want * (1.0 - want) / served.max(1) as f64).sqrt();
-        let within = (share - want).abs() <= (0.15 * want).max(4.5 * sigma);
-        ok &= within;
-        say!(
-            "  {name:<8}  {a4:<12}  {w:>6}  {c:>8}  {:>4.1} %  ({:.1} %){}",
-            share * 100.0,
-            want * 100.0,
-            if within { "" } else { "  <- off" }
-        );
+    for c in [
+        format!("sudo {exe} stats --control {control} --watch"),
+        format!("sudo {exe} backends --control {control}"),
+        format!("sudo {exe} drain {b2} --control {control}"),
+        format!("sudo {exe} undrain {b2} --control {control}"),
+        format!("sudo ip netns exec {prefix}-client curl http://{VIP4}/"),
+        format!("sudo ip netns exec {prefix}-client curl 'http://[{VIP6}]/'"),
+    ] {
+        say!("  {c}");
     }
-    say!(
-        "  refused {}, timeouts {}, other errors {}",
-        t.refused,
-        t.timeouts,
-        t.other
-    );
-    for e in t.errors.iter().take(5) {
-        say!("    {e}");
+    load.set_rate(KEEP_RATE);
+    load.phase("kept running", None);
+    let end = Instant::now() + KEEP_LIMIT;
+    while !interrupted() && Instant::now() < end && lbp.alive() {
+        std::thread::sleep(Duration::from_millis(100));
     }
-    ok &= served == n;
-    if interrupted() {
-        say!("  interrupted: the IPv6, closed-port and blocked-source checks did not run");
-        return false;
+    load.pause();
+}
+
+/// Every step's result and figures.
+fn summary(outcomes: &[Outcome], interrupted: bool) {
+    say!("lbp demo: summary");
+    for name in STEPS {
+        match outcomes.iter().find(|o| o.name == name) {
+            Some(o) => say!(
+                "  {name:<8} {:<6}  {}",
+                if o.held { "held" } else { "FAILED" },
+                o.figures
+            ),
+            None if interrupted => say!("  {name:<8} {:<6}  interrupted before it ran", "-"),
+            None => say!("  {name:<8} {:<6}  did not run", "-"),
+        }
     }
-    let v6_ok = t.v6.iter().filter(|r| r.is_ok()).count();
-    let names: Vec<&str> =
-        t.v6.iter()
-            .map(|r| r.as_deref().unwrap_or("error"))
-            .collect();
-    say!(
-        "  IPv6 [{VIP6}]:80: {v6_ok} of {V6_REQUESTS} answered ({})",
-        names.join(" ")
-    );
-    ok &= v6_ok == V6_REQUESTS;
-    say!("  {VIP4}:25 (no service): {}", t.port25);
-    ok &= t.port25.starts_with("refused");
-    say!("  from the blocked {BLOCKED4}: {}", t.blocked);
-    ok &= t.blocked.starts_with("no answer");
-    if !lbp_alive {
-        say!("  lbp run ended during the demo");
-    }
-    ok
 }
