@@ -90,11 +90,11 @@ pub fn main() -> ExitCode {
 
 /// The whole `lbp` command-line tool (its arguments read from the process),
 /// whose policies may hand packets to the applications `apps` (`app NAME`):
-/// `check`, `test`, `eval`, `explain`, `compile` and `run` (and `reload` of a
-/// running appliance) know their names, and every switching core of `run` and
-/// of `test`'s appliance runs its own instances. A program of one's own calls
-/// it from its `main` with the built-in applications and its own (see
-/// `examples/dns-responder/`):
+/// `check`, `test`, `eval`, `explain`, `compile`, `run` (and `reload` of a
+/// running appliance) and `lsp` know their names, and every switching core
+/// of `run` and of `test`'s appliance runs its own instances. A program of
+/// one's own calls it from its `main` with the built-in applications and its
+/// own (see `examples/dns-responder/`):
 ///
 /// ```no_run
 /// use lbp::app::{App, Ctx, Fields, Frame, Registry};
@@ -151,7 +151,7 @@ fn dispatch(cli: Cli, apps: &Registry) -> Result<ExitCode, String> {
         Command::Drain(args) => ctl::state(args, "drain"),
         Command::Undrain(args) => ctl::state(args, "ready"),
         Command::Maint(args) => ctl::state(args, "maint"),
-        Command::Lsp(args) => lsp::run(args),
+        Command::Lsp(args) => lsp::run(args, apps),
         Command::Completions(args) => completions::run(args, Cli::command()),
         Command::Editors(args) => editors::run(args),
     }

@@ -21,12 +21,14 @@ mod transport;
 
 use super::common::{Columns, place, position};
 use lbp_lang::diag::LineIndex;
+use lbp_runtime::app::Registry;
 use lsp_server::{ErrorCode, Message, Notification, Request, Response, ResponseError};
 use lsp_types::notification::{self as notif, Notification as _};
 use lsp_types::request::{self as req, Request as _};
 use lsp_types::{Position, Range, Uri};
 use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `lbp lsp`.
 #[derive(clap::Args, Debug)]
@@ -37,10 +39,14 @@ pub struct LspArgs {
     stdio: bool,
 }
 
-pub fn run(args: LspArgs) -> Result<ExitCode, String> {
+pub fn run(args: LspArgs, apps: &Registry) -> Result<ExitCode, String> {
     let _ = args.stdio;
     let (conn, io) = transport::stdio();
-    let code = Server::default().serve(&conn);
+    let server = Server {
+        apps: Arc::from(apps.names()),
+        ..Server::default()
+    };
+    let code = server.serve(&conn);
     drop(conn);
     io.join();
     Ok(code)
@@ -54,6 +60,8 @@ struct Doc {
     /// What checking found; out of date while `stale`.
     analysis: lbp_lang::Analysis,
     stale: bool,
+    /// The applications `app NAME` may name (the server's registry).
+    apps: Arc<[&'static str]>,
 }
 
 impl Doc {
@@ -68,13 +76,14 @@ impl Doc {
                 diagnostics: Vec::new(),
             },
             stale: true,
+            apps: Arc::from(lbp_lang::check::APPLICATIONS),
         }
     }
 
     /// Check the text if it changed since the last check.
     fn refresh(&mut self) {
         if self.stale {
-            self.analysis = lbp_lang::analyze(&self.text);
+            self.analysis = lbp_lang::analyze_with(&self.text, &self.apps);
             self.stale = false;
         }
     }
@@ -134,12 +143,25 @@ enum State {
     ShutDown,
 }
 
-#[derive(Default)]
 struct Server {
     state: State,
     docs: HashMap<String, (Uri, Doc)>,
     /// Documents changed and not yet checked and published.
     dirty: Vec<String>,
+    /// The applications the documents' `app NAME` may name.
+    apps: Arc<[&'static str]>,
+}
+
+impl Default for Server {
+    /// A server whose documents may name the built-in applications.
+    fn default() -> Server {
+        Server {
+            state: State::default(),
+            docs: HashMap::new(),
+            dirty: Vec::new(),
+            apps: Arc::from(lbp_lang::check::APPLICATIONS),
+        }
+    }
 }
 
 impl Server {
@@ -279,7 +301,8 @@ impl Server {
             notif::DidOpenTextDocument::METHOD => {
                 serde_json::from_value(n.params).map(|p: lsp_types::DidOpenTextDocumentParams| {
                     let key = p.text_document.uri.as_str().to_string();
-                    let doc = Doc::new(p.text_document.text, p.text_document.version);
+                    let mut doc = Doc::new(p.text_document.text, p.text_document.version);
+                    doc.apps = Arc::clone(&self.apps);
                     self.docs.insert(key.clone(), (p.text_document.uri, doc));
                     self.mark(key);
                 })
@@ -449,6 +472,34 @@ fn error(id: lsp_server::RequestId, code: ErrorCode, message: String) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A document checks against the server's applications: `app dns` is
+    /// unknown with the built-in ones and clean with a registry that has it.
+    #[test]
+    fn documents_know_the_registered_applications() {
+        let text =
+            "interface a { address 198.18.0.1/24 }\nfilter {\n    udp.dport == 53 => app dns\n}\n";
+        let codes = |apps: &[&'static str]| {
+            let mut doc = Doc::new(text.to_string(), 0);
+            doc.apps = Arc::from(apps);
+            doc.refresh();
+            doc.analysis
+                .diagnostics
+                .iter()
+                .map(|d| d.code)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            codes(lbp_lang::check::APPLICATIONS),
+            ["lbp::name::unknown_app"]
+        );
+        assert!(codes(&["echo", "icmp", "dns"]).is_empty());
+        assert_eq!(
+            &*Server::default().apps,
+            lbp_lang::check::APPLICATIONS,
+            "the lbp binary's server knows the built-in ones"
+        );
+    }
 
     /// Offsets and LSP positions convert both ways on text with characters of
     /// one, two, three and four bytes (the last two UTF-16 units); a position
