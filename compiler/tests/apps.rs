@@ -89,3 +89,49 @@ fn both_back_ends_decide_app_inline_and_merged() {
     }
     assert_eq!(apps, 3 * 2 * 14);
 }
+
+/// A program's own applications (a registry: the built-in ones first) are
+/// known to the checker only when it is given them, are numbered by their
+/// place after the built-in ones, and both back ends decide those numbers;
+/// the verdict names them.
+#[test]
+fn registered_applications_are_numbered_after_the_built_in_ones() {
+    let apps = ["echo", "icmp", "dns", "syncookie"];
+    let src = "interface lan { address 198.18.1.1/24 }\nfilter {\n\
+               udp.dport == 53 => app dns\n\
+               tcp.dport == 80 => app syncookie\n\
+               udp.dport == 7 => app echo\n}\n";
+    let plain = lbp_lang::analyze(src);
+    let codes: Vec<&str> = plain.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["lbp::name::unknown_app"; 2]);
+    let a = lbp_lang::analyze_with(src, &apps);
+    assert!(!a.has_errors(), "{:?}", a.diagnostics);
+    let prog = lower::lower_with(&a.policy, &apps).unwrap();
+    assert_eq!(prog.apps, apps);
+    let j = jit::compile(&prog).unwrap();
+    for (proto, dport, target, rule) in [
+        (Proto::Udp, 53, 2, 0),
+        (Proto::Tcp, 80, 3, 1),
+        (Proto::Udp, 7, 0, 2),
+    ] {
+        let mut spec = PacketSpec::new(
+            proto,
+            "198.18.1.5".parse().unwrap(),
+            "198.18.1.1".parse().unwrap(),
+        );
+        spec.sport = 40000;
+        spec.dport = dport;
+        let f = wire::extract(&build(&spec), 0);
+        let d = interp::decide(&prog, &f);
+        assert_eq!(j.decide(&f), d);
+        assert_eq!(
+            (d.action, d.target, d.rule),
+            (Action::App as u32, target, rule)
+        );
+        let v = lbp_compiler::testing::verdict(&prog, &f, d, &mut Default::default());
+        assert_eq!(v, format!("app {}", apps[target as usize]));
+    }
+    // Lowered without them, the policy's names are unknown: an error, not a
+    // panic or a wrong number.
+    assert!(lower::lower(&a.policy).is_err());
+}

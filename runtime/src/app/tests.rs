@@ -384,3 +384,64 @@ fn a_frame_an_application_loses_is_caught_by_the_books() {
     assert!(!st.balanced());
     assert_eq!(frames.free_count(), 7);
 }
+
+/// An application that counts its instances' frames (to tell instances apart).
+struct Named(&'static str, u64);
+
+impl super::App for Named {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn frame(&mut self, frame: super::Frame, _: &lbp_abi::Fields, ctx: &mut super::Ctx<'_>) {
+        self.1 += 1;
+        ctx.free(frame);
+    }
+}
+
+#[test]
+fn the_registry_numbers_registered_applications_after_the_built_in_ones() {
+    let r = super::Registry::builtin();
+    assert_eq!(r.names(), lbp_abi::app::BUILTIN);
+    let r = r
+        .with(|| Box::new(Named("dns", 0)))
+        .with(|| Box::new(Named("_syn_cookie2", 0)));
+    assert_eq!(r.names(), ["echo", "icmp", "dns", "_syn_cookie2"]);
+    assert_eq!(r.index("dns"), Some(2));
+    assert_eq!(r.index("nope"), None);
+    // Each core gets instances of its own, numbered as the names are.
+    let (a, b) = (r.instances(), r.instances());
+    for apps in [&a, &b] {
+        assert_eq!(apps.len(), 4);
+        assert_eq!(apps.name(3), Some("_syn_cookie2"));
+        assert_eq!(apps.name(4), None);
+    }
+    // A frame for the registered application goes to it, and the books hold.
+    let mut bench = Bench::new();
+    bench.apps = r.instances();
+    let mut d = bench.frames.alloc().unwrap();
+    let q = udp("198.18.1.5", "198.18.0.10", 40000, 53, b"q", false);
+    bench.frames.slot_mut(d)[..q.len()].copy_from_slice(&q);
+    d.len = q.len() as u32;
+    let f = extract(&q, 0);
+    let (apps, frames) = (&mut bench.apps, &mut bench.frames);
+    apps.deliver(2, d, 0, &f, frames, &bench.appliance).unwrap();
+    assert_eq!(apps.counters(2).unwrap().frames, 1);
+    assert_eq!(apps.counters(2).unwrap().freed, 1);
+    bench.assert_books();
+}
+
+#[test]
+fn the_registry_refuses_names_a_policy_cannot_write_or_has_already() {
+    for bad in ["", "9dns", "dns-responder", "d.n.s", "é"] {
+        let r = std::panic::catch_unwind(|| {
+            super::Registry::builtin().with(move || Box::new(Named(bad, 0)))
+        });
+        assert!(r.is_err(), "{bad:?} was registered");
+    }
+    for taken in ["echo", "icmp"] {
+        let r = std::panic::catch_unwind(|| {
+            super::Registry::builtin().with(move || Box::new(Named(taken, 0)))
+        });
+        assert!(r.is_err(), "{taken} registered twice");
+    }
+}
