@@ -392,7 +392,7 @@ impl super::App for Named {
     fn name(&self) -> &'static str {
         self.0
     }
-    fn frame(&mut self, frame: super::Frame, _: &lbp_abi::Fields, ctx: &mut super::Ctx<'_>) {
+    fn frame(&mut self, frame: super::Frame, _: &Fields, ctx: &mut super::Ctx<'_>) {
         self.1 += 1;
         ctx.free(frame);
     }
