@@ -19,7 +19,8 @@
 //!
 //! Addresses come from 198.18.0.0/15 and 2001:db8::/32 only; nothing leaves the
 //! namespaces. The back ends' HTTP servers are threads of this process that
-//! entered their namespaces; the client is a thread that entered the client's.
+//! entered their namespaces; the client is a thread that entered the client's;
+//! the back ends' agents are `lbp agent` processes in their namespaces.
 //! Every wait is bounded, and every namespace, thread and process is removed by a
 //! guard's `Drop`, also on error and on Ctrl-C (SIGINT sets a flag the loops
 //! check). What it is not: a test suite (`tests/cli/e2e.rs`) or a benchmark.
@@ -32,8 +33,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// `println!` that ignores a closed stdout (`lbp demo | head` must still tear
-/// down: SIGPIPE is ignored while the demo runs).
+/// `println!` above the live view (on a terminal), ignoring a closed stdout
+/// (`lbp demo | head` must still tear down: SIGPIPE is ignored while the demo
+/// runs).
 macro_rules! say {
     ($($t:tt)*) => {{
         view::say(&format!($($t)*));

@@ -261,7 +261,9 @@ fn relay(cx: &Ctx, mark: usize, topics: &[&str]) {
 /// Open a phase, wait for `n` requests in it, close it: its figures.
 fn phase(cx: &Ctx, name: &str, n: u64) -> Result<Tally, String> {
     let p = cx.load.phase(name, Some(n));
-    let got = cx.load.wait_for(p, n, PHASE_LIMIT);
+    // 30 s, or 3 ms a request for more than 10 000.
+    let limit = PHASE_LIMIT.max(Duration::from_millis(n.saturating_mul(3)));
+    let got = cx.load.wait_for(p, n, limit);
     cx.load.pause();
     let t = cx.load.finish(p);
     if !got {
@@ -271,7 +273,7 @@ fn phase(cx: &Ctx, name: &str, n: u64) -> Result<Tally, String> {
         return Err(format!(
             "{name}: only {} of {n} requests within {} s ({})",
             t.total(),
-            PHASE_LIMIT.as_secs(),
+            limit.as_secs(),
             t.errors.join("; ")
         ));
     }

@@ -191,10 +191,15 @@ impl Load {
             .unwrap_or_default()
     }
 
-    /// The open phase's name and figures.
+    /// The open phase's name and figures, or the last one's (its name then says
+    /// it ended).
     pub(super) fn current(&self) -> Option<(String, Tally)> {
         let p = self.shared.phase.load(Ordering::SeqCst);
-        self.tallies().get(p).cloned()
+        let t = self.tallies();
+        match t.get(p) {
+            Some(x) => Some(x.clone()),
+            None => t.last().map(|(n, x)| (format!("{n} (ended)"), x.clone())),
+        }
     }
 
     /// Wait until phase `p` has `n` requests (bounded by `limit` and Ctrl-C);

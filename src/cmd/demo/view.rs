@@ -194,7 +194,7 @@ fn block(
     let phase = load.current();
     let counts = phase.as_ref().map(|p| p.1.counts).unwrap_or_default();
     let served: u64 = counts.iter().sum();
-    v.push("  back end  weight  (share)   requests  (share)  state  health  connections".into());
+    v.push("  back end  weight  (share)   requests  (share)  state  health  conns in table".into());
     let web4 = d["services"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == "web_v4"))
@@ -205,7 +205,7 @@ fn block(
         let b = web4.get(i).cloned().unwrap_or(Value::Null);
         let w = num(&b, "weight");
         v.push(format!(
-            "  {name:<8}  {w:>6}  {:>5.1} %  {:>9}  {:>5.1} %  {:<5}  {:<6}  {:>11}",
+            "  {name:<8}  {w:>6}  {:>5.1} %  {:>9}  {:>5.1} %  {:<5}  {:<6}  {:>14}",
             100.0 * w as f64 / total_w.max(1) as f64,
             counts[i],
             100.0 * counts[i] as f64 / served.max(1) as f64,
