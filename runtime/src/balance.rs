@@ -13,6 +13,52 @@
 //! start-up makes the hash hard to predict from outside, but it is not meant to
 //! resist an attacker who can observe many outputs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Per-back-end loads for least-load services, shared by the cores: each core
+/// adds one per new connection; the control core may overwrite them with
+/// reported loads ([`Loads::set`]). Indexed `[service][backend]` within fixed
+/// bounds chosen at start-up; a back end out of bounds reads 0.
+#[derive(Debug)]
+pub struct Loads {
+    per_service: usize,
+    words: Box<[AtomicU64]>,
+}
+
+impl Loads {
+    /// Room for `services` services of at most `backends` back ends.
+    pub fn new(services: usize, backends: usize) -> Loads {
+        Loads {
+            per_service: backends,
+            words: (0..services.saturating_mul(backends))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+    fn word(&self, s: usize, b: usize) -> Option<&AtomicU64> {
+        if b >= self.per_service {
+            return None;
+        }
+        self.words
+            .get(s.checked_mul(self.per_service)?.checked_add(b)?)
+    }
+    /// The load of back end `b` of service `s`.
+    pub fn get(&self, s: usize, b: usize) -> u64 {
+        self.word(s, b).map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+    /// Set the load of back end `b` of service `s` (control core).
+    pub fn set(&self, s: usize, b: usize, v: u64) {
+        if let Some(w) = self.word(s, b) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn add(&self, s: usize, b: usize) {
+        if let Some(w) = self.word(s, b) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Odd 64-bit constants (the fractional part of the golden ratio and two values
 /// with good avalanche behaviour in multiply-xorshift mixers).
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;

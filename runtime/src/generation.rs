@@ -37,9 +37,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lbp_abi::{Decision, Fields};
 
+use crate::balance::Loads;
 use crate::balance::{MAGLEV_DEFAULT_SIZE, Maglev};
 use crate::config::{Algorithm, Appliance, Mode};
-use crate::switch::Loads;
 
 /// The source of [`Generation::serial`].
 static SERIAL: AtomicU64 = AtomicU64::new(1);

@@ -9,7 +9,7 @@
 //! HAProxy's `agent-check` answers ([`parse_agent_reply`]), for the back ends
 //! with `agent PORT` in the policy (polled by [`super::probe::AgentPoller`]).
 
-use super::weights::Admin;
+use super::weights::{Admin, BackendState};
 
 /// What one reply of an HAProxy-style agent says; `None` where it says
 /// nothing (the back end's state keeps what it had).
@@ -162,6 +162,27 @@ pub fn server_stats(text: &str) -> Result<ServerStats, String> {
         *slot = Some(v);
     }
     Ok(s)
+}
+
+impl BackendState {
+    /// Take what an HAProxy-style agent answered: `ready`, `drain` and `maint`
+    /// set the administrative state (as the operator's command does), `up`
+    /// and `down` the agent's own up/down flag (the health checks' flag is
+    /// apart: the back end takes connections only when both are up), and a
+    /// percentage the weight relative to the static weight. What the reply
+    /// does not mention stays as it was; a failed poll is no reply and should
+    /// not be applied at all.
+    pub fn apply_agent(&mut self, r: &AgentReply) {
+        if let Some(a) = r.admin {
+            self.admin = a;
+        }
+        if let Some(up) = r.up {
+            self.agent_down = !up;
+        }
+        if let Some(p) = r.percent {
+            self.agent_percent = Some(p);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@
 
 use lbp_abi::weight::{Load, weight};
 
-use super::agent::AgentReply;
 use crate::config::Service;
 
 /// How long a load report counts: after this, the back end returns to its
@@ -69,25 +68,6 @@ impl BackendState {
     /// Whether the back end may take new connections at all.
     pub fn takes_connections(&self) -> bool {
         self.admin == Admin::Ready && !self.down && !self.agent_down
-    }
-
-    /// Take what an HAProxy-style agent answered: `ready`, `drain` and `maint`
-    /// set the administrative state (as the operator's command does), `up`
-    /// and `down` the agent's own up/down flag (the health checks' flag is
-    /// apart: the back end takes connections only when both are up), and a
-    /// percentage the weight relative to the static weight. What the reply
-    /// does not mention stays as it was; a failed poll is no reply and should
-    /// not be applied at all.
-    pub fn apply_agent(&mut self, r: &AgentReply) {
-        if let Some(a) = r.admin {
-            self.admin = a;
-        }
-        if let Some(up) = r.up {
-            self.agent_down = !up;
-        }
-        if let Some(p) = r.percent {
-            self.agent_percent = Some(p);
-        }
     }
 }
 
@@ -268,7 +248,7 @@ pub(crate) mod tests {
         assert_eq!(w.undefined, 1);
     }
 
-    fn agent(line: &str) -> AgentReply {
+    fn agent(line: &str) -> super::super::agent::AgentReply {
         super::super::agent::parse_agent_reply(line)
     }
 

@@ -1,0 +1,239 @@
+//! `balance` and its return traffic: the connection table, a new back end by
+//! the service's algorithm, NAT and DSR rewriting, NAT replies translated back,
+//! and the TCP reset for a segment of no connection.
+
+use lbp_abi::{Decision, Fields, present, tcp_flag};
+
+use super::Burst;
+use super::counters::DropReason;
+use super::route::{bytes_of, ip_from_bytes, ip_of};
+use crate::balance::least_load;
+use crate::config::{Algorithm, Mode, Service};
+use crate::conn::{ConnKey, Insert, ReverseKey, Target};
+use crate::ring::Desc;
+use crate::wire;
+
+impl Burst<'_> {
+    /// NAT return traffic; true when handled.
+    pub(super) fn nat_return(&mut self, d: Desc, f: &Fields) -> bool {
+        let g = self.g;
+        let src = ip_of(f.ip_version, &f.ip_src);
+        if !g.is_nat_backend(&src) {
+            return false;
+        }
+        let rkey = ReverseKey {
+            backend: f.ip_src,
+            client: f.ip_dst,
+            backend_port: f.sport,
+            client_port: f.dport,
+            version: f.ip_version,
+            proto: f.ip_proto,
+        };
+        let Some((key, _)) = self
+            .shared
+            .conns
+            .lookup_reverse(&rkey, f.tcp_flags, self.now)
+        else {
+            return false;
+        };
+        self.st.counters.nat_return.add(d.len);
+        let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
+        let vip = ip_of(key.version, &key.vip);
+        // The TTL first: an expired reply is answered as the back end sent it.
+        if !self.ttl(d, f) {
+            return true;
+        }
+        if !wire::set_src(self.frames.packet_mut(d), l3, l4, vip, key.vport) {
+            self.drop_frame(d, DropReason::Rewrite);
+            return true;
+        }
+        self.route_to(d, ip_of(f.ip_version, &f.ip_dst));
+        true
+    }
+
+    /// Answer a TCP segment with a RST out of the interface it came in by;
+    /// anything that cannot be answered (not TCP, a RST, a fragment) is dropped
+    /// as `why`.
+    pub(super) fn reset(&mut self, d: Desc, f: &Fields, why: DropReason) {
+        if f.present & present::TCP == 0 {
+            return self.drop_frame(d, why);
+        }
+        let len = d.len as usize;
+        match wire::reset_in_place(
+            self.frames.packet_mut(d),
+            len,
+            usize::from(f.l3_offset),
+            usize::from(f.l4_offset),
+        ) {
+            Some(n) => self.tx(
+                f.in_iface,
+                Desc {
+                    addr: d.addr,
+                    len: n as u32,
+                },
+            ),
+            None => self.drop_frame(d, why),
+        }
+    }
+
+    /// A new connection's back end by the service's algorithm.
+    pub(super) fn choose(&mut self, s: usize, svc: &Service, hash: u32) -> Option<usize> {
+        let t = self.g.services.get(s)?;
+        let b = match svc.algorithm {
+            Algorithm::Maglev | Algorithm::Hash => {
+                t.maglev.as_ref()?.lookup(u64::from(hash))? as usize
+            }
+            Algorithm::RoundRobin => self.st.wrr.get_mut(s)?.as_mut()?.pick()?,
+            Algorithm::LeastLoad => {
+                let loads = &mut self.st.loads;
+                loads.clear();
+                for b in 0..t.weights.len().min(loads.capacity()) {
+                    loads.push(self.g.loads.get(s, b));
+                }
+                least_load(loads, &t.weights, u64::from(hash))?
+            }
+        };
+        (b < svc.backends.len()).then_some(b)
+    }
+
+    /// The index in service `s` (of the active generation) of the back end an
+    /// established connection was given, if that back end still serves: it is
+    /// one of the service's back ends (same address, and same port when the
+    /// back end names one) and not in maintenance. Usually a compare at the
+    /// connection's own index; after a reload reordered the pool, a scan.
+    pub(super) fn still_serves(&self, s: usize, svc: &Service, t: &Target) -> Option<usize> {
+        let addr = ip_from_bytes(&t.backend_addr);
+        let same = |be: &crate::config::Backend| {
+            be.addr == addr && (t.backend_port == 0 || be.port.is_none_or(|p| p == t.backend_port))
+        };
+        let b = t.backend as usize;
+        let b = if t.service as usize == s && svc.backends.get(b).is_some_and(same) {
+            b
+        } else {
+            svc.backends.iter().position(same)?
+        };
+        let closed = self.g.services.get(s)?.closed.get(b).copied();
+        (!closed.unwrap_or(false)).then_some(b)
+    }
+
+    pub(super) fn balance(&mut self, d: Desc, f: &Fields, dec: &Decision) {
+        let g = self.g;
+        let s = dec.target as usize;
+        let Some(svc) = g.appliance.services.get(s) else {
+            return self.drop_frame(d, DropReason::NoBackend);
+        };
+        let key = ConnKey {
+            client: f.ip_src,
+            vip: f.ip_dst,
+            client_port: f.sport,
+            vport: f.dport,
+            version: f.ip_version,
+            proto: f.ip_proto,
+        };
+        let known = self.shared.conns.lookup(&key, f.tcp_flags, self.now);
+        let tcp = f.present & present::TCP != 0;
+        let mut opened = None;
+        if let Some(c) = known {
+            match self.still_serves(s, svc, &c.target) {
+                Some(b) => opened = Some((c.target, b)),
+                None => {
+                    // Its back end left the policy or is in maintenance: the
+                    // client should learn at once, not time out.
+                    self.shared.conns.remove(&key);
+                    self.st.counters.backend_gone += 1;
+                    if tcp {
+                        if f.tcp_flags & tcp_flag::RST != 0 {
+                            return self.drop_frame(d, DropReason::NoBackend);
+                        }
+                        return self.reset(d, f, DropReason::NoBackend);
+                    }
+                }
+            }
+        }
+        let (target, b) = match opened {
+            Some(t) => t,
+            None => {
+                // Only a SYN without ACK opens a connection (a SYN-ACK to a
+                // virtual IP answers nothing the appliance balanced).
+                let syn = f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK) == tcp_flag::SYN;
+                if tcp && !syn && !svc.unknown_balance {
+                    if f.tcp_flags & tcp_flag::RST != 0 {
+                        return self.drop_frame(d, DropReason::UnknownRst);
+                    }
+                    self.st.counters.unknown_resets += 1;
+                    return self.reset(d, f, DropReason::UnknownRst);
+                }
+                let Some(b) = self.choose(s, svc, dec.hash) else {
+                    return self.drop_frame(d, DropReason::NoBackend);
+                };
+                let be = &svc.backends[b];
+                let port = match svc.mode {
+                    Mode::Nat { to_port } => be.port.or(to_port).unwrap_or(f.dport),
+                    Mode::Dsr => 0,
+                };
+                let chosen = Target {
+                    service: s as u32,
+                    backend: b as u32,
+                    backend_addr: bytes_of(be.addr),
+                    backend_port: port,
+                };
+                match self
+                    .shared
+                    .conns
+                    .insert(&key, chosen, f.tcp_flags, self.now)
+                {
+                    Insert::Existing(c) => match self.still_serves(s, svc, &c.target) {
+                        Some(b) => (c.target, b),
+                        None => (chosen, b),
+                    },
+                    r => {
+                        if r == Insert::NotRecorded {
+                            self.st.counters.conn_full += 1;
+                        }
+                        if svc.algorithm == Algorithm::LeastLoad {
+                            g.loads.add(s, b);
+                        }
+                        let c = &mut self.st.counters;
+                        c.new_connections += 1;
+                        if let Some(n) = c.service_new.get_mut(s) {
+                            *n += 1;
+                        }
+                        if let Some(n) = c.backend_new.get_mut(s).and_then(|v| v.get_mut(b)) {
+                            *n += 1;
+                        }
+                        (chosen, b)
+                    }
+                }
+            }
+        };
+        if let Some(t) = self
+            .st
+            .counters
+            .backend_traffic
+            .get_mut(s)
+            .and_then(|v| v.get_mut(b))
+        {
+            t.add(d.len);
+        }
+        let backend = ip_from_bytes(&target.backend_addr);
+        // NAT or DSR, the appliance is a hop: the TTL first, so that an expired
+        // packet (which the policy normally caught as `Expire`) is answered as
+        // it came.
+        if !self.ttl(d, f) {
+            return;
+        }
+        if let Mode::Nat { .. } = svc.mode {
+            let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
+            if !wire::set_dst(
+                self.frames.packet_mut(d),
+                l3,
+                l4,
+                backend,
+                target.backend_port,
+            ) {
+                return self.drop_frame(d, DropReason::Rewrite);
+            }
+        }
+        self.route_to(d, backend);
+    }
+}
