@@ -12,10 +12,11 @@
 //! pairs, addresses and routes are the callers'.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Why namespace tests cannot run here, or `None` when they can (root, `ip`).
@@ -186,6 +187,32 @@ pub fn nft(ns: &Netns, rules: &str) {
         "nft: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Wait at most `within` for a line of the child's standard output (piped)
+/// that starts with `prefix`: the line, or `None` when the output ended (the
+/// child exited) or the time ran out first. A thread reads the output to its
+/// end (at most 10 000 lines), so that the child never blocks writing it.
+pub fn wait_for_line(child: &mut Child, prefix: &str, within: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().take(10_000) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = Instant::now() + within;
+    loop {
+        let left = end.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Stop a child process: SIGTERM, a wait of at most 10 s, then SIGKILL; its

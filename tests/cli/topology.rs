@@ -24,7 +24,7 @@
 //! removed on drop (servers stopped and joined, namespaces deleted), also when a
 //! test fails. What it is not: a benchmark topology (`benches/dataplane.sh`).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,8 +33,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use crate::netns::{Netns, nft, unavailable, veth};
 use crate::netns::enter;
+pub use crate::netns::{Netns, nft, unavailable, veth};
 
 /// The appliance's interface MACs and the client's (fixed, so raw frames can be
 /// addressed without asking anyone).
@@ -855,42 +855,22 @@ impl Lbp {
             .stderr(stderr.reopen().map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("cannot start lbp: {e}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().take(10_000) {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let ready = crate::netns::wait_for_line(&mut child, "lbp: ready", Duration::from_secs(30));
         let mut lbp = Lbp {
             child: Some(child),
             stderr,
-            ready_line: String::new(),
+            ready_line: ready.clone().unwrap_or_default(),
             control,
             _dir: dir,
         };
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("lbp: ready") => {
-                    lbp.ready_line = line;
-                    return Ok(lbp);
-                }
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if !lbp.alive() {
-                break;
-            }
+        match ready {
+            Some(_) => Ok(lbp),
+            None => Err(format!(
+                "lbp did not get ready (alive: {}); stderr:\n{}",
+                lbp.alive(),
+                lbp.stderr_text()
+            )),
         }
-        Err(format!(
-            "lbp did not get ready (alive: {}); stderr:\n{}",
-            lbp.alive(),
-            lbp.stderr_text()
-        ))
     }
 
     /// Whether the process still runs.

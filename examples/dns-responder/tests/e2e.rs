@@ -18,12 +18,10 @@
 #[allow(dead_code)]
 mod netns;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netns::{Netns, nft, skip, unavailable, veth};
 
@@ -80,36 +78,19 @@ impl Responder {
             .stderr(file)
             .spawn()
             .map_err(|e| format!("cannot start dns-responder: {e}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().take(10_000) {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut r = Responder {
+        let ready = netns::wait_for_line(&mut child, "lbp: ready", Duration::from_secs(30));
+        let r = Responder {
             child: Some(child),
             stderr,
             dir,
         };
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("lbp: ready") => return Ok(r),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if !r.alive() {
-                break;
-            }
+        match ready {
+            Some(_) => Ok(r),
+            None => Err(format!(
+                "dns-responder did not get ready; stderr:\n{}",
+                r.stderr_text()
+            )),
         }
-        Err(format!(
-            "dns-responder did not get ready; stderr:\n{}",
-            r.stderr_text()
-        ))
     }
 
     fn alive(&mut self) -> bool {
