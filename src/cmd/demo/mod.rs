@@ -291,14 +291,19 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     say!("lbp demo: removed the namespaces {prefix}-*");
     let held = outcomes.iter().filter(|o| o.held).count();
     let ok = clean && !steps_interrupted && held == STEPS.len();
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.held && !o.interrupted)
+        .map(|o| o.name)
+        .collect();
     if ok {
         say!("lbp demo: OK: all {held} steps held");
+    } else if steps_interrupted && failed.is_empty() {
+        say!(
+            "lbp demo: interrupted (Ctrl-C): {held} of {} steps held before",
+            STEPS.len()
+        );
     } else {
-        let failed: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| !o.held)
-            .map(|o| o.name)
-            .collect();
         say!(
             "lbp demo: FAILED: {held} of {} steps held{}{}",
             STEPS.len(),
@@ -308,7 +313,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
                 format!("; failed: {}", failed.join(", "))
             },
             if steps_interrupted {
-                "; interrupted"
+                "; interrupted (Ctrl-C)"
             } else {
                 ""
             }
@@ -386,6 +391,7 @@ fn summary(outcomes: &[Outcome], interrupted: bool) {
     say!("lbp demo: summary");
     for name in STEPS {
         match outcomes.iter().find(|o| o.name == name) {
+            Some(o) if o.interrupted => say!("  {name:<8} {:<6}  interrupted (Ctrl-C)", "-"),
             Some(o) => say!(
                 "  {name:<8} {:<6}  {}",
                 if o.held { "held" } else { "FAILED" },

@@ -51,6 +51,8 @@ const CHANGE_LIMIT: Duration = Duration::from_secs(10);
 pub(super) struct Outcome {
     pub(super) name: &'static str,
     pub(super) held: bool,
+    /// Ctrl-C came during the step (it neither held nor failed).
+    pub(super) interrupted: bool,
     pub(super) figures: String,
 }
 
@@ -111,6 +113,16 @@ pub(super) fn run(cx: &mut Ctx) -> Vec<Outcome> {
             Ok((held, figures)) => (held, figures),
             Err(e) => (false, e),
         };
+        if interrupted() && !held {
+            say!("  interrupted (Ctrl-C)");
+            v.push(Outcome {
+                name,
+                held: false,
+                interrupted: true,
+                figures,
+            });
+            break;
+        }
         if held {
             say!("  held");
         } else {
@@ -123,6 +135,7 @@ pub(super) fn run(cx: &mut Ctx) -> Vec<Outcome> {
         v.push(Outcome {
             name,
             held,
+            interrupted: false,
             figures,
         });
     }
