@@ -256,11 +256,11 @@ pub fn respond(config: &Config, q: &[u8], out: &mut [u8; MAX_ANSWER]) -> Option<
         return Some(n);
     }
     out[3] = rcode::NOERROR;
-    let a = config.a.iter().map(|a| (rtype::A, &a.octets()[..]).into());
+    let a = config.a.iter().map(|a| Record::new(rtype::A, &a.octets()));
     let aaaa = config
         .aaaa
         .iter()
-        .map(|a| (rtype::AAAA, &a.octets()[..]).into());
+        .map(|a| Record::new(rtype::AAAA, &a.octets()));
     let (want_a, want_aaaa) = match qtype {
         rtype::A => (true, false),
         rtype::AAAA => (false, true),
@@ -270,7 +270,6 @@ pub fn respond(config: &Config, q: &[u8], out: &mut [u8; MAX_ANSWER]) -> Option<
     let records = a.filter(|_| want_a).chain(aaaa.filter(|_| want_aaaa));
     let mut answers: u16 = 0;
     for r in records {
-        let r: Record = r;
         let rr = 12 + r.len;
         if n + rr > MAX_ANSWER {
             out[2] |= TC;
@@ -298,8 +297,8 @@ struct Record {
     len: usize,
 }
 
-impl From<(u16, &[u8])> for Record {
-    fn from((rtype, bytes): (u16, &[u8])) -> Record {
+impl Record {
+    fn new(rtype: u16, bytes: &[u8]) -> Record {
         let mut data = [0u8; 16];
         let len = bytes.len().min(16);
         data[..len].copy_from_slice(&bytes[..len]);
