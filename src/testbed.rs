@@ -92,7 +92,7 @@ impl Tester for CoreTester {
 #[derive(Debug)]
 pub struct Shared<B>(pub Arc<B>);
 
-impl<B: lbp_compiler::Backend + Send + Sync> Decide for Shared<B> {
+impl<B: lbp_compiler::Engine + Send + Sync> Decide for Shared<B> {
     fn decide(&self, f: &Fields) -> lbp_abi::Decision {
         self.0.decide(f)
     }

@@ -8,7 +8,7 @@
 //! the three agree on the corpus.
 
 use lbp_abi::{Action, Decision, Fields, NO_RULE, present, stage, tcp_flag};
-use lbp_compiler::interp::{Backend, Interpreter};
+use lbp_compiler::interp::{Engine, Interpreter};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
 use lbp_compiler::{Program, jit, lower, wire};
 use std::hint::black_box;
@@ -179,14 +179,14 @@ fn web(f: &Fields) -> Decision {
 }
 
 struct Hand;
-impl Backend for Hand {
+impl Engine for Hand {
     fn decide(&self, f: &Fields) -> Decision {
         web(f)
     }
 }
 
 /// ns per packet, best of `runs` passes over the corpus.
-fn measure(b: &dyn Backend, corpus: &[Fields], runs: usize) -> f64 {
+fn measure(b: &dyn Engine, corpus: &[Fields], runs: usize) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..runs {
         let t = Instant::now();

@@ -14,7 +14,7 @@ use crate::ir::*;
 use lbp_abi::{Action as A, Decision, Fields, NO_RULE, present, stage, tcp_flag};
 
 /// A way to run a compiled policy on one packet.
-pub trait Backend {
+pub trait Engine {
     fn decide(&self, fields: &Fields) -> Decision;
 }
 
@@ -30,7 +30,7 @@ impl<'p> Interpreter<'p> {
     }
 }
 
-impl Backend for Interpreter<'_> {
+impl Engine for Interpreter<'_> {
     fn decide(&self, f: &Fields) -> Decision {
         decide(self.prog, f)
     }

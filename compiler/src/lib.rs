@@ -16,6 +16,6 @@ pub mod testing;
 /// Header extraction lives in the ABI crate, so that the runtime shares it.
 pub use lbp_abi::wire;
 
-pub use interp::{Backend, Interpreter};
+pub use interp::{Engine, Interpreter};
 pub use ir::Program;
 pub use jit::Jit;

@@ -14,7 +14,7 @@
 //! service are always balanced. The switching core is a tester too (the `lbp`
 //! package's `testbed`, on the runtime's `testbed`), with the real table.
 
-use crate::interp::Backend;
+use crate::interp::Engine;
 use crate::ir::{Addr, Program};
 use crate::packet::{PacketSpec, Proto, build};
 use crate::wire::extract;
@@ -49,7 +49,7 @@ pub trait Tester {
 /// connection-table rule (see the module documentation).
 pub struct Decider<'a> {
     prog: &'a Program,
-    backend: &'a dyn Backend,
+    backend: &'a dyn Engine,
     conns: HashSet<Conn>,
 }
 
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Decider<'_> {
 }
 
 impl<'a> Decider<'a> {
-    pub fn new(prog: &'a Program, backend: &'a dyn Backend) -> Decider<'a> {
+    pub fn new(prog: &'a Program, backend: &'a dyn Engine) -> Decider<'a> {
         Decider {
             prog,
             backend,
@@ -170,7 +170,7 @@ pub fn run(
 pub fn run_backends(
     policy: &ast::Policy,
     prog: &Program,
-    backends: &[(&str, &dyn Backend)],
+    backends: &[(&str, &dyn Engine)],
 ) -> Result<Report, String> {
     let mut deciders: Vec<(&str, Decider)> = backends
         .iter()

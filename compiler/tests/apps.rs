@@ -6,7 +6,7 @@
 //! on).
 
 use lbp_abi::{Action, Decision, app, stage};
-use lbp_compiler::interp::{self, Backend};
+use lbp_compiler::interp::{self, Engine};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
 use lbp_compiler::{jit, lower, wire};
 use std::fmt::Write;

@@ -3,7 +3,7 @@
 //! policy run on each, and nothing reads past the packet (a read would fault and
 //! kill this test).
 
-use lbp_compiler::interp::Backend;
+use lbp_compiler::interp::Engine;
 use lbp_compiler::packet::{PacketSpec, Proto, build};
 
 /// Two pages, the second made inaccessible. Unmapped on drop.

@@ -7,7 +7,7 @@
 //! (and their neighbours) and half at random, so that every branch is taken.
 
 use lbp_abi::{Fields, present};
-use lbp_compiler::interp::{self, Backend, Interpreter};
+use lbp_compiler::interp::{self, Engine, Interpreter};
 use lbp_compiler::ir::{Addr, Cond, CondKind, Program, Set};
 use lbp_compiler::{jit, lower, testing};
 use lbp_lang::ast::{self, Item};
@@ -411,7 +411,7 @@ fn the_case_corpus_gives_the_same_verdicts_on_both_back_ends() {
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
         let merged = jit::compile_with(&prog, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
         let interp = Interpreter::new(&prog);
-        let backends: [(&str, &dyn Backend); 3] = [
+        let backends: [(&str, &dyn Engine); 3] = [
             ("interp", &interp),
             ("jit", &jit),
             ("jit, rules merged", &merged),
@@ -431,7 +431,7 @@ fn stock_policy_tests_pass_on_both_back_ends() {
         let (policy, prog) = load(&name, &src);
         let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
         let interp = Interpreter::new(&prog);
-        let backends: [(&str, &dyn Backend); 2] = [("interp", &interp), ("jit", &jit)];
+        let backends: [(&str, &dyn Engine); 2] = [("interp", &interp), ("jit", &jit)];
         let report = testing::run_backends(&policy, &prog, &backends).unwrap();
         assert!(!report.outcomes.is_empty(), "{name} has no test packets");
         for o in &report.outcomes {

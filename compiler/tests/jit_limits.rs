@@ -2,7 +2,7 @@
 //! a filter too large to compile into one function after merging is refused with
 //! an error, at once, instead of exhausting memory in the code generator.
 
-use lbp_compiler::interp::{self, Backend};
+use lbp_compiler::interp::{self, Engine};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
 use lbp_compiler::wire;
 

@@ -6,7 +6,7 @@
 //! allocates while the resident set is measured.
 
 use lbp_abi::{Fields, present};
-use lbp_compiler::interp::{self, Backend};
+use lbp_compiler::interp::{self, Engine};
 use lbp_compiler::{jit, lower};
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //! helper calls (large ones) are compared with the interpreter, for both families.
 
 use lbp_abi::{Fields, present, tcp_flag};
-use lbp_compiler::interp::{self, Backend};
+use lbp_compiler::interp::{self, Engine};
 use lbp_compiler::ir::{self, Addr, Cond, CondKind, Interface, Program, Route, Rule, Service};
 use lbp_compiler::jit;
 use lbp_lang::ast::Span;

@@ -9,7 +9,7 @@
 //! through the core too (NAT return traffic) under the same rule.
 #![no_main]
 
-use lbp_compiler::interp::Backend;
+use lbp_compiler::interp::Engine;
 use lbp_runtime::testbed::{Fate, Testbed};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -9,7 +9,7 @@
 //! not known here: every function answers with an index into the slice it was
 //! given.
 //!
-//! [`flow_hash`] is not cryptographic. It is seeded so that a seed chosen at
+//! [`seeded_hash`] is not cryptographic. It is seeded so that a seed chosen at
 //! start-up makes the hash hard to predict from outside, but it is not meant to
 //! resist an attacker who can observe many outputs.
 
@@ -75,7 +75,9 @@ pub const fn mix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The flow hash: a seeded 64-bit hash of `bytes`.
+/// A seeded 64-bit hash of `bytes`, for table indexing: Maglev permutations and
+/// the connection table (not the flow hash of a packet, which is
+/// `lbp_abi::flow_hash`).
 ///
 /// Definition (stable: other code and stored tables may rely on it): the state
 /// starts as `seed ^ (len * K0)`; each 8-byte little-endian word of `bytes` (the
@@ -84,7 +86,7 @@ pub const fn mix64(x: u64) -> u64 {
 /// give equal hashes on every platform. It costs about three multiplications per
 /// 8 bytes.
 #[inline]
-pub fn flow_hash(bytes: &[u8], seed: u64) -> u64 {
+pub fn seeded_hash(bytes: &[u8], seed: u64) -> u64 {
     let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K0);
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
@@ -103,7 +105,7 @@ pub fn flow_hash(bytes: &[u8], seed: u64) -> u64 {
 
 /// The same hash over words already in registers (for fixed-layout keys, such
 /// as the connection table's): each word is folded like one 8-byte chunk of
-/// [`flow_hash`], with `len` taken as `8 * words.len()`.
+/// [`seeded_hash`], with `len` taken as `8 * words.len()`.
 #[inline]
 pub fn hash_words(words: &[u64], seed: u64) -> u64 {
     let mut h = seed ^ ((words.len() as u64) * 8).wrapping_mul(K0);
@@ -214,8 +216,8 @@ impl Maglev {
         let mut skip = Vec::with_capacity(backends.len());
         for &(key, _) in backends {
             let kb = key.to_le_bytes();
-            offset.push(flow_hash(&kb, OFFSET_SEED) % m64);
-            skip.push(flow_hash(&kb, SKIP_SEED) % (m64 - 1) + 1);
+            offset.push(seeded_hash(&kb, OFFSET_SEED) % m64);
+            skip.push(seeded_hash(&kb, SKIP_SEED) % (m64 - 1) + 1);
         }
         let mut next = vec![0u64; backends.len()];
         let mut credit = vec![0u64; backends.len()];
@@ -376,7 +378,7 @@ mod tests {
     use super::*;
 
     fn key_hash(k: u32) -> u64 {
-        flow_hash(&k.to_le_bytes(), 0x1234)
+        seeded_hash(&k.to_le_bytes(), 0x1234)
     }
 
     #[test]
@@ -395,26 +397,26 @@ mod tests {
 
     #[test]
     fn flow_hash_is_stable_and_seeded() {
-        let a = flow_hash(b"198.18.0.1:443", 7);
-        assert_eq!(a, flow_hash(b"198.18.0.1:443", 7));
-        assert_ne!(a, flow_hash(b"198.18.0.1:443", 8));
-        assert_ne!(a, flow_hash(b"198.18.0.1:444", 7));
+        let a = seeded_hash(b"198.18.0.1:443", 7);
+        assert_eq!(a, seeded_hash(b"198.18.0.1:443", 7));
+        assert_ne!(a, seeded_hash(b"198.18.0.1:443", 8));
+        assert_ne!(a, seeded_hash(b"198.18.0.1:444", 7));
         // Zero padding does not make different lengths collide.
-        assert_ne!(flow_hash(b"ab", 0), flow_hash(b"ab\0", 0));
-        assert_ne!(flow_hash(b"", 0), flow_hash(b"\0", 0));
-        // hash_words over whole words equals flow_hash over their bytes.
+        assert_ne!(seeded_hash(b"ab", 0), seeded_hash(b"ab\0", 0));
+        assert_ne!(seeded_hash(b"", 0), seeded_hash(b"\0", 0));
+        // hash_words over whole words equals seeded_hash over their bytes.
         let words = [0x0102_0304_0506_0708u64, 42];
         let mut bytes = Vec::new();
         for w in words {
             bytes.extend_from_slice(&w.to_le_bytes());
         }
-        assert_eq!(hash_words(&words, 99), flow_hash(&bytes, 99));
+        assert_eq!(hash_words(&words, 99), seeded_hash(&bytes, 99));
         // Avalanche, roughly: flipping one input bit flips about half the output.
         let mut total = 0u32;
         for bit in 0..64 {
             let x = 0x0123_4567_89ab_cdefu64;
-            total += (flow_hash(&x.to_le_bytes(), 1)
-                ^ flow_hash(&(x ^ (1 << bit)).to_le_bytes(), 1))
+            total += (seeded_hash(&x.to_le_bytes(), 1)
+                ^ seeded_hash(&(x ^ (1 << bit)).to_le_bytes(), 1))
             .count_ones();
         }
         let mean = f64::from(total) / 64.0;

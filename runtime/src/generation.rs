@@ -117,7 +117,7 @@ pub fn backend_key(addr: IpAddr, port: Option<u16>) -> u64 {
         b[16..18].copy_from_slice(&p.to_be_bytes());
         b[18] = 1;
     }
-    crate::balance::flow_hash(&b, 0x6c62_705f_6d61_676c)
+    crate::balance::seeded_hash(&b, 0x6c62_705f_6d61_676c)
 }
 
 impl Generation {

@@ -13,7 +13,7 @@
 use super::common::{Format, json_str, load, stage_name};
 use lbp_abi::{Decision, Fields, present, tcp_flag};
 use lbp_compiler::ir::{Addr, AddrField, Algorithm, Program};
-use lbp_compiler::{Backend, Interpreter, interp};
+use lbp_compiler::{Engine, Interpreter, interp};
 use lbp_runtime::app::Registry;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -99,7 +99,7 @@ pub fn run(args: EvalArgs, apps: &Registry) -> Result<ExitCode, String> {
     let jit = lbp_compiler::jit::compile(&prog);
     let compiled = compiling.elapsed();
     let interpreter = Interpreter::new(&prog);
-    let backend: &dyn Backend = match &jit {
+    let backend: &dyn Engine = match &jit {
         Ok(jit) => jit,
         Err(e) => {
             eprintln!(

@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lbp_abi::{Decision, Fields};
-use lbp_compiler::Backend as _;
+use lbp_compiler::Engine as _;
 use lbp_compiler::ir::{Addr, Program};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
 use lbp_runtime::config::{Appliance, Backend, Interface, Route, Service};

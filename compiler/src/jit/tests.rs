@@ -2,7 +2,7 @@ use super::limits::MAX_DEPTH;
 use super::tables::Helper;
 use super::*;
 use crate::interp;
-use crate::interp::Backend;
+use crate::interp::Engine;
 use crate::ir::{
     self, Addr, AddrField, Cond, CondKind, IntField, Interface, MacField, Program, Route, Rule,
     Service, Set,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lbp_abi::{Decision, Fields};
-use lbp_compiler::Backend;
+use lbp_compiler::Engine;
 use lbp_runtime::app::Registry;
 use lbp_runtime::config::Appliance;
 use lbp_runtime::control::diff::{Diff, backend_text, diff};
@@ -42,7 +42,7 @@ pub struct JitPolicy(pub lbp_compiler::jit::Jit);
 
 impl Decide for JitPolicy {
     fn decide(&self, f: &Fields) -> Decision {
-        Backend::decide(&self.0, f)
+        Engine::decide(&self.0, f)
     }
 }
 
