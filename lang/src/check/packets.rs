@@ -14,7 +14,14 @@
 //! (services, local delivery and routing look at the destination), and the
 //! line stands as written.
 
-use super::*;
+use super::checker::{Checker, Value};
+use super::types::{APPLICATIONS, Fam, TCP_FLAGS, Ty, VERDICTS, list};
+use super::values::contains;
+use crate::ast::{Expr, ExprKind, IfaceStmtKind, Item, Lit, Packet, PacketOpt, Policy, Span};
+use crate::diag::{Diagnostic, did_you_mean, suggest};
+use crate::vocab::protocol_names;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// Check one test packet line `p` against `policy` (already checked on its
 /// own), exactly as `check` checks a line of a `test` block: its protocol,
@@ -44,6 +51,225 @@ pub fn check_packet_line_with(policy: &Policy, p: &Packet, apps: &[&str]) -> Vec
 const MAX_CONST_CHAIN: u32 = 64;
 
 impl<'a> Checker<'a> {
+    pub(super) fn packet(&mut self, p: &'a Packet) {
+        let proto = p.proto.name.as_str();
+        let known: Vec<&str> = protocol_names().collect();
+        if !known.contains(&proto) {
+            let d = self.err(
+                "lbp::name::unknown_protocol",
+                format!("unknown protocol `{proto}`"),
+                p.proto.span,
+                "not a protocol",
+            );
+            d.help = Some(suggest(
+                proto,
+                known.iter().copied(),
+                "test packets are tcp, udp, icmp or icmpv6",
+            ));
+        }
+        let has_ports = matches!(proto, "tcp" | "udp");
+        let mut fams = Vec::new();
+        for ep in [&p.src, &p.dst] {
+            match self.value(&ep.addr) {
+                Ty::Addr(f) => fams.push((f, ep.addr.span)),
+                Ty::Unknown => {}
+                t => {
+                    self.mismatch(ep.addr.span, "an address", t);
+                }
+            }
+            match (&ep.port, has_ports) {
+                (Some(port), true) if self.expect_value(port, Ty::Int) => {
+                    self.port_value(port);
+                }
+                (Some(port), false) if known.contains(&proto) => {
+                    self.err(
+                        "lbp::check::port_not_applicable",
+                        format!("{proto} has no ports"),
+                        port.span,
+                        "a port",
+                    )
+                    .set_help("remove the `:PORT`");
+                }
+                (None, true) => {
+                    self.err(
+                        "lbp::check::missing_port",
+                        format!("a {proto} test packet needs a port"),
+                        ep.span,
+                        "no port",
+                    )
+                    .set_help("write ADDRESS:PORT, or [IPv6]:PORT");
+                }
+                _ => {}
+            }
+        }
+        if let [(a, _), (b, bs)] = fams[..] {
+            if a != b {
+                self.err(
+                    "lbp::type::family_mismatch",
+                    format!(
+                        "the packet goes from an {} to an {} address",
+                        a.name(),
+                        b.name()
+                    ),
+                    bs,
+                    format!("{} address", b.name()),
+                )
+                .also(p.src.addr.span, format!("{} address", a.name()))
+                .set_help(
+                    "a packet's source and destination are of one family: both IPv4 or both IPv6",
+                );
+            } else if proto == "icmp" && a == Fam::V6 {
+                self.err(
+                    "lbp::type::family_mismatch",
+                    "ICMP over IPv6 is `icmpv6`",
+                    p.proto.span,
+                    "`icmp` is ICMP for IPv4",
+                )
+                .also(bs, "an IPv6 address")
+                .set_help("write `icmpv6`");
+            } else if proto == "icmpv6" && a == Fam::V4 {
+                self.err(
+                    "lbp::type::family_mismatch",
+                    "ICMPv6 needs IPv6 addresses",
+                    p.proto.span,
+                    "`icmpv6` is ICMP for IPv6",
+                )
+                .also(bs, "an IPv4 address")
+                .set_help("write `icmp`");
+            }
+        }
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for o in &p.opts {
+            let (key, span) = match o {
+                PacketOpt::Flag(f) => {
+                    if !TCP_FLAGS.contains(&f.name.as_str()) {
+                        let d = self.err(
+                            "lbp::name::unknown_flag",
+                            format!("unknown option or TCP flag `{}`", f.name),
+                            f.span,
+                            "not a flag",
+                        );
+                        d.help = Some(
+                            match did_you_mean(
+                                &f.name,
+                                TCP_FLAGS
+                                    .iter()
+                                    .copied()
+                                    .chain(["type", "code", "ttl", "len", "on"]),
+                            ) {
+                                Some(m) => format!("did you mean `{m}`?"),
+                                None => "TCP flags are syn, ack, fin, rst, psh and urg".into(),
+                            },
+                        );
+                    } else if proto != "tcp" && known.contains(&proto) {
+                        self.err(
+                            "lbp::check::flag_not_applicable",
+                            format!("{proto} has no TCP flags"),
+                            f.span,
+                            "a TCP flag",
+                        )
+                        .set_help(format!("remove `{}`, or make the packet `tcp`", f.name));
+                    }
+                    (f.name.clone(), f.span)
+                }
+                PacketOpt::Type(e) | PacketOpt::Code(e) => {
+                    let key = if matches!(o, PacketOpt::Type(_)) {
+                        "type"
+                    } else {
+                        "code"
+                    };
+                    if !proto.starts_with("icmp") && known.contains(&proto) {
+                        self.err(
+                            "lbp::check::option_not_applicable",
+                            format!("`{key}` is for ICMP packets"),
+                            e.span,
+                            "not ICMP",
+                        );
+                    } else if self.expect_value(e, Ty::Int) {
+                        self.int_bounds(e, 0, 255, format!("an ICMP {key}").as_str());
+                    }
+                    (key.to_string(), e.span)
+                }
+                PacketOpt::Ttl(e) => {
+                    if self.expect_value(e, Ty::Int) {
+                        self.int_bounds(e, 0, 255, "a TTL");
+                    }
+                    ("ttl".to_string(), e.span)
+                }
+                PacketOpt::Len(e) => {
+                    if self.expect_value(e, Ty::Int) {
+                        self.int_bounds(e, 0, 65535, "a packet length");
+                    }
+                    ("len".to_string(), e.span)
+                }
+                PacketOpt::On(i) => {
+                    self.iface_ref(i);
+                    ("on".to_string(), i.span)
+                }
+            };
+            if let Some(prev) = seen.insert(key.clone(), span) {
+                self.err(
+                    "lbp::check::duplicate_option",
+                    format!("`{key}` is given twice"),
+                    span,
+                    "again here",
+                )
+                .also(prev, "first here")
+                .set_help("keep one of them");
+            }
+        }
+        let v = &p.verdict;
+        match (v.kind.name.as_str(), &v.arg) {
+            ("balance", Some(s)) => self.service_ref(s),
+            ("app", Some(n)) => self.app_ref(n),
+            ("app", None) => {
+                let apps = list(self.apps(), "or");
+                self.err(
+                    "lbp::check::app_name",
+                    "`app` needs the application expected to take the packet",
+                    v.span,
+                    "no application",
+                )
+                .set_help(format!("write `=> app NAME`: {apps}"));
+            }
+            ("forward", Some(i)) => {
+                self.iface_ref(i);
+            }
+            ("balance", None) => {
+                self.err(
+                    "lbp::check::balance_service",
+                    "`balance` needs the service expected to take the packet",
+                    v.span,
+                    "no service",
+                )
+                .set_help("write `=> balance SERVICE`");
+            }
+            ("forward", None) => {
+                self.err(
+                    "lbp::check::forward_dev",
+                    "`forward` needs the interface the packet is expected to leave by",
+                    v.span,
+                    "no interface",
+                )
+                .set_help("write `=> forward dev INTERFACE`");
+            }
+            (k, _) if VERDICTS.contains(&k) => {}
+            (k, _) => {
+                let d = self.err(
+                    "lbp::name::unknown_verdict",
+                    format!("unknown verdict `{k}`"),
+                    v.kind.span,
+                    "not a verdict",
+                );
+                d.help = Some(match did_you_mean(k, VERDICTS.iter().copied()) {
+                    Some(m) => format!("did you mean `{m}`?"),
+                    None if k == "accept" => "`accept` only ends the filter; a test expects where the packet ends up: balance SERVICE, local, forward dev INTERFACE, drop, reset, expire or app NAME".into(),
+                    None => "verdicts are drop, reset, local, balance SERVICE, forward dev INTERFACE, expire and app NAME".into(),
+                });
+            }
+        }
+    }
+
     /// The arrival interface check (see the module documentation) on every
     /// packet line of `packets`.
     pub(super) fn arrivals(
