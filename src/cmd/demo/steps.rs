@@ -704,28 +704,26 @@ fn filter(cx: &mut Ctx) -> Step {
         let at = Instant::now();
         let port25 = match http_get(None, SocketAddr::new(VIP4.into(), 25)) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(format!(
-                "port 25 reset after {:.1} ms",
+                "reset after {:.1} ms",
                 at.elapsed().as_secs_f64() * 1000.0
             )),
-            Err(e) => Err(format!("port 25: {e} (expected: reset)")),
-            Ok(body) => Err(format!("port 25 answered {body:?} (expected: reset)")),
+            Err(e) => Err(format!("{e} (expected: reset)")),
+            Ok(body) => Err(format!("answered {body:?} (expected: reset)")),
         };
         let blocked = match http_get(Some(BLOCKED4.into()), SocketAddr::new(VIP4.into(), 80)) {
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                Ok(format!("{BLOCKED4}: no answer within 2 s"))
+                Ok("no answer within 2 s".to_string())
             }
-            Err(e) => Err(format!("{BLOCKED4}: {e} (expected: no answer)")),
-            Ok(body) => Err(format!(
-                "{BLOCKED4}: answered by {body} (expected: no answer)"
-            )),
+            Err(e) => Err(format!("{e} (expected: no answer)")),
+            Ok(body) => Err(format!("answered by {body} (expected: no answer)")),
         };
         (port25, blocked)
     })?;
     let ok = port25.is_ok() && blocked.is_ok();
     let (a, b) = (port25.unwrap_or_else(|e| e), blocked.unwrap_or_else(|e| e));
-    say!("  {VIP4}:{a}");
-    say!("  from {b}");
-    Ok((ok, format!("{a}; from {b}")))
+    say!("  {VIP4}:25: {a}");
+    say!("  from {BLOCKED4}: {b}");
+    Ok((ok, format!("port 25: {a}; from {BLOCKED4}: {b}")))
 }
 
 #[cfg(test)]
