@@ -58,8 +58,9 @@ impl CoreTester {
         if let Some(d) = analysis.diagnostics.iter().find(|d| d.is_error()) {
             return Err(format!("{}: {}", d.code, d.message));
         }
-        let prog = lbp_compiler::lower::lower_with(&analysis.policy, &names)?;
-        let jit = lbp_compiler::jit::compile(&prog)?;
+        let prog =
+            lbp_compiler::lower::lower_with(&analysis.policy, &names).map_err(|e| e.to_string())?;
+        let jit = lbp_compiler::jit::compile(&prog).map_err(|e| e.to_string())?;
         CoreTester::with_apps(&prog, src, Arc::new(Shared(Arc::new(jit))), apps)
             .map_err(|e| e.to_string())
     }

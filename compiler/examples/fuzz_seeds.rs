@@ -11,7 +11,7 @@ fn main() -> Result<(), String> {
     for (p, path) in args.enumerate() {
         let src = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         let a = lbp_lang::analyze(&src);
-        let prog = lbp_compiler::lower::lower(&a.policy)?;
+        let prog = lbp_compiler::lower::lower(&a.policy).map_err(|e| e.to_string())?;
         let consts = lbp_compiler::testing::consts(&a.policy);
         for item in &a.policy.items {
             let lbp_lang::ast::Item::Test(t) = item else {

@@ -6,6 +6,7 @@
 //! network; the runtime calls compiled policies through `lbp-abi` only.
 
 pub mod classify;
+pub mod error;
 pub mod interp;
 pub mod ir;
 pub mod jit;
@@ -16,6 +17,7 @@ pub mod testing;
 /// Header extraction lives in the ABI crate, so that the runtime shares it.
 pub use lbp_abi::wire;
 
+pub use error::CompileError;
 pub use interp::{Engine, Interpreter};
 pub use ir::Program;
 pub use jit::Jit;

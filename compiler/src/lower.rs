@@ -5,6 +5,7 @@
 //! needs, and a constant. Lowering assumes the checker found no error; on a tree it
 //! cannot lower (which a checked tree never is) it returns a message, not a panic.
 
+use crate::error::{CompileError, code};
 use crate::ir::*;
 use lbp_abi::weight::Input;
 use lbp_abi::{hash_field, present};
@@ -13,14 +14,14 @@ use std::collections::HashMap;
 
 /// Lower a checked policy, whose `app NAME` names a built-in application
 /// (`lbp_abi::app::BUILTIN`).
-pub fn lower(policy: &ast::Policy) -> Result<Program, String> {
+pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
     lower_with(policy, lbp_abi::app::BUILTIN)
 }
 
 /// Lower a policy checked with these applications
 /// (`lbp_lang::check::check_with`): `app NAME` is numbered by its place in
 /// `apps`, the switching cores' order.
-pub fn lower_with(policy: &ast::Policy, apps: &[&str]) -> Result<Program, String> {
+pub fn lower_with(policy: &ast::Policy, apps: &[&str]) -> Result<Program, CompileError> {
     let mut l = Lowerer::default();
     l.prog.apps = apps.iter().map(|a| a.to_string()).collect();
     for item in &policy.items {
@@ -107,7 +108,12 @@ pub fn lower_with(policy: &ast::Policy, apps: &[&str]) -> Result<Program, String
                                 .map(|i| i as u32)
                                 .ok_or_else(|| format!("unknown application `{}`", a.name))?,
                         ),
-                        (other, _) => return Err(format!("unknown action `{other}`")),
+                        (other, _) => {
+                            return Err(CompileError::new(
+                                code::INTERNAL,
+                                format!("unknown action `{other}`"),
+                            ));
+                        }
                     };
                     l.prog.rules.push(Rule {
                         cond,
@@ -203,24 +209,24 @@ fn flip(op: CmpOp) -> CmpOp {
 }
 
 impl<'a> Lowerer<'a> {
-    fn service_index(&self, name: &str) -> Result<u32, String> {
+    fn service_index(&self, name: &str) -> Result<u32, CompileError> {
         self.services
             .get(name)
             .copied()
-            .ok_or_else(|| format!("no service `{name}`"))
+            .ok_or_else(|| CompileError::from(format!("no service `{name}`")))
     }
 
-    fn iface_index(&self, name: &str) -> Result<u32, String> {
+    fn iface_index(&self, name: &str) -> Result<u32, CompileError> {
         self.ifaces
             .get(name)
             .copied()
-            .ok_or_else(|| format!("no interface `{name}`"))
+            .ok_or_else(|| CompileError::from(format!("no interface `{name}`")))
     }
 
     /// The constant value of a value expression (a literal or a name).
-    fn val(&self, e: &ast::Expr, depth: u32) -> Result<Val, String> {
+    fn val(&self, e: &ast::Expr, depth: u32) -> Result<Val, CompileError> {
         if depth > 64 {
-            return Err("const chain too long".into());
+            return Err(CompileError::new(code::INTERNAL, "const chain too long"));
         }
         Ok(match &e.kind {
             ExprKind::Lit(l) => match l {
@@ -248,22 +254,30 @@ impl<'a> Lowerer<'a> {
                     "udp" => Val::Int(17),
                     "icmp" => Val::Int(1),
                     "icmpv6" => Val::Int(58),
-                    _ => return Err(format!("`{n}` has no constant value")),
+                    _ => {
+                        return Err(CompileError::new(
+                            code::INTERNAL,
+                            format!("`{n}` has no constant value"),
+                        ));
+                    }
                 }
             }
             ExprKind::Paren(x) => return self.val(x, depth + 1),
-            _ => return Err("not a constant".into()),
+            _ => return Err(CompileError::new(code::INTERNAL, "not a constant")),
         })
     }
 
-    fn addr(&self, e: &ast::Expr) -> Result<Addr, String> {
+    fn addr(&self, e: &ast::Expr) -> Result<Addr, CompileError> {
         match self.val(e, 0)? {
             Val::Addr(a) => Ok(a),
-            v => Err(format!("expected an address, found {v:?}")),
+            v => Err(CompileError::new(
+                code::INTERNAL,
+                format!("expected an address, found {v:?}"),
+            )),
         }
     }
 
-    fn service(&mut self, s: &ast::Service) -> Result<Service, String> {
+    fn service(&mut self, s: &ast::Service) -> Result<Service, CompileError> {
         let mut entries = Vec::new();
         let mut unknown_balance = false;
         let mut hash_mask = hash_field::ALL;
@@ -280,7 +294,12 @@ impl<'a> Lowerer<'a> {
                         match self.val(port, 0)? {
                             Val::Int(v) => ranges.push((v as u16, v as u16)),
                             Val::Range(lo, hi) => ranges.push((lo as u16, hi as u16)),
-                            v => return Err(format!("not a port: {v:?}")),
+                            v => {
+                                return Err(CompileError::new(
+                                    code::INTERNAL,
+                                    format!("not a port: {v:?}"),
+                                ));
+                            }
                         }
                     }
                     if ports.is_empty() {
@@ -304,7 +323,12 @@ impl<'a> Lowerer<'a> {
                         let to_port = match to_port {
                             Some(e) => match self.val(e, 0)? {
                                 Val::Int(v) => Some(u16::try_from(v).map_err(|_| "not a port")?),
-                                v => return Err(format!("not a port: {v:?}")),
+                                v => {
+                                    return Err(CompileError::new(
+                                        code::INTERNAL,
+                                        format!("not a port: {v:?}"),
+                                    ));
+                                }
                             },
                             None => None,
                         };
@@ -346,9 +370,13 @@ impl<'a> Lowerer<'a> {
 
     /// A weight formula: input names first (they take precedence over consts
     /// of the same name), then consts, numbers, `+ - * /` and negation.
-    fn formula(&self, e: &ast::Expr, depth: u32) -> Result<Formula, String> {
+    fn formula(&self, e: &ast::Expr, depth: u32) -> Result<Formula, CompileError> {
         if depth > 256 {
-            return Err("weight formula nested too deep".into());
+            return Err(CompileError::new(
+                code::FORMULA,
+                "the weight formula is nested too deeply (at most 256 terms and levels)",
+            )
+            .at(e.span, "too deep here"));
         }
         let sub = |x: &ast::Expr| self.formula(x, depth + 1).map(Box::new);
         Ok(match &e.kind {
@@ -357,7 +385,12 @@ impl<'a> Lowerer<'a> {
             ExprKind::Name(n) => match (Input::from_name(n), self.consts.get(n.as_str())) {
                 (Some(i), _) => Formula::Input(i),
                 (None, Some(c)) => return self.formula(c, depth + 1),
-                (None, None) => return Err(format!("`{n}` is no weight input")),
+                (None, None) => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("`{n}` is no weight input"),
+                    ));
+                }
             },
             ExprKind::Paren(x) => return self.formula(x, depth + 1),
             ExprKind::Neg(x) => Formula::Neg(sub(x)?),
@@ -369,7 +402,11 @@ impl<'a> Lowerer<'a> {
                 for (k, (op, x)) in rest.iter().enumerate() {
                     let d = depth + 1 + k as u32;
                     if d > 256 {
-                        return Err("weight formula too long (at most 256 terms and levels)".into());
+                        return Err(CompileError::new(
+                            code::FORMULA,
+                            "the weight formula is too long (at most 256 terms and levels)",
+                        )
+                        .at(x.span, "the limit is passed here"));
                     }
                     let (a, b) = (Box::new(acc), Box::new(self.formula(x, d + 1)?));
                     acc = match op {
@@ -381,32 +418,38 @@ impl<'a> Lowerer<'a> {
                 }
                 acc
             }
-            _ => return Err("not a weight formula".into()),
+            _ => return Err(CompileError::new(code::INTERNAL, "not a weight formula")),
         })
     }
 
     /// The literal behind `e` (through consts and parentheses).
-    fn literal<'e>(&'e self, e: &'e ast::Expr, depth: u32) -> Result<&'e Lit, String> {
+    fn literal<'e>(&'e self, e: &'e ast::Expr, depth: u32) -> Result<&'e Lit, CompileError> {
         if depth > 64 {
-            return Err("const chain too long".into());
+            return Err(CompileError::new(code::INTERNAL, "const chain too long"));
         }
         match &e.kind {
             ExprKind::Lit(l) => Ok(l),
             ExprKind::Paren(x) => self.literal(x, depth + 1),
             ExprKind::Name(n) => match self.consts.get(n.as_str()) {
                 Some(c) => self.literal(c, depth + 1),
-                None => Err(format!("`{n}` has no constant value")),
+                None => Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("`{n}` has no constant value"),
+                )),
             },
-            _ => Err("not a constant".into()),
+            _ => Err(CompileError::new(code::INTERNAL, "not a constant")),
         }
     }
 
     /// A `health` line, options left out at their defaults (the timeout at
     /// the interval).
-    fn health(&self, h: &ast::Health) -> Result<Check, String> {
+    fn health(&self, h: &ast::Health) -> Result<Check, CompileError> {
         let int = |e: &ast::Expr| match self.literal(e, 0)? {
             Lit::Int { value, .. } => Ok(*value),
-            _ => Err(format!("not a number: {:?}", e.kind)),
+            _ => Err(CompileError::new(
+                code::INTERNAL,
+                format!("not a number: {:?}", e.kind),
+            )),
         };
         let us = |e: &ast::Expr| match self.literal(e, 0)? {
             Lit::Duration { amount, unit } => {
@@ -419,9 +462,12 @@ impl<'a> Lowerer<'a> {
                 };
                 amount
                     .checked_mul(per)
-                    .ok_or("duration out of range".to_string())
+                    .ok_or_else(|| CompileError::from("duration out of range"))
             }
-            _ => Err(format!("not a duration: {:?}", e.kind)),
+            _ => Err(CompileError::new(
+                code::INTERNAL,
+                format!("not a duration: {:?}", e.kind),
+            )),
         };
         let small =
             |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} out of range"));
@@ -442,9 +488,14 @@ impl<'a> Lowerer<'a> {
                 }
                 "path" => match self.literal(&o.value, 0)? {
                     Lit::Str(p) => path = p.clone(),
-                    _ => return Err("`path` takes a string".into()),
+                    _ => return Err(CompileError::new(code::INTERNAL, "`path` takes a string")),
                 },
-                other => return Err(format!("unknown health option `{other}`")),
+                other => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("unknown health option `{other}`"),
+                    ));
+                }
             }
         }
         c.timeout_us = timeout.unwrap_or(c.interval_us);
@@ -452,12 +503,17 @@ impl<'a> Lowerer<'a> {
             "tcp" => HealthKind::Tcp,
             "http" => HealthKind::Http { path, expect },
             "icmp" => HealthKind::Icmp,
-            other => return Err(format!("unknown health check `{other}`")),
+            other => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("unknown health check `{other}`"),
+                ));
+            }
         };
         Ok(c)
     }
 
-    fn pool(&mut self, p: &ast::Pool) -> Result<Pool, String> {
+    fn pool(&mut self, p: &ast::Pool) -> Result<Pool, CompileError> {
         let mut backends = Vec::new();
         let mut formula = None;
         let mut health = Vec::new();
@@ -480,7 +536,12 @@ impl<'a> Lowerer<'a> {
             for o in &b.opts {
                 let v = match self.val(&o.value, 0)? {
                     Val::Int(v) => v,
-                    v => return Err(format!("`{}` takes a number, not {v:?}", o.key.name)),
+                    v => {
+                        return Err(CompileError::new(
+                            code::INTERNAL,
+                            format!("`{}` takes a number, not {v:?}", o.key.name),
+                        ));
+                    }
                 };
                 match o.key.name.as_str() {
                     "weight" => weight = u32::try_from(v).map_err(|_| "weight out of range")?,
@@ -488,7 +549,12 @@ impl<'a> Lowerer<'a> {
                     "agent" => {
                         agent = Some(u16::try_from(v).map_err(|_| "agent port out of range")?)
                     }
-                    other => return Err(format!("unknown back-end option `{other}`")),
+                    other => {
+                        return Err(CompileError::new(
+                            code::INTERNAL,
+                            format!("unknown back-end option `{other}`"),
+                        ));
+                    }
                 }
             }
             backends.push(Backend {
@@ -506,10 +572,15 @@ impl<'a> Lowerer<'a> {
         })
     }
 
-    fn route(&mut self, r: &ast::Route) -> Result<Route, String> {
+    fn route(&mut self, r: &ast::Route) -> Result<Route, CompileError> {
         let (prefix, len) = match self.val(&r.prefix, 0)? {
             Val::Prefix(a, l) => (a, l),
-            v => return Err(format!("not a prefix: {v:?}")),
+            v => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("not a prefix: {v:?}"),
+                ));
+            }
         };
         let via = r.via.as_ref().map(|v| self.addr(v)).transpose()?;
         let dev = match (&r.dev, via) {
@@ -521,7 +592,12 @@ impl<'a> Lowerer<'a> {
                 .position(|i| i.addrs.iter().any(|&(a, l)| a.contains(l, gw)))
                 .ok_or_else(|| format!("no interface reaches {}", gw.to_ip()))?
                 as u32,
-            (None, None) => return Err("a route without via or dev".into()),
+            (None, None) => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    "a route without via or dev",
+                ));
+            }
         };
         Ok(Route {
             prefix: prefix_range(prefix, len).0,
@@ -537,7 +613,7 @@ impl<'a> Lowerer<'a> {
     }
 
     /// The table of a set (named or inline) of the given elements.
-    fn set_table(&mut self, elems: &[ast::Expr]) -> Result<Set, String> {
+    fn set_table(&mut self, elems: &[ast::Expr]) -> Result<Set, CompileError> {
         let (mut ints, mut v4, mut v6, mut macs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in elems {
             match self.val(e, 0)? {
@@ -554,7 +630,12 @@ impl<'a> Lowerer<'a> {
                     _ => {}
                 },
                 Val::Mac(m) => macs.push(m),
-                v => return Err(format!("not a set element: {v:?}")),
+                v => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("not a set element: {v:?}"),
+                    ));
+                }
             }
         }
         Ok(if !macs.is_empty() {
@@ -572,7 +653,7 @@ impl<'a> Lowerer<'a> {
     }
 
     /// The set an `in` refers to: a named set, an inline set, a prefix or a range.
-    fn set_of(&mut self, e: &'a ast::Expr) -> Result<SetId, String> {
+    fn set_of(&mut self, e: &'a ast::Expr) -> Result<SetId, CompileError> {
         match &e.kind {
             ExprKind::Name(n) if self.set_defs.contains_key(n.as_str()) => {
                 if let Some(&id) = self.set_ids.get(n.as_str()) {
@@ -596,14 +677,19 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn cond(&mut self, e: &'a ast::Expr) -> Result<Cond, String> {
+    fn cond(&mut self, e: &'a ast::Expr) -> Result<Cond, CompileError> {
         let span = e.span;
         let kind = match &e.kind {
             ExprKind::Paren(x) => return self.cond(x),
             ExprKind::Lit(Lit::Bool(b)) => CondKind::Const(*b),
             ExprKind::Name(_) => match self.val(e, 0)? {
                 Val::Bool(b) => CondKind::Const(b),
-                v => return Err(format!("not a condition: {v:?}")),
+                v => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("not a condition: {v:?}"),
+                    ));
+                }
             },
             ExprKind::Not(x) => CondKind::Not(Box::new(self.cond(x)?)),
             ExprKind::And(xs) => {
@@ -623,11 +709,16 @@ impl<'a> Lowerer<'a> {
                     bit: present::FRAG,
                     expect: true,
                 },
-                _ => return Err(format!("`{f}` is not a condition")),
+                _ => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("`{f}` is not a condition"),
+                    ));
+                }
             },
             ExprKind::Cmp(a, op, b) => self.compare(a, *op, b)?,
             ExprKind::In(a, b) => self.member(a, b)?,
-            _ => return Err("not a condition".into()),
+            _ => return Err(CompileError::new(code::INTERNAL, "not a condition")),
         };
         Ok(Cond { kind, span })
     }
@@ -637,7 +728,7 @@ impl<'a> Lowerer<'a> {
         a: &'a ast::Expr,
         op: CmpOp,
         b: &'a ast::Expr,
-    ) -> Result<CondKind, String> {
+    ) -> Result<CondKind, CompileError> {
         let unparen = |e: &'a ast::Expr| -> &'a ast::Expr {
             let mut e = e;
             while let ExprKind::Paren(x) = &e.kind {
@@ -662,12 +753,18 @@ impl<'a> Lowerer<'a> {
                     (Val::Addr(x), Val::Addr(y)) => (x == y) == (op == CmpOp::Eq),
                     (Val::Mac(x), Val::Mac(y)) => (x == y) == (op == CmpOp::Eq),
                     (Val::Iface(x), Val::Iface(y)) => compare(op, u64::from(x), u64::from(y)),
-                    (x, y) => return Err(format!("cannot fold {x:?} and {y:?}")),
+                    (x, y) => {
+                        return Err(CompileError::new(
+                            code::INTERNAL,
+                            format!("cannot fold {x:?} and {y:?}"),
+                        ));
+                    }
                 };
                 return Ok(CondKind::Const(r));
             }
         };
-        let kind = field_kind(field).ok_or_else(|| format!("unknown field `{field}`"))?;
+        let kind = field_kind(field)
+            .ok_or_else(|| CompileError::from(format!("unknown field `{field}`")))?;
         if let ExprKind::Field(g) = &other.kind {
             return self.field_pair(field, op, g, span);
         }
@@ -696,7 +793,7 @@ impl<'a> Lowerer<'a> {
                     mask,
                     expect: !x,
                 },
-                _ => return Err("booleans have no order".into()),
+                _ => return Err(CompileError::new(code::INTERNAL, "booleans have no order")),
             },
             (FieldKind::Frag, Val::Bool(x)) => match op {
                 CmpOp::Eq => CondKind::Bit {
@@ -709,7 +806,7 @@ impl<'a> Lowerer<'a> {
                     bit: present::FRAG,
                     expect: !x,
                 },
-                _ => return Err("booleans have no order".into()),
+                _ => return Err(CompileError::new(code::INTERNAL, "booleans have no order")),
             },
             // Any IP packet has the field; an address of the other family is not
             // equal (so `!=` holds for it).
@@ -724,14 +821,28 @@ impl<'a> Lowerer<'a> {
                 mac: m,
                 eq: op == CmpOp::Eq,
             },
-            (_, v) => return Err(format!("cannot compare `{field}` with {v:?}")),
+            (_, v) => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("cannot compare `{field}` with {v:?}"),
+                ));
+            }
         })
     }
 
     /// A comparison of two fields (`ip.src == ip.dst`, `tcp.sport < tcp.dport`).
-    fn field_pair(&mut self, a: &str, op: CmpOp, b: &str, span: Span) -> Result<CondKind, String> {
+    fn field_pair(
+        &mut self,
+        a: &str,
+        op: CmpOp,
+        b: &str,
+        span: Span,
+    ) -> Result<CondKind, CompileError> {
         let (Some(x), Some(y)) = (field_kind(a), field_kind(b)) else {
-            return Err(format!("unknown field `{a}` or `{b}`"));
+            return Err(CompileError::new(
+                code::INTERNAL,
+                format!("unknown field `{a}` or `{b}`"),
+            ));
         };
         Ok(match (x, y) {
             // Both fields must be present: the needs of both sides, intersected
@@ -767,7 +878,12 @@ impl<'a> Lowerer<'a> {
             (FieldKind::Mac(_), FieldKind::Mac(_)) => CondKind::MacFields {
                 eq: op == CmpOp::Eq,
             },
-            _ => return Err(format!("cannot compare `{a}` with `{b}`")),
+            _ => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("cannot compare `{a}` with `{b}`"),
+                ));
+            }
         })
     }
 
@@ -776,7 +892,7 @@ impl<'a> Lowerer<'a> {
     fn bool_operand(
         &mut self,
         e: &'a ast::Expr,
-    ) -> Result<Option<(Option<Cond>, Cond, bool)>, String> {
+    ) -> Result<Option<(Option<Cond>, Cond, bool)>, CompileError> {
         let span = e.span;
         let c = |kind| Cond { kind, span };
         Ok(Some(match &e.kind {
@@ -832,7 +948,7 @@ impl<'a> Lowerer<'a> {
         op: CmpOp,
         b: &'a ast::Expr,
         span: Span,
-    ) -> Result<Option<CondKind>, String> {
+    ) -> Result<Option<CondKind>, CompileError> {
         let (Some((pa, va, fa)), Some((pb, vb, fb))) =
             (self.bool_operand(a)?, self.bool_operand(b)?)
         else {
@@ -847,7 +963,7 @@ impl<'a> Lowerer<'a> {
         let same = match op {
             CmpOp::Eq => true,
             CmpOp::Ne => false,
-            _ => return Err("booleans have no order".into()),
+            _ => return Err(CompileError::new(code::INTERNAL, "booleans have no order")),
         };
         let value = if same {
             c(CondKind::Or(vec![
@@ -869,7 +985,7 @@ impl<'a> Lowerer<'a> {
         }))
     }
 
-    fn member(&mut self, a: &'a ast::Expr, b: &'a ast::Expr) -> Result<CondKind, String> {
+    fn member(&mut self, a: &'a ast::Expr, b: &'a ast::Expr) -> Result<CondKind, CompileError> {
         let mut a = a;
         while let ExprKind::Paren(x) = &a.kind {
             a = x;
@@ -884,11 +1000,17 @@ impl<'a> Lowerer<'a> {
                 Val::Iface(x) => s.contains_int(u64::from(x)),
                 Val::Addr(x) => s.contains_addr(x),
                 Val::Mac(m) => matches!(s, Set::Mac(ms) if ms.contains(&m)),
-                v => return Err(format!("cannot test {v:?} for membership")),
+                v => {
+                    return Err(CompileError::new(
+                        code::INTERNAL,
+                        format!("cannot test {v:?} for membership"),
+                    ));
+                }
             };
             return Ok(CondKind::Const(r));
         };
-        let kind = field_kind(field).ok_or_else(|| format!("unknown field `{field}`"))?;
+        let kind = field_kind(field)
+            .ok_or_else(|| CompileError::from(format!("unknown field `{field}`")))?;
         let set = self.set_of(b)?;
         Ok(match kind {
             FieldKind::Int(f, need) => CondKind::IntIn {
@@ -902,7 +1024,12 @@ impl<'a> Lowerer<'a> {
                 set,
             },
             FieldKind::Mac(f) => CondKind::MacIn { field: f, set },
-            _ => return Err(format!("`{field}` cannot be tested with `in`")),
+            _ => {
+                return Err(CompileError::new(
+                    code::INTERNAL,
+                    format!("`{field}` cannot be tested with `in`"),
+                ));
+            }
         })
     }
 }

@@ -737,9 +737,9 @@ proptest! {
     fn random_policies_agree(src in policy(), seed in any::<u64>()) {
         let a = lbp_lang::analyze(&src);
         prop_assume!(!a.has_errors());
-        let prog = lower::lower(&a.policy).map_err(TestCaseError::fail)?;
-        let jit = jit::compile(&prog).map_err(TestCaseError::fail)?;
-        let merged = jit::compile_with(&prog, 1).map_err(TestCaseError::fail)?;
+        let prog = lower::lower(&a.policy).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let jit = jit::compile(&prog).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let merged = jit::compile_with(&prog, 1).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let pool = Pool::of(&prog);
         let mut r = Rng::new(seed);
         for _ in 0..300 {
@@ -762,10 +762,10 @@ proptest! {
         src += "}\nroute 0.0.0.0/0 via 198.18.2.254 dev b\n";
         let a = lbp_lang::analyze(&src);
         prop_assume!(!a.has_errors());
-        let prog = lower::lower(&a.policy).map_err(TestCaseError::fail)?;
+        let prog = lower::lower(&a.policy).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let pool = Pool::of(&prog);
         for min in [1, 4, jit::MERGE_MIN] {
-            let jit = jit::compile_with(&prog, min).map_err(TestCaseError::fail)?;
+            let jit = jit::compile_with(&prog, min).map_err(|e| TestCaseError::fail(e.to_string()))?;
             // The classifier's own (scalar, Rust) lookup: the lowest merged rule
             // whose condition holds, rule by rule.
             let cls = lbp_compiler::classify::Classifier::build(&prog, min);

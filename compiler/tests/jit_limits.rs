@@ -7,6 +7,10 @@ use lbp_compiler::packet::{PacketSpec, Proto, build};
 use lbp_compiler::wire;
 
 fn program(rules: impl Iterator<Item = String>) -> lbp_compiler::Program {
+    source_and_program(rules).1
+}
+
+fn source_and_program(rules: impl Iterator<Item = String>) -> (String, lbp_compiler::Program) {
     let mut src = String::from("interface a { address 198.18.0.1/24 }\nfilter {\n");
     for r in rules {
         src.push_str(&r);
@@ -14,7 +18,8 @@ fn program(rules: impl Iterator<Item = String>) -> lbp_compiler::Program {
     src.push_str("}\n");
     let a = lbp_lang::analyze(&src);
     assert!(!a.has_errors(), "{:?}", a.diagnostics.first());
-    lbp_compiler::lower::lower(&a.policy).unwrap()
+    let prog = lbp_compiler::lower::lower(&a.policy).unwrap();
+    (src, prog)
 }
 
 #[test]
@@ -53,7 +58,7 @@ fn a_huge_filter_of_one_shape_is_merged_and_compiled() {
 
 #[test]
 fn a_huge_filter_that_cannot_merge_is_refused_not_compiled() {
-    let prog = program((0..40_000u32).map(|i| {
+    let (src, prog) = source_and_program((0..40_000u32).map(|i| {
         format!(
             "    ip.src == 198.19.{}.{} || tcp.dport == {} => drop\n",
             (i >> 8) & 255,
@@ -62,5 +67,18 @@ fn a_huge_filter_that_cannot_merge_is_refused_not_compiled() {
         )
     }));
     let err = lbp_compiler::jit::compile(&prog).expect_err("refused");
-    assert!(err.contains("too large to compile"), "{err}");
+    assert_eq!(err.code(), "lbp::compile::too_large", "{err}");
+    assert!(err.message().contains("too large to compile"), "{err}");
+    assert!(err.help().is_some_and(|h| h.contains("merge")), "{err:?}");
+    // The rule that passes the limit (12 000 rules that cannot merge): the
+    // 12 001st, whose port is 12 001.
+    let span = err.span().expect("the error points at a rule");
+    assert_eq!(
+        &src[span.start..span.end],
+        "ip.src == 198.19.46.224 || tcp.dport == 12001",
+        "{err:?}"
+    );
+    let d = err.diagnostic();
+    assert_eq!(d.code, err.code());
+    assert_eq!(d.span(), span);
 }

@@ -4,6 +4,7 @@
 //! for the subcommands that run it.
 
 use lbp::render::{Renderer, Source, floor_char_boundary};
+use lbp_compiler::{CompileError, Program};
 use lbp_lang::Diagnostic;
 use lbp_lang::diag::LineIndex;
 use lbp_runtime::app::Registry;
@@ -39,10 +40,7 @@ pub enum Color {
 
 /// Read, check and lower a policy whose `app NAME` may name the applications
 /// of `apps`. Diagnostics of a broken policy are printed.
-pub fn load(
-    file: &Path,
-    apps: &Registry,
-) -> Result<(String, lbp_lang::Analysis, lbp_compiler::Program), String> {
+pub fn load(file: &Path, apps: &Registry) -> Result<(String, lbp_lang::Analysis, Program), String> {
     let src = read(file)?;
     let (analysis, prog) = analyze(&src, apps);
     if analysis.has_errors() {
@@ -53,21 +51,37 @@ pub fn load(
         report(&out, file, &src, &analysis.diagnostics);
         return Err(format!("{}: the policy has errors", file.display()));
     }
-    let prog = prog.map_err(|e| format!("{}: cannot compile: {e}", file.display()))?;
+    let prog = prog.map_err(|e| cannot_compile(file, &src, &e))?;
     Ok((src, analysis, prog))
+}
+
+/// Compile a lowered policy; an error is printed as a diagnostic of `file`.
+pub fn compile(file: &Path, src: &str, prog: &Program) -> Result<lbp_compiler::Jit, String> {
+    lbp_compiler::jit::compile(prog).map_err(|e| cannot_compile(file, src, &e))
+}
+
+/// Print why `file` cannot be lowered or compiled, like every diagnostic (on
+/// stderr), and return the line that ends the command.
+pub fn cannot_compile(file: &Path, src: &str, e: &CompileError) -> String {
+    let out = Output {
+        format: Format::Human,
+        color: Color::Auto,
+    };
+    report(&out, file, src, &[e.diagnostic()]);
+    format!("{}: cannot compile", file.display())
 }
 
 /// Check a policy whose `app NAME` may name the applications of `apps`, and
 /// lower it when it has no errors (else the lowering's result is an error
 /// that says so).
-pub fn analyze(
-    src: &str,
-    apps: &Registry,
-) -> (lbp_lang::Analysis, Result<lbp_compiler::Program, String>) {
+pub fn analyze(src: &str, apps: &Registry) -> (lbp_lang::Analysis, Result<Program, CompileError>) {
     let names = apps.names();
     let analysis = lbp_lang::analyze_with(src, &names);
     let prog = if analysis.has_errors() {
-        Err("the policy has errors".to_string())
+        Err(CompileError::new(
+            lbp_compiler::error::code::HAS_ERRORS,
+            "the policy has errors",
+        ))
     } else {
         lbp_compiler::lower::lower_with(&analysis.policy, &names)
     };

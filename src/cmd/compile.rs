@@ -33,7 +33,7 @@ pub fn run(args: CompileArgs, apps: &Registry) -> Result<ExitCode, String> {
         Stage::Ir => println!("{prog:#?}"),
         Stage::Clif => {
             let clif = lbp_compiler::jit::clif(&prog)
-                .map_err(|e| format!("{}: cannot compile: {e}", policy.display()))?;
+                .map_err(|e| super::common::cannot_compile(&policy, &src, &e))?;
             print!("{clif}");
         }
         Stage::Runtime => println!("{:#?}", appliance::appliance(&prog, &src)),

@@ -73,7 +73,7 @@ pub fn run(args: TestArgs, apps: &Registry) -> Result<ExitCode, String> {
             failed += 1;
             continue;
         }
-        let prog = prog.map_err(|e| format!("{name}: cannot compile: {e}"))?;
+        let prog = prog.map_err(|e| super::common::cannot_compile(file, &src, &e))?;
         let lines: usize = analysis
             .policy
             .items
@@ -96,10 +96,7 @@ pub fn run(args: TestArgs, apps: &Registry) -> Result<ExitCode, String> {
             );
         }
 
-        let jit = Arc::new(
-            lbp_compiler::jit::compile(&prog)
-                .map_err(|e| format!("{name}: cannot compile: {e}"))?,
-        );
+        let jit = Arc::new(super::common::compile(file, &src, &prog)?);
         let interp = lbp_compiler::Interpreter::new(&prog);
         let mut jit_tester = Decider::new(&prog, &*jit);
         let mut interp_tester = Decider::new(&prog, &interp);

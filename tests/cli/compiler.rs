@@ -248,3 +248,44 @@ fn compile_emits_the_clif() {
         &text[..text.len().min(400)]
     );
 }
+
+/// A filter too large for the JIT (12 001 rules that cannot merge into tables)
+/// passes the checker but not the compiler: `lbp compile` says so like every
+/// diagnostic, with the code, the rule where the limit is passed, and the help.
+#[test]
+fn a_filter_too_large_to_compile_is_a_diagnostic_at_the_rule() {
+    let mut src = String::from("interface a { address 198.18.0.1/24 }\nfilter {\n");
+    for i in 0..12_001u32 {
+        src.push_str(&format!(
+            "    ip.src == 198.19.{}.{} || tcp.dport == {} => drop\n",
+            (i >> 8) & 255,
+            i & 255,
+            1 + i
+        ));
+    }
+    src.push_str("}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.lbp");
+    std::fs::write(&path, &src).unwrap();
+    let out = lbp(&["compile", path.to_str().unwrap(), "--emit", "clif"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no code is printed");
+    assert!(stderr.contains("lbp::compile::too_large"), "{stderr}");
+    assert!(
+        stderr.contains("the filter is too large to compile"),
+        "{stderr}"
+    );
+    // The 12 001st rule, on line 12 003, is where the limit is passed.
+    assert!(stderr.contains("large.lbp:12003:5"), "{stderr}");
+    assert!(
+        stderr.contains("ip.src == 198.19.46.224 || tcp.dport == 12001"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the limit is passed at this rule"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("merge into tables"), "{stderr}");
+    assert!(stderr.contains("large.lbp: cannot compile"), "{stderr}");
+}

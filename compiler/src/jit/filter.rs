@@ -7,6 +7,7 @@ use super::tables::{Helper, SetTable, Tables};
 use super::translate::{
     Fam, OFF_TCP_FLAGS, Translator, Truth, addr_offset, cc, field_flags, implied_bits,
 };
+use crate::error::{CompileError, code};
 use crate::ir::{Addr, AddrField, Cond, CondKind, IntField, MacField, SetId};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Block, InstBuilder, Value, types};
@@ -19,9 +20,13 @@ impl<'a> Translator<'a> {
         t: Block,
         f: Block,
         depth: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompileError> {
         if depth > MAX_DEPTH {
-            return Err("condition nested too deeply".into());
+            return Err(CompileError::new(
+                code::TOO_DEEP,
+                "a condition is nested too deeply to compile",
+            )
+            .at(c.span, "nested too deeply here"));
         }
         match &c.kind {
             CondKind::Const(v) => {
@@ -113,7 +118,7 @@ impl<'a> Translator<'a> {
         t: Block,
         f: Block,
         depth: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompileError> {
         if xs.is_empty() {
             self.b.ins().jump(if all { t } else { f }, &[]);
             return Ok(());
@@ -284,7 +289,7 @@ impl<'a> Translator<'a> {
         set: SetId,
         t: Block,
         f: Block,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompileError> {
         let ranges = match self.set(set)? {
             SetTable::Int(r) => r,
             _ => {
@@ -314,7 +319,7 @@ impl<'a> Translator<'a> {
         set: SetId,
         t: Block,
         f: Block,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompileError> {
         let (v4, v6) = match self.set(set)? {
             SetTable::Prefix { v4, v6 } => (v4, v6),
             _ => {
@@ -451,7 +456,7 @@ impl<'a> Translator<'a> {
         set: SetId,
         t: Block,
         f: Block,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompileError> {
         let keys = match self.set(set)? {
             SetTable::Mac(k) if !k.is_empty() => k,
             _ => {
@@ -476,11 +481,11 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
-    pub(super) fn set(&self, id: SetId) -> Result<&'a SetTable, String> {
+    pub(super) fn set(&self, id: SetId) -> Result<&'a SetTable, CompileError> {
         let tables: &'a Tables = self.tables;
         tables
             .sets
             .get(id as usize)
-            .ok_or_else(|| format!("set {id} does not exist"))
+            .ok_or_else(|| CompileError::from(format!("set {id} does not exist")))
     }
 }

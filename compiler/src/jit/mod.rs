@@ -50,6 +50,7 @@ mod tests;
 mod translate;
 
 pub use crate::classify::MERGE_MIN;
+use crate::error::{CompileError, code};
 use crate::interp::Engine;
 use crate::ir::{Cond, CondKind, Program};
 use cranelift_codegen::Context;
@@ -148,12 +149,12 @@ impl Engine for Jit {
 struct Code(Mutex<Option<JITModule>>);
 
 impl Code {
-    fn module(&mut self) -> Result<&mut JITModule, String> {
+    fn module(&mut self) -> Result<&mut JITModule, CompileError> {
         self.0
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
-            .ok_or_else(|| "the JIT module is gone".to_string())
+            .ok_or_else(|| CompileError::from("the JIT module is gone"))
     }
 }
 
@@ -183,19 +184,19 @@ impl fmt::Debug for Code {
 
 /// Compile a lowered policy to native code, merging rules of one shape into
 /// tables when at least [`MERGE_MIN`] rules share it.
-pub fn compile(prog: &Program) -> Result<Jit, String> {
+pub fn compile(prog: &Program) -> Result<Jit, CompileError> {
     compile_with(prog, MERGE_MIN)
 }
 
 /// Compile, merging rules of one shape when at least `merge_min` share it
 /// (`usize::MAX`: never; 1: whenever possible, as the differential tests do).
-pub fn compile_with(prog: &Program, merge_min: usize) -> Result<Jit, String> {
+pub fn compile_with(prog: &Program, merge_min: usize) -> Result<Jit, CompileError> {
     compile_inner(prog, false, merge_min, false).map(|(jit, _)| jit)
 }
 
 /// The Cranelift IR (CLIF) of a policy's function, as generated before
 /// optimisation (`lbp compile --emit clif`).
-pub fn clif(prog: &Program) -> Result<String, String> {
+pub fn clif(prog: &Program) -> Result<String, CompileError> {
     compile_inner(prog, true, MERGE_MIN, false).map(|(_, clif)| clif.unwrap_or_default())
 }
 
@@ -207,12 +208,18 @@ fn compile_inner(
     keep_clif: bool,
     merge_min: usize,
     generic: bool,
-) -> Result<(Jit, Option<String>), String> {
+) -> Result<(Jit, Option<String>), CompileError> {
     if prog.rules.len() >= NO_RULE as usize {
-        return Err("too many rules".into());
+        return Err(CompileError::new(
+            code::TOO_MANY,
+            format!("too many filter rules: at most {}", NO_RULE - 1),
+        ));
     }
     if size_of::<usize>() != 8 {
-        return Err("lbp's JIT needs a 64-bit host".into());
+        return Err(CompileError::new(
+            code::HOST,
+            "lbp's JIT needs a 64-bit host",
+        ));
     }
     let tables = Box::new(build_tables(prog, merge_min)?);
     // The rules left inline are one function, and Cranelift's cost grows faster
@@ -226,10 +233,28 @@ fn compile_inner(
         .map(|r| cond_nodes(&r.cond))
         .sum();
     if nodes > MAX_COND_NODES || inline.len() > MAX_RULES {
-        return Err(format!(
-            "the filter is too large to compile: {} rules could not be merged into tables ({nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes); rules that are conjunctions of field tests (`==`, `in`, comparisons, flags, negated `in`) merge",
-            inline.len()
-        ));
+        let mut e = CompileError::new(
+            code::TOO_LARGE,
+            format!(
+                "the filter is too large to compile: {} rules could not be merged into tables ({nodes} condition nodes; the limits are {MAX_RULES} rules and {MAX_COND_NODES} nodes)",
+                inline.len()
+            ),
+        )
+        .with_help("rules that are conjunctions of field tests (`==`, `in`, comparisons, flags, negated `in`) merge into tables; write the others that way, or split them over fewer rules");
+        // The first rule past a limit, where the source says it.
+        let (mut k, mut n) = (0, 0);
+        for &i in inline {
+            let Some(r) = prog.rules.get(i as usize) else {
+                break;
+            };
+            k += 1;
+            n += cond_nodes(&r.cond);
+            if k > MAX_RULES || n > MAX_COND_NODES {
+                e = e.at(r.cond.span, "the limit is passed at this rule");
+                break;
+            }
+        }
+        return Err(e);
     }
 
     let mut flags = settings::builder();
@@ -247,7 +272,12 @@ fn compile_inner(
     };
     set(&mut flags, "enable_verifier", verify)?;
     let isa = cranelift_native::builder()
-        .map_err(|e| format!("this host is not supported by Cranelift: {e}"))?
+        .map_err(|e| {
+            CompileError::new(
+                code::HOST,
+                format!("this host is not supported by Cranelift: {e}"),
+            )
+        })?
         .finish(settings::Flags::new(flags))
         .map_err(|e| format!("Cranelift: {e}"))?;
     let mut builder = JITBuilder::with_isa(isa, default_libcall_names());

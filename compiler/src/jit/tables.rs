@@ -4,6 +4,7 @@
 //! rule groups and the flow hash.
 
 use crate::classify::Classifier;
+use crate::error::{CompileError, code};
 use crate::ir::{self, Addr, Program, Set};
 use cranelift_codegen::ir::{Type, types};
 use lbp_abi::Fields;
@@ -327,7 +328,7 @@ impl Helper {
     }
 }
 
-pub(super) fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, String> {
+pub(super) fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, CompileError> {
     let sets = prog
         .sets
         .iter()
@@ -347,7 +348,7 @@ pub(super) fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, S
         .collect();
 
     if prog.services.len() >= SVC_NO_ENTRY as usize {
-        return Err("too many services".into());
+        return Err(CompileError::new(code::TOO_MANY, "too many services"));
     }
     let mut by_vip: BTreeMap<Addr, Vec<Entry>> = BTreeMap::new();
     for (s, svc) in prog.services.iter().enumerate() {
@@ -377,7 +378,7 @@ pub(super) fn build_tables(prog: &Program, merge_min: usize) -> Result<Tables, S
     broadcasts.dedup();
 
     if prog.routes.len() >= NO_ROUTE as usize {
-        return Err("too many routes".into());
+        return Err(CompileError::new(code::TOO_MANY, "too many routes"));
     }
     // By prefix length as written (the interpreter ranks by it), longest first; in
     // each, the first route of each network.

@@ -370,7 +370,7 @@ fn a_missing_set_is_an_error_not_a_panic() {
         )],
         ..Program::default()
     };
-    assert!(compile(&prog).unwrap_err().contains("set 3"));
+    assert!(compile(&prog).unwrap_err().message().contains("set 3"));
 }
 
 #[test]

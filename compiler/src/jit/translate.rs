@@ -3,6 +3,7 @@
 //! after it).
 
 use super::tables::{Helper, Tables};
+use crate::error::{CompileError, code};
 use crate::ir::{self, AddrField, CmpOp, Cond, CondKind, IntField, MacField, Program};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, Value, types};
@@ -162,16 +163,22 @@ impl<'a> Translator<'a> {
         tables: &'a Tables,
         helper_ids: Vec<FuncId>,
         specialize: bool,
-    ) -> Result<Translator<'a>, String> {
+    ) -> Result<Translator<'a>, CompileError> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let &[tables_ptr, fields, out] = b.block_params(entry) else {
-            return Err("the filter function must have three parameters".into());
+            return Err(CompileError::new(
+                code::INTERNAL,
+                "the filter function must have three parameters",
+            ));
         };
         let present = b.ins().load(types::I32, field_flags(), fields, OFF_PRESENT);
         if helper_ids.len() != Helper::ALL.len() {
-            return Err("every helper must be declared".into());
+            return Err(CompileError::new(
+                code::INTERNAL,
+                "every helper must be declared",
+            ));
         }
         Ok(Translator {
             b,
@@ -193,7 +200,7 @@ impl<'a> Translator<'a> {
     }
 
     /// The whole pipeline of `interp::decide`.
-    pub(super) fn translate_program(mut self) -> Result<(), String> {
+    pub(super) fn translate_program(mut self) -> Result<(), CompileError> {
         // Malformed, or no Ethernet header: drop before the filter.
         let first = self.b.create_block();
         let malformed = self.b.create_block();
@@ -265,7 +272,7 @@ impl<'a> Translator<'a> {
 
     /// The filter rules then the stages after them, from the current block, for
     /// packets of `self.fam`.
-    pub(super) fn translate_filter_and_tail(&mut self) -> Result<(), String> {
+    pub(super) fn translate_filter_and_tail(&mut self) -> Result<(), CompileError> {
         // After the filter: a block with one I32 parameter, 1 to go through the
         // service and local stages, 0 (`forward`) to route at once.
         let after = self.b.create_block();
@@ -299,7 +306,7 @@ impl<'a> Translator<'a> {
             self.b.ins().jump(cur, &[]);
             for &i in &cls.inline {
                 let Some(rule) = self.prog.rules.get(i as usize) else {
-                    return Err(format!("no rule {i}"));
+                    return Err(CompileError::new(code::INTERNAL, format!("no rule {i}")));
                 };
                 self.b.switch_to_block(cur);
                 let test = self.b.create_block();

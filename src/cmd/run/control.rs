@@ -75,9 +75,11 @@ pub fn compile(
             fancy,
         ));
     }
-    let prog = prog.map_err(|e| format!("{}: cannot compile: {e}", path.display()))?;
-    let jit = lbp_compiler::jit::compile(&prog)
-        .map_err(|e| format!("{}: cannot compile: {e}", path.display()))?;
+    let render = |e: lbp_compiler::CompileError| {
+        super::super::common::render_all(path, &src, &[e.diagnostic()], fancy)
+    };
+    let prog = prog.map_err(render)?;
+    let jit = lbp_compiler::jit::compile(&prog).map_err(render)?;
     let app = crate::appliance::appliance(&prog, &src);
     Ok(Compiled {
         policy: Arc::new(JitPolicy(jit)),

@@ -136,8 +136,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     let policy_path =
         std::path::absolute(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
     let (src, _, prog) = super::common::load(&args.policy, apps)?;
-    let jit = lbp_compiler::jit::compile(&prog)
-        .map_err(|e| format!("{}: cannot compile: {e}", args.policy.display()))?;
+    let jit = super::common::compile(&args.policy, &src, &prog)?;
     let mut app = crate::appliance::appliance(&prog, &src);
     if app.interfaces.is_empty() {
         return Err(format!(
