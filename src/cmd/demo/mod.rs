@@ -278,7 +278,9 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         Some(line) => say!("  {line}"),
         None => say!("  lbp: no final summary (exit status {status:?})"),
     }
-    let clean = alive && status.is_some_and(|s| s.success());
+    // On a terminal, Ctrl-C reaches lbp run too (the same process group): it
+    // then ends on its own, cleanly.
+    let clean = (alive || interrupted()) && status.is_some_and(|s| s.success());
     if !clean {
         say!(
             "lbp demo: lbp run did not end cleanly (running until the end: {alive}; exit status {status:?})"
