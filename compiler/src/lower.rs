@@ -156,6 +156,7 @@ enum Val {
 const IP: u32 = present::IP4 | present::IP6;
 
 /// What a packet field is, for lowering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FieldKind {
     Int(IntField, u32),
     Flag(u8),
@@ -164,38 +165,53 @@ enum FieldKind {
     Mac(MacField),
 }
 
-fn field_kind(name: &str) -> Option<FieldKind> {
+/// How each packet field of the language (`lbp_lang::check::FIELDS`, in its
+/// order; a test holds the two equal) is read: the IR field or flag, and the
+/// headers it needs.
+const FIELD_KINDS: &[(&str, FieldKind)] = {
     use FieldKind as K;
     use lbp_abi::tcp_flag as t;
-    Some(match name {
-        "in.iface" => K::Int(IntField::InIface, 0),
-        "pkt.len" => K::Int(IntField::PktLen, 0),
-        "eth.type" => K::Int(IntField::EthType, present::ETH),
-        "eth.src" => K::Mac(MacField::Src),
-        "eth.dst" => K::Mac(MacField::Dst),
-        "ip.version" => K::Int(IntField::IpVersion, IP),
-        "ip.proto" => K::Int(IntField::IpProto, IP),
-        "ip.ttl" => K::Int(IntField::IpTtl, IP),
-        "ip.len" => K::Int(IntField::IpLen, IP),
-        "ip.frag" => K::Frag,
-        "ip.src" => K::Addr(AddrField::Src),
-        "ip.dst" => K::Addr(AddrField::Dst),
-        "tcp.sport" => K::Int(IntField::Sport, present::TCP),
-        "tcp.dport" => K::Int(IntField::Dport, present::TCP),
-        "udp.sport" => K::Int(IntField::Sport, present::UDP),
-        "udp.dport" => K::Int(IntField::Dport, present::UDP),
-        "l4.sport" => K::Int(IntField::Sport, present::TCP | present::UDP),
-        "l4.dport" => K::Int(IntField::Dport, present::TCP | present::UDP),
-        "icmp.type" => K::Int(IntField::IcmpType, present::ICMP),
-        "icmp.code" => K::Int(IntField::IcmpCode, present::ICMP),
-        "tcp.syn" => K::Flag(t::SYN),
-        "tcp.ack" => K::Flag(t::ACK),
-        "tcp.fin" => K::Flag(t::FIN),
-        "tcp.rst" => K::Flag(t::RST),
-        "tcp.psh" => K::Flag(t::PSH),
-        "tcp.urg" => K::Flag(t::URG),
-        _ => return None,
-    })
+    &[
+        ("in.iface", K::Int(IntField::InIface, 0)),
+        ("pkt.len", K::Int(IntField::PktLen, 0)),
+        ("eth.src", K::Mac(MacField::Src)),
+        ("eth.dst", K::Mac(MacField::Dst)),
+        ("eth.type", K::Int(IntField::EthType, present::ETH)),
+        ("ip.version", K::Int(IntField::IpVersion, IP)),
+        ("ip.src", K::Addr(AddrField::Src)),
+        ("ip.dst", K::Addr(AddrField::Dst)),
+        ("ip.proto", K::Int(IntField::IpProto, IP)),
+        ("ip.ttl", K::Int(IntField::IpTtl, IP)),
+        ("ip.len", K::Int(IntField::IpLen, IP)),
+        ("ip.frag", K::Frag),
+        ("tcp.sport", K::Int(IntField::Sport, present::TCP)),
+        ("tcp.dport", K::Int(IntField::Dport, present::TCP)),
+        ("tcp.syn", K::Flag(t::SYN)),
+        ("tcp.ack", K::Flag(t::ACK)),
+        ("tcp.fin", K::Flag(t::FIN)),
+        ("tcp.rst", K::Flag(t::RST)),
+        ("tcp.psh", K::Flag(t::PSH)),
+        ("tcp.urg", K::Flag(t::URG)),
+        ("udp.sport", K::Int(IntField::Sport, present::UDP)),
+        ("udp.dport", K::Int(IntField::Dport, present::UDP)),
+        ("icmp.type", K::Int(IntField::IcmpType, present::ICMP)),
+        ("icmp.code", K::Int(IntField::IcmpCode, present::ICMP)),
+        (
+            "l4.sport",
+            K::Int(IntField::Sport, present::TCP | present::UDP),
+        ),
+        (
+            "l4.dport",
+            K::Int(IntField::Dport, present::TCP | present::UDP),
+        ),
+    ]
+};
+
+fn field_kind(name: &str) -> Option<FieldKind> {
+    FIELD_KINDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, k)| k)
 }
 
 fn flip(op: CmpOp) -> CmpOp {
@@ -1037,6 +1053,26 @@ impl<'a> Lowerer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lowering reads every field of the language's one table, in its
+    /// order, as a value of the field's type.
+    #[test]
+    fn every_field_of_the_language_lowers_as_its_type() {
+        use lbp_lang::check::{FIELDS, Ty};
+        let names: Vec<&str> = FIELD_KINDS.iter().map(|(n, _)| *n).collect();
+        let table: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        assert_eq!(names, table);
+        for (f, (_, kind)) in FIELDS.iter().zip(FIELD_KINDS) {
+            let fits = matches!(
+                (f.ty, kind),
+                (Ty::Int | Ty::Iface, FieldKind::Int(..))
+                    | (Ty::Bool, FieldKind::Flag(_) | FieldKind::Frag)
+                    | (Ty::Addr(_), FieldKind::Addr(_))
+                    | (Ty::Mac, FieldKind::Mac(_))
+            );
+            assert!(fits, "{} is {:?} but lowers as {kind:?}", f.name, f.ty);
+        }
+    }
 
     fn lowered(src: &str) -> Program {
         let a = lbp_lang::analyze(src);

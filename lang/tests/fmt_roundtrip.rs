@@ -54,27 +54,6 @@ const NAMES: &[&str] = &[
     "Face",
     "a_very_long_name_for_a_thing",
 ];
-const FIELDS: &[&str] = &[
-    "ip.src",
-    "ip.dst",
-    "ip.proto",
-    "ip.ttl",
-    "ip.frag",
-    "tcp.dport",
-    "tcp.sport",
-    "tcp.syn",
-    "tcp.fin",
-    "udp.dport",
-    "icmp.type",
-    "icmp.code",
-    "l4.sport",
-    "l4.dport",
-    "pkt.len",
-    "eth.type",
-    "eth.src",
-    "in.iface",
-    "ip.version",
-];
 const COMMENT_CHARS: &[&str] = &[
     "a", "b", "z", " ", " ", "#", "\"", "'", "{", "}", "=>", "->", "é", "ü", "→", "\\", "0", "9",
     ":", "@12..34", "\t", "(", ")", ",", "*",
@@ -124,6 +103,12 @@ impl Gen {
 
     fn one<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[self.pick(xs.len())]
+    }
+
+    /// A field of the language's one table.
+    fn field(&mut self) -> &'static str {
+        let fields = lbp_lang::check::FIELDS;
+        fields[self.pick(fields.len())].name
     }
 
     // ---- raw text ----------------------------------------------------------------
@@ -541,7 +526,7 @@ impl Gen {
         let deeper = if depth > 0 { 1 } else { 0 };
         match self.weighted(&[4, 3, 2, 2 * deeper, deeper]) {
             0 => {
-                let f = self.one(FIELDS);
+                let f = self.field();
                 self.word(f);
             }
             1 => {
@@ -915,7 +900,7 @@ impl Gen {
                         if i > 0 {
                             self.punct(",");
                         }
-                        let f = self.one(FIELDS);
+                        let f = self.field();
                         self.word(f);
                     }
                     self.punct(")");

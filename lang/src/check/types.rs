@@ -106,52 +106,135 @@ impl Ty {
     }
 }
 
-/// A packet field: its name, type, largest value (integers) and whether it is a port.
+/// A packet field: its name, type, largest value (integers), whether it is a
+/// port, and what it means in the words of the language reference.
 #[derive(Clone, Copy, Debug)]
 pub struct FieldInfo {
     pub name: &'static str,
     pub ty: Ty,
     pub max: u64,
     pub port: bool,
+    pub meaning: &'static str,
 }
 
-const fn f(name: &'static str, ty: Ty, max: u64, port: bool) -> FieldInfo {
+const fn f(name: &'static str, ty: Ty, max: u64, port: bool, meaning: &'static str) -> FieldInfo {
     FieldInfo {
         name,
         ty,
         max,
         port,
+        meaning,
     }
 }
 
-/// Every packet field of the language.
+/// Every packet field of the language: the one table the checker, the
+/// lowering (`lbp_compiler::lower`, which holds a test that every field
+/// lowers), the editor support and the property tests' generators read.
 pub const FIELDS: &[FieldInfo] = &[
-    f("in.iface", Ty::Iface, 0, false),
-    f("pkt.len", Ty::Int, 65535, false),
-    f("eth.src", Ty::Mac, 0, false),
-    f("eth.dst", Ty::Mac, 0, false),
-    f("eth.type", Ty::Int, 65535, false),
-    f("ip.version", Ty::Int, 15, false),
-    f("ip.src", Ty::Addr(Fam::Any), 0, false),
-    f("ip.dst", Ty::Addr(Fam::Any), 0, false),
-    f("ip.proto", Ty::Int, 255, false),
-    f("ip.ttl", Ty::Int, 255, false),
-    f("ip.len", Ty::Int, 65575, false),
-    f("ip.frag", Ty::Bool, 0, false),
-    f("tcp.sport", Ty::Int, 65535, true),
-    f("tcp.dport", Ty::Int, 65535, true),
-    f("tcp.syn", Ty::Bool, 0, false),
-    f("tcp.ack", Ty::Bool, 0, false),
-    f("tcp.fin", Ty::Bool, 0, false),
-    f("tcp.rst", Ty::Bool, 0, false),
-    f("tcp.psh", Ty::Bool, 0, false),
-    f("tcp.urg", Ty::Bool, 0, false),
-    f("udp.sport", Ty::Int, 65535, true),
-    f("udp.dport", Ty::Int, 65535, true),
-    f("icmp.type", Ty::Int, 255, false),
-    f("icmp.code", Ty::Int, 255, false),
-    f("l4.sport", Ty::Int, 65535, true),
-    f("l4.dport", Ty::Int, 65535, true),
+    f(
+        "in.iface",
+        Ty::Iface,
+        0,
+        false,
+        "the interface the packet arrived on",
+    ),
+    f(
+        "pkt.len",
+        Ty::Int,
+        65535,
+        false,
+        "the frame's length, Ethernet header included",
+    ),
+    f("eth.src", Ty::Mac, 0, false, "source MAC address"),
+    f("eth.dst", Ty::Mac, 0, false, "destination MAC address"),
+    f(
+        "eth.type",
+        Ty::Int,
+        65535,
+        false,
+        "the EtherType after any VLAN tags (0x0800 IPv4, 0x86dd IPv6)",
+    ),
+    f("ip.version", Ty::Int, 15, false, "the IP version: 4 or 6"),
+    f(
+        "ip.src",
+        Ty::Addr(Fam::Any),
+        0,
+        false,
+        "source address, of either family",
+    ),
+    f(
+        "ip.dst",
+        Ty::Addr(Fam::Any),
+        0,
+        false,
+        "destination address, of either family",
+    ),
+    f(
+        "ip.proto",
+        Ty::Int,
+        255,
+        false,
+        "the protocol, compared with a number or tcp, udp, icmp, icmpv6; for IPv6 the upper-layer protocol after any extension headers",
+    ),
+    f(
+        "ip.ttl",
+        Ty::Int,
+        255,
+        false,
+        "the TTL; the hop limit for IPv6",
+    ),
+    f(
+        "ip.len",
+        Ty::Int,
+        65575,
+        false,
+        "IPv4 total length; IPv6 payload length plus 40",
+    ),
+    f(
+        "ip.frag",
+        Ty::Bool,
+        0,
+        false,
+        "the packet is a fragment, first or later (IPv4 MF or offset, IPv6 fragment header)",
+    ),
+    f("tcp.sport", Ty::Int, 65535, true, "TCP source port"),
+    f("tcp.dport", Ty::Int, 65535, true, "TCP destination port"),
+    f("tcp.syn", Ty::Bool, 0, false, "the TCP SYN flag"),
+    f("tcp.ack", Ty::Bool, 0, false, "the TCP ACK flag"),
+    f("tcp.fin", Ty::Bool, 0, false, "the TCP FIN flag"),
+    f("tcp.rst", Ty::Bool, 0, false, "the TCP RST flag"),
+    f("tcp.psh", Ty::Bool, 0, false, "the TCP PSH flag"),
+    f("tcp.urg", Ty::Bool, 0, false, "the TCP URG flag"),
+    f("udp.sport", Ty::Int, 65535, true, "UDP source port"),
+    f("udp.dport", Ty::Int, 65535, true, "UDP destination port"),
+    f(
+        "icmp.type",
+        Ty::Int,
+        255,
+        false,
+        "ICMP or ICMPv6 type, whichever is present",
+    ),
+    f(
+        "icmp.code",
+        Ty::Int,
+        255,
+        false,
+        "ICMP or ICMPv6 code, whichever is present",
+    ),
+    f(
+        "l4.sport",
+        Ty::Int,
+        65535,
+        true,
+        "TCP or UDP source port, whichever is present",
+    ),
+    f(
+        "l4.dport",
+        Ty::Int,
+        65535,
+        true,
+        "TCP or UDP destination port, whichever is present",
+    ),
 ];
 
 pub fn field(name: &str) -> Option<&'static FieldInfo> {
