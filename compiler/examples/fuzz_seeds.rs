@@ -2,6 +2,7 @@
 //! the `decide` fuzz target: one file per frame, a selector byte then the frame.
 //!
 //! cargo run -p lbp-compiler --example fuzz_seeds -- OUT_DIR POLICY...
+//! (`fuzz/seeds.sh` runs it on the policies of the `decide` target's list.)
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
