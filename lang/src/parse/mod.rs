@@ -25,6 +25,7 @@ use recover::{detailed, furthest};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, did_you_mean};
+use crate::vocab::ITEM_KEYWORDS;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "lbp.pest"]
@@ -42,17 +43,6 @@ pub struct Parsed {
 /// Bracket nesting (and negations in front of brackets) deeper than this is refused
 /// before pest sees it, so that no input can exhaust the stack.
 pub const MAX_NESTING: usize = 48;
-
-const ITEM_KEYWORDS: &[&str] = &[
-    "interface",
-    "const",
-    "set",
-    "pool",
-    "service",
-    "filter",
-    "route",
-    "test",
-];
 
 /// Parse a whole policy.
 pub fn parse(src: &str) -> Parsed {
