@@ -118,9 +118,7 @@ pub fn main() -> ExitCode {
 pub fn main_with(apps: Registry) -> ExitCode {
     // Output piped into a program that stops reading (`lbp ... | head`) ends lbp
     // quietly, as it does any other command-line tool, instead of a panic.
-    // SAFETY: setting a signal's disposition to its default has no preconditions;
-    // no other thread exists yet.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    lbp_runtime::sys::sigpipe(false);
     let cli = Cli::parse();
     match dispatch(cli, &apps) {
         Ok(code) => code,

@@ -15,6 +15,8 @@
 //!   a back end of policy tests (`lbp_compiler::testing::Tester`).
 //! - `render`: diagnostics for people, as `lbp check` prints them.
 
+#![forbid(unsafe_code)]
+
 // The subcommands name the package's library as `lbp`, as they did when they
 // were the binary's.
 extern crate self as lbp;

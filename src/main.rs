@@ -3,6 +3,8 @@
 //! be the same tool with more applications on the switching cores
 //! (`lbp::main_with`).
 
+#![forbid(unsafe_code)]
+
 fn main() -> std::process::ExitCode {
     lbp::main()
 }

@@ -18,6 +18,8 @@
 //! - `generation`: what the control core may replace (policy, configuration,
 //!   weight tables) and its publication to the switching cores.
 //! - `switch`: a switching core's per-burst work: ARP / ND, policy, acting.
+//! - `sys`: the operating-system calls the `lbp` command makes beyond the
+//!   standard library (signals, CPU affinity, ...), as safe functions.
 //! - `app`: applications that run inside a switching core's loop on its own
 //!   frames (`app NAME`): the frame handle and its ownership rules, and the
 //!   built-in `echo` (UDP, RFC 862) and `icmp` (echo replies).
@@ -40,6 +42,7 @@ pub mod neigh;
 pub mod ring;
 pub mod run;
 pub mod switch;
+pub mod sys;
 pub mod testbed;
 pub mod trafficgen;
 pub mod wire;

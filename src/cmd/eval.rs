@@ -208,16 +208,7 @@ pub fn run(args: EvalArgs, apps: &Registry) -> Result<ExitCode, String> {
 /// The CPU time this thread has used, in seconds (for `--timing`: on a busy
 /// machine, wall time says more about the others).
 fn thread_cpu() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    if rc != 0 {
-        return 0.0;
-    }
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    lbp_runtime::sys::thread_cpu_time().as_secs_f64()
 }
 
 /// The capture's bytes, from a file or standard input (`-`).

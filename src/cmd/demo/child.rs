@@ -92,9 +92,7 @@ impl LbpChild {
         if let Ok(Some(st)) = child.try_wait() {
             return Some(st);
         }
-        // SAFETY: kill(2) on our own child's PID, not yet reaped (try_wait saw it
-        // running), so the PID cannot have been reused.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = lbp_runtime::sys::signal_child(&mut child, libc::SIGTERM);
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if let Ok(Some(st)) = child.try_wait() {

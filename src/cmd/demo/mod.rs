@@ -113,23 +113,15 @@ fn interrupted() -> bool {
 /// SIGINT, SIGTERM and SIGHUP set the flag (the demo then tears down); SIGPIPE
 /// is ignored (a closed stdout must not skip the teardown).
 fn install_signal_handlers() {
-    // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no
-    // flags), then the handler is filled in.
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe); `sa`
-        // is valid for the call and the old action is not asked for.
-        unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
-    }
-    // SAFETY: ignoring a signal has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Without the handlers Ctrl-C would still end the demo, only without its
+    // teardown: nothing to do but go on.
+    let _ = lbp_runtime::sys::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], on_signal);
+    lbp_runtime::sys::sigpipe(true);
 }
 
 /// `lbp demo`.
 pub fn main(args: DemoArgs) -> ExitCode {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if lbp_runtime::sys::euid() != 0 {
         eprintln!(
             "lbp demo: needs root: it creates network namespaces and veth pairs and runs \
              `lbp run` in them (try `sudo lbp demo`)"

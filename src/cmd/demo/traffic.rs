@@ -368,50 +368,5 @@ pub(super) fn connect_from(
     let (IpAddr::V4(src), SocketAddr::V4(dst)) = (from, to) else {
         return Err(io::Error::new(ErrorKind::InvalidInput, "IPv4 only"));
     };
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    let s = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let local = sin(src, 0);
-    // SAFETY: `local` is a valid sockaddr_in of `len` bytes for the call.
-    if unsafe { libc::bind(fd, (&raw const local).cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    s.set_nonblocking(true)?;
-    let remote = sin(*dst.ip(), dst.port());
-    // SAFETY: `remote` is a valid sockaddr_in of `len` bytes for the call.
-    let r = unsafe { libc::connect(fd, (&raw const remote).cast(), len) };
-    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS) {
-        return Err(io::Error::last_os_error());
-    }
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd for the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n == 0 {
-        return Err(io::Error::new(ErrorKind::TimedOut, "connection timed out"));
-    }
-    if let Some(e) = s.take_error()? {
-        return Err(e);
-    }
-    s.set_nonblocking(false)?;
-    Ok(s)
+    lbp_runtime::sys::tcp_connect_from(src, dst, timeout)
 }

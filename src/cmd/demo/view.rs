@@ -100,13 +100,12 @@ impl Live {
         if !terminal() {
             return None;
         }
-        let mut ws: libc::winsize = no_size();
-        // SAFETY: TIOCGWINSZ writes one `winsize` to the valid pointer given.
-        let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
         let mut s = screen();
         s.live = true;
-        if asked == 0 && ws.ws_col >= 20 {
-            s.width = usize::from(ws.ws_col);
+        if let Some(cols) = lbp_runtime::sys::terminal_width(&io::stdout())
+            && cols >= 20
+        {
+            s.width = usize::from(cols);
         }
         drop(s);
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,15 +148,6 @@ impl Drop for Live {
         s.live = false;
         s.block.clear();
         let _ = out.flush();
-    }
-}
-
-fn no_size() -> libc::winsize {
-    libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
     }
 }
 

@@ -78,8 +78,7 @@ pub fn serve(sock: ControlSocket, src: Sources, commands: SyncSender<Command>) {
 
 /// The users who may use the API: root and the appliance's own.
 fn allowed(uid: u32) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    uid == 0 || uid == unsafe { libc::geteuid() }
+    uid == 0 || uid == lbp_runtime::sys::euid()
 }
 
 fn answer(mut peer: Peer, src: &Sources, commands: &SyncSender<Command>) {

@@ -25,51 +25,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 pub fn install_signal_handlers() -> Result<(), String> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: sigaction is plain data; all-zero is a valid value (empty
-        // mask, no flags), then the handler is filled in.
-        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        // SAFETY: `sa.sa_mask` is a valid sigset_t owned by us.
-        unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-        // SAFETY: the handler only stores to an atomic (async-signal-safe);
-        // `sa` is valid for the call and the old action is not asked for.
-        if unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) } != 0 {
-            return Err(format!(
-                "cannot install a signal handler: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The CPUs this process may run on.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid and its size is passed; pid 0 is this thread.
-    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return vec![0];
-    }
-    // SAFETY: CPU_ISSET reads the set, in bounds for every id below CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
-
-/// Pin the calling thread to `cpu`.
-pub fn pin(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` was checked to be below CPU_SETSIZE by `parse_cpus`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is valid and its size is passed; pid 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    lbp_runtime::sys::on_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP], on_signal)
+        .map_err(|e| format!("cannot install a signal handler: {e}"))
 }
 
 /// `0,2,4-6` to CPU ids, in order, without repeats.

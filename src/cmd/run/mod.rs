@@ -39,9 +39,7 @@ mod control;
 mod host;
 use api::Sources;
 use control::{Controller, JitPolicy};
-use host::{
-    STOP, allowed_cpus, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, pin, rx_queues,
-};
+use host::{STOP, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, rx_queues};
 
 /// Arguments of `lbp run`.
 #[derive(clap::Args, Debug)]
@@ -167,7 +165,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     let cpus = match &args.cores {
         Some(s) => parse_cpus(s)?,
         None => {
-            let all = allowed_cpus();
+            let all = lbp_runtime::sys::allowed_cpus();
             let queues = os_names.iter().map(|n| rx_queues(n)).min().unwrap_or(1);
             let switching = all.len().saturating_sub(1).clamp(1, queues);
             let mut v = all;
@@ -277,7 +275,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         let h = std::thread::Builder::new()
             .name(format!("lbp-core{c}"))
             .spawn(move || -> Result<Snapshot, String> {
-                if let Err(e) = pin(cpu) {
+                if let Err(e) = lbp_runtime::sys::pin_thread(cpu) {
                     STOP.store(true, Ordering::SeqCst);
                     return Err(format!("switching core {c}: cannot pin to CPU {cpu}: {e}"));
                 }
@@ -305,7 +303,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     };
     // The control core: this thread, and the threads it starts (API, where a
     // reload compiles; metrics; health checks and agents), never a switching core's CPU.
-    if let Err(e) = pin(control_cpu) {
+    if let Err(e) = lbp_runtime::sys::pin_thread(control_cpu) {
         eprintln!("lbp: control: cannot pin to CPU {control_cpu}: {e}");
     }
     let refs = control.clone();
