@@ -367,22 +367,8 @@ impl Testbed {
             &mut self.out,
             self.now,
         );
-        for (i, p) in self.ports.iter_mut().enumerate() {
-            let q = &self.out.tx[i];
-            let n = p.send(&mut self.frames, q);
-            assert_eq!(n, q.len(), "the transmit ring has room");
-            p.flush(&mut self.frames);
-        }
-        let local = self
-            .out
-            .local
-            .iter()
-            .map(|&d| self.frames.packet(d).to_vec())
-            .collect();
-        for &d in &self.out.local {
-            self.frames.free(d);
-        }
-        self.out.clear();
+        let (refused, local) = self.out.hand_over(&mut self.ports, &mut self.frames);
+        assert_eq!(refused, 0, "the transmit rings have room");
         let sent = self
             .hosts
             .iter()

@@ -234,6 +234,36 @@ impl Outputs {
             local: Vec::with_capacity(capacity),
         }
     }
+    /// Outside `lbp run` (the test bed, tests): hand each interface's queue to
+    /// its port and flush it, freeing what a port does not take (how many, the
+    /// result's first part), and copy the local queue's frames out before
+    /// freeing them (the second part). The queues are empty after.
+    pub fn hand_over<P: crate::ring::Port>(
+        &mut self,
+        ports: &mut [P],
+        frames: &mut Frames,
+    ) -> (usize, Vec<Vec<u8>>) {
+        let mut refused = 0;
+        for (p, q) in ports.iter_mut().zip(&self.tx) {
+            let n = p.send(frames, q);
+            for &d in &q[n..] {
+                frames.free(d);
+            }
+            refused += q.len() - n;
+            p.flush(frames);
+        }
+        let local = self
+            .local
+            .iter()
+            .map(|&d| frames.packet(d).to_vec())
+            .collect();
+        for &d in &self.local {
+            frames.free(d);
+        }
+        self.clear();
+        (refused, local)
+    }
+
     /// Empty every queue (keeping their memory).
     pub fn clear(&mut self) {
         for q in &mut self.tx {

@@ -250,24 +250,7 @@ impl Rig {
             &mut self.out,
             now,
         );
-        for (i, p) in self.ports.iter_mut().enumerate() {
-            let q = &self.out.tx[i];
-            let n = p.send(&mut self.frames, q);
-            for &d in &q[n..] {
-                self.frames.free(d);
-            }
-            p.flush(&mut self.frames);
-        }
-        let local = self
-            .out
-            .local
-            .iter()
-            .map(|&d| self.frames.packet(d).to_vec())
-            .collect();
-        for &d in &self.out.local {
-            self.frames.free(d);
-        }
-        self.out.clear();
+        let (_, local) = self.out.hand_over(&mut self.ports, &mut self.frames);
         // Every frame is free again, except those held for a neighbour.
         assert!(self.st.balanced(), "{:?}", self.st.counters);
         assert_eq!(
