@@ -39,10 +39,6 @@
 //! 198.18.0.0/15 only, inside namespaces the bench makes and removes (also on
 //! failure). Without root or `ip`, it prints `SKIPPED` and exits 0.
 
-#[allow(dead_code)]
-#[path = "../tests/cli/netns.rs"]
-mod netns;
-
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -51,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use netns::{Netns, run};
+use lbp_lab::testing::{self as netns, Netns, veth};
 
 const POLICY: &str = "\
 interface client { address 198.18.0.1/24 }
@@ -318,30 +314,10 @@ fn main() {
 
     let client = Netns::new("bac");
     let app = Netns::new("baa");
-    run(&[
-        "ip",
-        "link",
-        "add",
-        "client",
-        "netns",
-        &app.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &client.name,
-    ]);
-    for (ns, ifname) in [(&app, "client"), (&client, "eth0")] {
-        // Checksums the sender leaves to offload are not completed by AF_XDP.
-        let _ = ns
-            .command("ethtool")
-            .args(["-K", ifname, "tx", "off"])
-            .output();
-        ns.ip(&["link", "set", ifname, "up"]);
-    }
-    client.ip(&["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    // Transmit checksum offload off: checksums the sender leaves to offload
+    // are not completed by AF_XDP.
+    veth(&app, "client", &client, "eth0");
+    client.add_address("eth0", "198.18.0.2/24").unwrap();
     app.sysctl("net.ipv6.conf.client.disable_ipv6=1");
     app.sysctl("net.ipv4.conf.client.arp_ignore=8");
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The data-plane benchmark of issue 4, on one namespace topology and one core
 # assignment, with lbp's own traffic generator and counter (the `trafficgen`
-# example of lbp-runtime: BPF_PROG_RUN in XDP live-frames mode where the kernel
+# example of lbp-trafficgen: BPF_PROG_RUN in XDP live-frames mode where the kernel
 # runs it, else one frame per batch through an AF_PACKET socket cloned by a tcx
 # egress program; and an XDP program that counts and drops at the far side).
 #
@@ -130,8 +130,8 @@ TRAFFICGEN=${TRAFFICGEN:-}
 if [ -z "$TRAFFICGEN" ]; then
     TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
     TRAFFICGEN=$TARGET/release/examples/trafficgen
-    if ! (cd "$ROOT" && cargo build -q --release -p lbp-runtime --example trafficgen) >&2; then
-        echo "SKIPPED: could not build the trafficgen example of lbp-runtime"
+    if ! (cd "$ROOT" && cargo build -q --release -p lbp-trafficgen --example trafficgen) >&2; then
+        echo "SKIPPED: could not build the trafficgen example of lbp-trafficgen"
         exit 0
     fi
 fi

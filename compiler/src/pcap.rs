@@ -177,7 +177,6 @@ enum Kind {
 }
 
 const PCAPNG_SHB: u32 = 0x0a0d_0d0a;
-const PCAPNG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
 
 /// Open a capture: its header is checked here, its packets are read by the
 /// iterator.
@@ -413,81 +412,13 @@ fn unreadable(n: usize, link: Link) -> String {
     }
 }
 
-/// A capture of `frames` (little endian, microseconds, Ethernet), for tests and
-/// tools.
-pub fn write(frames: &[&[u8]]) -> Vec<u8> {
-    write_cut(frames, usize::MAX)
-}
-
-/// A capture of `frames`, each cut to `snaplen` bytes as a capture with that
-/// snap length holds it.
-pub fn write_cut(frames: &[&[u8]], snaplen: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&0i32.to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
-    v.extend_from_slice(&(snaplen.min(262_144) as u32).to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        let kept = &f[..f.len().min(snaplen)];
-        v.extend_from_slice(&(i as u32).to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
-        v.extend_from_slice(&(kept.len() as u32).to_le_bytes());
-        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        v.extend_from_slice(kept);
-    }
-    v
-}
-
-/// A pcapng capture of `frames` on one interface of link type `linktype`
-/// (little endian; enhanced packet blocks, and a simple packet block for every
-/// third frame), for tests and tools.
-pub fn write_ng(frames: &[&[u8]], linktype: u16) -> Vec<u8> {
-    fn block(v: &mut Vec<u8>, kind: u32, body: &[u8]) {
-        let padded = body.len().div_ceil(4) * 4;
-        let len = (12 + padded) as u32;
-        v.extend_from_slice(&kind.to_le_bytes());
-        v.extend_from_slice(&len.to_le_bytes());
-        v.extend_from_slice(body);
-        v.resize(v.len() + padded - body.len(), 0);
-        v.extend_from_slice(&len.to_le_bytes());
-    }
-    let mut v = Vec::new();
-    let mut shb = PCAPNG_BYTE_ORDER.to_le_bytes().to_vec();
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&u64::MAX.to_le_bytes());
-    block(&mut v, PCAPNG_SHB, &shb);
-    let mut idb = linktype.to_le_bytes().to_vec();
-    idb.extend_from_slice(&0u16.to_le_bytes());
-    idb.extend_from_slice(&0u32.to_le_bytes());
-    block(&mut v, 1, &idb);
-    // A name resolution block, which readers skip.
-    block(&mut v, 4, &[0; 4]);
-    for (i, f) in frames.iter().enumerate() {
-        let len = (f.len() as u32).to_le_bytes();
-        let mut body = Vec::new();
-        if i % 3 == 2 {
-            body.extend_from_slice(&len);
-            body.extend_from_slice(f);
-            block(&mut v, 3, &body);
-        } else {
-            body.extend_from_slice(&0u32.to_le_bytes());
-            body.extend_from_slice(&[0; 8]);
-            body.extend_from_slice(&len);
-            body.extend_from_slice(&len);
-            body.extend_from_slice(f);
-            block(&mut v, 6, &body);
-        }
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbp_lab::pcap::{write, write_cut, write_ng};
+
+    /// The pcapng byte-order magic, for the files written by hand here.
+    const PCAPNG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
 
     fn eth(frame: &Frame) -> Vec<u8> {
         frame.data.to_vec()

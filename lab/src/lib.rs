@@ -26,6 +26,10 @@
 //! an async runtime (tokio or async-std), where the legacy `ETHTOOL_STXCSUM`
 //! ioctl is one call (see `ethtool.rs`).
 //!
+//! For tests: [`testing`] (the namespaces, skip convention, child processes,
+//! probes and servers that lbp's tests and benchmarks share) and [`pcap`]
+//! (capture files of given frames).
+//!
 //! Addresses given to the lab are the caller's business; lbp's demo and tests
 //! use 198.18.0.0/15 and 2001:db8::/32 only, and everything stays inside the
 //! namespaces.
@@ -37,7 +41,9 @@ use std::path::Path;
 
 mod ethtool;
 mod netns;
+pub mod pcap;
 mod rtnl;
+pub mod testing;
 
 pub use netns::{NETNS_RUN_DIR, Netns, veth};
 

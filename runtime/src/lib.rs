@@ -28,9 +28,6 @@
 //!   differential tests and fuzz target).
 //! - `run`: the loops of `lbp run`: a switching core over its ports, the bare
 //!   forwarder, the control core's housekeeping, binding interfaces to rings.
-//! - `trafficgen`: lbp's own traffic generator (BPF_PROG_RUN live frames, or
-//!   a tcx program cloning frames from an AF_PACKET socket) and XDP packet
-//!   counter, for benchmarks and tests.
 
 pub mod app;
 pub mod balance;
@@ -44,5 +41,4 @@ pub mod run;
 pub mod switch;
 pub mod sys;
 pub mod testbed;
-pub mod trafficgen;
 pub mod wire;

@@ -7,17 +7,18 @@
 //! interface has no address: only the port answers. B has a permanent neighbour
 //! entry for 198.18.0.1 (A's MAC), so nothing waits for ARP.
 
-mod support;
-
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lbp_lab::require_netns;
+use lbp_lab::testing::frame::{checksum as csum, mac_str, reflect};
+use lbp_lab::testing::probe::{raw_socket, set_rcv_timeout};
+use lbp_lab::testing::{Netns, veth_up};
 use lbp_runtime::ring::tap::{Tap, TapConfig};
 use lbp_runtime::ring::uring::{UringConfig, UringPort};
 use lbp_runtime::ring::{Desc, Frames, Port};
-use support::Netns;
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -26,25 +27,18 @@ const IP_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const PORT_A: u16 = 9000;
 const PORT_B: u16 = 9001;
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Namespaces A and B joined by a veth pair, addresses and neighbours set.
 fn topology() -> (Netns, Netns) {
     let a = Netns::new("ua");
     let b = Netns::new("ub");
-    support::veth(&a, "u0", &b, "u1");
+    veth_up(&a, "u0", &b, "u1");
     for ns in [&a, &b] {
         // IPv6 off: no router solicitations or MLD reports to sort out.
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
     }
     a.ip(&["link", "set", "u0", "address", &mac_str(MAC_A)]);
     b.ip(&["link", "set", "u1", "address", &mac_str(MAC_B)]);
-    b.ip(&["addr", "add", "198.18.0.2/24", "dev", "u1"]);
+    b.add_address("u1", "198.18.0.2/24").unwrap();
     b.ip(&[
         "neigh",
         "add",
@@ -57,21 +51,6 @@ fn topology() -> (Netns, Netns) {
         "permanent",
     ]);
     (a, b)
-}
-
-/// The Internet checksum of `data` (one's complement of the one's complement sum).
-fn csum(data: &[u8], mut sum: u32) -> u16 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// The UDP datagram's (source port, destination port, payload) when `p` is an
@@ -88,19 +67,6 @@ fn udp_to_a(p: &[u8]) -> Option<(u16, u16, &[u8])> {
     let ulen = usize::from(u16::from_be_bytes([p[38], p[39]]));
     let payload = p.get(42..34 + ulen)?;
     Some((sp, dp, payload))
-}
-
-/// Turn a frame around: swap MACs, IPv4 addresses and (for UDP and TCP) ports.
-/// Both checksums stay right: a one's complement sum does not depend on order.
-fn reflect(p: &mut [u8]) {
-    let (dst, src) = p[..12].split_at_mut(6);
-    dst.swap_with_slice(src);
-    let (s, d) = p[26..34].split_at_mut(4);
-    s.swap_with_slice(d);
-    if p[23] == 17 || p[23] == 6 {
-        let (s, d) = p[34..38].split_at_mut(2);
-        s.swap_with_slice(d);
-    }
 }
 
 /// Receive from `port` until `done` says so or `timeout` passes; every frame is
@@ -304,25 +270,8 @@ fn uring_receive_reflect_and_rearm() {
 /// Send `count` ICMP echo requests from B (a raw socket, as ping does) to A's
 /// address, one at a time; returns how many got their echo reply within a second.
 fn icmp_echo_from_b(count: u16) -> u32 {
-    // SAFETY: plain socket(2); checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
-    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: `tv` is a live timeval and its size is passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    let fd = raw_socket(libc::AF_INET, libc::IPPROTO_ICMP).expect("raw socket");
+    set_rcv_timeout(&fd, Duration::from_millis(100)).expect("receive timeout");
     // SAFETY: sockaddr_in is plain data; all-zero is valid.
     let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     to.sin_family = libc::AF_INET as libc::sa_family_t;

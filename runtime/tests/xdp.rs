@@ -4,31 +4,23 @@
 //! program is detached when its owner drops it, and a stale program left on an
 //! interface is removed at start. Needs root; skipped with a message otherwise.
 
-mod support;
-
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use lbp_lab::require_netns;
+use lbp_lab::testing::frame::{mac, reflect, set_udp_checksum, udp4 as udp};
+use lbp_lab::testing::{Netns, veth_up as veth};
 use lbp_runtime::ring::bpf::{self, RedirectProgram, XdpMode, XdpRedirect, XskMap};
 use lbp_runtime::ring::xdp::{XdpOptions, XdpPort};
 use lbp_runtime::ring::{Desc, Frames, Port};
-use support::{Netns, veth};
 
 const APP_MAC: &str = "02:00:5e:12:00:01";
 const PEER_MAC: &str = "02:00:5e:12:00:02";
 const APP_B_MAC: &str = "02:00:5e:12:01:01";
 const PEER_B_MAC: &str = "02:00:5e:12:01:02";
-
-fn mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (i, p) in s.split(':').enumerate() {
-        m[i] = u8::from_str_radix(p, 16).unwrap();
-    }
-    m
-}
 
 /// The appliance namespace `app` with `lbp0` (no address: AF_XDP takes its
 /// frames), and `peer` with `lbp1` = 198.18.0.2/24, which reaches 198.18.0.1 and
@@ -44,7 +36,7 @@ fn topo(tag: &str) -> Topo {
     veth(&app, "lbp0", &peer, "lbp1");
     app.ip(&["link", "set", "lbp0", "address", APP_MAC]);
     peer.ip(&["link", "set", "lbp1", "address", PEER_MAC]);
-    peer.ip(&["addr", "add", "198.18.0.2/24", "dev", "lbp1"]);
+    peer.add_address("lbp1", "198.18.0.2/24").unwrap();
     peer.ip(&[
         "neigh",
         "add",
@@ -84,61 +76,6 @@ fn xdp_gone(ns: &Netns, ifname: &str) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-/// A UDP/IPv4 frame's destination port and payload.
-fn udp(frame: &[u8]) -> Option<(u16, &[u8])> {
-    if frame.len() < 42 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
-        return None;
-    }
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    let l4 = 14 + ihl;
-    if ihl < 20 || frame.len() < l4 + 8 {
-        return None;
-    }
-    let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
-    Some((dport, &frame[l4 + 8..]))
-}
-
-/// Turn a UDP/IPv4 frame around: swap MACs, addresses and ports. Both checksums
-/// stay right (they are sums, and the swapped fields are summed the same).
-fn reflect(f: &mut [u8]) {
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let l4 = 14 + ihl;
-    for i in 0..6 {
-        f.swap(i, 6 + i);
-    }
-    for i in 0..4 {
-        f.swap(26 + i, 30 + i);
-    }
-    for i in 0..2 {
-        f.swap(l4 + i, l4 + 2 + i);
-    }
-}
-
-/// Write a complete UDP checksum into a UDP/IPv4 frame. A local sender on veth
-/// hands the wire only a partial one (checksum offload), which XDP sees as is;
-/// the kernel would finish it, but a frame sent back over AF_XDP must carry it.
-fn set_udp_checksum(f: &mut [u8]) {
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let l4 = 14 + ihl;
-    let ulen = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
-    let end = (l4 + ulen).min(f.len());
-    f[l4 + 6] = 0;
-    f[l4 + 7] = 0;
-    let mut sum: u32 = 17 + ulen as u32;
-    for c in f[26..34].chunks(2).chain(f[l4..end].chunks(2)) {
-        let hi = u32::from(c[0]) << 8;
-        sum += hi | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let ck = match !(sum as u16) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[l4 + 6..l4 + 8].copy_from_slice(&ck.to_be_bytes());
 }
 
 fn small_opts(ifindex: u32) -> XdpOptions {
@@ -267,7 +204,7 @@ fn shared_umem_forwards_between_interfaces() {
     veth(&t.app, "lbp2", &peer_b, "lbp3");
     t.app.ip(&["link", "set", "lbp2", "address", APP_B_MAC]);
     peer_b.ip(&["link", "set", "lbp3", "address", PEER_B_MAC]);
-    peer_b.ip(&["addr", "add", "198.18.1.2/24", "dev", "lbp3"]);
+    peer_b.add_address("lbp3", "198.18.1.2/24").unwrap();
     peer_b.ip(&[
         "neigh",
         "add",

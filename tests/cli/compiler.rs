@@ -22,7 +22,7 @@ fn eval_decides_every_packet_of_a_capture_in_order() {
         "198.18.1.5".parse().unwrap(),
         "198.18.2.11".parse().unwrap(),
     ));
-    let file = lbp_compiler::pcap::write(&[&balanced, &reset, &blocked, &truncated, &routed]);
+    let file = lbp_lab::pcap::write(&[&balanced, &reset, &blocked, &truncated, &routed]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capture.pcap");
     std::fs::write(&path, file).unwrap();
@@ -214,7 +214,7 @@ fn explain_and_eval_say_expire_for_a_packet_whose_ttl_runs_out() {
     p.ttl = 1;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ttl.pcap");
-    std::fs::write(&path, lbp_compiler::pcap::write(&[&build(&p)])).unwrap();
+    std::fs::write(&path, lbp_lab::pcap::write(&[&build(&p)])).unwrap();
     let out = lbp(&["eval", "policies/web.lbp", "--pcap", path.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("expire"), "{text}");

@@ -4,7 +4,7 @@
 
 use crate::{lbp, root};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
-use lbp_compiler::pcap;
+use lbp_lab::pcap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

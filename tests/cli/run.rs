@@ -19,14 +19,6 @@ interface left { address 198.18.0.1/24 }
 interface right { address 198.18.1.1/24 }
 ";
 
-/// [`netns::unavailable`], or `ethtool` missing.
-fn unavailable() -> Option<String> {
-    netns::unavailable().or_else(|| match Command::new("ethtool").arg("--version").output() {
-        Ok(o) if o.status.success() => None,
-        _ => Some("`ethtool` is missing".into()),
-    })
-}
-
 /// An `lbp run` process, killed on drop if still running.
 struct Lbp(Child);
 
@@ -63,7 +55,7 @@ fn send_until(
 
 #[test]
 fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = netns::unavailable() {
         netns::skip(
             module_path!(),
             &format!("needs root and network namespaces ({why})"),
@@ -80,26 +72,20 @@ fn scenario(rings: &str, shown: &str) {
     // below.)
     let (app, cli, srv) = (Netns::new("ra"), Netns::new("rc"), Netns::new("rs"));
     for (a_if, peer, p_if) in [("rl", &cli, "c0"), ("rr", &srv, "s0")] {
-        netns::run(&[
-            "ip", "link", "add", a_if, "netns", &app.name, "type", "veth", "peer", "name", p_if,
-            "netns", &peer.name,
-        ]);
-        app.ip(&["link", "set", a_if, "up"]);
-        peer.ip(&["link", "set", p_if, "up"]);
+        lbp_lab::testing::veth_up(&app, a_if, peer, p_if);
         // A local stack leaves checksums to offload, which AF_XDP cannot see.
-        peer.exec(&["ethtool", "-K", p_if, "tx", "off"]);
+        peer.tx_checksum_off(p_if).unwrap();
     }
-    cli.ip(&["addr", "add", "198.18.0.2/24", "dev", "c0"]);
-    cli.ip(&["route", "add", "default", "via", "198.18.0.1"]);
-    srv.ip(&["addr", "add", "198.18.1.2/24", "dev", "s0"]);
-    srv.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+    cli.add_address("c0", "198.18.0.2/24").unwrap();
+    cli.add_default_route("198.18.0.1").unwrap();
+    srv.add_address("s0", "198.18.1.2/24").unwrap();
+    srv.add_default_route("198.18.1.1").unwrap();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("two.lbp");
     std::fs::write(&policy, POLICY).expect("write policy");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &app.name])
-        .arg(env!("CARGO_BIN_EXE_lbp"))
+    let child = app
+        .command(env!("CARGO_BIN_EXE_lbp"))
         .arg("run")
         .arg(&policy)
         .arg("--control")

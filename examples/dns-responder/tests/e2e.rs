@@ -14,16 +14,12 @@
 //! test makes and removes. Without root, `ip`, `ethtool` or `nft` the test
 //! prints SKIPPED and why; under CI (`LBP_CI`) that is a failure.
 
-#[path = "../../../tests/cli/netns.rs"]
-#[allow(dead_code)]
-mod netns;
-
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use netns::{Netns, nft, skip, unavailable, veth};
+use lbp_lab::testing::{Daemon, Netns, missing, nft, skip, unavailable, veth};
 
 const NAME: &str = "www.example.test";
 const A: [u8; 4] = [198, 18, 0, 10];
@@ -33,30 +29,14 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn missing_tools() -> Vec<&'static str> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    ["ethtool", "nft"]
-        .into_iter()
-        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .collect()
-}
-
 /// The example's binary running `run`, stopped on drop.
-struct Responder {
-    child: Option<Child>,
-    stderr: PathBuf,
-    dir: PathBuf,
-}
+struct Responder(Daemon);
 
 impl Responder {
     fn start(app: &Netns, rings: &str) -> Result<Responder, String> {
-        let dir = std::env::temp_dir().join(format!("lbp-dns-e2e-{}-{rings}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let stderr = dir.join("stderr");
-        let file = std::fs::File::create(&stderr).map_err(|e| e.to_string())?;
-        let mut child = app
-            .command(env!("CARGO_BIN_EXE_dns-responder"))
-            .arg("run")
+        let dir = Daemon::dir().map_err(|e| e.to_string())?;
+        let mut cmd = app.command(env!("CARGO_BIN_EXE_dns-responder"));
+        cmd.arg("run")
             .arg(root().join("dns.lbp"))
             .args([
                 "--iface",
@@ -72,47 +52,28 @@ impl Responder {
             .env("DNS_NAME", NAME)
             .env("DNS_A", "198.18.0.10")
             .env("DNS_AAAA", AAAA)
-            .env("DNS_TTL", "30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .map_err(|e| format!("cannot start dns-responder: {e}"))?;
-        let ready = netns::wait_for_line(&mut child, "lbp: ready", Duration::from_secs(30));
-        let r = Responder {
-            child: Some(child),
-            stderr,
+            .env("DNS_TTL", "30");
+        Daemon::start(
+            "dns-responder",
+            cmd,
             dir,
-        };
-        match ready {
-            Some(_) => Ok(r),
-            None => Err(format!(
-                "dns-responder did not get ready; stderr:\n{}",
-                r.stderr_text()
-            )),
-        }
+            "lbp: ready",
+            Duration::from_secs(30),
+        )
+        .map(Responder)
     }
 
     fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.0.alive()
     }
 
     fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.0.stderr_text()
     }
 
     /// SIGTERM, then wait (bounded); SIGKILL if it does not end.
     fn stop(&mut self) -> Option<ExitStatus> {
-        netns::stop(self.child.take()?)
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.stop()
     }
 }
 
@@ -210,7 +171,7 @@ fn suite(rings: &str) {
     if let Some(why) = unavailable() {
         return skip(&test, &why);
     }
-    let missing = missing_tools();
+    let missing = missing(&["ethtool", "nft"]);
     if !missing.is_empty() {
         return skip(&test, &format!("missing {}", missing.join(", ")));
     }
@@ -218,8 +179,8 @@ fn suite(rings: &str) {
     let client = Netns::new(&format!("dns{}c", &rings[..1]));
     let app = Netns::new(&format!("dns{}a", &rings[..1]));
     veth(&app, "client", &client, "eth0");
-    client.ip(&["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
-    client.ip(&["addr", "add", "2001:db8::2/64", "dev", "eth0", "nodad"]);
+    client.add_address("eth0", "198.18.0.2/24").unwrap();
+    client.add_address("eth0", "2001:db8::2/64").unwrap();
     // The appliance namespace's kernel keeps off the wire (see the module
     // documentation).
     app.sysctl("net.ipv6.conf.client.disable_ipv6=1");

@@ -258,19 +258,14 @@ fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
     Ok((n as usize, from))
 }
 
-// The tests' network namespaces, and the rule for tests that cannot run here
-// (skipped with a line saying so; failed under CI): the CLI tests' file.
-#[cfg(test)]
-#[path = "../../../tests/cli/netns.rs"]
-#[allow(dead_code)]
-mod netns;
-
 #[cfg(test)]
 mod tests {
-    use super::netns::{Netns, skip, unavailable};
+    // The tests' network namespaces, and the rule for tests that cannot run
+    // here (skipped with a line saying so; failed under CI): the lab's.
     use super::*;
     use crate::control::probe::{Prober, Target, check_once};
     use lbp_abi::health::{Check, Kind};
+    use lbp_lab::testing::{Netns, skip, unavailable};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::sync::mpsc::channel;
 
@@ -440,8 +435,8 @@ mod tests {
             return;
         }
         let ns = Netns::new("ping");
-        ns.ip(&["addr", "add", "198.18.0.1/32", "dev", "lo"]);
-        ns.ip(&["addr", "add", "2001:db8::1/128", "dev", "lo", "nodad"]);
+        ns.add_address("lo", "198.18.0.1/32").unwrap();
+        ns.add_address("lo", "2001:db8::1/128").unwrap();
         let timeout = Duration::from_millis(300);
         let both = move || {
             [V4, V6].map(|a| {
@@ -590,11 +585,13 @@ mod tests {
             return;
         }
         let ns = Netns::new("pingr");
-        for a in ["198.18.0.1/32", "198.18.0.2/32"] {
-            ns.ip(&["addr", "add", a, "dev", "lo"]);
-        }
-        for a in ["2001:db8::1/128", "2001:db8::2/128"] {
-            ns.ip(&["addr", "add", a, "dev", "lo", "nodad"]);
+        for a in [
+            "198.18.0.1/32",
+            "198.18.0.2/32",
+            "2001:db8::1/128",
+            "2001:db8::2/128",
+        ] {
+            ns.add_address("lo", a).unwrap();
         }
         ns.sysctl("net.ipv4.icmp_echo_ignore_all=1");
         ns.sysctl("net.ipv6.icmp.echo_ignore_all=1");

@@ -12,10 +12,11 @@
 //! mode second.
 //!
 //! This is not a BPF loader: no ELF, no BTF, no relocations, no libbpf; one
-//! program, one map type. The crate's traffic generator ([`crate::trafficgen`])
-//! shares the low-level pieces: the system call, the instruction encoding, program
-//! loading and map creation and access (all `pub(crate)`). All `unsafe` here is
-//! system calls on buffers this module or its caller owns for the call's duration.
+//! program, one map type. lbp's traffic generator (the `lbp-trafficgen` crate,
+//! for benchmarks and tests) shares the low-level pieces, which are `pub` for it
+//! alone: the system call, the instruction encoding, program loading and map
+//! creation and access. All `unsafe` here is system calls on buffers this module
+//! or its caller owns for the call's duration.
 
 use std::io;
 use std::mem::size_of;
@@ -31,18 +32,18 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_PROG_TYPE_SCHED_CLS`: a traffic-control classifier (tc, tcx).
-pub(crate) const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_XDP: u32 = 37;
 /// `BPF_TCX_EGRESS`: a tcx link on an interface's transmit path.
-pub(crate) const BPF_TCX_EGRESS: u32 = 47;
+pub const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_PSEUDO_MAP_FD`: the source register of an `ld_imm64` whose immediate is a
 /// map descriptor.
-pub(crate) const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// `struct xdp_md`: offset of `rx_queue_index`.
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 /// `XDP_PASS`: hand the frame to the kernel.
-pub(crate) const XDP_PASS: i32 = 2;
+pub const XDP_PASS: i32 = 2;
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the kernel's skb path.
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -76,7 +77,7 @@ impl XdpMode {
 /// bpf(2) with `attr` as the attribute block; returns the result (an fd or 0).
 /// Every pointer a caller stores in `attr` must point at a buffer that outlives
 /// the call, with the length given beside it (or the size the command implies).
-pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+pub fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, writable `#[repr(C)]` block of `size_of::<T>()`
     // bytes for the duration of the call; the kernel reads (and for some commands
     // writes) only within that size, and through the pointers in it, which the
@@ -97,7 +98,7 @@ pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_
 }
 
 /// The descriptor a successful creating bpf(2) call returned, owned.
-pub(crate) fn owned(fd: libc::c_long) -> OwnedFd {
+pub fn owned(fd: libc::c_long) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful bpf(2) call that creates a
     // descriptor; nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
@@ -144,7 +145,7 @@ struct MapElemAttr {
 }
 
 /// A new map of `map_type` (`BPF_MAP_TYPE_*`), zeroed where the type says so.
-pub(crate) fn map_create(
+pub fn map_create(
     map_type: u32,
     key_size: u32,
     value_size: u32,
@@ -162,13 +163,13 @@ pub(crate) fn map_create(
 
 /// Set `key` to `value` in `map`; `K` and `V` must have the map's key and value
 /// sizes.
-pub(crate) fn map_update<K, V>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+pub fn map_update<K, V>(map: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
     map_elem(BPF_MAP_UPDATE_ELEM, map, key, value as *const V as u64)
 }
 
 /// Read `key` of `map` into `value`; `K` and `V` must have the map's key and
 /// value sizes.
-pub(crate) fn map_lookup<K, V>(map: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
+pub fn map_lookup<K, V>(map: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
     map_elem(BPF_MAP_LOOKUP_ELEM, map, key, value as *mut V as u64)
 }
 
@@ -220,19 +221,19 @@ impl AsFd for XskMap {
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Insn {
+pub struct Insn {
     /// The opcode.
-    pub(crate) code: u8,
+    pub code: u8,
     /// dst register in the low nibble, src register in the high nibble.
-    pub(crate) regs: u8,
+    pub regs: u8,
     /// The offset (memory access, jump).
-    pub(crate) off: i16,
+    pub off: i16,
     /// The immediate.
-    pub(crate) imm: i32,
+    pub imm: i32,
 }
 
 /// Encode one instruction.
-pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
         code,
         regs: (src << 4) | (dst & 0x0f),
@@ -285,13 +286,13 @@ struct ProgLoadAttr {
 
 /// Load the XDP program `prog` under `name` (its first 15 bytes); on failure,
 /// load again with the verifier's log and put that in the error.
-pub(crate) fn load_xdp(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
+pub fn load_xdp(name: &str, prog: &[Insn]) -> io::Result<OwnedFd> {
     load_program(BPF_PROG_TYPE_XDP, BPF_XDP, name, prog)
 }
 
 /// Load `prog` as a program of type `prog_type` expecting `attach_type`, as
 /// [`load_xdp`] does.
-pub(crate) fn load_program(
+pub fn load_program(
     prog_type: u32,
     attach_type: u32,
     name: &str,
@@ -338,7 +339,7 @@ pub(crate) fn load_program(
 
 /// Link `prog` to `ifindex` at `attach_type` with `flags` (BPF_LINK_CREATE):
 /// the link's descriptor, whose closing detaches the program.
-pub(crate) fn link_create(
+pub fn link_create(
     ifindex: u32,
     prog: BorrowedFd<'_>,
     attach_type: u32,

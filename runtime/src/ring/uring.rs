@@ -226,12 +226,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub(crate) fn setsockopt_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> bool {
+/// `setsockopt` of one `int` option: whether the kernel accepted it.
+pub fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> bool {
     // SAFETY: `v` is a live c_int and its size is passed; the fd is open.
     let r = unsafe {
         libc::setsockopt(
@@ -250,11 +246,7 @@ pub(crate) fn setsockopt_int(
 /// `virtio_net_hdr`; a sending socket is bound to protocol 0 and so receives
 /// nothing (the traffic generator's seed socket is one). Returns whether
 /// `PACKET_QDISC_BYPASS` was accepted.
-pub(crate) fn packet_socket(
-    ifindex: u32,
-    rx: bool,
-    qdisc_bypass: bool,
-) -> io::Result<(OwnedFd, bool)> {
+pub fn packet_socket(ifindex: u32, rx: bool, qdisc_bypass: bool) -> io::Result<(OwnedFd, bool)> {
     // Protocol 0 at creation: the socket receives nothing until bound, so no frame
     // of another interface slips in between socket() and bind().
     // SAFETY: plain socket(2) call; the result is checked before use.

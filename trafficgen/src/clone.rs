@@ -31,11 +31,11 @@ use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use super::{Asm, FlowFields, Label, MAX_BATCH, array_map, op};
-use crate::ring::bpf::{
+use lbp_runtime::ring::bpf::{
     BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_EGRESS, Insn, link_create, load_program, map_lookup,
     map_update,
 };
-use crate::ring::uring::{packet_socket, setsockopt_int};
+use lbp_runtime::ring::uring::{packet_socket, setsockopt_int};
 
 /// The socket mark of a seed frame ("lbpg"): only frames with it are cloned.
 pub(super) const SEED_MARK: u32 = 0x6c62_7067;
@@ -333,7 +333,7 @@ fn seed_socket(ifindex: u32) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trafficgen::{flow_fields, udp4_frame};
+    use crate::{flow_fields, udp4_frame};
     use std::net::Ipv4Addr;
 
     fn programs() -> Vec<Vec<Insn>> {

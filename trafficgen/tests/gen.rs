@@ -7,35 +7,28 @@
 //! flows with valid checksums, frames survive a forwarding hop, and every
 //! program is gone afterwards. Needs root; skipped with a message otherwise.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use lbp_lab::require_netns;
+use lbp_lab::testing::frame::mac_str as mac_text;
+use lbp_lab::testing::{Netns, enter, veth_up as veth};
 use lbp_runtime::ring::bpf;
-use lbp_runtime::trafficgen::{
+use lbp_trafficgen::{
     Count, Counter, Generator, Method, live_frames_available, prog_loaded, udp4_frame,
 };
-use support::{Netns, veth};
 
 const A_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x17, 0x00, 0x01];
 const B_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x17, 0x00, 0x02];
 const FRAMES: u64 = 100_000;
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// A namespace made by the test, without IPv6 (whose link-local chatter
 /// the counters, which count IPv6 too, would otherwise see).
 fn netns(tag: &str) -> Netns {
     let ns = Netns::new(tag);
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+    ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
     ns
 }
 
@@ -47,9 +40,9 @@ fn pair() -> (Netns, Netns) {
     veth(&a, "ga", &b, "gb");
     a.ip(&["link", "set", "ga", "address", &mac_text(A_MAC)]);
     b.ip(&["link", "set", "gb", "address", &mac_text(B_MAC)]);
-    a.ip(&["addr", "add", "198.18.7.1/24", "dev", "ga"]);
-    b.ip(&["addr", "add", "198.18.7.2/24", "dev", "gb"]);
-    a.exec(&["ethtool", "-K", "ga", "tx", "off"]);
+    a.add_address("ga", "198.18.7.1/24").unwrap();
+    b.add_address("gb", "198.18.7.2/24").unwrap();
+    a.tx_checksum_off("ga").unwrap();
     (a, b)
 }
 
@@ -111,7 +104,7 @@ fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) 
     let path = ns.path();
     let (tx, rx) = mpsc::channel();
     let h = std::thread::spawn(move || {
-        support::netns::enter(&path);
+        enter(&path);
         let _ = tx.send(f());
     });
     let r = rx.recv_timeout(Duration::from_secs(60));
@@ -135,7 +128,7 @@ impl Remote {
         let (answer_tx, answer) = mpsc::channel();
         let (id_tx, id_rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            support::netns::enter(&path);
+            enter(&path);
             let attached = bpf::ifindex(ifname).and_then(Counter::attach);
             let c = match attached {
                 Ok(c) => c,
@@ -271,10 +264,8 @@ fn flow_generator_makes_distinct_valid_flows() {
     let (a, b) = pair();
     // B's kernel receives these: GRO on gives veth the NAPI instance that
     // frames from a live-frames run need, and a /16 puts every source on link.
-    b.ip(&["addr", "add", "198.18.7.2/16", "dev", "gb"]);
-    support::run(&[
-        "ip", "netns", "exec", &b.name, "ethtool", "-K", "gb", "gro", "on",
-    ]);
+    b.add_address("gb", "198.18.7.2/16").unwrap();
+    b.exec(&["ethtool", "-K", "gb", "gro", "on"]);
     const N: u64 = 1000;
     let a_if = in_ns(&a, || bpf::ifindex("ga").expect("ifindex ga"));
     for (round, method) in methods(&a, a_if).into_iter().enumerate() {
@@ -284,7 +275,7 @@ fn flow_generator_makes_distinct_valid_flows() {
         // only datagrams whose IPv4 and UDP checksums verify (the frames carry
         // no offload mark), so every datagram received proves both updates right.
         let sink = std::thread::spawn(move || {
-            support::netns::enter(&bpath);
+            enter(&bpath);
             let s = std::net::UdpSocket::bind("198.18.7.2:9").expect("bind");
             let big: libc::c_int = 8 << 20;
             // SAFETY: `big` is a live c_int for the call; the socket is open.
@@ -384,11 +375,11 @@ fn generated_frames_survive_a_forwarding_hop() {
     const R_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x17, 0x01, 0x01];
     r.ip(&["link", "set", "ra", "address", &mac_text(R_MAC)]);
     b.ip(&["link", "set", "gb", "address", &mac_text(B_MAC)]);
-    a.ip(&["addr", "add", "198.18.8.2/24", "dev", "ga"]);
-    r.ip(&["addr", "add", "198.18.8.1/24", "dev", "ra"]);
-    r.ip(&["addr", "add", "198.18.9.1/24", "dev", "rb"]);
-    b.ip(&["addr", "add", "198.18.9.2/24", "dev", "gb"]);
-    r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    a.add_address("ga", "198.18.8.2/24").unwrap();
+    r.add_address("ra", "198.18.8.1/24").unwrap();
+    r.add_address("rb", "198.18.9.1/24").unwrap();
+    b.add_address("gb", "198.18.9.2/24").unwrap();
+    r.sysctl("net.ipv4.ip_forward=1");
     r.exec(&["ethtool", "-K", "ra", "gro", "on"]);
     r.ip(&[
         "neigh",

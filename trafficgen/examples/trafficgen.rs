@@ -1,4 +1,4 @@
-//! The command-line face of `lbp_runtime::trafficgen`, for `benches/dataplane.sh`:
+//! The command-line face of `lbp_trafficgen`, for `benches/dataplane.sh`:
 //! send frames out of an interface at kernel speed, count the IP frames arriving
 //! on interfaces, or reflect frames with a trivial XDP_TX program. Every command
 //! is bounded by `--seconds`; it acts on interfaces of the namespace it runs in
@@ -22,9 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lbp_runtime::ring::bpf;
-use lbp_runtime::trafficgen::{
-    Counter, Generator, Method, Reflector, live_frames_available, udp4_frame,
-};
+use lbp_trafficgen::{Counter, Generator, Method, Reflector, live_frames_available, udp4_frame};
 
 fn mac(s: &str) -> Result<[u8; 6], String> {
     let parts: Vec<&str> = s.trim().split(':').collect();

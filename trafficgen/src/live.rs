@@ -7,7 +7,7 @@ use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::{BPF_PROG_TEST_RUN, FlowFields, array_map, flow_program, read_words, tx_program};
-use crate::ring::bpf::{load_xdp, map_update, sys_bpf};
+use lbp_runtime::ring::bpf::{load_xdp, map_update, sys_bpf};
 
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: transmit the frames the program returns.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;

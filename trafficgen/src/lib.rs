@@ -31,14 +31,16 @@
 //! other frames (ARP, for one) pass to the kernel, so neighbour resolution still
 //! works. It is read with `BPF_MAP_LOOKUP_ELEM`, so the sink counts without a
 //! socket. The [`Reflector`] is the trivial `XDP_TX` program, for a reference rate.
-//! Attached programs go through [`crate::ring::bpf::Attachment`] (a bpf link, so
+//! Attached programs go through [`lbp_runtime::ring::bpf::Attachment`] (a bpf link, so
 //! they are detached when dropped or when the process dies); the clone program
 //! has a tcx link of its own, also gone with the process.
 //!
 //! The system call, the instruction encoding, program loading and map access are
-//! [`crate::ring::bpf`]'s, and the seed socket is [`crate::ring::uring`]'s; this
-//! module has the programs and the commands only it uses (test runs, program
-//! info). Its only `unsafe` is the seed's `sendto` (and the address it takes).
+//! [`lbp_runtime::ring::bpf`]'s, and the seed socket is
+//! [`lbp_runtime::ring::uring`]'s; this crate has the programs and the commands
+//! only it uses (test runs, program info). Its only `unsafe` is the seed's
+//! `sendto` (and the address it takes). It lives outside `lbp-runtime`, which
+//! ships the appliance: a generator is for benchmarks and tests only.
 //!
 //! This is not a packet crafting library: [`udp4_frame`] builds the one frame
 //! the benchmarks need.
@@ -49,11 +51,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::ring::bpf::{
+use lbp_runtime::ring::bpf::{
     Attachment, BPF_PSEUDO_MAP_FD, Insn, XDP_PASS, XdpMode, insn, load_xdp, map_create, map_lookup,
     owned, sys_bpf,
 };
-use crate::wire::checksum;
+use lbp_runtime::wire::checksum;
 
 mod clone;
 mod live;
@@ -525,7 +527,7 @@ enum Engine {
 }
 
 /// Sends copies of one frame out of an interface at kernel speed, by either
-/// [`Method`] (see the module documentation). One per sending thread.
+/// [`Method`] (see the crate documentation). One per sending thread.
 #[derive(Debug)]
 pub struct Generator {
     engine: Engine,
@@ -678,7 +680,7 @@ pub struct Count {
     pub bytes: u64,
 }
 
-/// Counts (and drops) the IP frames arriving on an interface; see the module
+/// Counts (and drops) the IP frames arriving on an interface; see the crate
 /// documentation. Detached on drop.
 #[derive(Debug)]
 pub struct Counter {
