@@ -5,6 +5,9 @@
 //! parses packets in memory, and runs policy tests. It never reads the clock or the
 //! network; the runtime calls compiled policies through `lbp-abi` only.
 
+// Not API: public only for `tests/jit_differential.rs`, which checks the
+// classifier's own lookup against the interpreter.
+#[doc(hidden)]
 pub mod classify;
 pub mod error;
 pub mod interp;

@@ -33,8 +33,8 @@
 //! not one host, and free anything they do not answer (bad checksums,
 //! fragments, truncated or inconsistent headers) without touching it.
 
-pub mod echo;
-pub mod icmp;
+pub(crate) mod echo;
+pub(crate) mod icmp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

@@ -17,7 +17,7 @@
 pub mod agent;
 pub mod diff;
 pub mod health;
-pub mod ping;
+pub(crate) mod ping;
 pub mod probe;
 pub mod report;
 pub mod socket;

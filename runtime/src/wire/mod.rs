@@ -28,14 +28,14 @@
 //! - [`arp`]: ARP requests and replies (Ethernet / IPv4).
 //! - [`ndp`]: IPv6 neighbour solicitations and advertisements.
 
-pub mod arp;
+pub(crate) mod arp;
 pub mod checksum;
-pub mod icmp;
-pub mod nat;
-pub mod ndp;
-pub mod reset;
-pub mod route;
-pub mod time_exceeded;
+pub(crate) mod icmp;
+pub(crate) mod nat;
+pub(crate) mod ndp;
+pub(crate) mod reset;
+pub(crate) mod route;
+pub(crate) mod time_exceeded;
 
 #[cfg(test)]
 pub(crate) mod testutil;
