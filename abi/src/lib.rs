@@ -9,9 +9,11 @@
 //! Besides that, the few things both sides name in the same words: a service's
 //! [`Mode`] and [`Algorithm`], and a pool's weight formula ([`weight`]) and health
 //! checks ([`health`]), which the compiler lowers and the runtime's control
-//! module uses.
+//! module uses; and the Internet [`checksum`], which the runtime's packet
+//! rewriting and the tests' frame builders share.
 #![forbid(unsafe_code)]
 
+pub mod checksum;
 pub mod health;
 pub mod martian;
 pub mod weight;

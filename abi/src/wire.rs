@@ -259,42 +259,106 @@ fn parse_ipv6(ip: &[u8], l3: usize, f: &mut Fields) -> Parse<()> {
     f.ip_dst = bytes(ip, ipv6::DST)?;
     f.l3_offset = offset(l3)?;
 
-    let mut next = byte(ip, ipv6::NEXT_HEADER)?;
+    let next = byte(ip, ipv6::NEXT_HEADER)?;
+    let upper = match walk_ipv6_ext(payload, next) {
+        Ok(upper) => upper,
+        Err(e) => {
+            // A fragment header before the one that failed is kept.
+            if e.fragment {
+                f.present |= present::FRAG;
+            }
+            return Err(Malformed);
+        }
+    };
+    if upper.fragment {
+        f.present |= present::FRAG;
+    }
+    f.ip_proto = upper.proto;
+    // A later fragment: what follows is fragment data, not headers.
+    let Some(at) = upper.offset else {
+        return Ok(());
+    };
+    if upper.proto == ipv6::NO_NEXT {
+        return Ok(());
+    }
+    let segment = payload.get(at..).ok_or(Malformed)?;
+    parse_l4(segment, l3 + ipv6::HEADER_LEN + at, upper.proto, true, f)
+}
+
+/// Where an IPv6 packet's extension headers lead: what [`walk_ipv6_ext`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Upper {
+    /// The upper-layer protocol (in a later fragment, the fragment header's next
+    /// header).
+    pub proto: u8,
+    /// Offset of the upper-layer header from the end of the fixed IPv6 header,
+    /// `None` in a later fragment (what follows is fragment data).
+    pub offset: Option<usize>,
+    /// A fragment header was seen (first or later fragment).
+    pub fragment: bool,
+}
+
+/// The IPv6 extension headers are malformed: one does not fit the payload, or
+/// there are more than [`MAX_EXT_HEADERS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadExtHeaders {
+    /// A fragment header was seen before the failure.
+    pub fragment: bool,
+}
+
+/// Walks the IPv6 extension headers (hop-by-hop, routing, fragment, AH,
+/// destination options) of a packet whose fixed header names `next`; `payload` is
+/// the IPv6 payload (after the 40-byte header, bounded by the payload length
+/// field, never by the frame). [`BadExtHeaders`] when an extension header does not
+/// fit the payload or there are more than [`MAX_EXT_HEADERS`] of them. The one walk
+/// of lbp: extraction and the runtime's rewriting both use it.
+///
+/// # Errors
+///
+/// [`BadExtHeaders`], as above.
+pub fn walk_ipv6_ext(payload: &[u8], next: u8) -> Result<Ipv6Upper, BadExtHeaders> {
+    let mut next = next;
     let mut at = 0; // offset in `payload` of the header `next` names
+    let mut fragment = false;
+    let bad = |fragment| BadExtHeaders { fragment };
     for _ in 0..MAX_EXT_HEADERS {
         let ext_len = match next {
             ipv6::HOP_BY_HOP | ipv6::ROUTING | ipv6::DEST_OPTS => {
-                (usize::from(byte(payload, at + ipv6::EXT_LEN)?) + 1) * 8
+                (usize::from(byte(payload, at + ipv6::EXT_LEN).map_err(|_| bad(fragment))?) + 1) * 8
             }
-            ipv6::AH => (usize::from(byte(payload, at + ipv6::EXT_LEN)?) + 2) * 4,
+            ipv6::AH => {
+                (usize::from(byte(payload, at + ipv6::EXT_LEN).map_err(|_| bad(fragment))?) + 2) * 4
+            }
             ipv6::FRAGMENT => ipv6::FRAG_HEADER_LEN,
             _ => break,
         };
         if payload.len() < at + ext_len {
-            return Err(Malformed);
+            return Err(bad(fragment));
         }
-        let header_next = byte(payload, at + ipv6::EXT_NEXT)?;
+        let header_next = byte(payload, at + ipv6::EXT_NEXT).map_err(|_| bad(fragment))?;
         if next == ipv6::FRAGMENT {
-            f.present |= present::FRAG;
-            let frag_offset = be16(payload, at + ipv6::FRAG_OFFSET)? >> 3;
+            fragment = true;
+            let frag_offset =
+                be16(payload, at + ipv6::FRAG_OFFSET).map_err(|_| bad(fragment))? >> 3;
             if frag_offset != 0 {
-                // A later fragment: what follows is fragment data, not headers.
-                f.ip_proto = header_next;
-                return Ok(());
+                return Ok(Ipv6Upper {
+                    proto: header_next,
+                    offset: None,
+                    fragment,
+                });
             }
         }
         next = header_next;
         at += ext_len;
     }
     if is_ipv6_extension(next) {
-        return Err(Malformed);
+        return Err(bad(fragment));
     }
-    f.ip_proto = next;
-    if next == ipv6::NO_NEXT {
-        return Ok(());
-    }
-    let segment = payload.get(at..).ok_or(Malformed)?;
-    parse_l4(segment, l3 + ipv6::HEADER_LEN + at, next, true, f)
+    Ok(Ipv6Upper {
+        proto: next,
+        offset: Some(at),
+        fragment,
+    })
 }
 
 fn is_ipv6_extension(next: u8) -> bool {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lbp_lab::require_netns;
-use lbp_lab::testing::frame::{checksum as csum, mac_str, reflect};
+use lbp_lab::testing::frame::{checksum_oracle as csum, mac_str, reflect};
 use lbp_lab::testing::probe::{raw_socket, set_rcv_timeout};
 use lbp_lab::testing::{Netns, veth_up};
 use lbp_runtime::ring::tap::{Tap, TapConfig};

@@ -51,6 +51,7 @@ use std::time::Duration;
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use super::{Desc, FRAME_SIZE, Frames, Port, PortStats};
+use crate::wire::checksum;
 
 // From <linux/if_packet.h> (not all in the libc crate).
 const PACKET_STATISTICS: libc::c_int = 6;
@@ -303,19 +304,9 @@ fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> bool {
     if field + 2 > pkt.len() {
         return false;
     }
-    let mut sum: u64 = 0;
-    let mut chunks = pkt[start..].chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+    let sum = checksum::fold(checksum::sum(0, &pkt[start..]));
     // 0 and 0xffff are the same in one's complement; UDP reserves 0 for "none".
-    let c = match !(sum as u16) {
+    let c = match !sum {
         0 => 0xffff,
         c => c,
     };
@@ -719,18 +710,7 @@ impl Drop for UringPort {
 #[cfg(test)]
 mod tests {
     use super::complete_checksum;
-
-    /// One's complement sum of 16-bit words, folded (not inverted).
-    fn sum16(data: &[u8]) -> u32 {
-        let mut s: u32 = data
-            .chunks(2)
-            .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
-            .sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s
-    }
+    use crate::wire::testutil::folded_sum;
 
     #[test]
     fn completes_an_offloaded_udp_checksum() {
@@ -749,14 +729,14 @@ mod tests {
         pseudo.extend_from_slice(&pkt[26..34]);
         pseudo.extend_from_slice(&[0, 17]);
         pseudo.extend_from_slice(&udp_len.to_be_bytes());
-        let ph = sum16(&pseudo) as u16;
+        let ph = folded_sum(&pseudo);
         pkt[40..42].copy_from_slice(&ph.to_be_bytes());
         assert!(complete_checksum(&mut pkt, 34, 6));
         // Verify independently: pseudo-header + segment (with the checksum) sums
         // to 0xffff.
         let mut all = pseudo.clone();
         all.extend_from_slice(&pkt[34..]);
-        assert_eq!(sum16(&all), 0xffff);
+        assert_eq!(folded_sum(&all), 0xffff);
         assert_ne!(&pkt[40..42], &[0, 0]);
     }
 

@@ -18,7 +18,8 @@
 //! A function that cannot do its work returns `false` / `None` and leaves the frame
 //! as it was: all checks happen before the first write.
 //!
-//! - [`checksum`]: the Internet checksum, pseudo-headers, RFC 1624 updates.
+//! - [`checksum`]: the Internet checksum, pseudo-headers, RFC 1624 updates
+//!   (`lbp_abi::checksum`, the one implementation, re-exported).
 //! - [`nat`]: address and port rewrite of TCP/UDP (and ICMP) packets, both ways.
 //! - [`icmp`]: the connection an ICMP error is about, and its NAT translation.
 //! - [`route`]: Ethernet addresses, TTL / hop limit.
@@ -29,7 +30,6 @@
 //! - [`ndp`]: IPv6 neighbour solicitations and advertisements.
 
 pub(crate) mod arp;
-pub mod checksum;
 pub(crate) mod icmp;
 pub(crate) mod nat;
 pub(crate) mod ndp;
@@ -41,6 +41,9 @@ pub(crate) mod time_exceeded;
 pub(crate) mod testutil;
 
 pub use icmp::{IcmpError, icmp_error_rewrite, parse_icmp_error};
+/// The Internet checksum: the one implementation, in `lbp_abi` (extraction's crate,
+/// which the frame builders of the tests share too).
+pub use lbp_abi::checksum;
 pub use nat::{Side, rewrite, set_dst, set_src};
 pub use reset::reset_in_place;
 pub use route::{decrement_ttl, set_macs};
@@ -115,37 +118,17 @@ fn parse_ip(frame: &[u8], l3: usize) -> Option<IpHeader> {
     }
 }
 
-/// Walks the IPv6 extension headers of the header at `l3`, staying below `end`.
-/// Returns the upper-layer protocol, its offset (`None` in a later fragment) and
-/// whether a fragment header was seen. More than `MAX_EXT_HEADERS` is refused.
+/// Walks the IPv6 extension headers of the header at `l3`, staying below `end`,
+/// with extraction's walk (`lbp_abi::wire::walk_ipv6_ext`, bounded by its
+/// `MAX_EXT_HEADERS`). Returns the upper-layer protocol, its offset (`None` in a
+/// later fragment) and whether a fragment header was seen.
 fn walk_ipv6_ext(frame: &[u8], l3: usize, end: usize) -> Option<(u8, Option<usize>, bool)> {
     use field::ipv6;
-    let mut next = u8_at(frame, l3 + ipv6::NEXT_HEADER)?;
-    let mut at = l3 + ipv6::HEADER_LEN;
-    let mut fragment = false;
-    for _ in 0..=ipv6::MAX_EXT_HEADERS {
-        let len = match next {
-            ipv6::HOP_BY_HOP | ipv6::ROUTING | ipv6::DEST_OPTS => {
-                (usize::from(u8_at(frame, at + ipv6::EXT_LEN)?) + 1) * 8
-            }
-            ipv6::AH => (usize::from(u8_at(frame, at + ipv6::EXT_LEN)?) + 2) * 4,
-            ipv6::FRAGMENT => ipv6::FRAG_HEADER_LEN,
-            _ => return Some((next, Some(at), fragment)),
-        };
-        if at + len > end {
-            return None;
-        }
-        let header_next = u8_at(frame, at + ipv6::EXT_NEXT)?;
-        if next == ipv6::FRAGMENT {
-            fragment = true;
-            if u16_at(frame, at + ipv6::FRAG_OFFSET)? >> 3 != 0 {
-                return Some((header_next, None, true));
-            }
-        }
-        next = header_next;
-        at += len;
-    }
-    None
+    let next = u8_at(frame, l3 + ipv6::NEXT_HEADER)?;
+    let payload = frame.get(l3 + ipv6::HEADER_LEN..end)?;
+    let upper = lbp_abi::wire::walk_ipv6_ext(payload, next).ok()?;
+    let l4 = upper.offset.map(|at| l3 + ipv6::HEADER_LEN + at);
+    Some((upper.proto, l4, upper.fragment))
 }
 
 fn u8_at(b: &[u8], at: usize) -> Option<u8> {

@@ -204,7 +204,7 @@ fn update_l4<const N: usize>(
 mod tests {
     use super::*;
     use crate::wire::testutil::{
-        Built, Spec, assert_checksums, build, ind_sum, ipv4_header_expected, l4_stored,
+        Built, Spec, assert_checksums, build, folded_sum, ipv4_header_expected, l4_stored,
     };
     use proptest::prelude::*;
 
@@ -335,9 +335,9 @@ mod tests {
                 p.extend_from_slice(&[0, 0, 0, 17]);
             }
             p.extend_from_slice(&probe[b.l4..]);
-            let ps = ind_sum(&p);
+            let ps = folded_sum(&p);
             // S + port = 0xffff (ones' complement): the checksum is !0xffff = 0.
-            let port = (0xffff - ps) as u16;
+            let port = 0xffff - ps;
             let mut f = b.frame.clone();
             assert!(set_dst(&mut f, b.l3, b.l4, new, port));
             assert_eq!(l4_stored(&f, b.l4, 17), 0xffff);

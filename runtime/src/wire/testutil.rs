@@ -1,34 +1,19 @@
-//! Test support for the `wire` tests: frame builders and an independent checksum
-//! computation (written apart from `checksum`, so that the code under test is
-//! never its own judge).
+//! Test support for the `wire` tests: frame builders, and expected checksums
+//! computed with the test oracle (`checksum_oracle`, written apart from
+//! `checksum`, so that the code under test is never its own judge).
 
 use std::net::IpAddr;
 
-/// Ones' complement sum of `data` as big-endian words, written as plainly as
-/// possible, with its own end-around carry.
-pub fn ind_sum(data: &[u8]) -> u32 {
-    let mut s: u32 = 0;
-    let mut i = 0;
-    while i < data.len() {
-        let hi = u32::from(data[i]);
-        let lo = if i + 1 < data.len() {
-            u32::from(data[i + 1])
-        } else {
-            0
-        };
-        s += (hi << 8) | lo;
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        i += 2;
-    }
-    s
+/// The folded ones' complement sum of `data` (0xffff over data holding a right
+/// checksum), by the tests' oracle (`lbp_lab`'s `checksum_oracle`).
+pub fn folded_sum(data: &[u8]) -> u16 {
+    !lbp_lab::testing::frame::checksum_oracle(data, 0)
 }
 
 /// `true` when the IPv4 header at `l3` sums (checksum included) to 0xffff.
 pub fn ipv4_header_ok(frame: &[u8], l3: usize) -> bool {
     let ihl = usize::from(frame[l3] & 0x0f) * 4;
-    ind_sum(&frame[l3..l3 + ihl]) == 0xffff
+    folded_sum(&frame[l3..l3 + ihl]) == 0xffff
 }
 
 /// The IPv4 header checksum of the header at `l3`, computed from scratch.
@@ -37,7 +22,7 @@ pub fn ipv4_header_expected(frame: &[u8], l3: usize) -> u16 {
     let mut h = frame[l3..l3 + ihl].to_vec();
     h[10] = 0;
     h[11] = 0;
-    !(ind_sum(&h) as u16)
+    !folded_sum(&h)
 }
 
 /// The pseudo-header bytes for the transport segment at `l4` of the packet at
@@ -79,7 +64,7 @@ pub fn l4_expected(frame: &[u8], l3: usize, l4: usize, proto: u8) -> u16 {
     seg[csum_at] = 0;
     seg[csum_at + 1] = 0;
     bytes.extend_from_slice(&seg);
-    let c = !(ind_sum(&bytes) as u16);
+    let c = !folded_sum(&bytes);
     if proto == 17 && c == 0 { 0xffff } else { c }
 }
 

@@ -161,7 +161,7 @@ fn write_icmp(frame: &mut [u8], l4: usize, end: usize, ty: u8, pseudo: u64) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::{Spec, assert_checksums, build, ind_sum};
+    use crate::wire::testutil::{Spec, assert_checksums, build, folded_sum};
 
     const OURS4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1));
     const OURS6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1));
@@ -195,7 +195,7 @@ mod tests {
             assert_eq!((a[l3 + 20], a[l3 + 21]), (TYPE_V4, 0));
             assert_eq!(&a[l3 + 28..], &orig[l3..]);
             assert_checksums(&a, l3, l3 + 20, 1);
-            assert_eq!(ind_sum(&a[l3 + 20..]), 0xffff);
+            assert_eq!(folded_sum(&a[l3 + 20..]), 0xffff);
         }
     }
 

@@ -5,6 +5,9 @@
 //! Sums are carried as `u64` partial sums (`sum`) and folded to 16 bits at the end
 //! (`fold`); a checksum is the complement of the folded sum. Nothing here reads a
 //! frame or knows where a checksum field is: that is the callers' business.
+//!
+//! The one implementation of lbp (the runtime's `wire::checksum` is this module);
+//! tests check it against `checksum_oracle`s written apart from it.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
