@@ -79,22 +79,7 @@ NSES=()
 PIDS=()
 LBP_PID=
 
-log() { echo "# $*" >&2; }
-
-# stop_pids PID...: SIGTERM, up to 5 s to exit, then SIGKILL; reaped.
-stop_pids() {
-    local pid i
-    [ $# -gt 0 ] || return 0
-    kill "$@" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-        local alive=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    kill -KILL "$@" 2>/dev/null
-    for pid in "$@"; do wait "$pid" 2>/dev/null; done
-}
+. "$(dirname "$0")/lib.sh"
 
 # The kernel's per-CPU backlog (RPS queues there) is a global setting; the one
 # measurement that deepens it puts it back, and so does the exit.
@@ -104,25 +89,13 @@ restore_backlog() {
 }
 
 cleanup() {
-    stop_pids "${PIDS[@]}" $LBP_PID
+    stop_pids "${PIDS[@]}" "$LBP_PID"
     restore_backlog
-    local ns
-    for ns in "${NSES[@]}"; do
-        ip netns del "$ns" 2>/dev/null
-    done
+    remove_namespaces
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Install a missing tool with apt-get (quietly), or return 1.
-need() {
-    local tool=$1 pkg=${2:-$1}
-    command -v "$tool" >/dev/null && return 0
-    log "installing $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1
-    command -v "$tool" >/dev/null
-}
 
 # ------------------------------------------------------------------ the tools
 
@@ -155,12 +128,9 @@ BE_MAC=(02:00:5e:19:00:11 02:00:5e:19:00:12 02:00:5e:19:00:13)
 BE_IP=(198.19.0.11 198.19.0.12 198.19.0.13)
 VIP=198.19.100.1
 
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-mkns() {
-    ip netns add "$1" || exit 1
-    NSES+=("$1")
-    ip -n "$1" link set lo up
+# mkns NAME: as lib.sh's, without IPv6.
+mkns_v4() {
+    mkns "$1"
     # No IPv6: its link-local chatter would reach the counters (which count
     # IPv4 and IPv6 frames).
     nsx "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -177,9 +147,9 @@ mkveth() {
 }
 
 build_topology() {
-    mkns "$CLI"; mkns "$APP"; mkns "$SW"
+    mkns_v4 "$CLI"; mkns_v4 "$APP"; mkns_v4 "$SW"
     local i
-    for i in 0 1 2; do mkns "${BES[$i]}"; done
+    for i in 0 1 2; do mkns_v4 "${BES[$i]}"; done
 
     mkveth "$CLI" c0 "$APP" a0
     mkveth "$APP" a1 "$SW" s0

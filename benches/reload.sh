@@ -81,40 +81,15 @@ SOCK=$WORK/control.sock
 NSES=()
 LBP_PID=
 
-log() { echo "# $*" >&2; }
-
-# stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL; reaped.
-stop_pid() {
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
+. "$(dirname "$0")/lib.sh"
 
 cleanup() {
-    stop_pid "$LBP_PID"
-    local ns
-    for ns in "${NSES[@]}"; do
-        ip netns del "$ns" 2>/dev/null
-    done
+    stop_pids "$LBP_PID"
+    remove_namespaces
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Install a missing tool with apt-get (quietly), or return 1.
-need() {
-    local tool=$1 pkg=${2:-$1}
-    command -v "$tool" >/dev/null && return 0
-    log "installing $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1
-    command -v "$tool" >/dev/null
-}
 
 # ------------------------------------------------------------------ the tools
 
@@ -212,12 +187,6 @@ EOF
 # ------------------------------------------------------------------ topology
 
 APP=$P-app CLI=$P-cli SRV=$P-srv NFT=$P-nft
-
-mkns() {
-    ip netns add "$1" || exit 1
-    NSES+=("$1")
-    ip -n "$1" link set lo up
-}
 
 build_topology() {
     mkns "$CLI"; mkns "$APP"; mkns "$SRV"; mkns "$NFT"
