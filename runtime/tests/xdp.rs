@@ -430,3 +430,32 @@ fn throughput_smoke() {
         );
     });
 }
+
+/// `bpf::xdp_test_run` runs a loaded XDP program in the kernel on a frame
+/// (`BPF_PROG_TEST_RUN`, nothing sent): lbp's redirect program passes a frame
+/// whose queue has no socket in its map, and leaves the frame as it was; a
+/// program of one constant verdict returns that verdict.
+#[test]
+fn xdp_programs_run_on_a_frame_in_the_kernel() {
+    require_netns!();
+    let map = XskMap::new(4).expect("an XSK map");
+    let prog = RedirectProgram::load(&map).expect("the redirect program loads");
+    // An Ethernet frame (IPv4 type) of 60 bytes: the programs read no further.
+    let mut frame = vec![0u8; 60];
+    frame[..6].copy_from_slice(&mac(APP_MAC));
+    frame[6..12].copy_from_slice(&mac(PEER_MAC));
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14..20].copy_from_slice(b"run me");
+    let run = bpf::xdp_test_run(prog.as_fd(), &frame).expect("the test run");
+    assert_eq!(run.action, 2, "XDP_PASS when no socket takes the queue");
+    assert_eq!(run.frame, frame);
+    // r0 = XDP_DROP; exit
+    let drop = bpf::load_xdp(
+        "lbp_test_drop",
+        &[bpf::insn(0xb7, 0, 0, 0, 1), bpf::insn(0x95, 0, 0, 0, 0)],
+    )
+    .expect("a constant program loads");
+    assert_eq!(bpf::xdp_test_run(drop.as_fd(), &frame).unwrap().action, 1);
+    // A frame too short for Ethernet is refused by the kernel, not a panic.
+    assert!(bpf::xdp_test_run(drop.as_fd(), &frame[..4]).is_err());
+}

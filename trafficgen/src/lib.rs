@@ -60,7 +60,6 @@ use lbp_runtime::wire::checksum;
 mod clone;
 mod live;
 
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
@@ -1018,10 +1017,6 @@ mod tests {
     #[test]
     fn encodings() {
         assert_eq!(size_of::<Insn>(), 8);
-        assert_eq!(size_of::<live::TestRunAttr>(), 80);
-        assert_eq!(std::mem::offset_of!(live::TestRunAttr, batch_size), 72);
-        assert_eq!(std::mem::offset_of!(live::TestRunAttr, ctx_in), 48);
-        assert_eq!(size_of::<live::XdpMd>(), 24);
         let p = constant_program(XDP_TX);
         assert_eq!(p, vec![insn(0xb7, 0, 0, 0, 3), insn(0x95, 0, 0, 0, 0)]);
         let c = counter_program(5);

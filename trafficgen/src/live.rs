@@ -6,44 +6,13 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{BPF_PROG_TEST_RUN, FlowFields, array_map, flow_program, read_words, tx_program};
-use lbp_runtime::ring::bpf::{load_xdp, map_update, sys_bpf};
+use super::{FlowFields, array_map, flow_program, read_words, tx_program};
+use lbp_runtime::ring::bpf::{
+    BPF_PROG_TEST_RUN, TestRunAttr, XdpMd, load_xdp, map_update, sys_bpf,
+};
 
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: transmit the frames the program returns.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-
-#[repr(C)]
-#[derive(Default)]
-pub(super) struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    pub(super) ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    pub(super) batch_size: u32,
-    _pad: u32,
-}
-
-/// `struct xdp_md`, as the test run's input context.
-#[repr(C)]
-#[derive(Default)]
-pub(super) struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
 
 /// One live-frames test run of `prog` on copies of `frame`, `repeat` times, as
 /// received on `ifindex`.

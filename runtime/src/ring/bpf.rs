@@ -267,6 +267,80 @@ fn redirect_program(map_fd: RawFd) -> [Insn; 6] {
     ]
 }
 
+/// `BPF_PROG_TEST_RUN` (`BPF_PROG_RUN`): run a loaded program on given input.
+pub const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// `union bpf_attr`'s `test` member: the attributes of `BPF_PROG_TEST_RUN`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct TestRunAttr {
+    pub prog_fd: u32,
+    pub retval: u32,
+    pub data_size_in: u32,
+    pub data_size_out: u32,
+    pub data_in: u64,
+    pub data_out: u64,
+    pub repeat: u32,
+    pub duration: u32,
+    pub ctx_size_in: u32,
+    pub ctx_size_out: u32,
+    pub ctx_in: u64,
+    pub ctx_out: u64,
+    pub flags: u32,
+    pub cpu: u32,
+    pub batch_size: u32,
+    pub _pad: u32,
+}
+
+/// `struct xdp_md`, an XDP program's context (as a test run's input).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
+}
+
+/// What one run of an XDP program on a frame gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpRun {
+    /// The program's verdict (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, ...).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// The most a program may grow a frame by in [`xdp_test_run`].
+const TEST_RUN_ROOM: usize = 256;
+
+/// Run the XDP program `prog` once, in the kernel, on a copy of `frame`
+/// (`BPF_PROG_TEST_RUN`, no live frames: nothing is sent): its verdict and the
+/// frame it left.
+pub fn xdp_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<XdpRun> {
+    let size = u32::try_from(frame.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut out = vec![0u8; frame.len() + TEST_RUN_ROOM];
+    let mut a = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: size,
+        data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    sys_bpf(BPF_PROG_TEST_RUN, &mut a)
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_TEST_RUN: {e}")))?;
+    out.truncate((a.data_size_out as usize).min(out.len()));
+    Ok(XdpRun {
+        action: a.retval,
+        frame: out,
+    })
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct ProgLoadAttr {
@@ -655,6 +729,12 @@ mod tests {
         assert_eq!((p[4].code, p[4].imm), (0x85, 51));
         assert_eq!(p[5].code, 0x95);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        // `union bpf_attr`'s `test` member and `struct xdp_md`, as the kernel
+        // lays them out.
+        assert_eq!(size_of::<TestRunAttr>(), 80);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
+        assert_eq!(size_of::<XdpMd>(), 24);
     }
 
     #[test]
