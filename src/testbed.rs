@@ -88,6 +88,26 @@ impl Tester for CoreTester {
     }
 }
 
+/// The frame a back end answers `sent` with (a frame the core sent it): from
+/// its destination back to its source, ports swapped, a SYN-ACK for TCP;
+/// `None` for what is neither TCP nor UDP. For tests that follow a balanced
+/// frame back through the core (NAT return traffic).
+pub fn backend_answer(sent: &[u8]) -> Option<Vec<u8>> {
+    use lbp_compiler::packet::{PacketSpec, Proto, build};
+    let f = lbp_abi::wire::extract(sent, 0);
+    let ip = lbp_runtime::switch::ip_from_bytes;
+    let proto = match f.ip_proto {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        _ => return None,
+    };
+    let mut s = PacketSpec::new(proto, ip(&f.ip_dst), ip(&f.ip_src));
+    s.sport = f.dport;
+    s.dport = f.sport;
+    s.tcp_flags = lbp_abi::tcp_flag::SYN | lbp_abi::tcp_flag::ACK;
+    Some(build(&s))
+}
+
 /// A compiled policy shared between the JIT back end of a test and the core's
 /// generation.
 #[derive(Debug)]

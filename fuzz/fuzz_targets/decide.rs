@@ -54,24 +54,6 @@ fn policies() -> &'static Vec<Compiled> {
     })
 }
 
-/// The back end's answer to a frame the core sent it: addresses and ports
-/// swapped, a SYN-ACK for TCP.
-fn answer(sent: &[u8]) -> Option<Vec<u8>> {
-    use lbp_compiler::packet::{PacketSpec, Proto, build};
-    let f = lbp_compiler::wire::extract(sent, 0);
-    let ip = lbp_runtime::switch::ip_from_bytes;
-    let proto = match f.ip_proto {
-        6 => Proto::Tcp,
-        17 => Proto::Udp,
-        _ => return None,
-    };
-    let mut s = PacketSpec::new(proto, ip(&f.ip_dst), ip(&f.ip_src));
-    s.sport = f.dport;
-    s.dport = f.sport;
-    s.tcp_flags = lbp_abi::tcp_flag::SYN | lbp_abi::tcp_flag::ACK;
-    Some(build(&s))
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, frame)) = data.split_first() else {
         return;
@@ -101,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         panic!("the switching core: {e}\n{o:?}");
     }
     if let (Some(Fate::Sent { iface, frame: sent }), Some(_)) = (o.fate(), o.balanced) {
-        if let Some(back) = answer(sent) {
+        if let Some(back) = lbp::testbed::backend_answer(sent) {
             let r = core.send(&back, *iface);
             let want = lbp_compiler::interp::decide(&c.prog, &r.fields);
             if let Err(e) = r.follows(&want, &app) {

@@ -191,10 +191,7 @@ fn suite(rings: &str) {
     all(&mut r, "after the hostile frames: ");
     r.check(
         "exits 0 on SIGTERM (the core's frame books balanced every burst)",
-        match lbp.stop() {
-            Some(st) if st.success() => Ok(()),
-            other => Err(format!("exit status {other:?}")),
-        },
+        lbp.stop_cleanly(),
     );
     let context = format!("lbp's stderr:\n{}\n{}", lbp.stderr_text(), topo.dump());
     drop(lbp);

@@ -189,23 +189,6 @@ fn spec(r: &mut Rng, aims: &Aims) -> PacketSpec {
     s
 }
 
-/// The frame that answers `sent` (a frame the core sent to a back end): from
-/// its destination back to its source, ports swapped.
-fn answer(sent: &[u8]) -> Option<Vec<u8>> {
-    let f = lbp_abi::wire::extract(sent, 0);
-    let ip = |b: &[u8; 16]| lbp_runtime::switch::ip_from_bytes(b);
-    let proto = match f.ip_proto {
-        6 => Proto::Tcp,
-        17 => Proto::Udp,
-        _ => return None,
-    };
-    let mut s = PacketSpec::new(proto, ip(&f.ip_dst), ip(&f.ip_src));
-    s.sport = f.dport;
-    s.dport = f.sport;
-    s.tcp_flags = tcp_flag::SYN | tcp_flag::ACK;
-    Some(build(&s))
-}
-
 /// Check `frames` frames on the policy `name`; count each verdict the core gave
 /// (its first word), and `connection` for traffic of a known connection, in
 /// `seen`.
@@ -259,7 +242,7 @@ fn check_policy(
         // answer to a frame the core balanced.
         if let Some(Fate::Sent { iface, frame: sent }) = o.fate() {
             if o.balanced.is_some() && r.chance(60) {
-                if let Some(back) = answer(sent) {
+                if let Some(back) = lbp::testbed::backend_answer(sent) {
                     queue.push((back, *iface));
                 }
             } else if r.chance(30) {

@@ -627,10 +627,7 @@ fn lbp_suite(rings: &str) {
     r.check(
         "still running, then exits 0 on SIGTERM",
         if lbp.alive() {
-            match lbp.stop() {
-                Some(st) if st.success() => Ok(()),
-                other => Err(format!("exit status {other:?}")),
-            }
+            lbp.stop_cleanly()
         } else {
             Err("lbp had already ended".into())
         },

@@ -344,13 +344,7 @@ fn the_nat_web_farm_runs_end_to_end() {
         "a ping to the virtual IP is answered",
         crate::e2e::pinged(c, NAT4.into()),
     );
-    r.check(
-        "exits 0 on SIGTERM",
-        match lbp.stop() {
-            Some(st) if st.success() => Ok(()),
-            other => Err(format!("exit status {other:?}")),
-        },
-    );
+    r.check("exits 0 on SIGTERM", lbp.stop_cleanly());
     let context = format!("lbp's stderr:\n{}\n{}", lbp.stderr_text(), topo.dump());
     drop(lbp);
     drop(topo);

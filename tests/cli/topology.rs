@@ -303,4 +303,12 @@ impl Lbp {
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.daemon.stop()
     }
+
+    /// [`Lbp::stop`], and whether it exited 0.
+    pub fn stop_cleanly(&mut self) -> Result<(), String> {
+        match self.stop() {
+            Some(st) if st.success() => Ok(()),
+            other => Err(format!("exit status {other:?}")),
+        }
+    }
 }

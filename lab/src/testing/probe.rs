@@ -268,6 +268,42 @@ fn sockaddr(to: IpAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (ss, len as libc::socklen_t)
 }
 
+/// An ICMP or ICMPv6 echo request (`req_type` 8 or 128) of identifier `id`,
+/// sequence `seq` and a 16-byte body; the ICMP (IPv4) checksum filled in (the
+/// kernel fills ICMPv6's on raw sockets).
+fn echo_request(to: IpAddr, req_type: u8, id: u16, seq: u16, body: &[u8; 16]) -> [u8; 24] {
+    let mut msg = [0u8; 24];
+    msg[0] = req_type;
+    msg[4..6].copy_from_slice(&id.to_be_bytes());
+    msg[6..8].copy_from_slice(&seq.to_be_bytes());
+    msg[8..].copy_from_slice(body);
+    if to.is_ipv4() {
+        let c = checksum_oracle(&msg, 0);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    msg
+}
+
+/// Send `msg` to `to` on the raw socket `fd`.
+fn send_raw(fd: &OwnedFd, msg: &[u8], to: IpAddr) -> io::Result<()> {
+    let (ss, len) = sockaddr(to);
+    // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const ss).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Ping `to` from the calling thread's namespace with a raw ICMP or ICMPv6
 /// socket (up to three requests, one a second, as `ping -c 3` would): `Ok` when
 /// an echo reply with our identifier comes back from it within `timeout`.
@@ -279,34 +315,8 @@ pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
     let fd = raw_socket(domain, proto)?;
     set_rcv_timeout(&fd, Duration::from_millis(200))?;
     let id = (std::process::id() as u16) ^ 0x5a5a;
-    let mut msg = [0u8; 24];
-    msg[0] = req_type;
-    msg[4..6].copy_from_slice(&id.to_be_bytes());
-    msg[6..8].copy_from_slice(&1u16.to_be_bytes());
-    msg[8..].copy_from_slice(b"lbp-e2e-ping-bod");
-    if to.is_ipv4() {
-        let c = checksum_oracle(&msg, 0);
-        msg[2..4].copy_from_slice(&c.to_be_bytes());
-    } // ICMPv6: the kernel fills the checksum on raw ICMPv6 sockets.
-    let (ss, len) = sockaddr(to);
-    let send = |msg: &[u8]| -> io::Result<()> {
-        // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
-        let r = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&raw const ss).cast(),
-                len,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    send(&msg)?;
+    const BODY: &[u8; 16] = b"lbp-e2e-ping-bod";
+    send_raw(&fd, &echo_request(to, req_type, id, 1, BODY), to)?;
     let mut sent_at = Instant::now();
     let mut sent = 1u16;
     let end = Instant::now() + timeout;
@@ -318,13 +328,7 @@ pub fn ping(to: IpAddr, timeout: Duration) -> io::Result<()> {
         // Like `ping -c 3`: another request each second, three at most.
         if sent < 3 && sent_at.elapsed() >= Duration::from_secs(1) {
             sent += 1;
-            msg[6..8].copy_from_slice(&sent.to_be_bytes());
-            if to.is_ipv4() {
-                msg[2..4].copy_from_slice(&[0, 0]);
-                let c = checksum_oracle(&msg, 0);
-                msg[2..4].copy_from_slice(&c.to_be_bytes());
-            }
-            send(&msg)?;
+            send_raw(&fd, &echo_request(to, req_type, id, sent, BODY), to)?;
             sent_at = Instant::now();
         }
         // SAFETY: `buf` is writable for its length during the call.
@@ -390,30 +394,8 @@ pub fn ttl_exceeded(to: IpAddr, from: IpAddr, timeout: Duration) -> io::Result<(
         return Err(io::Error::last_os_error());
     }
     let id = (std::process::id() as u16) ^ 0x7717;
-    let mut msg = [0u8; 24];
-    msg[0] = req_type;
-    msg[4..6].copy_from_slice(&id.to_be_bytes());
-    msg[6..8].copy_from_slice(&1u16.to_be_bytes());
-    msg[8..].copy_from_slice(b"lbp-e2e-ttl-one!");
-    if to.is_ipv4() {
-        let c = checksum_oracle(&msg, 0);
-        msg[2..4].copy_from_slice(&c.to_be_bytes());
-    }
-    let (ss, len) = sockaddr(to);
-    // SAFETY: `msg` and `ss` are valid for the given lengths during the call.
-    let r = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&raw const ss).cast(),
-            len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let msg = echo_request(to, req_type, id, 1, b"lbp-e2e-ttl-one!");
+    send_raw(&fd, &msg, to)?;
     let end = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     // SAFETY: an all-zero sockaddr_storage is a valid place for recvfrom's source.
