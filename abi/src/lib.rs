@@ -10,9 +10,12 @@
 //! [`Mode`] and [`Algorithm`], and a pool's weight formula ([`weight`]) and health
 //! checks ([`health`]), which the compiler lowers and the runtime's control
 //! module uses; and the Internet [`checksum`], which the runtime's packet
-//! rewriting and the tests' frame builders share.
+//! rewriting and the tests' frame builders share; and the eBPF instruction
+//! encoding and assembler ([`bpf`]), which the compiler's eBPF back end emits
+//! with and the runtime loads from.
 #![forbid(unsafe_code)]
 
+pub mod bpf;
 pub mod checksum;
 pub mod health;
 pub mod martian;

@@ -459,3 +459,72 @@ fn xdp_programs_run_on_a_frame_in_the_kernel() {
     // A frame too short for Ethernet is refused by the kernel, not a panic.
     assert!(bpf::xdp_test_run(drop.as_fd(), &frame[..4]).is_err());
 }
+
+/// `bpf::Loaded::xdp` creates a program's maps from their specs (entries
+/// written), resolves the program's map numbers to them and loads it: a program
+/// assembled with `lbp_abi::bpf::Asm` reads the frame's EtherType, looks it up
+/// in a hash map and writes what it found into an array map, which the test
+/// reads back after a kernel test run.
+#[test]
+fn assembled_programs_load_with_their_maps() {
+    use lbp_abi::bpf::{Asm, MapKind, MapSpec, op, reg::*, xdp};
+    require_netns!();
+    let mut a = Asm::new();
+    let out = a.label();
+    a.ldx(op::W, R2, R1, xdp::DATA);
+    a.ldx(op::W, R3, R1, xdp::DATA_END);
+    a.mov(R4, R2);
+    a.alu_imm(op::ADD, R4, 14);
+    a.jmp(op::JGT, R4, R3, out);
+    a.ldx(op::H, R6, R2, 12); // the EtherType, network order
+    a.stx(op::W, FP, -4, R6);
+    a.ld_map(R1, 0);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, -4);
+    a.call(lbp_abi::bpf::helper::MAP_LOOKUP_ELEM);
+    a.jmp_imm(op::JEQ, R0, 0, out);
+    a.ldx(op::W, R6, R0, 0);
+    a.st_imm(op::W, FP, -8, 0);
+    a.stx(op::W, FP, -4, R6);
+    a.ld_map(R1, 1);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, -8);
+    a.mov(R3, FP);
+    a.alu_imm(op::ADD, R3, -4);
+    a.mov_imm(R4, 0);
+    a.call(lbp_abi::bpf::helper::MAP_UPDATE_ELEM);
+    a.bind(out);
+    a.ret(xdp::DROP);
+    let prog = a.finish().expect("assembles");
+    let key = 0x0008u32.to_ne_bytes().to_vec(); // 08 00 as loaded, zero-extended
+    let maps = [
+        MapSpec {
+            name: "types".into(),
+            kind: MapKind::Hash,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 4,
+            entries: vec![(key, 4242u32.to_ne_bytes().to_vec())],
+        },
+        MapSpec {
+            name: "out".into(),
+            kind: MapKind::Array,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            entries: vec![],
+        },
+    ];
+    let loaded = bpf::Loaded::xdp("lbp_test_maps", &prog, &maps).expect("loads with its maps");
+    let mut frame = vec![0u8; 60];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let run = bpf::xdp_test_run(loaded.prog.as_fd(), &frame).expect("the test run");
+    assert_eq!(run.action, 1);
+    let got = bpf::map_lookup_bytes(&loaded.maps[1], &0u32.to_ne_bytes()).unwrap();
+    assert_eq!(got, Some(4242u32.to_ne_bytes().to_vec()));
+    // Wrong sizes are errors, not reads past a buffer.
+    assert!(bpf::map_update_bytes(&loaded.maps[1], &[0; 2], &[0; 4]).is_err());
+    assert!(bpf::map_lookup_bytes(&loaded.maps[0], &[0; 8]).is_err());
+    // A program naming a map it was not given does not load.
+    assert!(bpf::Loaded::xdp("lbp_test_maps", &prog, &maps[..1]).is_err());
+}

@@ -151,14 +151,159 @@ pub fn map_create(
     value_size: u32,
     max_entries: u32,
 ) -> io::Result<OwnedFd> {
+    map_create_flags(map_type, key_size, value_size, max_entries, 0)
+}
+
+fn map_create_flags(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
     let mut a = MapCreateAttr {
         map_type,
         key_size,
         value_size,
         max_entries,
-        map_flags: 0,
+        map_flags,
     };
     sys_bpf(BPF_MAP_CREATE, &mut a).map(owned)
+}
+
+/// Set `key` to `value` in `map`, both as bytes of the map's key and value
+/// sizes (a size that differs is an error, not a kernel read past the buffer).
+pub fn map_update_bytes(map: &LoadedMap, key: &[u8], value: &[u8]) -> io::Result<()> {
+    map.check(key, value.len())?;
+    map_elem(
+        BPF_MAP_UPDATE_ELEM,
+        map.fd.as_fd(),
+        &key[0],
+        value.as_ptr() as u64,
+    )
+}
+
+/// Read `key` of `map` into a new buffer of the map's value size; `None` when
+/// the key is absent.
+pub fn map_lookup_bytes(map: &LoadedMap, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    // A per-CPU map's value is one slot per possible CPU, each rounded to 8.
+    let len = match map.spec_kind {
+        MapKind::PercpuArray => (map.value_size as usize).next_multiple_of(8) * possible_cpus()?,
+        _ => map.value_size as usize,
+    };
+    map.check(key, map.value_size as usize)?;
+    let mut v = vec![0u8; len];
+    match map_elem(
+        BPF_MAP_LOOKUP_ELEM,
+        map.fd.as_fd(),
+        &key[0],
+        v.as_mut_ptr() as u64,
+    ) {
+        Ok(()) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The number of possible CPUs (the slots of a per-CPU map's value).
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut n = 0;
+    for part in text.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) if b >= a => (a, b),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("cpu list {text:?}"),
+                ));
+            }
+        };
+        n += b - a + 1;
+    }
+    Ok(n)
+}
+
+/// A map created from a [`MapSpec`].
+#[derive(Debug)]
+pub struct LoadedMap {
+    pub fd: OwnedFd,
+    pub name: String,
+    spec_kind: MapKind,
+    key_size: u32,
+    value_size: u32,
+}
+
+impl LoadedMap {
+    /// Create the map `spec` describes and write its entries.
+    pub fn create(spec: &MapSpec) -> io::Result<LoadedMap> {
+        let fd = map_create_flags(
+            spec.kind.number(),
+            spec.key_size,
+            spec.value_size,
+            spec.max_entries.max(1),
+            spec.kind.flags(),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("creating BPF map {}: {e}", spec.name)))?;
+        let m = LoadedMap {
+            fd,
+            name: spec.name.clone(),
+            spec_kind: spec.kind,
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+        };
+        for (k, v) in &spec.entries {
+            map_update_bytes(&m, k, v).map_err(|e| {
+                io::Error::new(e.kind(), format!("filling BPF map {}: {e}", spec.name))
+            })?;
+        }
+        Ok(m)
+    }
+
+    fn check(&self, key: &[u8], value_len: usize) -> io::Result<()> {
+        if key.len() != self.key_size as usize
+            || value_len != self.value_size as usize
+            || key.is_empty()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "BPF map {}: key of {} bytes and value of {value_len} for a map of {} and {}",
+                    self.name,
+                    key.len(),
+                    self.key_size,
+                    self.value_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An assembled program loaded with its maps: the maps are created and filled
+/// first, then the program with their descriptors in place.
+#[derive(Debug)]
+pub struct Loaded {
+    pub prog: OwnedFd,
+    /// In the program's map order.
+    pub maps: Vec<LoadedMap>,
+}
+
+impl Loaded {
+    /// Load `prog` as an XDP program named `name`, creating `maps` for it.
+    pub fn xdp(name: &str, prog: &Program, maps: &[MapSpec]) -> io::Result<Loaded> {
+        let maps = maps
+            .iter()
+            .map(LoadedMap::create)
+            .collect::<io::Result<Vec<_>>>()?;
+        let fds: Vec<i32> = maps.iter().map(|m| m.fd.as_raw_fd()).collect();
+        let insns = prog
+            .resolve(&fds)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let prog = load_xdp(name, &insns)?;
+        Ok(Loaded { prog, maps })
+    }
 }
 
 /// Set `key` to `value` in `map`; `K` and `V` must have the map's key and value
@@ -218,29 +363,9 @@ impl AsFd for XskMap {
     }
 }
 
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Insn {
-    /// The opcode.
-    pub code: u8,
-    /// dst register in the low nibble, src register in the high nibble.
-    pub regs: u8,
-    /// The offset (memory access, jump).
-    pub off: i16,
-    /// The immediate.
-    pub imm: i32,
-}
-
-/// Encode one instruction.
-pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | (dst & 0x0f),
-        off,
-        imm,
-    }
-}
+/// One eBPF instruction and its encoding: the ABI crate's, shared with the
+/// compiler's eBPF back end.
+pub use lbp_abi::bpf::{Insn, MapKind, MapSpec, Program, insn};
 
 /// The redirect program, for a map whose descriptor is `map_fd`:
 ///
