@@ -1,5 +1,6 @@
 //! The lbp compiler: lowers a checked policy (from `lbp-lang`) to the IR and runs
-//! it, through the reference interpreter or Cranelift-compiled code (`jit`).
+//! it, through the reference interpreter or Cranelift-compiled code (`jit`), or
+//! compiles it to eBPF for the kernel's XDP hook (`bpf`).
 //!
 //! This crate does no I/O: it turns a tree into a program and tables, builds and
 //! parses packets in memory, and runs policy tests. It never reads the clock or the
@@ -9,6 +10,7 @@
 // classifier's own lookup against the interpreter.
 #[doc(hidden)]
 pub mod classify;
+pub mod bpf;
 pub mod error;
 pub mod interp;
 pub mod ir;
