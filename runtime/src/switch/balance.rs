@@ -6,12 +6,13 @@ use lbp_abi::{Decision, Fields, present, tcp_flag};
 
 use super::Burst;
 use super::counters::DropReason;
+use super::expire::Hop;
 use super::route::{bytes_of, ip_from_bytes, ip_of};
 use crate::balance::least_load;
 use crate::config::{Algorithm, Mode, Service};
 use crate::conn::{ConnKey, Insert, ReverseKey, Target};
 use crate::ring::Desc;
-use crate::wire;
+use crate::wire::{Packet, Side};
 
 impl Burst<'_> {
     /// NAT return traffic; true when handled.
@@ -37,17 +38,13 @@ impl Burst<'_> {
             return false;
         };
         self.st.counters.nat_return.add(d.len);
-        let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
         let vip = ip_of(key.version, &key.vip);
         // The TTL first: an expired reply is answered as the back end sent it.
-        if !self.ttl(d, f) {
-            return true;
+        match self.hop(d, f, |p| p.rewrite(Side::Src, vip, key.vport)) {
+            Hop::On => self.route_to(d, ip_of(f.ip_version, &f.ip_dst)),
+            Hop::Expired => {}
+            Hop::Refused => self.drop_frame(d, DropReason::Rewrite),
         }
-        if !wire::set_src(self.frames.packet_mut(d), l3, l4, vip, key.vport) {
-            self.drop_frame(d, DropReason::Rewrite);
-            return true;
-        }
-        self.route_to(d, ip_of(f.ip_version, &f.ip_dst));
         true
     }
 
@@ -58,13 +55,9 @@ impl Burst<'_> {
         if f.present & present::TCP == 0 {
             return self.drop_frame(d, why);
         }
-        let len = d.len as usize;
-        match wire::reset_in_place(
-            self.frames.packet_mut(d),
-            len,
-            usize::from(f.l3_offset),
-            usize::from(f.l4_offset),
-        ) {
+        let buf = self.frames.packet_mut(d);
+        let len = buf.len();
+        match Packet::new(buf, len, f).and_then(Packet::reset) {
             Some(n) => self.tx(
                 f.in_iface,
                 Desc {
@@ -219,21 +212,12 @@ impl Burst<'_> {
         // NAT or DSR, the appliance is a hop: the TTL first, so that an expired
         // packet (which the policy normally caught as `Expire`) is answered as
         // it came.
-        if !self.ttl(d, f) {
-            return;
+        let nat = matches!(svc.mode, Mode::Nat { .. });
+        let port = target.backend_port;
+        match self.hop(d, f, |p| !nat || p.rewrite(Side::Dst, backend, port)) {
+            Hop::On => self.route_to(d, backend),
+            Hop::Expired => {}
+            Hop::Refused => self.drop_frame(d, DropReason::Rewrite),
         }
-        if let Mode::Nat { .. } = svc.mode {
-            let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
-            if !wire::set_dst(
-                self.frames.packet_mut(d),
-                l3,
-                l4,
-                backend,
-                target.backend_port,
-            ) {
-                return self.drop_frame(d, DropReason::Rewrite);
-            }
-        }
-        self.route_to(d, backend);
     }
 }

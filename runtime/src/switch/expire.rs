@@ -10,7 +10,17 @@ use super::{Burst, TIME_EXCEEDED_BURST, TIME_EXCEEDED_GAP_NS};
 use crate::config::Mode;
 use crate::conn::{ConnKey, ReverseKey};
 use crate::ring::Desc;
-use crate::wire::{self, Side};
+use crate::wire::{Packet, Side};
+
+/// What became of a packet sent on as a hop ([`Burst::hop`]).
+pub(super) enum Hop {
+    /// Decremented and rewritten: send it.
+    On,
+    /// Its TTL ran out: answered or dropped already.
+    Expired,
+    /// Not rewritten: the caller drops it.
+    Refused,
+}
 
 impl Burst<'_> {
     pub(super) fn expire(&mut self) {
@@ -28,11 +38,40 @@ impl Burst<'_> {
     /// it runs out: the frame is then answered with a time exceeded or dropped
     /// ([`Burst::expired`]).
     pub(super) fn ttl(&mut self, d: Desc, f: &Fields) -> bool {
-        if wire::decrement_ttl(self.frames.packet_mut(d), usize::from(f.l3_offset)) {
-            true
-        } else {
+        match self.hop(d, f, |_| true) {
+            Hop::On => true,
+            Hop::Expired => false,
+            Hop::Refused => {
+                self.drop_frame(d, DropReason::Ttl);
+                false
+            }
+        }
+    }
+
+    /// A packet the appliance sends on, on one checked view of its frame
+    /// (`wire::Packet`, from its fields): the TTL (hop limit) decremented,
+    /// then `rewrite`. `Expired`: it ran out, and the frame is answered or
+    /// dropped ([`Burst::expired`]). `Refused`: the fields do not describe the
+    /// frame, or `rewrite` said no; the frame is the caller's to drop.
+    pub(super) fn hop(
+        &mut self,
+        d: Desc,
+        f: &Fields,
+        rewrite: impl FnOnce(&mut Packet<'_>) -> bool,
+    ) -> Hop {
+        let buf = self.frames.packet_mut(d);
+        let len = buf.len();
+        let Some(mut p) = Packet::new(buf, len, f) else {
+            return Hop::Refused;
+        };
+        if !p.decrement_ttl() {
             self.expired(d, f);
-            false
+            return Hop::Expired;
+        }
+        if rewrite(&mut p) {
+            Hop::On
+        } else {
+            Hop::Refused
         }
     }
 
@@ -58,12 +97,7 @@ impl Burst<'_> {
             return self.drop_frame(d, DropReason::Ttl);
         }
         let len = d.len as usize;
-        match wire::time_exceeded_in_place(
-            self.frames.slot_mut(d),
-            len,
-            usize::from(f.l3_offset),
-            ours,
-        ) {
+        match Packet::new(self.frames.slot_mut(d), len, f).and_then(|p| p.time_exceeded(ours)) {
             Some(n) => {
                 self.st.counters.time_exceeded += 1;
                 let d = Desc {
@@ -96,8 +130,9 @@ impl Burst<'_> {
 
     /// An ICMP error about a balanced connection; true when handled.
     pub(super) fn icmp_error(&mut self, d: Desc, f: &Fields) -> bool {
-        let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
-        let Some(e) = wire::parse_icmp_error(self.frames.packet(d), l3, l4) else {
+        let buf = self.frames.packet_mut(d);
+        let len = buf.len();
+        let Some(e) = Packet::new(buf, len, f).and_then(|p| p.icmp_error()) else {
             return false;
         };
         let g = self.g;
@@ -123,25 +158,16 @@ impl Burst<'_> {
             let b = ip_from_bytes(&c.target.backend_addr);
             self.st.counters.icmp_errors += 1;
             // A hop in either mode; an error that expires is never answered.
-            if !self.ttl(d, f) {
-                return true;
+            let nat = matches!(svc.mode, Mode::Nat { .. });
+            let port = c.target.backend_port;
+            let rewrite = |p: &mut Packet<'_>| {
+                !nat || p.icmp_error_rewrite(Some((Side::Dst, b)), Side::Src, b, port)
+            };
+            match self.hop(d, f, rewrite) {
+                Hop::On => self.route_to(d, b),
+                Hop::Expired => {}
+                Hop::Refused => self.drop_frame(d, DropReason::Rewrite),
             }
-            if matches!(svc.mode, Mode::Nat { .. }) {
-                let frame = self.frames.packet_mut(d);
-                if !wire::icmp_error_rewrite(
-                    frame,
-                    l3,
-                    l4,
-                    Some((Side::Dst, b)),
-                    Side::Src,
-                    b,
-                    c.target.backend_port,
-                ) {
-                    self.drop_frame(d, DropReason::Rewrite);
-                    return true;
-                }
-            }
-            self.route_to(d, b);
             return true;
         }
         if g.is_nat_backend(&e.dst) {
@@ -160,8 +186,11 @@ impl Burst<'_> {
             let vip = ip_of(key.version, &key.vip);
             let outer = (outer_src == e.dst).then_some((Side::Src, vip));
             self.st.counters.icmp_errors += 1;
-            let frame = self.frames.packet_mut(d);
-            if !wire::icmp_error_rewrite(frame, l3, l4, outer, Side::Dst, vip, key.vport) {
+            let buf = self.frames.packet_mut(d);
+            let len = buf.len();
+            let translated = Packet::new(buf, len, f)
+                .is_some_and(|mut p| p.icmp_error_rewrite(outer, Side::Dst, vip, key.vport));
+            if !translated {
                 self.drop_frame(d, DropReason::Rewrite);
                 return true;
             }

@@ -61,7 +61,11 @@ pub fn parse_icmp_error(frame: &[u8], l3_off: usize, l4_off: usize) -> Option<Ic
 
 /// [`parse_icmp_error`] from an already parsed outer header; also gives the inner
 /// header as an [`IpHeader`] bounded by the outer packet.
-fn parse_with(frame: &[u8], outer: &IpHeader, l4_off: usize) -> Option<(IcmpError, IpHeader)> {
+pub(super) fn parse_with(
+    frame: &[u8],
+    outer: &IpHeader,
+    l4_off: usize,
+) -> Option<(IcmpError, IpHeader)> {
     let want = if outer.version == 4 {
         proto::ICMP
     } else {
@@ -176,8 +180,11 @@ pub fn icmp_error_rewrite(
     inner_addr: IpAddr,
     inner_port: u16,
 ) -> bool {
-    icmp_rewrite(
-        frame, l3_off, l4_off, outer, inner_side, inner_addr, inner_port,
+    let Some(ip) = parse_ip(frame, l3_off) else {
+        return false;
+    };
+    rewrite_ip(
+        frame, &ip, l4_off, outer, inner_side, inner_addr, inner_port,
     )
     .is_some()
 }
@@ -186,16 +193,18 @@ fn same_family(version: u8, a: IpAddr) -> bool {
     matches!((version, a), (4, IpAddr::V4(_)) | (6, IpAddr::V6(_)))
 }
 
-fn icmp_rewrite(
+/// [`icmp_error_rewrite`] of a packet whose outer header is already checked.
+pub(super) fn rewrite_ip(
     frame: &mut [u8],
-    l3: usize,
+    ip: &IpHeader,
     l4: usize,
     outer: Option<(Side, IpAddr)>,
     inner_side: Side,
     inner_addr: IpAddr,
     inner_port: u16,
 ) -> Option<()> {
-    let ip = parse_ip(frame, l3)?;
+    let ip = *ip;
+    let l3 = ip.l3;
     let (_, inner) = parse_with(frame, &ip, l4)?;
     if !same_family(ip.version, inner_addr) {
         return None;

@@ -26,6 +26,9 @@
 //! - [`reset`]: the TCP RST that answers a segment, built in place.
 //! - [`time_exceeded`]: the ICMP / ICMPv6 time exceeded that answers a packet
 //!   whose TTL ran out, built in place.
+//! - [`view`]: [`Packet`], a frame's IP packet checked once from extract's
+//!   fields, and the rewrites above on it without parsing again (what the
+//!   switching cores use).
 //! - [`arp`]: ARP requests and replies (Ethernet / IPv4).
 //! - [`ndp`]: IPv6 neighbour solicitations and advertisements.
 
@@ -36,6 +39,7 @@ pub(crate) mod ndp;
 pub(crate) mod reset;
 pub(crate) mod route;
 pub(crate) mod time_exceeded;
+pub(crate) mod view;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -48,6 +52,7 @@ pub use nat::{Side, rewrite, set_dst, set_src};
 pub use reset::reset_in_place;
 pub use route::{decrement_ttl, set_macs};
 pub use time_exceeded::time_exceeded_in_place;
+pub use view::Packet;
 
 /// Header layouts: field offsets from the start of each header (the extraction's
 /// table, shared).

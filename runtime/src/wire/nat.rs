@@ -53,13 +53,25 @@ pub fn rewrite(
     addr: IpAddr,
     port: u16,
 ) -> bool {
-    let Some(ip) = parse_ip(frame, l3_off) else {
+    match parse_ip(frame, l3_off) {
+        Some(ip) => rewrite_ip(frame, &ip, l4_off, side, addr, port),
+        None => false,
+    }
+}
+
+/// [`rewrite`] of a packet whose header is already checked.
+pub(super) fn rewrite_ip(
+    frame: &mut [u8],
+    ip: &IpHeader,
+    l4_off: usize,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> bool {
+    let Some(plan) = plan(frame, ip, l4_off) else {
         return false;
     };
-    let Some(plan) = plan(frame, &ip, l4_off) else {
-        return false;
-    };
-    apply(frame, &ip, plan, side, addr, port).is_some()
+    apply(frame, ip, plan, side, addr, port).is_some()
 }
 
 /// What a rewrite touches beyond the IP header.

@@ -18,7 +18,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{checksum, fold, pseudo_v4, pseudo_v6, sum};
 use super::field::{eth, ipv4, ipv6, proto, tcp};
-use super::{array_at, parse_ip, put_array, put_u8, put_u16, put_u32, u8_at, u16_at, u32_at};
+use super::{
+    IpHeader, array_at, parse_ip, put_array, put_u8, put_u16, put_u32, u8_at, u16_at, u32_at,
+};
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -35,6 +37,13 @@ pub const RESET_TTL: u8 = 64;
 pub fn reset_in_place(frame: &mut [u8], len: usize, l3_off: usize, l4_off: usize) -> Option<usize> {
     let frame = frame.get_mut(..len)?;
     let ip = parse_ip(frame, l3_off)?;
+    reset_ip(frame, &ip, l4_off)
+}
+
+/// [`reset_in_place`] of the frame `frame` (exactly the frame) whose header is
+/// already checked.
+pub(super) fn reset_ip(frame: &mut [u8], ip: &IpHeader, l4_off: usize) -> Option<usize> {
+    let l3_off = ip.l3;
     if ip.proto != proto::TCP || ip.fragment || ip.l4 != Some(l4_off) {
         return None;
     }

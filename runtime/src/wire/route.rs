@@ -5,7 +5,7 @@
 
 use super::checksum::update16;
 use super::field::{eth, ipv4, ipv6};
-use super::{put_array, put_u8, put_u16, u8_at, u16_at};
+use super::{IpHeader, put_array, put_u8, put_u16, u8_at, u16_at};
 
 /// Writes the Ethernet source and destination addresses. False (nothing written)
 /// when the frame is shorter than an Ethernet header.
@@ -22,6 +22,11 @@ pub fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) -> bool {
 /// when there is no IPv4 / IPv6 header there.
 pub fn decrement_ttl(frame: &mut [u8], l3_off: usize) -> bool {
     decrement(frame, l3_off).is_some()
+}
+
+/// [`decrement_ttl`] of a packet whose header is already checked.
+pub(super) fn decrement_ip(frame: &mut [u8], ip: &IpHeader) -> Option<()> {
+    decrement(frame, ip.l3)
 }
 
 fn decrement(frame: &mut [u8], l3: usize) -> Option<()> {

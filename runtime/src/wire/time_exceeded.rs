@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{checksum, fold, pseudo_v6, sum};
 use super::field::{eth, icmp, ipv4, ipv6, proto};
-use super::{array_at, parse_ip, put_array, put_u8, put_u16, put_u32, u8_at};
+use super::{IpHeader, array_at, parse_ip, put_array, put_u8, put_u16, put_u32, u8_at};
 
 /// ICMP (IPv4) time exceeded.
 pub const TYPE_V4: u8 = 11;
@@ -72,6 +72,22 @@ pub fn time_exceeded_in_place(
     our_ip: IpAddr,
 ) -> Option<usize> {
     let ip = parse_ip(frame.get(..len)?, l3_off)?;
+    time_exceeded_ip(frame, len, &ip, our_ip)
+}
+
+/// [`time_exceeded_in_place`] of a packet whose header (within `frame[..len]`)
+/// is already checked.
+pub(super) fn time_exceeded_ip(
+    frame: &mut [u8],
+    len: usize,
+    ip: &IpHeader,
+    our_ip: IpAddr,
+) -> Option<usize> {
+    let ip = *ip;
+    let l3_off = ip.l3;
+    if ip.end > len {
+        return None;
+    }
     if l3_off < eth::HEADER_LEN || ip.l4.is_none() {
         return None;
     }
