@@ -528,3 +528,156 @@ fn assembled_programs_load_with_their_maps() {
     // A program naming a map it was not given does not load.
     assert!(bpf::Loaded::xdp("lbp_test_maps", &prog, &maps[..1]).is_err());
 }
+
+/// A fast-path program (`ring::fastpath`) installed in place of the redirect
+/// program decides in the kernel: UDP to port 9 is dropped there and counted
+/// in its map, and never reaches the AF_XDP socket; everything else is
+/// redirected to the socket through the interface's XSK map as before. While
+/// the peer sends, the programs are swapped 30 times (a link update each):
+/// every datagram to the other port still arrives. Uninstalled, port 9's
+/// datagrams reach the socket again.
+#[test]
+fn a_fast_path_program_decides_in_the_kernel_and_swaps_hitlessly() {
+    use lbp_abi::bpf::{Asm, MapKind, MapSpec, helper, op, reg::*, xdp};
+    use lbp_runtime::ring::fastpath::FastPath;
+    require_netns!();
+    let mut a = Asm::new();
+    let (redirect, drop) = (a.label(), a.label());
+    a.mov(R6, R1);
+    a.ldx(op::W, R2, R6, xdp::DATA);
+    a.ldx(op::W, R3, R6, xdp::DATA_END);
+    a.mov(R4, R2);
+    a.alu_imm(op::ADD, R4, 42);
+    a.jmp(op::JGT, R4, R3, redirect);
+    a.ldx(op::H, R5, R2, 12);
+    a.jmp_imm(op::JNE, R5, 0x0008, redirect); // IPv4, as loaded
+    a.ldx(op::B, R5, R2, 23);
+    a.jmp_imm(op::JNE, R5, 17, redirect);
+    a.ldx(op::H, R5, R2, 36);
+    a.jmp_imm(op::JNE, R5, 0x0900, redirect); // port 9, as loaded
+    a.st_imm(op::W, FP, -4, 0);
+    a.ld_map(R1, 1);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, -4);
+    a.call(helper::MAP_LOOKUP_ELEM);
+    a.jmp_imm(op::JEQ, R0, 0, drop);
+    a.mov_imm(R1, 1);
+    a.atomic_add(op::DW, R0, 0, R1);
+    a.bind(drop);
+    a.ret(xdp::DROP);
+    a.bind(redirect);
+    a.ldx(op::W, R2, R6, xdp::RX_QUEUE_INDEX);
+    a.ld_map(R1, 0);
+    a.mov_imm(R3, xdp::PASS);
+    a.call(helper::REDIRECT_MAP);
+    a.exit();
+    let prog = a.finish().unwrap();
+    let spec = |name: &str, kind, value_size| MapSpec {
+        name: name.into(),
+        kind,
+        key_size: 4,
+        value_size,
+        max_entries: 1,
+        entries: vec![],
+    };
+    let maps = [
+        spec("xsk", MapKind::Xsk, 4),
+        spec("dropped", MapKind::Array, 8),
+    ];
+
+    let t = topo("xf");
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let done = AtomicBool::new(false);
+    const N: u16 = 300;
+    let (t, done, prog, maps) = (&t, &done, &prog, &maps);
+    std::thread::scope(|s| {
+        let app = s.spawn(move || {
+            t.app.enter();
+            let mut frames = Frames::new(2048).unwrap();
+            let (mut redirect, mut port) = open_port(&mut frames);
+            let fast = FastPath::new("lbp_test_fast", prog.clone(), maps).expect("maps");
+            // Two copies of the same program, swapped in turn: a real swap each
+            // time.
+            let copies = [0, 1].map(|_| fast.load_for(redirect.xsk_map()).expect("loads"));
+            let copy = |i: usize| copies[i % 2].try_clone().expect("dup");
+            redirect.install(Some(copy(0))).expect("installed");
+            ready_tx.send(()).unwrap();
+            let mut burst = [Desc { addr: 0, len: 0 }; 32];
+            let mut ports_seen = Vec::new();
+            let mut swaps = 0usize;
+            let mut seen_at_last_swap = 0;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut uninstalled = false;
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let n = port.recv(&mut frames, &mut burst);
+                for &d in &burst[..n] {
+                    if let Some(f) = frames.packet(d).get(36..38) {
+                        ports_seen.push((u16::from_be_bytes([f[0], f[1]]), uninstalled));
+                    }
+                    frames.free(d);
+                }
+                port.flush(&mut frames);
+                if !ports_seen.is_empty() && swaps < 30 && !uninstalled {
+                    seen_at_last_swap = ports_seen.iter().filter(|x| x.0 == 10).count();
+                    redirect.install(Some(copy(swaps + 1))).expect("swapped");
+                    swaps += 1;
+                }
+                if !uninstalled && go_rx.try_recv().is_ok() {
+                    redirect.install(None).expect("uninstalled");
+                    uninstalled = true;
+                    ready_tx.send(()).unwrap();
+                }
+                if n == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            let dropped = bpf::map_lookup_bytes(fast.map("dropped").unwrap(), &0u32.to_ne_bytes())
+                .unwrap()
+                .unwrap();
+            let dropped = u64::from_ne_bytes(dropped.try_into().unwrap());
+            (ports_seen, swaps, seen_at_last_swap, dropped)
+        });
+        let peer = s.spawn(move || {
+            t.peer.enter();
+            let sock = UdpSocket::bind("198.18.0.2:40001").unwrap();
+            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            for i in 0..N {
+                sock.send_to(&i.to_be_bytes(), "198.18.0.1:9").unwrap();
+                sock.send_to(&i.to_be_bytes(), "198.18.0.1:10").unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            go_tx.send(()).unwrap();
+            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            for i in 0..10u16 {
+                sock.send_to(&i.to_be_bytes(), "198.18.0.1:9").unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            done.store(true, Ordering::Relaxed);
+        });
+        peer.join().unwrap();
+        let (seen, swaps, seen_at_last_swap, dropped) = app.join().unwrap();
+        let count = |p: u16, after: bool| seen.iter().filter(|&&x| x == (p, after)).count();
+        eprintln!(
+            "fast path: {swaps} swaps (the last after {seen_at_last_swap} datagrams); port 10 {} of {N}, port 9 {} (dropped in XDP {dropped}); after uninstall port 9 {}",
+            count(10, false),
+            count(9, false),
+            count(9, true)
+        );
+        assert_eq!(swaps, 30, "the programs were swapped");
+        assert!(
+            seen_at_last_swap < usize::from(N),
+            "the last swap came while traffic flowed ({seen_at_last_swap} of {N} in)"
+        );
+        assert_eq!(
+            count(10, false),
+            usize::from(N),
+            "no datagram lost to a swap"
+        );
+        assert_eq!(count(9, false), 0, "port 9 decided in the kernel");
+        assert_eq!(dropped, u64::from(N), "and counted there");
+        assert_eq!(count(9, true), 10, "the redirect program is back");
+    });
+    assert!(xdp_gone(&t.app, "lbp0"), "program detached on drop");
+}

@@ -11,8 +11,11 @@
 //! by a killed earlier run. Native (driver) mode is tried first, generic (skb)
 //! mode second.
 //!
-//! This is not a BPF loader: no ELF, no BTF, no relocations, no libbpf; one
-//! program, one map type. lbp's traffic generator (the `lbp-trafficgen` crate,
+//! This is not a BPF loader: no ELF, no BTF, no libbpf. Programs come from
+//! `lbp_abi::bpf`'s assembler (the redirect program here, the compiler's eBPF
+//! back end's, the traffic generator's), their map references resolved by
+//! [`Loaded`] or `fastpath`; [`XdpRedirect::install`] swaps a program in on the
+//! interface's attachment (a bpf link update, atomic). lbp's traffic generator (the `lbp-trafficgen` crate,
 //! for benchmarks and tests) shares the low-level pieces, which are `pub` for it
 //! alone: the system call, the instruction encoding, program loading and map
 //! creation and access. All `unsafe` here is system calls on buffers this module
@@ -28,6 +31,7 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -331,6 +335,11 @@ fn map_elem<K>(cmd: libc::c_long, map: BorrowedFd<'_>, key: &K, value: u64) -> i
 }
 
 impl XskMap {
+    /// The map's descriptor (for a program that redirects through it).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// A map with room for queues `0..entries`.
     pub fn new(entries: u32) -> io::Result<XskMap> {
         Ok(XskMap {
@@ -701,6 +710,26 @@ fn netlink_set_xdp(ifindex: u32, prog: Option<BorrowedFd<'_>>, flags: u32) -> io
     ))
 }
 
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Replace the program of the bpf link `link` by `prog` (BPF_LINK_UPDATE): the
+/// kernel swaps them atomically; every frame runs one or the other.
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut a = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        ..LinkUpdateAttr::default()
+    };
+    sys_bpf(BPF_LINK_UPDATE, &mut a).map(drop)
+}
+
 /// Attach `prog` to `ifindex` the old way (netlink, `mode`). Such an attachment
 /// survives the process; prefer [`Attachment::attach`].
 pub fn netlink_attach(ifindex: u32, prog: BorrowedFd<'_>, mode: XdpMode) -> io::Result<()> {
@@ -720,7 +749,7 @@ pub fn detach_stale(ifindex: u32) -> io::Result<()> {
 #[derive(Debug)]
 enum How {
     /// A bpf link: detached when this descriptor closes.
-    Link(#[allow(dead_code)] OwnedFd),
+    Link(OwnedFd),
     /// Netlink: detached by [`Drop`].
     Netlink,
 }
@@ -771,6 +800,16 @@ impl Attachment {
         Err(last.unwrap_or_else(|| io::Error::other("XDP attach failed")))
     }
 
+    /// Put `prog` in place of the attached program, atomically: a link is
+    /// updated (BPF_LINK_UPDATE); a netlink attachment is set again in its
+    /// mode, which the kernel also does in one step.
+    pub fn replace(&self, prog: BorrowedFd<'_>) -> io::Result<()> {
+        match &self.how {
+            How::Link(fd) => link_update(fd.as_fd(), prog),
+            How::Netlink => netlink_attach(self.ifindex, prog, self.mode),
+        }
+    }
+
     /// The mode the program runs in.
     pub fn mode(&self) -> XdpMode {
         self.mode
@@ -795,8 +834,10 @@ impl Drop for Attachment {
 /// the map, the program, its attachment. Dropping it detaches the program.
 #[derive(Debug)]
 pub struct XdpRedirect {
-    // Field order is drop order: detach first, then close program and map.
+    // Field order is drop order: detach first, then close programs and map.
     attachment: Attachment,
+    /// A program put in place of the redirect program ([`XdpRedirect::install`]).
+    installed: Option<OwnedFd>,
     program: RedirectProgram,
     map: XskMap,
 }
@@ -814,9 +855,36 @@ impl XdpRedirect {
         let attachment = Attachment::attach(ifindex, &program)?;
         Ok(XdpRedirect {
             attachment,
+            installed: None,
             program,
             map,
         })
+    }
+
+    /// The map of queue to AF_XDP socket that the redirect program reads; a
+    /// program installed in its place ([`XdpRedirect::install`]) redirects
+    /// through it too.
+    pub fn xsk_map(&self) -> &XskMap {
+        &self.map
+    }
+
+    /// Put `prog` (loaded with [`XdpRedirect::xsk_map`] among its maps) in
+    /// place of the running program, atomically, and keep it; the program it
+    /// replaces is closed once replaced. `None` puts the plain redirect program
+    /// back.
+    pub fn install(&mut self, prog: Option<OwnedFd>) -> io::Result<()> {
+        let fd = match &prog {
+            Some(p) => p.as_fd(),
+            None => self.program.as_fd(),
+        };
+        self.attachment.replace(fd)?;
+        self.installed = prog;
+        Ok(())
+    }
+
+    /// Whether a program other than the redirect program runs.
+    pub fn has_installed(&self) -> bool {
+        self.installed.is_some()
     }
 
     /// Redirect queue `queue` to the AF_XDP socket `sock`.

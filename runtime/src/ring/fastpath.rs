@@ -1,0 +1,68 @@
+//! The XDP fast path's programs on an interface: a program compiled from the
+//! policy (the compiler's eBPF back end) that runs where the plain redirect
+//! program ran, decides what it can in the kernel, and redirects the rest to
+//! the switching cores' AF_XDP sockets through the interface's XSK map.
+//!
+//! A [`FastPath`] is one generation's program and its maps. The maps are
+//! created once and shared by every interface's copy of the program; only the
+//! XSK map (a [`MapKind::Xsk`] in the program's map list) is each interface's
+//! own, so [`FastPath::load_for`] loads one copy per interface with that
+//! interface's map in place. `XdpRedirect::install` then swaps it in
+//! atomically (a bpf link update): every frame runs the old program or the new
+//! one, which is what makes a reload hitless on this path too.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::bpf::{LoadedMap, MapKind, MapSpec, Program, XskMap, load_xdp};
+
+/// One generation's fast-path program and its maps. See the module
+/// documentation.
+#[derive(Debug)]
+pub struct FastPath {
+    name: String,
+    prog: Program,
+    /// In the program's map order; `None` where the interface's XSK map goes.
+    maps: Vec<Option<LoadedMap>>,
+}
+
+impl FastPath {
+    /// Create and fill the maps `specs` describes (the XSK map excepted) for
+    /// `prog`; nothing is loaded yet.
+    pub fn new(name: &str, prog: Program, specs: &[MapSpec]) -> io::Result<FastPath> {
+        let maps = specs
+            .iter()
+            .map(|s| match s.kind {
+                MapKind::Xsk => Ok(None),
+                _ => LoadedMap::create(s).map(Some),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(FastPath {
+            name: name.to_string(),
+            prog,
+            maps,
+        })
+    }
+
+    /// The program loaded with `xsk` as its XSK map: one interface's copy.
+    pub fn load_for(&self, xsk: &XskMap) -> io::Result<OwnedFd> {
+        let fds: Vec<i32> = self
+            .maps
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .map_or(xsk.fd().as_raw_fd(), |m| m.fd.as_raw_fd())
+            })
+            .collect();
+        let insns = self
+            .prog
+            .resolve(&fds)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        load_xdp(&self.name, &insns)
+    }
+
+    /// The map called `name` (a spec's name), if the program has one.
+    pub fn map(&self, name: &str) -> Option<&LoadedMap> {
+        self.maps.iter().flatten().find(|m| m.name == name)
+    }
+}
