@@ -146,6 +146,52 @@ pub mod xdp {
     pub const EGRESS_IFINDEX: i16 = 20;
 }
 
+/// What the XDP fast path's program (the compiler's eBPF back end, fast
+/// mode) and the runtime that loads it agree on: the names of the maps the
+/// runtime fills or reads, and the layout of its counters.
+pub mod fast {
+    /// The interface's XSK map (queue to AF_XDP socket), the runtime's own.
+    pub const XSK: &str = "xsk";
+    /// OS interface index (u32) to the policy's interface index (u32); a frame
+    /// of an interface not in it goes to the switching cores. Filled by the
+    /// runtime.
+    pub const IFACES: &str = "ifaces";
+    /// The addresses of NAT back ends (16 bytes, the `Fields` form) to 1:
+    /// their traffic (return traffic, and SYNs that end an earlier
+    /// connection) is the connection table's, so it goes to the cores. Filled
+    /// by the runtime from each generation.
+    pub const NAT_BACKENDS: &str = "nat_backends";
+    /// How many addresses `NAT_BACKENDS` holds at most.
+    pub const NAT_BACKENDS_MAX: u32 = 65_536;
+    /// Per-CPU counters (a per-CPU array): slot to [`Counter`].
+    pub const COUNTERS: &str = "counters";
+
+    /// One counter slot's value.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Counter {
+        pub packets: u64,
+        pub bytes: u64,
+    }
+
+    /// Every frame the program saw.
+    pub const SEEN: u32 = 0;
+    /// Frames it sent to the switching cores.
+    pub const TO_CORES: u32 = 1;
+    /// Frames it decided itself, by `lbp_abi::Action` number: slot
+    /// `ACTIONS + action`.
+    pub const ACTIONS: u32 = 2;
+    /// Drops by the deciding `lbp_abi::stage`: slot `STAGES + stage`.
+    pub const STAGES: u32 = 10;
+    /// Frames decided by filter rule `r`: slot `RULES + r`.
+    pub const RULES: u32 = 20;
+
+    /// The number of counter slots for a policy of `rules` filter rules.
+    pub fn slots(rules: usize) -> u32 {
+        RULES + u32::try_from(rules).unwrap_or(u32::MAX - RULES)
+    }
+}
+
 /// Registers by name.
 pub mod reg {
     pub const R0: u8 = 0;

@@ -12,9 +12,14 @@
 //! one, which is what makes a reload hitless on this path too.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::bpf::{LoadedMap, MapKind, MapSpec, Program, XskMap, load_xdp};
+use lbp_abi::bpf::fast::{self, Counter};
+
+use super::bpf::{
+    LoadedMap, MapKind, MapSpec, Program, XskMap, load_xdp, map_lookup_bytes, map_update_bytes,
+};
 
 /// One generation's fast-path program and its maps. See the module
 /// documentation.
@@ -64,5 +69,60 @@ impl FastPath {
     /// The map called `name` (a spec's name), if the program has one.
     pub fn map(&self, name: &str) -> Option<&LoadedMap> {
         self.maps.iter().flatten().find(|m| m.name == name)
+    }
+
+    /// Tell the program which policy interface each OS interface is
+    /// (`ifindex`, policy index): a frame of an interface not named goes to
+    /// the switching cores.
+    pub fn set_interfaces(&self, ifaces: &[(u32, u32)]) -> io::Result<()> {
+        let Some(m) = self.map(fast::IFACES) else {
+            return Ok(());
+        };
+        for &(ifindex, i) in ifaces {
+            map_update_bytes(m, &ifindex.to_ne_bytes(), &i.to_ne_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Tell the program the addresses of NAT back ends, whose traffic the
+    /// switching cores' connection table handles.
+    pub fn set_nat_backends(&self, addrs: &[IpAddr]) -> io::Result<()> {
+        let Some(m) = self.map(fast::NAT_BACKENDS) else {
+            return Ok(());
+        };
+        for a in addrs {
+            let key = match a {
+                IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+                IpAddr::V6(v) => v.octets(),
+            };
+            map_update_bytes(m, &key, &[1])?;
+        }
+        Ok(())
+    }
+
+    /// The program's counters, summed over the CPUs: one per slot of
+    /// `lbp_abi::bpf::fast` (empty when it has no counters map).
+    pub fn counters(&self) -> io::Result<Vec<Counter>> {
+        let Some(m) = self.map(fast::COUNTERS) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for slot in 0u32.. {
+            let Some(v) = map_lookup_bytes(m, &slot.to_ne_bytes())? else {
+                break;
+            };
+            let mut c = Counter::default();
+            for cpu in v.chunks_exact(16) {
+                let word = |at: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&cpu[at..at + 8]);
+                    u64::from_ne_bytes(b)
+                };
+                c.packets += word(0);
+                c.bytes += word(8);
+            }
+            out.push(c);
+        }
+        Ok(out)
     }
 }
