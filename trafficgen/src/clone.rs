@@ -30,10 +30,10 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use super::{Asm, FlowFields, Label, MAX_BATCH, array_map, op};
+use super::{FlowFields, Gen, MAX_BATCH, array_map};
+use lbp_abi::bpf::{Insn, Label, op, reg::*};
 use lbp_runtime::ring::bpf::{
-    BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_EGRESS, Insn, link_create, load_program, map_lookup,
-    map_update,
+    BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_EGRESS, link_create, load_program, map_lookup, map_update,
 };
 use lbp_runtime::ring::uring::{packet_socket, setsockopt_int};
 
@@ -96,51 +96,55 @@ mod slot {
 /// drop: r0 = TCX_DROP; exit
 /// next: r0 = TCX_NEXT; exit
 /// ```
-pub(super) fn clone_program(map: RawFd, ifindex: u32, flows: Option<FlowFields>) -> Vec<Insn> {
-    let mut a = Asm::new();
-    let (lp, done, drop) = (a.label(), a.label(), a.label());
-    a.i(op::MOV_X, 6, 1, 0, 0);
-    a.i(op::LDX_W, 2, 6, skb::MARK, 0);
-    a.jump_out(op::JNE_K, 2, 0, SEED_MARK as i32);
-    a.i(op::MOV_K, 2, 0, 0, 0);
-    a.i(op::STX_W, 6, 2, skb::MARK, 0);
-    a.lookup_key0(map);
-    a.jump(op::JEQ_K, 0, 0, 0, drop);
-    a.i(op::STX_DW, 10, 0, -16, 0);
-    a.i(op::LDX_DW, 3, 0, slot::PER_SEED, 0);
-    a.i(op::STX_DW, 10, 3, -24, 0);
+pub(super) fn clone_program(
+    map: RawFd,
+    ifindex: u32,
+    flows: Option<FlowFields>,
+) -> io::Result<Vec<Insn>> {
+    let mut a = Gen::new();
+    let (lp, done, drop, counted) = (a.label(), a.label(), a.label(), a.label());
+    a.mov(R6, R1);
+    a.ldx(op::W, R2, R6, skb::MARK);
+    a.jump_out_imm(op::JNE, R2, SEED_MARK as i32);
+    a.mov_imm(R2, 0);
+    a.stx(op::W, R6, skb::MARK, R2);
+    a.lookup_key0();
+    a.jmp_imm(op::JEQ, R0, 0, drop);
+    a.stx(op::DW, FP, -16, R0);
+    a.ldx(op::DW, R3, R0, slot::PER_SEED);
+    a.stx(op::DW, FP, -24, R3);
     if flows.is_some() {
-        a.i(op::MOV_X, 2, 3, 0, 0);
-        a.i(op::ATOMIC_DW, 0, 2, slot::NEXT_FLOW, op::ATOMIC_FETCH_ADD);
-        a.i(op::STX_DW, 10, 2, -8, 0);
+        a.mov(R2, R3);
+        a.atomic_fetch_add(R0, slot::NEXT_FLOW, R2);
+        a.stx(op::DW, FP, -8, R2);
     }
-    a.i(op::MOV_K, 7, 0, 0, 0);
-    a.i(op::MOV_K, 8, 0, 0, 0);
+    a.mov_imm(R7, 0);
+    a.mov_imm(R8, 0);
     a.bind(lp);
-    a.i(op::LDX_DW, 3, 10, -24, 0);
-    a.jump(op::JGE_X, 7, 3, 0, done);
-    a.jump(op::JGE_K, 7, 0, MAX_BATCH as i32, done);
+    a.ldx(op::DW, R3, FP, -24);
+    a.jmp(op::JGE, R7, R3, done);
+    a.jmp_imm(op::JGE, R7, MAX_BATCH as i32, done);
     if let Some(f) = flows {
         rewrite_flow(&mut a, f, done);
     }
-    a.i(op::MOV_X, 1, 6, 0, 0);
-    a.i(op::MOV_K, 2, 0, 0, ifindex as i32);
-    a.i(op::MOV_K, 3, 0, 0, 0);
-    a.i(op::CALL, 0, 0, 0, BPF_FUNC_CLONE_REDIRECT);
-    // if r0 != 0 skip the count
-    a.i(op::JNE_K, 0, 0, 1, 0);
-    a.i(op::ADD_K, 8, 0, 0, 1);
-    a.i(op::ADD_K, 7, 0, 0, 1);
-    a.jump(op::JA, 0, 0, 0, lp);
+    a.mov(R1, R6);
+    a.mov_imm(R2, ifindex as i32);
+    a.mov_imm(R3, 0);
+    a.call(BPF_FUNC_CLONE_REDIRECT);
+    // Accepted (0): counted.
+    a.jmp_imm(op::JNE, R0, 0, counted);
+    a.alu_imm(op::ADD, R8, 1);
+    a.bind(counted);
+    a.alu_imm(op::ADD, R7, 1);
+    a.ja(lp);
     a.bind(done);
-    a.i(op::LDX_DW, 0, 10, -16, 0);
-    a.i(op::ATOMIC_DW, 0, 8, slot::SENT, op::ATOMIC_ADD);
-    a.i(op::SUB_X, 7, 8, 0, 0);
-    a.i(op::ATOMIC_DW, 0, 7, slot::REFUSED, op::ATOMIC_ADD);
+    a.ldx(op::DW, R0, FP, -16);
+    a.atomic_add(op::DW, R0, slot::SENT, R8);
+    a.alu(op::SUB, R7, R8);
+    a.atomic_add(op::DW, R0, slot::REFUSED, R7);
     a.bind(drop);
-    a.i(op::MOV_K, 0, 0, 0, TCX_DROP);
-    a.i(op::EXIT, 0, 0, 0, 0);
-    a.finish(TCX_NEXT)
+    a.ret(TCX_DROP);
+    a.finish(TCX_NEXT, Some(map))
 }
 
 /// The flow variant's rewrite of the seed before clone `r7`: write flow
@@ -153,15 +157,15 @@ pub(super) fn clone_program(map: RawFd, ifindex: u32, flows: Option<FlowFields>)
 /// that prologue) and after each `bpf_clone_redirect` (the clone keeps the old
 /// copy), so no write reaches a clone already sent. The packet pointers are
 /// loaded again after each clone, as the verifier requires.
-fn rewrite_flow(a: &mut Asm, f: FlowFields, done: Label) {
-    a.i(op::LDX_W, 9, 6, skb::DATA, 0);
-    a.i(op::LDX_W, 3, 6, skb::DATA_END, 0);
-    a.i(op::MOV_X, 2, 9, 0, 0);
-    a.i(op::ADD_K, 2, 0, 0, f.need);
-    a.jump(op::JGT_X, 2, 3, 0, done);
-    a.i(op::LDX_DW, 1, 10, -8, 0);
-    a.i(op::ADD_X, 1, 7, 0, 0);
-    a.write_flow(1, 9, f);
+fn rewrite_flow(a: &mut Gen, f: FlowFields, done: Label) {
+    a.ldx(op::W, R9, R6, skb::DATA);
+    a.ldx(op::W, R3, R6, skb::DATA_END);
+    a.mov(R2, R9);
+    a.alu_imm(op::ADD, R2, f.need);
+    a.jmp(op::JGT, R2, R3, done);
+    a.ldx(op::DW, R1, FP, -8);
+    a.alu(op::ADD, R1, R7);
+    a.write_flow(R1, R9, f);
 }
 
 /// A loaded and linked clone program with its map and seed socket.
@@ -184,7 +188,7 @@ impl Cloner {
     /// names the kernel feature that failed.
     pub(super) fn new(ifindex: u32, frame: &[u8], flows: Option<FlowFields>) -> io::Result<Cloner> {
         let map = array_map(size_of::<Slot>() as u32)?;
-        let insns = clone_program(map.as_raw_fd(), ifindex, flows);
+        let insns = clone_program(map.as_raw_fd(), ifindex, flows)?;
         let name = if flows.is_some() {
             "lbp_gen_cflows"
         } else {
@@ -347,8 +351,8 @@ mod tests {
             18,
         );
         vec![
-            clone_program(3, 7, None),
-            clone_program(3, 7, flow_fields(&f)),
+            clone_program(3, 7, None).unwrap(),
+            clone_program(3, 7, flow_fields(&f)).unwrap(),
         ]
     }
 
@@ -360,22 +364,24 @@ mod tests {
             let mut back = 0;
             for (n, i) in p.iter().enumerate() {
                 let class = i.code & 0x07;
-                let jmp = class == 0x05 && i.code != op::CALL && i.code != op::EXIT;
+                let jmp = class == op::JMP
+                    && i.code != op::JMP | op::CALL
+                    && i.code != op::JMP | op::EXIT;
                 if jmp {
                     let t = n as i64 + 1 + i64::from(i.off);
                     assert!((0..p.len() as i64).contains(&t), "jump at {n} to {t}");
                     if t <= n as i64 {
-                        assert_eq!(i.code, op::JA, "only the loop jumps back");
+                        assert_eq!(i.code, op::JMP | op::JA, "only the loop jumps back");
                         back += 1;
                     }
                 }
             }
             assert_eq!(back, 1);
-            assert_eq!(p.last().unwrap().code, op::EXIT);
+            assert_eq!(p.last().unwrap().code, op::JMP | op::EXIT);
             // The loop is bounded by a constant the verifier can see.
             assert!(
                 p.iter()
-                    .any(|i| i.code == op::JGE_K && i.imm == MAX_BATCH as i32)
+                    .any(|i| i.code == op::JMP | op::JGE | op::K && i.imm == MAX_BATCH as i32)
             );
         }
     }

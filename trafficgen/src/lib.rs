@@ -35,8 +35,10 @@
 //! they are detached when dropped or when the process dies); the clone program
 //! has a tcx link of its own, also gone with the process.
 //!
-//! The system call, the instruction encoding, program loading and map access are
-//! [`lbp_runtime::ring::bpf`]'s, and the seed socket is
+//! The instruction encoding and the assembler are [`lbp_abi::bpf`]'s (lbp has
+//! one; this crate adds a small wrapper with its programs' common pieces), the
+//! system call, program loading and map access [`lbp_runtime::ring::bpf`]'s,
+//! and the seed socket is
 //! [`lbp_runtime::ring::uring`]'s; this crate has the programs and the commands
 //! only it uses (test runs, program info). Its only `unsafe` is the seed's
 //! `sendto` (and the address it takes). It lives outside `lbp-runtime`, which
@@ -51,9 +53,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use std::ops::{Deref, DerefMut};
+
+use lbp_abi::bpf::{Asm, Insn, Label, helper, op, reg::*, xdp};
 use lbp_runtime::ring::bpf::{
-    Attachment, BPF_PSEUDO_MAP_FD, Insn, XDP_PASS, XdpMode, insn, load_xdp, map_create, map_lookup,
-    owned, sys_bpf,
+    Attachment, XdpMode, load_xdp, map_create, map_lookup, owned, sys_bpf,
 };
 use lbp_runtime::wire::checksum;
 
@@ -64,13 +68,9 @@ const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
-const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 /// The largest batch: the kernel's largest live-frames batch
 /// (`TEST_XDP_MAX_BATCH`), and the most clones one seed makes.
 pub const MAX_BATCH: u32 = 256;
-
-const XDP_DROP: i32 = 1;
-const XDP_TX: i32 = 3;
 
 /// Frames per `BPF_PROG_RUN` call in [`Generator::run_for`]: small enough to
 /// check the clock often (tens of milliseconds at millions per second).
@@ -78,89 +78,45 @@ const CHUNK: u32 = 1 << 16;
 
 // ---------------------------------------------------------------- assembly
 
-mod op {
-    pub const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
-    pub const LDX_H: u8 = 0x69; // BPF_LDX | BPF_MEM | BPF_H
-    pub const STX_H: u8 = 0x6b; // BPF_STX | BPF_MEM | BPF_H
-    pub const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
-    pub const ST_H: u8 = 0x6a; // BPF_ST | BPF_MEM | BPF_H
-    pub const ST_B: u8 = 0x72; // BPF_ST | BPF_MEM | BPF_B
-    pub const ATOMIC_DW: u8 = 0xdb; // BPF_STX | BPF_ATOMIC | BPF_DW
-    pub const LD_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
-    pub const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
-    pub const MOV_X: u8 = 0xbf;
-    pub const ADD_K: u8 = 0x07;
-    pub const ADD_X: u8 = 0x0f;
-    pub const SUB_X: u8 = 0x1f;
-    pub const AND_K: u8 = 0x57;
-    pub const RSH_K: u8 = 0x77;
-    pub const XOR_K: u8 = 0xa7;
-    pub const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    pub const JNE_K: u8 = 0x55;
-    pub const JGT_X: u8 = 0x2d;
-    pub const JGE_X: u8 = 0x3d;
-    pub const JGE_K: u8 = 0x35;
-    pub const JA: u8 = 0x05;
-    pub const LDX_DW: u8 = 0x79;
-    pub const STX_DW: u8 = 0x7b;
-    pub const STX_W: u8 = 0x63;
-    pub const CALL: u8 = 0x85;
-    pub const EXIT: u8 = 0x95;
-    /// Atomic immediates: `BPF_ADD`, and `BPF_ADD | BPF_FETCH`.
-    pub const ATOMIC_ADD: i32 = 0x00;
-    pub const ATOMIC_FETCH_ADD: i32 = 0x01;
+/// A program under assembly (lbp's one assembler, [`lbp_abi::bpf::Asm`], which
+/// it derefs to) with one exit its jumps may take, `out`, where
+/// [`Gen::finish`] puts `r0 = verdict; exit`. A program uses at most one map,
+/// number 0, whose descriptor `finish` puts in.
+struct Gen {
+    a: Asm,
+    out: Label,
 }
 
-/// A program under assembly, with forward jumps to one `out` label (patched by
-/// [`Asm::finish`]) and to labels of its own ([`Asm::label`], [`Asm::bind`]).
-struct Asm {
-    insns: Vec<Insn>,
-    to_out: Vec<usize>,
-    /// Where each label is bound (`None` until [`Asm::bind`]).
-    labels: Vec<Option<usize>>,
-    /// Jumps to labels: (instruction, label).
-    to_label: Vec<(usize, usize)>,
+impl Deref for Gen {
+    type Target = Asm;
+    fn deref(&self) -> &Asm {
+        &self.a
+    }
 }
 
-/// A jump target inside a program under assembly.
-#[derive(Clone, Copy)]
-struct Label(usize);
+impl DerefMut for Gen {
+    fn deref_mut(&mut self) -> &mut Asm {
+        &mut self.a
+    }
+}
 
-impl Asm {
-    fn new() -> Asm {
-        Asm {
-            insns: Vec::with_capacity(64),
-            to_out: Vec::new(),
-            labels: Vec::new(),
-            to_label: Vec::new(),
-        }
+impl Gen {
+    fn new() -> Gen {
+        let mut a = Asm::new();
+        let out = a.label();
+        Gen { a, out }
     }
 
-    /// A new label, bound later (or earlier, for a backward jump) by [`Asm::bind`].
-    fn label(&mut self) -> Label {
-        self.labels.push(None);
-        Label(self.labels.len() - 1)
+    /// `if dst op imm goto out`.
+    fn jump_out_imm(&mut self, o: u8, dst: u8, imm: i32) {
+        let out = self.out;
+        self.a.jmp_imm(o, dst, imm, out);
     }
 
-    /// Bind `l` to the next instruction.
-    fn bind(&mut self, l: Label) {
-        self.labels[l.0] = Some(self.insns.len());
-    }
-
-    /// A jump (conditional, or `op::JA`) to `l`, patched by [`Asm::finish`].
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, l: Label) {
-        self.to_label.push((self.insns.len(), l.0));
-        self.i(code, dst, src, 0, imm);
-    }
-
-    fn i(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.insns.push(insn(code, dst, src, off, imm));
-    }
-
-    /// `dst = map_fd ll` (two slots).
-    fn ld_map(&mut self, dst: u8, map: RawFd) {
-        self.i(op::LD_DW, dst, BPF_PSEUDO_MAP_FD, 0, map);
-        self.i(0, 0, 0, 0, 0);
+    /// `if dst op src goto out`.
+    fn jump_out(&mut self, o: u8, dst: u8, src: u8) {
+        let out = self.out;
+        self.a.jmp(o, dst, src, out);
     }
 
     /// `r6 = ctx; r7 = data; r8 = data_end`, then, if the frame has at least
@@ -171,56 +127,42 @@ impl Asm {
     /// rewrites it in place (MAC addresses, TTL, checksum): without this, a
     /// recycled page would go out with the previous trip's headers.
     fn restore(&mut self, head: &[u8]) {
-        self.i(op::MOV_X, 6, 1, 0, 0);
-        self.i(op::LDX_W, 7, 6, 0, 0);
-        self.i(op::LDX_W, 8, 6, 4, 0);
-        self.i(op::MOV_X, 2, 7, 0, 0);
-        self.i(op::ADD_K, 2, 0, 0, head.len() as i32);
-        self.jump_out(op::JGT_X, 2, 8, 0);
+        self.mov(R6, R1);
+        self.ldx(op::W, R7, R6, xdp::DATA);
+        self.ldx(op::W, R8, R6, xdp::DATA_END);
+        self.mov(R2, R7);
+        self.alu_imm(op::ADD, R2, head.len() as i32);
+        self.jump_out(op::JGT, R2, R8);
         let mut at = 0usize;
         for w in head.chunks(4) {
+            let off = at as i16;
             match *w {
-                [a, b, c, d] => {
-                    let imm = i32::from_ne_bytes([a, b, c, d]);
-                    self.i(op::ST_W, 7, 0, at as i16, imm);
-                }
-                [a, b] => self.i(
-                    op::ST_H,
-                    7,
-                    0,
-                    at as i16,
-                    i32::from(u16::from_ne_bytes([a, b])),
-                ),
+                [a, b, c, d] => self.st_imm(op::W, R7, off, i32::from_ne_bytes([a, b, c, d])),
+                [a, b] => self.st_imm(op::H, R7, off, half(a, b)),
                 [a, b, c] => {
-                    self.i(
-                        op::ST_H,
-                        7,
-                        0,
-                        at as i16,
-                        i32::from(u16::from_ne_bytes([a, b])),
-                    );
-                    self.i(op::ST_B, 7, 0, at as i16 + 2, i32::from(c));
+                    self.st_imm(op::H, R7, off, half(a, b));
+                    self.st_imm(op::B, R7, off + 2, i32::from(c));
                 }
-                [a] => self.i(op::ST_B, 7, 0, at as i16, i32::from(a)),
+                [a] => self.st_imm(op::B, R7, off, i32::from(a)),
                 _ => {}
             }
             at += w.len();
         }
     }
 
-    /// A conditional jump to `out`, patched by [`Asm::finish`].
-    fn jump_out(&mut self, code: u8, dst: u8, src: u8, imm: i32) {
-        self.to_out.push(self.insns.len());
-        self.i(code, dst, src, 0, imm);
+    /// `lock *(u64 *)(dst + off) += src`, `src` = the old value.
+    fn atomic_fetch_add(&mut self, dst: u8, off: i16, src: u8) {
+        let code = op::STX | op::ATOMIC | op::DW;
+        self.raw(code, dst, src, off, op::ATOMIC_ADD | op::ATOMIC_FETCH);
     }
 
-    /// `r0 = map value for key 0`, or 0; `map` is an array map. Clobbers r1-r5.
-    fn lookup_key0(&mut self, map: RawFd) {
-        self.ld_map(1, map);
-        self.i(op::ST_W, 10, 0, -4, 0);
-        self.i(op::MOV_X, 2, 10, 0, 0);
-        self.i(op::ADD_K, 2, 0, 0, -4);
-        self.i(op::CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM);
+    /// `r0 = map value for key 0`, or 0; map 0 is an array map. Clobbers r1-r5.
+    fn lookup_key0(&mut self) {
+        self.ld_map(R1, 0);
+        self.st_imm(op::W, FP, -4, 0);
+        self.mov(R2, FP);
+        self.alu_imm(op::ADD, R2, -4);
+        self.call(helper::MAP_LOOKUP_ELEM);
     }
 
     /// RFC 1624 eqn. 3 on the 16-bit checksum at `base + at`: for each (old, new)
@@ -229,27 +171,28 @@ impl Asm {
     /// loaded in host order on both sides, which the ones' complement sum does
     /// not mind. Clobbers r0 and r1.
     fn csum_update(&mut self, base: u8, at: i16, pairs: &[(u8, u8)], l4: bool) {
-        self.i(op::LDX_H, 0, base, at, 0);
-        self.i(op::XOR_K, 0, 0, 0, 0xffff);
+        self.ldx(op::H, R0, base, at);
+        self.alu_imm(op::XOR, R0, 0xffff);
         for &(old, new) in pairs {
-            self.i(op::MOV_X, 1, old, 0, 0);
-            self.i(op::XOR_K, 1, 0, 0, 0xffff);
-            self.i(op::ADD_X, 0, 1, 0, 0);
-            self.i(op::ADD_X, 0, new, 0, 0);
+            self.mov(R1, old);
+            self.alu_imm(op::XOR, R1, 0xffff);
+            self.alu(op::ADD, R0, R1);
+            self.alu(op::ADD, R0, new);
         }
         for _ in 0..2 {
-            self.i(op::MOV_X, 1, 0, 0, 0);
-            self.i(op::RSH_K, 1, 0, 0, 16);
-            self.i(op::AND_K, 0, 0, 0, 0xffff);
-            self.i(op::ADD_X, 0, 1, 0, 0);
+            self.mov(R1, R0);
+            self.alu_imm(op::RSH, R1, 16);
+            self.alu_imm(op::AND, R0, 0xffff);
+            self.alu(op::ADD, R0, R1);
         }
-        self.i(op::XOR_K, 0, 0, 0, 0xffff);
+        self.alu_imm(op::XOR, R0, 0xffff);
         if l4 {
-            // if r0 != 0 skip the next instruction; r0 = 0xffff
-            self.i(op::JNE_K, 0, 0, 1, 0);
-            self.i(op::MOV_K, 0, 0, 0, 0xffff);
+            let nonzero = self.label();
+            self.jmp_imm(op::JNE, R0, 0, nonzero);
+            self.mov_imm(R0, 0xffff);
+            self.bind(nonzero);
         }
-        self.i(op::STX_H, base, 0, at, 0);
+        self.stx(op::H, base, at, R0);
     }
 
     /// Write the flow number in register `flow` into the frame at register
@@ -258,40 +201,41 @@ impl Asm {
     /// source address, both checksums updated. Clobbers r0-r5.
     fn write_flow(&mut self, flow: u8, base: u8, f: FlowFields) {
         // r2 = new port word, r3 = new address word, r4 / r5 = the old ones.
-        self.i(op::MOV_X, 2, flow, 0, 0);
-        self.i(op::AND_K, 2, 0, 0, 0xffff);
-        self.i(op::MOV_X, 3, flow, 0, 0);
-        self.i(op::RSH_K, 3, 0, 0, 16);
-        self.i(op::AND_K, 3, 0, 0, 0xffff);
-        self.i(op::LDX_H, 4, base, f.sport, 0);
-        self.i(op::LDX_H, 5, base, f.src_low, 0);
-        self.csum_update(base, f.ip_csum, &[(5, 3)], false);
+        self.mov(R2, flow);
+        self.alu_imm(op::AND, R2, 0xffff);
+        self.mov(R3, flow);
+        self.alu_imm(op::RSH, R3, 16);
+        self.alu_imm(op::AND, R3, 0xffff);
+        self.ldx(op::H, R4, base, f.sport);
+        self.ldx(op::H, R5, base, f.src_low);
+        self.csum_update(base, f.ip_csum, &[(R5, R3)], false);
         if let Some(at) = f.l4_csum {
-            self.csum_update(base, at, &[(5, 3), (4, 2)], true);
+            self.csum_update(base, at, &[(R5, R3), (R4, R2)], true);
         }
-        self.i(op::STX_H, base, 2, f.sport, 0);
-        self.i(op::STX_H, base, 3, f.src_low, 0);
+        self.stx(op::H, base, f.sport, R2);
+        self.stx(op::H, base, f.src_low, R3);
     }
 
-    /// Append `out: r0 = verdict; exit` and patch the jumps to it and to labels.
-    fn finish(mut self, verdict: i32) -> Vec<Insn> {
-        let out = self.insns.len();
-        for &j in &self.to_out {
-            self.insns[j].off = (out - j - 1) as i16;
-        }
-        for &(j, l) in &self.to_label {
-            let at = self.labels[l].expect("a jump to a label never bound");
-            self.insns[j].off = (at as i64 - j as i64 - 1) as i16;
-        }
-        self.i(op::MOV_K, 0, 0, 0, verdict);
-        self.i(op::EXIT, 0, 0, 0, 0);
-        self.insns
+    /// Append `out: r0 = verdict; exit`; the instructions with every jump
+    /// patched and map 0 (if the program names it) resolved to `map`.
+    fn finish(mut self, verdict: i32, map: Option<RawFd>) -> io::Result<Vec<Insn>> {
+        let out = self.out;
+        self.a.bind(out);
+        self.a.ret(verdict);
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let prog = self.a.finish().map_err(|e| invalid(e.to_string()))?;
+        prog.resolve(map.as_slice()).map_err(invalid)
     }
 }
 
+/// Two frame bytes as the immediate of a half-word store.
+fn half(a: u8, b: u8) -> i32 {
+    i32::from(u16::from_ne_bytes([a, b]))
+}
+
 /// `r0 = verdict; exit`.
-fn constant_program(verdict: i32) -> Vec<Insn> {
-    Asm::new().finish(verdict)
+fn constant_program(verdict: i32) -> io::Result<Vec<Insn>> {
+    Gen::new().finish(verdict, None)
 }
 
 /// How much of a frame the generator programs rewrite on each run: its headers
@@ -301,10 +245,10 @@ fn head_len(frame: &[u8]) -> usize {
 }
 
 /// The plain generator: restore the frame's headers, then `XDP_TX`.
-fn tx_program(frame: &[u8]) -> Vec<Insn> {
-    let mut a = Asm::new();
+fn tx_program(frame: &[u8]) -> io::Result<Vec<Insn>> {
+    let mut a = Gen::new();
     a.restore(&frame[..head_len(frame)]);
-    a.finish(XDP_TX)
+    a.finish(xdp::TX, None)
 }
 
 /// The counter: IPv4 and IPv6 frames are added to the map's entry 0 (packets
@@ -321,29 +265,30 @@ fn tx_program(frame: &[u8]) -> Vec<Insn> {
 /// drop: r0 = XDP_DROP; exit
 /// pass: r0 = XDP_PASS; exit
 /// ```
-fn counter_program(map: RawFd) -> Vec<Insn> {
+fn counter_program(map: RawFd) -> io::Result<Vec<Insn>> {
     let ethertype = |net: u16| i32::from(u16::from_ne_bytes(net.to_be_bytes()));
-    let mut a = Asm::new();
-    a.i(op::MOV_X, 6, 1, 0, 0);
-    a.i(op::LDX_W, 7, 6, 0, 0);
-    a.i(op::LDX_W, 8, 6, 4, 0);
-    a.i(op::MOV_X, 2, 7, 0, 0);
-    a.i(op::ADD_K, 2, 0, 0, 14);
-    a.jump_out(op::JGT_X, 2, 8, 0);
-    a.i(op::LDX_H, 2, 7, 12, 0);
-    a.i(op::JEQ_K, 2, 0, 1, ethertype(0x0800));
-    a.jump_out(op::JNE_K, 2, 0, ethertype(0x86dd));
-    a.lookup_key0(map);
-    // if r0 == 0 skip the counting (5 instructions) and drop
-    a.i(op::JEQ_K, 0, 0, 5, 0);
-    a.i(op::MOV_K, 1, 0, 0, 1);
-    a.i(op::ATOMIC_DW, 0, 1, 0, op::ATOMIC_ADD);
-    a.i(op::MOV_X, 1, 8, 0, 0);
-    a.i(op::SUB_X, 1, 7, 0, 0);
-    a.i(op::ATOMIC_DW, 0, 1, 8, op::ATOMIC_ADD);
-    a.i(op::MOV_K, 0, 0, 0, XDP_DROP);
-    a.i(op::EXIT, 0, 0, 0, 0);
-    a.finish(XDP_PASS)
+    let mut a = Gen::new();
+    let (count, drop) = (a.label(), a.label());
+    a.mov(R6, R1);
+    a.ldx(op::W, R7, R6, xdp::DATA);
+    a.ldx(op::W, R8, R6, xdp::DATA_END);
+    a.mov(R2, R7);
+    a.alu_imm(op::ADD, R2, 14);
+    a.jump_out(op::JGT, R2, R8);
+    a.ldx(op::H, R2, R7, 12);
+    a.jmp_imm(op::JEQ, R2, ethertype(0x0800), count);
+    a.jump_out_imm(op::JNE, R2, ethertype(0x86dd));
+    a.bind(count);
+    a.lookup_key0();
+    a.jmp_imm(op::JEQ, R0, 0, drop);
+    a.mov_imm(R1, 1);
+    a.atomic_add(op::DW, R0, 0, R1);
+    a.mov(R1, R8);
+    a.alu(op::SUB, R1, R7);
+    a.atomic_add(op::DW, R0, 8, R1);
+    a.bind(drop);
+    a.ret(xdp::DROP);
+    a.finish(xdp::PASS, Some(map))
 }
 
 /// Where the flow variant writes, in a frame.
@@ -395,18 +340,18 @@ fn flow_fields(frame: &[u8]) -> Option<FlowFields> {
 /// per-frame number `c` (from an atomic fetch-add on the map's entry 0) into the
 /// source port (`c & 0xffff`) and the low half of the source address
 /// (`(c >> 16) & 0xffff`), checksums updated. Frames too short go out unchanged.
-fn flow_program(map: RawFd, frame: &[u8], f: FlowFields) -> Vec<Insn> {
-    let mut a = Asm::new();
+fn flow_program(map: RawFd, frame: &[u8], f: FlowFields) -> io::Result<Vec<Insn>> {
+    let mut a = Gen::new();
     a.restore(&frame[..head_len(frame)]);
-    a.i(op::MOV_X, 2, 7, 0, 0);
-    a.i(op::ADD_K, 2, 0, 0, f.need);
-    a.jump_out(op::JGT_X, 2, 8, 0);
-    a.lookup_key0(map);
-    a.jump_out(op::JEQ_K, 0, 0, 0);
-    a.i(op::MOV_K, 9, 0, 0, 1);
-    a.i(op::ATOMIC_DW, 0, 9, 0, op::ATOMIC_FETCH_ADD);
-    a.write_flow(9, 7, f);
-    a.finish(XDP_TX)
+    a.mov(R2, R7);
+    a.alu_imm(op::ADD, R2, f.need);
+    a.jump_out(op::JGT, R2, R8);
+    a.lookup_key0();
+    a.jump_out_imm(op::JEQ, R0, 0);
+    a.mov_imm(R9, 1);
+    a.atomic_fetch_add(R0, 0, R9);
+    a.write_flow(R9, R7, f);
+    a.finish(xdp::TX, Some(map))
 }
 
 // ---------------------------------------------------------------- loading
@@ -515,7 +460,7 @@ impl Method {
 /// test run of a program that drops its frame (nothing is transmitted). The
 /// error is the kernel's refusal (EPERM on some kernels, EINVAL before 5.18).
 pub fn live_frames_available(ifindex: u32) -> io::Result<()> {
-    let prog = load_xdp("lbp_gen_probe", &constant_program(XDP_DROP))?;
+    let prog = load_xdp("lbp_gen_probe", &constant_program(xdp::DROP)?)?;
     live::test_run(prog.as_fd(), ifindex, &[0u8; 60], 1, 1)
 }
 
@@ -694,7 +639,7 @@ impl Counter {
     /// has it, generic otherwise).
     pub fn attach(ifindex: u32) -> io::Result<Counter> {
         let map = array_map(16)?;
-        let prog = load_xdp("lbp_count", &counter_program(map.as_raw_fd()))?;
+        let prog = load_xdp("lbp_count", &counter_program(map.as_raw_fd())?)?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
         Ok(Counter {
             attachment,
@@ -731,7 +676,7 @@ pub struct Reflector {
 impl Reflector {
     /// Load and attach the reflector to `ifindex`.
     pub fn attach(ifindex: u32) -> io::Result<Reflector> {
-        let prog = load_xdp("lbp_xdp_tx", &constant_program(XDP_TX))?;
+        let prog = load_xdp("lbp_xdp_tx", &constant_program(xdp::TX)?)?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
         Ok(Reflector { attachment, prog })
     }
@@ -791,7 +736,32 @@ pub fn udp4_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbp_abi::bpf::insn;
     use lbp_lab::testing::frame::checksum_oracle;
+
+    const XDP_TX: i32 = xdp::TX;
+
+    // Whole opcodes, for the interpreter below.
+    const MOV_X: u8 = op::ALU64 | op::MOV | op::X;
+    const MOV_K: u8 = op::ALU64 | op::MOV | op::K;
+    const ADD_K: u8 = op::ALU64 | op::ADD | op::K;
+    const ADD_X: u8 = op::ALU64 | op::ADD | op::X;
+    const AND_K: u8 = op::ALU64 | op::AND | op::K;
+    const RSH_K: u8 = op::ALU64 | op::RSH | op::K;
+    const XOR_K: u8 = op::ALU64 | op::XOR | op::K;
+    const LDX_W: u8 = op::LDX | op::MEM | op::W;
+    const LDX_H: u8 = op::LDX | op::MEM | op::H;
+    const STX_H: u8 = op::STX | op::MEM | op::H;
+    const ST_W: u8 = op::ST | op::MEM | op::W;
+    const ST_H: u8 = op::ST | op::MEM | op::H;
+    const ST_B: u8 = op::ST | op::MEM | op::B;
+    const LD_DW: u8 = op::LD | op::IMM | op::DW;
+    const ATOMIC_DW: u8 = op::STX | op::ATOMIC | op::DW;
+    const JGT_X: u8 = op::JMP | op::JGT | op::X;
+    const JEQ_K: u8 = op::JMP | op::JEQ | op::K;
+    const JNE_K: u8 = op::JMP | op::JNE | op::K;
+    const CALL: u8 = op::JMP | op::CALL;
+    const EXIT: u8 = op::JMP | op::EXIT;
 
     fn folded_sum(data: &[u8]) -> u16 {
         !checksum_oracle(data, 0)
@@ -879,32 +849,32 @@ mod tests {
             let imm = i64::from(i.imm) as u64;
             pc += 1;
             match i.code {
-                op::MOV_X => r[d] = r[s],
-                op::MOV_K => r[d] = imm,
-                op::ADD_K => r[d] = r[d].wrapping_add(imm),
-                op::ADD_X => r[d] = r[d].wrapping_add(r[s]),
-                op::AND_K => r[d] &= imm,
-                op::RSH_K => r[d] >>= imm,
-                op::XOR_K => r[d] ^= imm,
-                op::LDX_W if s == 6 => r[d] = if i.off == 0 { 0 } else { pkt.len() as u64 },
-                op::LDX_H => {
+                MOV_X => r[d] = r[s],
+                MOV_K => r[d] = imm,
+                ADD_K => r[d] = r[d].wrapping_add(imm),
+                ADD_X => r[d] = r[d].wrapping_add(r[s]),
+                AND_K => r[d] &= imm,
+                RSH_K => r[d] >>= imm,
+                XOR_K => r[d] ^= imm,
+                LDX_W if s == 6 => r[d] = if i.off == 0 { 0 } else { pkt.len() as u64 },
+                LDX_H => {
                     let at = (r[s] as i64 + i64::from(i.off)) as usize;
                     r[d] = u64::from(u16::from_ne_bytes([pkt[at], pkt[at + 1]]));
                 }
-                op::STX_H => {
+                STX_H => {
                     let at = (r[d] as i64 + i64::from(i.off)) as usize;
                     pkt[at..at + 2].copy_from_slice(&(r[s] as u16).to_ne_bytes());
                 }
-                op::LD_DW => {
+                LD_DW => {
                     r[d] = 0;
                     pc += 1;
                 }
-                op::ST_W | op::ST_H | op::ST_B if d == 7 => {
+                ST_W | ST_H | ST_B if d == 7 => {
                     let at = i.off as usize;
                     let b = i.imm.to_ne_bytes();
                     let n = match i.code {
-                        op::ST_W => 4,
-                        op::ST_H => 2,
+                        ST_W => 4,
+                        ST_H => 2,
                         _ => 1,
                     };
                     let src = match n {
@@ -918,25 +888,25 @@ mod tests {
                     };
                     pkt[at..at + n].copy_from_slice(&src[..n]);
                 }
-                op::ST_W => {}        // the stack key
-                op::CALL => r[0] = 1, // a non-null map value
-                op::ATOMIC_DW => {
-                    assert_eq!(i.imm, op::ATOMIC_FETCH_ADD);
+                ST_W => {}        // the stack key
+                CALL => r[0] = 1, // a non-null map value
+                ATOMIC_DW => {
+                    assert_eq!(i.imm, op::ATOMIC_ADD | op::ATOMIC_FETCH);
                     let old = *counter;
                     *counter += r[s];
                     r[s] = old;
                 }
-                op::JGT_X => {
+                JGT_X => {
                     if r[d] > r[s] {
                         pc = (pc as i64 + i64::from(i.off)) as usize;
                     }
                 }
-                op::JEQ_K | op::JNE_K => {
-                    if (r[d] == imm) == (i.code == op::JEQ_K) {
+                JEQ_K | JNE_K => {
+                    if (r[d] == imm) == (i.code == JEQ_K) {
                         pc = (pc as i64 + i64::from(i.off)) as usize;
                     }
                 }
-                op::EXIT => return r[0] as i32,
+                EXIT => return r[0] as i32,
                 c => panic!("opcode {c:#x} not interpreted"),
             }
         }
@@ -946,7 +916,7 @@ mod tests {
     fn flow_program_makes_distinct_flows_with_valid_checksums() {
         let base = frame();
         let ff = flow_fields(&base).unwrap();
-        let prog = flow_program(3, &base, ff);
+        let prog = flow_program(3, &base, ff).unwrap();
         let mut counter = 0x0001_fffe_u64;
         let mut seen = std::collections::HashSet::new();
         let mut pkt = base.clone();
@@ -980,21 +950,24 @@ mod tests {
         fwd[22] -= 1;
         fwd[24] = fwd[24].wrapping_add(1);
         let mut n = 0;
-        let tx = tx_program(&base);
+        let tx = tx_program(&base).unwrap();
         assert_eq!(interpret(&tx, &mut fwd, &mut n), XDP_TX);
         assert_eq!(fwd, base);
         // Odd lengths use half-word and byte stores.
         for len in [14, 15, 17, 59, 61, 200] {
             let long: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
             let mut f = vec![0xee; len];
-            assert_eq!(interpret(&tx_program(&long), &mut f, &mut n), XDP_TX);
+            assert_eq!(
+                interpret(&tx_program(&long).unwrap(), &mut f, &mut n),
+                XDP_TX
+            );
             let h = head_len(&long);
             assert_eq!(&f[..h], &long[..h], "length {len}");
         }
         let mut fwd = base.clone();
         fwd[0..12].copy_from_slice(&[9; 12]);
         fwd[22] -= 1;
-        let flows = flow_program(3, &base, flow_fields(&base).unwrap());
+        let flows = flow_program(3, &base, flow_fields(&base).unwrap()).unwrap();
         assert_eq!(interpret(&flows, &mut fwd, &mut n), XDP_TX);
         assert_eq!((&fwd[..12], fwd[22]), (&base[..12], base[22]));
         assert!(verifies(&fwd));
@@ -1005,7 +978,7 @@ mod tests {
         let mut base = frame();
         base[40] = 0;
         base[41] = 0;
-        let prog = flow_program(3, &base, flow_fields(&base).unwrap());
+        let prog = flow_program(3, &base, flow_fields(&base).unwrap()).unwrap();
         let mut counter = 77;
         let mut p = base.clone();
         assert_eq!(interpret(&prog, &mut p, &mut counter), XDP_TX);
@@ -1017,16 +990,16 @@ mod tests {
     #[test]
     fn encodings() {
         assert_eq!(size_of::<Insn>(), 8);
-        let p = constant_program(XDP_TX);
+        let p = constant_program(XDP_TX).unwrap();
         assert_eq!(p, vec![insn(0xb7, 0, 0, 0, 3), insn(0x95, 0, 0, 0, 0)]);
-        let c = counter_program(5);
+        let c = counter_program(5).unwrap();
         // Every jump lands inside the program.
         for (n, i) in c.iter().enumerate() {
-            if i.code & 0x07 == 0x05 && i.code != op::CALL && i.code != op::EXIT {
+            if i.code & 0x07 == 0x05 && i.code != CALL && i.code != EXIT {
                 let t = n as i64 + 1 + i64::from(i.off);
                 assert!((0..c.len() as i64).contains(&t), "jump at {n} to {t}");
             }
         }
-        assert_eq!(c.last().unwrap().code, op::EXIT);
+        assert_eq!(c.last().unwrap().code, EXIT);
     }
 }

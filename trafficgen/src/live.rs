@@ -57,10 +57,10 @@ pub(super) struct Live {
 impl Live {
     pub(super) fn new(ifindex: u32, frame: &[u8], flows: Option<FlowFields>) -> io::Result<Live> {
         let (prog, map) = match flows {
-            None => (load_xdp("lbp_gen", &tx_program(frame))?, None),
+            None => (load_xdp("lbp_gen", &tx_program(frame)?)?, None),
             Some(f) => {
                 let map = array_map(8)?;
-                let prog = load_xdp("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f))?;
+                let prog = load_xdp("lbp_gen_flows", &flow_program(map.as_raw_fd(), frame, f)?)?;
                 (prog, Some(map))
             }
         };
