@@ -40,14 +40,6 @@ pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_XDP: u32 = 37;
 /// `BPF_TCX_EGRESS`: a tcx link on an interface's transmit path.
 pub const BPF_TCX_EGRESS: u32 = 47;
-/// `BPF_PSEUDO_MAP_FD`: the source register of an `ld_imm64` whose immediate is a
-/// map descriptor.
-pub const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_FUNC_REDIRECT_MAP: i32 = 51;
-/// `struct xdp_md`: offset of `rx_queue_index`.
-const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
-/// `XDP_PASS`: hand the frame to the kernel.
-pub const XDP_PASS: i32 = 2;
 
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the kernel's skb path.
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -385,20 +377,17 @@ pub use lbp_abi::bpf::{Insn, MapKind, MapSpec, Program, insn};
 /// call bpf_redirect_map
 /// exit                       ; r0 = XDP_REDIRECT, or XDP_PASS
 /// ```
-fn redirect_program(map_fd: RawFd) -> [Insn; 6] {
-    const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
-    const LD_IMM_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
-    const ALU64_MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
-    const JMP_CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
-    const JMP_EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
-    [
-        insn(LDX_MEM_W, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0),
-        insn(LD_IMM_DW, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
-        insn(0, 0, 0, 0, 0),
-        insn(ALU64_MOV_K, 3, 0, 0, XDP_PASS),
-        insn(JMP_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
-        insn(JMP_EXIT, 0, 0, 0, 0),
-    ]
+fn redirect_program(map_fd: RawFd) -> io::Result<Vec<Insn>> {
+    use lbp_abi::bpf::{Asm, helper, op, reg::*, xdp};
+    let mut a = Asm::new();
+    a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
+    a.ld_map(R1, 0);
+    a.mov_imm(R3, xdp::PASS);
+    a.call(helper::REDIRECT_MAP);
+    a.exit();
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let prog = a.finish().map_err(|e| invalid(e.to_string()))?;
+    prog.resolve(&[map_fd]).map_err(invalid)
 }
 
 /// `BPF_PROG_TEST_RUN` (`BPF_PROG_RUN`): run a loaded program on given input.
@@ -575,7 +564,7 @@ impl RedirectProgram {
     /// Load the program that redirects each frame to `map`'s socket for the
     /// frame's receive queue, and passes it to the kernel if there is none.
     pub fn load(map: &XskMap) -> io::Result<RedirectProgram> {
-        let prog = redirect_program(map.fd.as_raw_fd());
+        let prog = redirect_program(map.fd.as_raw_fd())?;
         Ok(RedirectProgram {
             fd: load_xdp(Self::NAME, &prog)?,
         })
@@ -914,7 +903,8 @@ mod tests {
 
     #[test]
     fn program_encoding() {
-        let p = redirect_program(7);
+        let p = redirect_program(7).unwrap();
+        assert_eq!(p.len(), 6);
         assert_eq!(size_of::<Insn>(), 8);
         assert_eq!((p[0].code, p[0].regs, p[0].off), (0x61, 0x12, 16));
         assert_eq!((p[1].code, p[1].regs, p[1].imm), (0x18, 0x11, 7));
