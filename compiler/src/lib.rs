@@ -6,11 +6,11 @@
 //! parses packets in memory, and runs policy tests. It never reads the clock or the
 //! network; the runtime calls compiled policies through `lbp-abi` only.
 
+pub mod bpf;
 // Not API: public only for `tests/jit_differential.rs`, which checks the
 // classifier's own lookup against the interpreter.
 #[doc(hidden)]
 pub mod classify;
-pub mod bpf;
 pub mod error;
 pub mod interp;
 pub mod ir;

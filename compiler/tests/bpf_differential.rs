@@ -1,0 +1,366 @@
+//! The eBPF back end against the reference interpreter, in the kernel: every
+//! stock and corpus policy compiles to an XDP program that passes the
+//! verifier; the programs decide as the interpreter on the policies' test
+//! packets, on random `Fields` and on random policies (each `Fields` run
+//! through `BPF_PROG_TEST_RUN` in `Mode::TestFields`, the frame being the
+//! `Fields` itself); the case corpus runs with the eBPF program as a fourth
+//! back end of `testing::run`; a policy beyond the limits gets
+//! `BpfError::Limit`. Needs root (loading programs); skipped otherwise.
+
+mod policygen;
+
+use std::os::fd::AsFd;
+
+use lbp_abi::{Decision, Fields};
+use lbp_compiler::bpf::{self, BpfError, BpfProgram, Mode};
+use lbp_compiler::interp::{self, Engine, Interpreter};
+use lbp_compiler::ir::Program;
+use lbp_compiler::testing::{self, Decider, Tester, Verdict};
+use lbp_compiler::{jit, lower};
+use lbp_lab::require_netns;
+use lbp_runtime::ring::bpf::{Loaded, map_lookup_bytes, xdp_test_run};
+use policygen::{Pool, Rng, all_policies, load, policy, policy_fields, seed_of};
+use proptest::prelude::*;
+
+/// A policy's eBPF program, loaded (its maps created and filled).
+struct Bpf {
+    loaded: Loaded,
+    mode: Mode,
+}
+
+impl Bpf {
+    fn load(prog: &Program, mode: Mode) -> Result<Bpf, String> {
+        let p = bpf::compile(prog, mode).map_err(|e| e.to_string())?;
+        Bpf::load_compiled(&p, mode)
+    }
+
+    fn load_compiled(p: &BpfProgram, mode: Mode) -> Result<Bpf, String> {
+        let loaded = Loaded::xdp("lbp_decide", &p.prog, &p.maps).map_err(|e| e.to_string())?;
+        Ok(Bpf { loaded, mode })
+    }
+
+    /// One test run on `frame`: the decision and the fields the program
+    /// decided on, from the out map.
+    fn run(&self, frame: &[u8]) -> (Decision, Fields) {
+        let r = xdp_test_run(self.loaded.prog.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.action, 2, "the test modes pass every frame");
+        let out = map_lookup_bytes(&self.loaded.maps[0], &0u32.to_ne_bytes())
+            .expect("reading the out map")
+            .expect("entry 0 of the out array");
+        bpf::out_from_bytes(&out).expect("an out value")
+    }
+}
+
+/// `Mode::TestFields`: the decision on any `Fields`.
+impl Engine for Bpf {
+    fn decide(&self, f: &Fields) -> Decision {
+        assert_eq!(self.mode, Mode::TestFields);
+        let (d, echoed) = self.run(&bpf::fields_to_bytes(f));
+        assert_eq!(echoed, *f, "the program decided on other fields");
+        d
+    }
+}
+
+/// The eBPF back end as a back end of policy tests: the frame's decision (in
+/// `Mode::TestFields`, the extracted fields' decision) through the modelled
+/// connection table, as the other compiler back ends.
+struct BpfTester<'a> {
+    prog: &'a Program,
+    bpf: &'a Bpf,
+    conns:
+        std::collections::HashSet<(u8, lbp_compiler::ir::Addr, u16, lbp_compiler::ir::Addr, u16)>,
+}
+
+impl Tester for BpfTester<'_> {
+    fn begin(&mut self) {
+        self.conns.clear();
+    }
+
+    fn verdict(&mut self, frame: &[u8], _in_iface: u32, fields: &Fields) -> Verdict {
+        let (d, _) = match self.bpf.mode {
+            Mode::TestFields => self.bpf.run(&bpf::fields_to_bytes(fields)),
+            Mode::Test => self.bpf.run(frame),
+        };
+        Verdict {
+            text: testing::verdict(self.prog, fields, d, &mut self.conns),
+            rule: (d.rule != lbp_abi::NO_RULE).then_some(d.rule),
+            detail: Some(format!("stage {}", d.stage)),
+        }
+    }
+}
+
+fn compile_load(name: &str, prog: &Program) -> Bpf {
+    Bpf::load(prog, Mode::TestFields).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_stock_and_corpus_policy_compiles_and_loads() {
+    require_netns!();
+    let mut loaded = 0;
+    for (name, src) in all_policies() {
+        let (_, prog) = load(&name, &src);
+        for mode in [Mode::TestFields, Mode::Test] {
+            let p = bpf::compile(&prog, mode).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Bpf::load_compiled(&p, mode).unwrap_or_else(|e| panic!("{name}, {mode:?}: {e}"));
+            if mode == Mode::TestFields {
+                eprintln!("{name}: {} instructions, {} maps", p.len(), p.maps.len());
+            }
+        }
+        loaded += 1;
+    }
+    assert!(loaded > 20, "only {loaded} policies");
+}
+
+#[test]
+fn policies_agree_on_test_packets_and_random_fields() {
+    require_netns!();
+    let mut total = 0;
+    for (name, src) in all_policies() {
+        let (policy, prog) = load(&name, &src);
+        let bpf = compile_load(&name, &prog);
+        let random = if name.starts_with("policies") {
+            3000
+        } else {
+            1000
+        };
+        for (what, f) in policy_fields(&name, &policy, &prog, random) {
+            let want = interp::decide(&prog, &f);
+            assert_eq!(bpf.decide(&f), want, "{name}, {what}: {f:?}");
+            total += 1;
+        }
+    }
+    eprintln!("{total} fields decided alike");
+    assert!(total > 20_000);
+}
+
+#[test]
+fn the_case_corpus_runs_on_the_ebpf_back_end_as_a_fourth_tester() {
+    require_netns!();
+    let mut lines = 0;
+    for (name, src) in policygen::lbp_files("tests/cases") {
+        let (policy, prog) = load(&name, &src);
+        let bpf = compile_load(&name, &prog);
+        let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let interp = Interpreter::new(&prog);
+        let mut by_interp = Decider::new(&prog, &interp);
+        let mut by_jit = Decider::new(&prog, &jit);
+        let mut by_bpf = BpfTester {
+            prog: &prog,
+            bpf: &bpf,
+            conns: Default::default(),
+        };
+        let mut testers: [(&str, &mut dyn Tester); 3] = [
+            ("interp", &mut by_interp),
+            ("jit", &mut by_jit),
+            ("bpf", &mut by_bpf),
+        ];
+        let report = testing::run(&policy, &prog, &mut testers).unwrap();
+        for o in &report.outcomes {
+            assert!(!o.disagreement(), "{name}, test {:?}: {:?}", o.test, o.got);
+        }
+        lines += report.outcomes.len();
+    }
+    assert!(lines > 100, "only {lines} packet lines in tests/cases");
+}
+
+/// Every field of the language, one rule each, and the flow hash over every
+/// combination of hash fields: decided alike on random packets.
+#[test]
+fn every_field_and_every_hash_mask_agree() {
+    require_netns!();
+    use lbp_lang::check::{FIELDS, HASH_FIELDS, Ty};
+    let mut src = String::from(
+        "interface a { address 198.18.0.1/24, 2001:db8::1/64 }\ninterface b { address 198.18.1.1/24 }\npool p {\n    backend 198.18.1.11\n    backend 2001:db8::11\n}\n",
+    );
+    for m in 1..32usize {
+        let fields: Vec<&str> = (0..5)
+            .filter(|b| m & (1 << b) != 0)
+            .map(|b| HASH_FIELDS[b])
+            .collect();
+        src += &format!(
+            "service h{m} {{\n    vip 198.18.0.{v} tcp\n    vip 198.18.0.{v} udp port 53\n    vip 2001:db8::{m:x}:1 tcp\n    pool p\n    balance hash({})\n}}\n",
+            fields.join(", "),
+            v = 100 + m,
+        );
+    }
+    src += "filter {\n";
+    for (i, f) in FIELDS.iter().enumerate() {
+        let test = match f.ty {
+            Ty::Bool => f.name.to_string(),
+            Ty::Iface => format!("{} == b", f.name),
+            Ty::Addr(_) => format!("{} in {{ 198.18.0.{i}, 2001:db8::{i} }}", f.name),
+            Ty::Mac => format!("{} == 02:00:00:00:00:{i:02x}", f.name),
+            _ => format!("{} == {}", f.name, (i as u64) % (f.max + 1)),
+        };
+        let action = [
+            "drop",
+            "reset",
+            "local",
+            "accept",
+            "balance h31",
+            "app echo",
+        ][i % 6];
+        src.push_str(&format!("    {test} => {action}\n"));
+    }
+    src += "}\nroute 0.0.0.0/0 dev a\nroute ::/0 dev a\n";
+    let (_, prog) = load("every field", &src);
+    let bpf = compile_load("every field", &prog);
+    let pool = Pool::of(&prog);
+    let mut r = Rng::new(seed_of("every field, bpf"));
+    let mut hashed = std::collections::HashSet::new();
+    for i in 0..20_000 {
+        let f = pool.fields(&mut r);
+        let want = interp::decide(&prog, &f);
+        assert_eq!(bpf.decide(&f), want, "random packet {i}: {f:?}");
+        if want.hash != 0 {
+            hashed.insert(want.target);
+        }
+    }
+    assert!(hashed.len() > 20, "only {} services balanced", hashed.len());
+}
+
+/// Many routes of each family go through the LPM tries (longest prefix, the
+/// first route of a prefix) and agree with the interpreter.
+#[test]
+fn many_routes_use_lpm_tries_and_agree() {
+    require_netns!();
+    let mut src = String::from(
+        "interface a { address 198.18.0.1/24, 2001:db8::1/64 }\ninterface b { address 198.18.1.1/24, 2001:db8:1::1/64 }\n",
+    );
+    let mut r = Rng::new(7);
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300 {
+        let len = [0, 8, 16, 20, 24, 28, 32][(r.next() % 7) as usize];
+        let a = std::net::Ipv4Addr::from(
+            ((198u32 << 24) | (18 << 16) | (r.next() as u32 & 0xffff))
+                & (u32::MAX.checked_shl(32 - len).unwrap_or(0)),
+        );
+        let dev = if i % 2 == 0 { "a" } else { "b" };
+        if seen.insert(format!("{a}/{len}")) {
+            src += &format!("route {a}/{len} dev {dev}\n");
+        }
+        let len6 = [0u32, 32, 48, 56, 64, 100, 128][(r.next() % 7) as usize];
+        let x = (0x2001_0db8u128 << 96)
+            | u128::from(r.next() & 0xffff) << 64
+            | u128::from(r.next() & 0xff);
+        let m = u128::MAX.checked_shl(128 - len6).unwrap_or(0);
+        let net = format!("{}/{len6}", std::net::Ipv6Addr::from(x & m));
+        if seen.insert(net.clone()) {
+            src += &format!("route {net} dev {dev}\n");
+        }
+    }
+    let a = lbp_lang::analyze(&src);
+    assert!(!a.has_errors(), "{:?}", a.diagnostics.first());
+    let prog = lower::lower(&a.policy).unwrap();
+    let p = bpf::compile(&prog, Mode::TestFields).unwrap();
+    assert_eq!(p.maps.len(), 3, "the out map and two LPM tries");
+    let bpf = Bpf::load_compiled(&p, Mode::TestFields).unwrap();
+    let pool = Pool::of(&prog);
+    let mut r = Rng::new(seed_of("routes"));
+    let mut forwarded = 0;
+    for i in 0..5000 {
+        let f = pool.fields(&mut r);
+        let want = interp::decide(&prog, &f);
+        assert_eq!(bpf.decide(&f), want, "random packet {i}: {f:?}");
+        forwarded += usize::from(want.action == lbp_abi::Action::Forward as u32);
+    }
+    assert!(forwarded > 500, "only {forwarded} forwarded");
+}
+
+#[test]
+fn a_policy_beyond_the_limits_is_refused_with_a_reason() {
+    let head = "interface a { address 198.18.0.1/24 }\nfilter {\n";
+    let rules: String = (0..=bpf::MAX_RULES)
+        .map(|i| format!("    tcp.dport == {} => drop\n", i % 60000))
+        .collect();
+    let (_, prog) = load("many rules", &format!("{head}{rules}}}\n"));
+    match bpf::compile(&prog, Mode::TestFields) {
+        Err(BpfError::Limit(m)) => assert!(m.contains("filter rules"), "{m}"),
+        other => panic!("expected a limit, got {:?}", other.map(|p| p.len())),
+    }
+    // A set too large to test inline.
+    let set: Vec<String> = (0..=bpf::MAX_SET_RANGES)
+        .map(|i| format!("198.18.{}.{}", i / 128, 2 * (i % 128)))
+        .collect();
+    let src = format!("{head}    ip.src in {{ {} }} => drop\n}}\n", set.join(", "));
+    let (_, prog) = load("a large set", &src);
+    match bpf::compile(&prog, Mode::TestFields) {
+        Err(BpfError::Limit(m)) => assert!(m.contains("a set of"), "{m}"),
+        other => panic!("expected a limit, got {:?}", other.map(|p| p.len())),
+    }
+    // Rules few enough but code too long.
+    let rules: String = (0..bpf::MAX_RULES)
+        .map(|i| {
+            format!("    tcp.dport == {i} && ip.src == 198.18.{}.{} && ip.dst != 2001:db8::{i:x} => drop\n", i / 256, i % 256)
+        })
+        .collect();
+    let (_, prog) = load("long code", &format!("{head}{rules}}}\n"));
+    match bpf::compile(&prog, Mode::TestFields) {
+        Err(BpfError::Limit(m)) => assert!(m.contains("instructions"), "{m}"),
+        other => panic!("expected a limit, got {:?}", other.map(|p| p.len())),
+    }
+}
+
+/// The largest filter within the limits loads (the verifier accepts it).
+#[test]
+fn a_policy_at_the_limits_loads_and_agrees() {
+    require_netns!();
+    let head = "interface a { address 198.18.0.1/24 }\nfilter {\n";
+    let rules: String = (0..bpf::MAX_RULES)
+        .map(|i| format!("    tcp.dport == {} => drop\n", 1000 + i))
+        .collect();
+    let (_, prog) = load(
+        "many rules",
+        &format!("{head}{rules}}}\nroute 0.0.0.0/0 dev a\n"),
+    );
+    let p = bpf::compile(&prog, Mode::TestFields).expect("within the limits");
+    eprintln!("{} rules: {} instructions", bpf::MAX_RULES, p.len());
+    let bpf = Bpf::load_compiled(&p, Mode::TestFields).expect("loads");
+    let pool = Pool::of(&prog);
+    let mut r = Rng::new(3);
+    for i in 0..2000 {
+        let f = pool.fields(&mut r);
+        assert_eq!(
+            bpf.decide(&f),
+            interp::decide(&prog, &f),
+            "packet {i}: {f:?}"
+        );
+    }
+}
+
+/// Random policies (the JIT's generator) on random fields: eBPF and the
+/// interpreter agree on every one.
+#[test]
+fn random_policies_agree() {
+    require_netns!();
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        max_global_rejects: 4096,
+        ..Config::default()
+    });
+    let checked = std::cell::Cell::new(0usize);
+    runner
+        .run(&(policy(), any::<u64>()), |(src, seed)| {
+            let a = lbp_lang::analyze(&src);
+            prop_assume!(!a.has_errors());
+            let prog = lower::lower(&a.policy).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let bpf = Bpf::load(&prog, Mode::TestFields).map_err(TestCaseError::fail)?;
+            let pool = Pool::of(&prog);
+            let mut r = Rng::new(seed);
+            for _ in 0..200 {
+                let f = pool.fields(&mut r);
+                prop_assert_eq!(
+                    bpf.decide(&f),
+                    interp::decide(&prog, &f),
+                    "{:?}\n{}",
+                    f,
+                    src
+                );
+                checked.set(checked.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{} generated fields decided alike", checked.get());
+}
