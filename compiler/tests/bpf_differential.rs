@@ -364,3 +364,66 @@ fn random_policies_agree() {
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{} generated fields decided alike", checked.get());
 }
+
+/// Filters of random conditions (the JIT's generator), grown until the
+/// program nears `MAX_INSNS`: the verifier accepts what the limits admit.
+#[test]
+fn large_random_filters_within_the_limits_load() {
+    require_netns!();
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[5; 32]),
+    );
+    let strategy = (policygen::cond(), policygen::action());
+    for round in 0..3 {
+        let mut rules = String::new();
+        let mut last = None;
+        loop {
+            for i in 0..50 {
+                // A port test of its own, so that no rule is always true and
+                // every rule's code stays reachable.
+                let (c, a) = strategy.new_tree(&mut runner).unwrap().current();
+                rules += &format!("    ({c}) && l4.sport == {i} => {a}\n");
+            }
+            let src = format!(
+                "interface a {{ address 198.18.1.1/24, 2001:db8:1::1/64 }}\ninterface b {{ address 198.18.2.1/24 }}\nconst vip = 198.18.0.10\nset ports: port = {{ 22, 80, 443 }}\nset nets: prefix = {{ 198.18.0.0/16, 2001:db8::/32 }}\nset macs: mac = {{ 02:00:00:00:00:01 }}\npool p {{\n    backend 198.18.2.11\n    backend 2001:db8:2::11\n}}\nservice s0 {{\n    vip 198.18.0.10 tcp port 80\n    pool p\n}}\nservice s1 {{\n    vip 2001:db8::10 udp port 53\n    pool p\n}}\nfilter {{\n{rules}}}\nroute 0.0.0.0/0 dev b\n"
+            );
+            let a = lbp_lang::analyze(&src);
+            if a.has_errors() {
+                // Drop the batch that made it fail to check.
+                let keep = rules.lines().count() - 50;
+                rules = rules.lines().take(keep).map(|l| format!("{l}\n")).collect();
+                continue;
+            }
+            let prog = lower::lower(&a.policy).unwrap();
+            match bpf::compile(&prog, Mode::TestFields) {
+                Ok(p) => last = Some((prog, p)),
+                Err(BpfError::Limit(m)) => {
+                    eprintln!("{m}");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let (prog, p) = last.expect("a first batch within the limits");
+        eprintln!(
+            "round {round}: {} rules, {} instructions",
+            prog.rules.len(),
+            p.len()
+        );
+        let bpf = Bpf::load_compiled(&p, Mode::TestFields)
+            .unwrap_or_else(|e| panic!("{} rules: {e}", prog.rules.len()));
+        let pool = Pool::of(&prog);
+        let mut r = Rng::new(round);
+        for i in 0..500 {
+            let f = pool.fields(&mut r);
+            assert_eq!(
+                bpf.decide(&f),
+                interp::decide(&prog, &f),
+                "packet {i}: {f:?}"
+            );
+        }
+    }
+}

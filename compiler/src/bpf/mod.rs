@@ -193,12 +193,15 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
     a.ret(xdp::PASS);
     a.bind(abort);
     a.ret(xdp::ABORTED);
-    if a.len() > 2 * MAX_INSNS {
-        return Err(too_long(a.len()));
+    // Before compaction (unreachable code gone) the program may be longer
+    // than after, but its jumps must already fit their offsets.
+    let emitted = a.len();
+    if emitted > 2 * MAX_INSNS {
+        return Err(too_long(emitted));
     }
     let prog = match a.finish() {
         Ok(p) => compact(&p),
-        Err(AsmError::TooFar { .. }) => return Err(too_long(2 * MAX_INSNS)),
+        Err(AsmError::TooFar { .. }) => return Err(too_long(emitted)),
         Err(e) => return Err(BpfError::Internal(format!("assembling: {e}"))),
     };
     if prog.insns.len() > MAX_INSNS {
