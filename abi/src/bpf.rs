@@ -300,7 +300,9 @@ impl Program {
     pub fn resolve(&self, fds: &[i32]) -> Result<Vec<Insn>, String> {
         let mut out = self.insns.clone();
         for &at in &self.map_refs {
-            let n = out[at].imm;
+            let Some(n) = out.get(at).map(|x| x.imm) else {
+                return Err(format!("a map reference at {at}, past the program's end"));
+            };
             let fd = usize::try_from(n)
                 .ok()
                 .and_then(|i| fds.get(i))

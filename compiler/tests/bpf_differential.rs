@@ -4,7 +4,9 @@
 //! packets, on random `Fields` and on random policies (each `Fields` run
 //! through `BPF_PROG_TEST_RUN` in `Mode::TestFields`, the frame being the
 //! `Fields` itself); the case corpus runs with the eBPF program as a fourth
-//! back end of `testing::run`; a policy beyond the limits gets
+//! back end of `testing::run`, on the real frames of its packet lines
+//! (`Mode::Test`: extraction in eBPF too, its fields checked against
+//! `wire::extract`) and on their fields; a policy beyond the limits gets
 //! `BpfError::Limit`. Needs root (loading programs); skipped otherwise.
 
 mod policygen;
@@ -18,7 +20,7 @@ use lbp_compiler::ir::Program;
 use lbp_compiler::testing::{self, Decider, Tester, Verdict};
 use lbp_compiler::{jit, lower};
 use lbp_lab::require_netns;
-use lbp_runtime::ring::bpf::{Loaded, map_lookup_bytes, xdp_test_run};
+use lbp_runtime::ring::bpf::{Loaded, map_lookup_bytes, map_update_bytes, xdp_test_run};
 use policygen::{Pool, Rng, all_policies, load, policy, policy_fields, seed_of};
 use proptest::prelude::*;
 
@@ -42,12 +44,26 @@ impl Bpf {
     /// One test run on `frame`: the decision and the fields the program
     /// decided on, from the out map.
     fn run(&self, frame: &[u8]) -> (Decision, Fields) {
-        let r = xdp_test_run(self.loaded.prog.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
+        let r = xdp_test_run(self.loaded.prog.as_fd(), frame)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {} bytes: {e}", frame.len()));
         assert_eq!(r.action, 2, "the test modes pass every frame");
         let out = map_lookup_bytes(&self.loaded.maps[0], &0u32.to_ne_bytes())
             .expect("reading the out map")
             .expect("entry 0 of the out array");
         bpf::out_from_bytes(&out).expect("an out value")
+    }
+
+    /// `Mode::Test`: one test run on a real frame received on `in_iface`
+    /// (stored in the program's in_iface map first).
+    fn run_frame(&self, frame: &[u8], in_iface: u32) -> (Decision, Fields) {
+        assert_eq!(self.mode, Mode::Test);
+        map_update_bytes(
+            &self.loaded.maps[1],
+            &0u32.to_ne_bytes(),
+            &in_iface.to_ne_bytes(),
+        )
+        .expect("setting the receiving interface");
+        self.run(frame)
     }
 }
 
@@ -67,6 +83,9 @@ impl Engine for Bpf {
 struct BpfTester<'a> {
     prog: &'a Program,
     bpf: &'a Bpf,
+    /// `Mode::TestFields`, for frames the kernel runs no XDP program on
+    /// (shorter than an Ethernet header), when `bpf` is `Mode::Test`.
+    short: Option<&'a Bpf>,
     conns:
         std::collections::HashSet<(u8, lbp_compiler::ir::Addr, u16, lbp_compiler::ir::Addr, u16)>,
 }
@@ -76,10 +95,21 @@ impl Tester for BpfTester<'_> {
         self.conns.clear();
     }
 
-    fn verdict(&mut self, frame: &[u8], _in_iface: u32, fields: &Fields) -> Verdict {
+    fn verdict(&mut self, frame: &[u8], in_iface: u32, fields: &Fields) -> Verdict {
         let (d, _) = match self.bpf.mode {
             Mode::TestFields => self.bpf.run(&bpf::fields_to_bytes(fields)),
-            Mode::Test => self.bpf.run(frame),
+            Mode::Test if frame.len() < 14 => {
+                let short = self.short.expect("a TestFields program for short frames");
+                short.run(&bpf::fields_to_bytes(fields))
+            }
+            Mode::Test => {
+                let (d, extracted) = self.bpf.run_frame(frame, in_iface);
+                // The eBPF extraction's fields are the harness's.
+                let want = lbp_abi::wire::extract(frame, in_iface);
+                assert_eq!(extracted, want, "extracted in eBPF: {frame:02x?}");
+                (d, extracted)
+            }
+            Mode::Fast => unreachable!("a test mode"),
         };
         Verdict {
             text: testing::verdict(self.prog, fields, d, &mut self.conns),
@@ -138,27 +168,36 @@ fn the_case_corpus_runs_on_the_ebpf_back_end_as_a_fourth_tester() {
     require_netns!();
     let mut lines = 0;
     for (name, src) in policygen::lbp_files("tests/cases") {
-        let (policy, prog) = load(&name, &src);
-        let bpf = compile_load(&name, &prog);
-        let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let interp = Interpreter::new(&prog);
-        let mut by_interp = Decider::new(&prog, &interp);
-        let mut by_jit = Decider::new(&prog, &jit);
-        let mut by_bpf = BpfTester {
-            prog: &prog,
-            bpf: &bpf,
-            conns: Default::default(),
-        };
-        let mut testers: [(&str, &mut dyn Tester); 3] = [
-            ("interp", &mut by_interp),
-            ("jit", &mut by_jit),
-            ("bpf", &mut by_bpf),
-        ];
-        let report = testing::run(&policy, &prog, &mut testers).unwrap();
-        for o in &report.outcomes {
-            assert!(!o.disagreement(), "{name}, test {:?}: {:?}", o.test, o.got);
+        for mode in [Mode::Test, Mode::TestFields] {
+            let (policy, prog) = load(&name, &src);
+            let bpf = Bpf::load(&prog, mode).unwrap_or_else(|e| panic!("{name}, {mode:?}: {e}"));
+            let short = compile_load(&name, &prog);
+            let jit = jit::compile(&prog).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let interp = Interpreter::new(&prog);
+            let mut by_interp = Decider::new(&prog, &interp);
+            let mut by_jit = Decider::new(&prog, &jit);
+            let mut by_bpf = BpfTester {
+                prog: &prog,
+                bpf: &bpf,
+                short: Some(&short),
+                conns: Default::default(),
+            };
+            let mut testers: [(&str, &mut dyn Tester); 3] = [
+                ("interp", &mut by_interp),
+                ("jit", &mut by_jit),
+                ("bpf", &mut by_bpf),
+            ];
+            let report = testing::run(&policy, &prog, &mut testers).unwrap();
+            for o in &report.outcomes {
+                assert!(
+                    !o.disagreement(),
+                    "{name}, {mode:?}, test {:?}: {:?}",
+                    o.test,
+                    o.got
+                );
+            }
+            lines += report.outcomes.len();
         }
-        lines += report.outcomes.len();
     }
     assert!(lines > 100, "only {lines} packet lines in tests/cases");
 }

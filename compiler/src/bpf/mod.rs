@@ -45,6 +45,7 @@ use lbp_abi::{Decision, Fields};
 mod decide;
 mod emit;
 pub mod extract;
+mod fast;
 mod filter;
 mod tail;
 
@@ -90,6 +91,34 @@ pub enum Mode {
     /// stack: the decision alone, tested on any `Fields`. Out map and verdict
     /// as [`Mode::Test`]. A frame shorter than a `Fields` is `XDP_ABORTED`.
     TestFields,
+    /// The XDP fast path (`fast`): decides in the kernel what needs no
+    /// switching core (a `drop` is `XDP_DROP`), and redirects the rest to
+    /// the cores' AF_XDP sockets.
+    Fast,
+}
+
+/// [`Mode::Test`]'s second map (an array of one u32): the receiving
+/// interface's number in the policy, which the test run stores before
+/// running the program (the frame cannot carry it).
+pub const IN_IFACE_MAP: &str = "in_iface";
+
+/// `Fields::in_iface` from entry 0 of map `map` (left 0 when absent).
+fn in_iface_from_map(a: &mut Asm, map: u32) {
+    let none = a.label();
+    a.st_imm(op::W, FP, OUT_KEY_OFF, 0);
+    a.ld_map(R1, map);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(OUT_KEY_OFF));
+    a.call(helper::MAP_LOOKUP_ELEM);
+    a.jmp_imm(op::JEQ, R0, 0, none);
+    a.ldx(op::W, R1, R0, 0);
+    a.stx(
+        op::W,
+        FP,
+        FIELDS_OFF + offset_of!(Fields, in_iface) as i16,
+        R1,
+    );
+    a.bind(none);
 }
 
 /// Why a policy has no eBPF program.
@@ -157,40 +186,60 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
         )));
     }
     let mut a = Asm::new();
-    let mut maps = vec![MapSpec {
-        name: "out".into(),
+    let array = |name: &str, value_size: usize| MapSpec {
+        name: name.into(),
         kind: MapKind::Array,
         key_size: 4,
-        value_size: OUT_VALUE_SIZE as u32,
+        value_size: value_size as u32,
         max_entries: 1,
         entries: Vec::new(),
-    }];
+    };
+    let mut maps = Vec::new();
     let abort = a.label();
+    let cores = a.label();
+    let mut fast_maps = None;
     match mode {
         Mode::Test => {
+            maps.push(array("out", OUT_VALUE_SIZE));
+            maps.push(array(IN_IFACE_MAP, size_of::<u32>()));
             zero(&mut a, FIELDS_OFF, size_of::<Fields>());
             a.mov(R6, R1);
             extract::emit_extract(&mut a, FIELDS_OFF);
+            in_iface_from_map(&mut a, 1);
         }
         Mode::TestFields => {
+            maps.push(array("out", OUT_VALUE_SIZE));
             zero(&mut a, FIELDS_OFF, size_of::<Fields>());
             copy_frame_fields(&mut a, abort);
+        }
+        Mode::Fast => {
+            let m = fast::maps(&mut maps, prog);
+            fast_maps = Some(m);
+            fast::entry(&mut a);
+            zero(&mut a, FIELDS_OFF, size_of::<Fields>());
+            a.mov(R6, R1);
+            extract::emit_extract(&mut a, FIELDS_OFF);
+            fast::before_policy(&mut a, m, cores);
         }
     }
     zero(&mut a, DECISION_OFF, size_of::<Decision>());
     let done = a.label();
     decide::emit(&mut a, &mut maps, prog, done)?;
     a.bind(done);
-    // The out map's entry 0 = the Decision and the Fields.
-    a.st_imm(op::W, FP, OUT_KEY_OFF, 0);
-    a.ld_map(R1, 0);
-    a.mov(R2, FP);
-    a.alu_imm(op::ADD, R2, i32::from(OUT_KEY_OFF));
-    a.mov(R3, FP);
-    a.alu_imm(op::ADD, R3, i32::from(DECISION_OFF));
-    a.mov_imm(R4, 0);
-    a.call(helper::MAP_UPDATE_ELEM);
-    a.ret(xdp::PASS);
+    if let Some(m) = fast_maps {
+        fast::act(&mut a, m, cores);
+    } else {
+        // The test modes: the out map's entry 0 = the Decision and the Fields.
+        a.st_imm(op::W, FP, OUT_KEY_OFF, 0);
+        a.ld_map(R1, 0);
+        a.mov(R2, FP);
+        a.alu_imm(op::ADD, R2, i32::from(OUT_KEY_OFF));
+        a.mov(R3, FP);
+        a.alu_imm(op::ADD, R3, i32::from(DECISION_OFF));
+        a.mov_imm(R4, 0);
+        a.call(helper::MAP_UPDATE_ELEM);
+        a.ret(xdp::PASS);
+    }
     a.bind(abort);
     a.ret(xdp::ABORTED);
     // Before compaction (unreachable code gone) the program may be longer
@@ -282,7 +331,12 @@ fn compact(p: &Insns) -> Insns {
         }
         i += 1;
     }
-    let map_refs = p.map_refs.iter().map(|&r| new_pos[r]).collect();
+    let map_refs = p
+        .map_refs
+        .iter()
+        .filter(|&&r| keep[r])
+        .map(|&r| new_pos[r])
+        .collect();
     Insns { insns, map_refs }
 }
 

@@ -508,7 +508,18 @@ pub fn load_program(
         expected_attach_type: attach_type,
         ..ProgLoadAttr::default()
     };
-    match sys_bpf(BPF_PROG_LOAD, &mut a) {
+    // The kernel answers EAGAIN when the verifier was interrupted (a signal
+    // to the process): try again, a few times, as libbpf does.
+    let mut first = sys_bpf(BPF_PROG_LOAD, &mut a);
+    for _ in 0..4 {
+        match &first {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                first = sys_bpf(BPF_PROG_LOAD, &mut a);
+            }
+            _ => break,
+        }
+    }
+    match first {
         Ok(fd) => Ok(owned(fd)),
         Err(e) => {
             let mut log = vec![0u8; 1 << 20];

@@ -1,0 +1,211 @@
+//! [`Mode::Fast`](super::Mode::Fast): the program that runs on the
+//! appliance's interfaces in place of the plain AF_XDP redirect, and decides
+//! in the kernel what needs no switching core.
+//!
+//! Around the decision (extract, then `decide`) it adds:
+//!
+//! - before it, the receiving interface (the OS index to the policy's, from
+//!   the [`fast::IFACES`] map the runtime fills; an interface not there goes
+//!   to the cores), and the frames the cores must see whatever the policy
+//!   says, because they act on them before the policy runs: ARP, IPv6
+//!   neighbour solicitations and advertisements, ICMP errors (which may be
+//!   about a balanced connection), and traffic from or to a NAT back end (its
+//!   return traffic, and a SYN that ends an earlier connection of the same
+//!   tuple: the connection table's business; [`fast::NAT_BACKENDS`]);
+//! - after it, the action: a `drop` is counted and dropped here
+//!   (`XDP_DROP`); everything else goes to the switching cores through the
+//!   interface's XSK map, as the redirect program sends it.
+//!
+//! Counters are per CPU ([`fast::COUNTERS`], the layout of
+//! `lbp_abi::bpf::fast`): frames seen, sent to the cores, decided here by
+//! action, drops by stage, and by filter rule.
+
+use std::mem::{offset_of, size_of};
+
+use lbp_abi::bpf::{Asm, Label, MapKind, MapSpec, fast, helper, op, reg::*, xdp};
+use lbp_abi::{Action, Decision, Fields, present};
+
+use super::{DECISION_OFF, FIELDS_OFF};
+use crate::ir::Program;
+
+/// Where the XDP context is kept (the decision may use every register).
+const CTX_OFF: i16 = -136;
+/// A map key (u32).
+const KEY_OFF: i16 = -140;
+
+/// The numbers of the fast path's own maps in the program's map list.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Maps {
+    xsk: u32,
+    ifaces: u32,
+    nat: u32,
+    counters: u32,
+}
+
+/// Add the fast path's maps to `maps`.
+pub(super) fn maps(maps: &mut Vec<MapSpec>, prog: &Program) -> Maps {
+    let mut add = |name: &str, kind, key_size, value_size, max_entries| {
+        maps.push(MapSpec {
+            name: name.into(),
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            entries: Vec::new(),
+        });
+        maps.len() as u32 - 1
+    };
+    Maps {
+        // Sized by the runtime's queues: the spec is a placeholder.
+        xsk: add(fast::XSK, MapKind::Xsk, 4, 4, 1),
+        ifaces: add(fast::IFACES, MapKind::Hash, 4, 4, 256),
+        nat: add(
+            fast::NAT_BACKENDS,
+            MapKind::Hash,
+            16,
+            1,
+            fast::NAT_BACKENDS_MAX,
+        ),
+        counters: add(
+            fast::COUNTERS,
+            MapKind::PercpuArray,
+            4,
+            size_of::<fast::Counter>() as u32,
+            fast::slots(prog.rules.len()),
+        ),
+    }
+}
+
+fn field(off: usize) -> i16 {
+    FIELDS_OFF + off as i16
+}
+
+fn decision(off: usize) -> i16 {
+    DECISION_OFF + off as i16
+}
+
+/// The program's start: keep the context (`R1`).
+pub(super) fn entry(a: &mut Asm) {
+    a.stx(op::DW, FP, CTX_OFF, R1);
+}
+
+/// After extraction: the receiving interface into the `Fields`, the frame
+/// counted as seen, and the frames the cores must see sent to `cores`.
+pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
+    // in_iface from the OS interface index.
+    a.ldx(op::DW, R1, FP, CTX_OFF);
+    a.ldx(op::W, R2, R1, xdp::INGRESS_IFINDEX);
+    a.stx(op::W, FP, KEY_OFF, R2);
+    lookup(a, m.ifaces, KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
+    a.ldx(op::W, R2, R0, 0);
+    a.stx(op::W, FP, field(offset_of!(Fields, in_iface)), R2);
+    count(a, m, Slot::Fixed(fast::SEEN));
+
+    let policy = a.label();
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    let flag = |a: &mut Asm, bit: u32, set: bool, to: Label| {
+        a.mov(R3, R2);
+        a.alu_imm(op::AND, R3, bit as i32);
+        a.jmp_imm(if set { op::JNE } else { op::JEQ }, R3, 0, to);
+    };
+    flag(a, present::ETH, false, cores);
+    // Malformed: the decision drops it as the cores would (before anything).
+    flag(a, present::MALFORMED, true, policy);
+    a.ldx(op::H, R3, FP, field(offset_of!(Fields, eth_type)));
+    a.jmp_imm(op::JEQ, R3, 0x0806, cores);
+    // ICMP errors (v4: 3, 11, 12; v6: 1-4) and neighbour discovery (135, 136).
+    let not_icmp = a.label();
+    flag(a, present::ICMP, false, not_icmp);
+    a.ldx(op::B, R3, FP, field(offset_of!(Fields, icmp_type)));
+    a.ldx(op::B, R4, FP, field(offset_of!(Fields, ip_version)));
+    let v6 = a.label();
+    a.jmp_imm(op::JNE, R4, 4, v6);
+    for t in [3, 11, 12] {
+        a.jmp_imm(op::JEQ, R3, t, cores);
+    }
+    a.ja(not_icmp);
+    a.bind(v6);
+    a.jmp_imm(op::JEQ, R3, 135, cores);
+    a.jmp_imm(op::JEQ, R3, 136, cores);
+    a.mov(R4, R3);
+    a.alu_imm(op::SUB, R4, 1);
+    a.jmp_imm(op::JLT, R4, 4, cores);
+    a.bind(not_icmp);
+    // From or to a NAT back end: the connection table's.
+    flag(a, present::IP4 | present::IP6, false, policy);
+    for which in [offset_of!(Fields, ip_src), offset_of!(Fields, ip_dst)] {
+        lookup(a, m.nat, field(which));
+        a.jmp_imm(op::JNE, R0, 0, cores);
+    }
+    a.bind(policy);
+}
+
+/// After the decision: a drop is counted and dropped; anything else, and
+/// whatever jumped to `cores`, goes to the switching cores.
+pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
+    a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
+    a.jmp_imm(op::JNE, R2, Action::Drop as i32, cores);
+    count(a, m, Slot::Fixed(fast::ACTIONS + Action::Drop as u32));
+    count(
+        a,
+        m,
+        Slot::Plus(fast::STAGES, decision(offset_of!(Decision, stage))),
+    );
+    let no_rule = a.label();
+    a.ldx(op::W, R2, FP, decision(offset_of!(Decision, rule)));
+    a.jmp32_imm(op::JEQ, R2, lbp_abi::NO_RULE as i32, no_rule);
+    count(
+        a,
+        m,
+        Slot::Plus(fast::RULES, decision(offset_of!(Decision, rule))),
+    );
+    a.bind(no_rule);
+    a.ret(xdp::DROP);
+    a.bind(cores);
+    count(a, m, Slot::Fixed(fast::TO_CORES));
+    a.ldx(op::DW, R1, FP, CTX_OFF);
+    a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
+    a.ld_map(R1, m.xsk);
+    a.mov_imm(R3, xdp::PASS);
+    a.call(helper::REDIRECT_MAP);
+    a.exit();
+}
+
+/// `R0` = the value of the key at `FP + key` in map `map`, or 0.
+fn lookup(a: &mut Asm, map: u32, key: i16) {
+    a.ld_map(R1, map);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(key));
+    a.call(helper::MAP_LOOKUP_ELEM);
+}
+
+/// A counter slot: a constant, or a constant plus a u32 on the stack (a
+/// slot beyond the map's is not counted).
+enum Slot {
+    Fixed(u32),
+    Plus(u32, i16),
+}
+
+/// One more frame of `pkt_len` bytes in `slot`.
+fn count(a: &mut Asm, m: Maps, slot: Slot) {
+    match slot {
+        Slot::Fixed(n) => a.st_imm(op::W, FP, KEY_OFF, n as i32),
+        Slot::Plus(base, at) => {
+            a.ldx(op::W, R2, FP, at);
+            a.alu32_imm(op::ADD, R2, base as i32);
+            a.stx(op::W, FP, KEY_OFF, R2);
+        }
+    }
+    lookup(a, m.counters, KEY_OFF);
+    let skip = a.label();
+    a.jmp_imm(op::JEQ, R0, 0, skip);
+    a.ldx(op::DW, R1, R0, 0);
+    a.alu_imm(op::ADD, R1, 1);
+    a.stx(op::DW, R0, 0, R1);
+    a.ldx(op::W, R1, FP, field(offset_of!(Fields, pkt_len)));
+    a.ldx(op::DW, R2, R0, 8);
+    a.alu(op::ADD, R2, R1);
+    a.stx(op::DW, R0, 8, R2);
+    a.bind(skip);
+}

@@ -1,0 +1,206 @@
+//! The XDP fast path's program (`bpf::Mode::Fast`) in the kernel, on every
+//! stock and corpus policy: it passes the verifier, and on the frames of the
+//! policy's test packet lines and on mutations of them it drops (`XDP_DROP`)
+//! exactly the frames the interpreter drops and that the switching cores do
+//! not have to see first (ARP, neighbour discovery, ICMP errors, traffic from
+//! or to a NAT back end); every other frame goes to the cores (the XSK
+//! redirect, `XDP_PASS` in a test run, where no socket is in the map). Its
+//! counters add up. Needs root (loading programs); skipped otherwise.
+
+mod policygen;
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use lbp_abi::bpf::fast as slot;
+use lbp_abi::{Action, Fields, Mode as SvcMode, present};
+use lbp_compiler::bpf::{self, Mode};
+use lbp_compiler::interp;
+use lbp_compiler::ir::{Addr, Program};
+use lbp_lab::require_netns;
+use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
+use lbp_runtime::ring::fastpath::FastPath;
+use policygen::{Rng, all_policies, load, seed_of};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// The addresses of NAT services' back ends, as the runtime fills the map.
+fn nat_backends(prog: &Program) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = prog
+        .services
+        .iter()
+        .filter(|s| matches!(s.mode, SvcMode::Nat { .. }))
+        .filter_map(|s| s.pool.and_then(|p| prog.pools.get(p as usize)))
+        .flat_map(|p| p.backends.iter())
+        .map(|b| match b.addr {
+            Addr::V4(a) => IpAddr::from(a.to_be_bytes()),
+            Addr::V6(a) => IpAddr::from(a.to_be_bytes()),
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Whether the cores must see the frame before (or instead of) the policy.
+fn for_the_cores(f: &Fields, nat: &[IpAddr]) -> bool {
+    if f.present & present::ETH == 0 {
+        return true;
+    }
+    if f.present & present::MALFORMED != 0 {
+        return false;
+    }
+    if f.eth_type == 0x0806 {
+        return true;
+    }
+    if f.present & present::ICMP != 0 {
+        let t = f.icmp_type;
+        let error_or_nd = match f.ip_version {
+            4 => matches!(t, 3 | 11 | 12),
+            _ => matches!(t, 1..=4 | 135 | 136),
+        };
+        if error_or_nd {
+            return true;
+        }
+    }
+    if f.present & (present::IP4 | present::IP6) == 0 {
+        return false;
+    }
+    let ip = |b: &[u8; 16]| match f.ip_version {
+        4 => IpAddr::from([b[12], b[13], b[14], b[15]]),
+        _ => IpAddr::from(*b),
+    };
+    nat.contains(&ip(&f.ip_src)) || nat.contains(&ip(&f.ip_dst))
+}
+
+/// The frames of a policy's test packet lines (with their receiving
+/// interface), then `mutations` of each with one byte changed.
+fn frames(name: &str, src: &str, prog: &Program, mutations: usize) -> Vec<(Vec<u8>, u32)> {
+    let (policy, _) = load(name, src);
+    let consts = lbp_compiler::testing::consts(&policy);
+    let mut out = Vec::new();
+    for item in &policy.items {
+        let lbp_lang::ast::Item::Test(t) = item else {
+            continue;
+        };
+        for p in &t.packets {
+            let (frame, f) = lbp_compiler::testing::packet_fields(p, prog, &consts)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            out.push((frame, f.in_iface));
+        }
+    }
+    let mut r = Rng::new(seed_of(name));
+    let base = out.clone();
+    for (frame, iface) in &base {
+        for _ in 0..mutations {
+            let mut m = frame.clone();
+            if m.is_empty() {
+                continue;
+            }
+            let at = r.below(m.len() as u64) as usize;
+            m[at] = r.below(256) as u8;
+            out.push((m, *iface));
+        }
+    }
+    // The kernel runs no XDP program on a frame shorter than Ethernet's header.
+    out.retain(|(f, _)| f.len() >= 14);
+    out
+}
+
+#[test]
+fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
+    require_netns!();
+    let (mut policies, mut frames_run, mut dropped_total) = (0, 0, 0u64);
+    for (name, src) in all_policies() {
+        let (_, prog) = load(&name, &src);
+        let p = bpf::compile(&prog, Mode::Fast).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let nat = nat_backends(&prog);
+        let xsk = XskMap::new(1).expect("an XSK map");
+        let mut by_iface = Vec::new();
+        for iface in 0..prog.interfaces.len().max(1) as u32 {
+            let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps)
+                .unwrap_or_else(|e| panic!("{name}: maps: {e}"));
+            // A test run receives on the namespace's loopback (index 1).
+            fast.set_interfaces(&[(1, iface)]).unwrap();
+            fast.set_nat_backends(&nat).unwrap();
+            let fd = fast
+                .load_for(&xsk)
+                .unwrap_or_else(|e| panic!("{name}: the fast path's program: {e}"));
+            by_iface.push((fast, fd));
+        }
+        let (mut seen, mut dropped) = (vec![0u64; by_iface.len()], vec![0u64; by_iface.len()]);
+        for (frame, iface) in frames(&name, &src, &prog, 20) {
+            let i = (iface as usize).min(by_iface.len() - 1);
+            let (_, fd) = &by_iface[i];
+            let f = lbp_abi::wire::extract(&frame, i as u32);
+            let want = if !for_the_cores(&f, &nat)
+                && interp::decide(&prog, &f).action == Action::Drop as u32
+            {
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
+            let run = xdp_test_run(fd.as_fd(), &frame)
+                .unwrap_or_else(|e| panic!("{name}: test run on {} bytes: {e}", frame.len()));
+            assert_eq!(
+                run.action, want,
+                "{name}: frame {frame:02x?} on interface {i}: {f:?}"
+            );
+            assert_eq!(run.frame, frame, "{name}: the program changes no byte");
+            seen[i] += 1;
+            dropped[i] += u64::from(want == XDP_DROP);
+            frames_run += 1;
+        }
+        for (i, (fast, _)) in by_iface.iter().enumerate() {
+            let c = fast.counters().unwrap();
+            let at = |s: u32| c.get(s as usize).copied().unwrap_or_default().packets;
+            assert_eq!(
+                at(slot::SEEN),
+                seen[i],
+                "{name}: frames seen on interface {i}"
+            );
+            assert_eq!(
+                at(slot::ACTIONS + Action::Drop as u32),
+                dropped[i],
+                "{name}: drops counted"
+            );
+            assert_eq!(
+                at(slot::SEEN),
+                at(slot::TO_CORES) + dropped[i],
+                "{name}: every frame dropped or sent on"
+            );
+            let by_stage: u64 = (0..7).map(|s| at(slot::STAGES + s)).sum();
+            assert_eq!(by_stage, dropped[i], "{name}: drops by stage");
+            dropped_total += dropped[i];
+        }
+        policies += 1;
+    }
+    eprintln!(
+        "fast path: {policies} policies, {frames_run} frames, {dropped_total} dropped in XDP"
+    );
+    assert!(policies > 20 && frames_run > 1000 && dropped_total > 50);
+}
+
+/// A frame of an interface the program was not told about goes to the
+/// cores undecided (and is not counted as seen).
+#[test]
+fn frames_of_unknown_interfaces_go_to_the_cores() {
+    require_netns!();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
+        .unwrap();
+    let (_, prog) = load("web.lbp", &src);
+    let p = bpf::compile(&prog, Mode::Fast).unwrap();
+    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
+    let xsk = XskMap::new(1).unwrap();
+    let fd = fast.load_for(&xsk).unwrap();
+    // Malformed (an IPv4 header cut short): dropped by a program that knew
+    // the interface, but this one does not.
+    let mut frame = vec![0u8; 20];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14] = 0x45;
+    assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_PASS);
+    assert_eq!(fast.counters().unwrap()[slot::SEEN as usize].packets, 0);
+    fast.set_interfaces(&[(1, 0)]).unwrap();
+    assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_DROP);
+}
