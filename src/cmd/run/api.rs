@@ -28,6 +28,8 @@ use std::sync::mpsc::{Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lbp_abi::bpf::fast as slot;
+use lbp_abi::{Action, stage};
 use lbp_runtime::app::Registry;
 use lbp_runtime::control::socket::{ControlSocket, Peer, read_request};
 use lbp_runtime::control::weights::Admin;
@@ -37,7 +39,7 @@ use serde_json::{Value, json};
 use super::control::{Change, Command, Reply, SetBackend, View, compile};
 use super::host::{RELOAD, STOP};
 use lbp_runtime::control::diff::backend_text;
-use lbp_runtime::switch::ip_from_bytes;
+use lbp_runtime::switch::{DropReason, ip_from_bytes};
 
 /// What the API and metrics threads read.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct Sources {
     /// The cores' counters and tables (shared with the control loop).
     pub control: Control,
     pub view: Arc<Mutex<View>>,
+    /// `--datapath`: what a reload compiles for.
+    pub datapath: super::fast::Datapath,
 }
 
 fn view(s: &Sources) -> View {
@@ -60,7 +64,7 @@ pub fn serve(sock: ControlSocket, src: Sources, commands: SyncSender<Command>) {
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             let path = view(&src).policy_path;
-            match reload(&path, false, &src.apps, &commands) {
+            match reload(&path, false, &src, &commands) {
                 Ok((text, _)) => eprintln!("{text}"),
                 Err(e) => eprint!("lbp: SIGHUP: reload refused; the running policy stays:\n{e}"),
             }
@@ -121,7 +125,7 @@ fn handle(bytes: &[u8], src: &Sources, commands: &SyncSender<Command>) -> Reply 
                 None => view(src).policy_path,
             };
             let color = req.get("color").and_then(Value::as_bool).unwrap_or(false);
-            reload(&path, color, &src.apps, commands)
+            reload(&path, color, src, commands)
         }
         "stats" => Ok(stats(src)),
         "conns" => {
@@ -200,9 +204,9 @@ fn set(commands: &SyncSender<Command>, s: SetBackend) -> Reply {
 }
 
 /// Compile the policy at `path` here, then have the control loop publish it.
-fn reload(path: &Path, color: bool, apps: &Registry, commands: &SyncSender<Command>) -> Reply {
+fn reload(path: &Path, color: bool, src: &Sources, commands: &SyncSender<Command>) -> Reply {
     let requested = Instant::now();
-    let compiled = compile(path, color, apps, requested).map_err(|e| {
+    let compiled = compile(path, color, &src.apps, src.datapath, requested).map_err(|e| {
         super::control::RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
         if e.ends_with('\n') {
             e
@@ -233,11 +237,12 @@ fn live_connections(src: &Sources) -> HashMap<(IpAddr, u16), u64> {
 /// Everything `lbp stats` and the metrics show, as one JSON value.
 pub fn stats_data(src: &Sources) -> Value {
     let v = view(src);
+    let fast = |i: usize| v.fast.get(i).copied().unwrap_or_default();
     let snaps = snapshots(src);
     let live = live_connections(src);
     let conns = &src.control.shared.conns;
     let mut cores = Vec::new();
-    let mut drops = [0u64; lbp_runtime::switch::DropReason::COUNT];
+    let mut drops = [0u64; DropReason::COUNT];
     for (i, s) in snaps.iter().enumerate() {
         let (mut rxp, mut rxb, mut txp, mut txb, mut kdrop) = (0, 0, 0, 0, 0);
         for p in &s.ports {
@@ -338,11 +343,26 @@ pub fn stats_data(src: &Sources) -> Value {
                 b += c.bytes;
             }
         }
+        let x = fast(slot::RULES as usize + ri);
+        (p, b) = (p + x.packets, b + x.bytes);
         if p > 0 {
             rules.push(
                 json!({ "rule": ri, "line": r.line, "text": r.text, "packets": p, "bytes": b }),
             );
         }
+    }
+    // Drops decided by the XDP fast path, by the stage that decided them, as
+    // the cores name them.
+    for (stage, why) in [
+        (stage::MALFORMED, DropReason::Malformed),
+        (stage::FILTER, DropReason::Filter),
+        (stage::SERVICE, DropReason::Filter),
+        (stage::INVALID_ENTRY, DropReason::InvalidEntry),
+        (stage::OWN_ADDRESS, DropReason::Filter),
+        (stage::ROUTE, DropReason::NoRoute),
+        (stage::MARTIAN, DropReason::Martian),
+    ] {
+        drops[why as usize] += fast((slot::STAGES + stage) as usize).packets;
     }
     let drop_map: serde_json::Map<String, Value> = DROP_NAMES
         .iter()
@@ -357,6 +377,14 @@ pub fn stats_data(src: &Sources) -> Value {
         "connections": cs.len,
         "connection_capacity": conns.capacity(),
         "cores": cores,
+        "xdp": {
+            "on": v.fast_on,
+            "seen_packets": fast(slot::SEEN as usize).packets,
+            "seen_bytes": fast(slot::SEEN as usize).bytes,
+            "to_cores_packets": fast(slot::TO_CORES as usize).packets,
+            "dropped_packets": fast((slot::ACTIONS + Action::Drop as u32) as usize).packets,
+            "dropped_bytes": fast((slot::ACTIONS + Action::Drop as u32) as usize).bytes,
+        },
         "drops": drop_map,
         "services": services,
         "rules": rules,
@@ -410,6 +438,21 @@ fn stats(src: &Sources) -> (String, Value) {
             u(c, "tx_bytes"),
             u(c, "new_connections"),
             drops + u(c, "tx_full"),
+        ));
+    }
+    let x = &d["xdp"];
+    if u(x, "seen_packets") > 0 || x["on"].as_bool() == Some(true) {
+        t.push_str(&format!(
+            "xdp fast path: {}  seen {}  to the cores {}  dropped {} ({} bytes)\n",
+            if x["on"].as_bool() == Some(true) {
+                "on"
+            } else {
+                "off"
+            },
+            u(x, "seen_packets"),
+            u(x, "to_cores_packets"),
+            u(x, "dropped_packets"),
+            u(x, "dropped_bytes"),
         ));
     }
     for s in d["services"].as_array().into_iter().flatten() {
@@ -814,6 +857,16 @@ pub fn metrics(src: &Sources) -> String {
                 .collect(),
         );
     }
+    let x = &d["xdp"];
+    family(
+        "lbp_xdp_packets_total",
+        "counter",
+        "Frames the XDP fast path saw, sent to the switching cores, and dropped itself.",
+        ["seen", "to_cores", "dropped"]
+            .iter()
+            .map(|k| (format!("what=\"{k}\""), u(x, &format!("{k}_packets"))))
+            .collect(),
+    );
     let mut drops: Vec<(String, u64)> = d["drops"]
         .as_object()
         .into_iter()

@@ -35,6 +35,7 @@ use lbp_runtime::control::weights::{Admin, BackendState};
 use lbp_runtime::generation::{Decide, Generation};
 use lbp_runtime::run::{Control, monotonic_ns};
 
+use super::fast::{Datapath, Fast};
 use super::host::STOP;
 
 /// The compiled policy as the runtime calls it.
@@ -54,6 +55,10 @@ pub struct Compiled {
     /// When the request arrived, and how long reading and compiling took.
     pub requested: Instant,
     pub compile: Duration,
+    /// The XDP fast path's program (`--datapath`), and why there is none when
+    /// `auto` left it off.
+    pub fast: Option<lbp_compiler::bpf::BpfProgram>,
+    pub fast_warning: Option<String>,
 }
 
 /// Read, check, lower and compile the policy at `path`. A policy with errors
@@ -63,6 +68,7 @@ pub fn compile(
     path: &Path,
     fancy: bool,
     apps: &Registry,
+    datapath: Datapath,
     requested: Instant,
 ) -> Result<Compiled, String> {
     let src = super::super::common::read(path)?;
@@ -80,6 +86,8 @@ pub fn compile(
     };
     let prog = prog.map_err(render)?;
     let jit = lbp_compiler::jit::compile(&prog).map_err(render)?;
+    let (fast, fast_warning) = super::fast::compile(&prog, datapath)
+        .map_err(|e| format!("{}: {e}; the running policy stays", path.display()))?;
     let app = crate::appliance::appliance(&prog, &src);
     Ok(Compiled {
         policy: Arc::new(JitPolicy(jit)),
@@ -87,6 +95,8 @@ pub fn compile(
         path: path.to_path_buf(),
         requested,
         compile: requested.elapsed(),
+        fast,
+        fast_warning,
     })
 }
 
@@ -152,6 +162,11 @@ pub struct View {
     pub reports: SteerCounts,
     /// The control module's clock now (to age reports), ms.
     pub now_ms: u64,
+    /// The XDP fast path's counters (`lbp_abi::bpf::fast`'s slots); empty
+    /// when it never ran.
+    pub fast: Vec<lbp_abi::bpf::fast::Counter>,
+    /// Whether a fast-path program runs now.
+    pub fast_on: bool,
 }
 
 /// The running health checks and their states.
@@ -183,6 +198,8 @@ pub struct Controller {
     reloads: u64,
     /// The TAP's name, whose kernel routes follow the policy's.
     pub tap: Option<String>,
+    /// The XDP fast path (`--datapath`).
+    pub fast: Fast,
     pub view: Arc<Mutex<View>>,
 }
 
@@ -217,6 +234,7 @@ impl Controller {
             agents: None,
             reloads: 0,
             tap: None,
+            fast: Fast::new(Vec::new(), &[]),
             view: Arc::new(Mutex::new(View::default())),
         };
         c.start_checks()?;
@@ -366,8 +384,18 @@ impl Controller {
         let closed = self.steering.closed();
         let g = Generation::with_weights(c.policy, c.app.clone(), &weights).closing(&closed);
         let serial = g.serial;
+        let nat_backends = g.nat_backends.clone();
         let id = self.control.published.publish(g);
         let active = self.wait_active(id).map(|_| c.requested.elapsed());
+        // The cores run the new policy: now the fast path's program.
+        let fast_warning = match self.fast.has_xdp() {
+            true => self
+                .fast
+                .install(c.fast.as_ref(), &nat_backends)
+                .err()
+                .or(c.fast_warning),
+            false => None,
+        };
         if let Some(tap) = &self.tap {
             super::host::sync_tap_routes(tap, &self.app, &c.app);
         }
@@ -390,7 +418,8 @@ impl Controller {
         };
         text.push('\n');
         text.push_str(&changes.to_string());
-        if let Some(w) = warn {
+        for w in warn.into_iter().chain(fast_warning) {
+            eprintln!("lbp: warning: {w}");
             text.push_str(&format!("\nlbp: warning: {w}"));
         }
         eprintln!(
@@ -617,6 +646,8 @@ impl Controller {
         v.reload_failures = RELOAD_FAILURES.load(Ordering::Relaxed);
         v.reports = self.steering.counts;
         v.now_ms = now_ms();
+        v.fast = self.fast.counters();
+        v.fast_on = self.fast.is_on();
     }
 
     /// What the reports did, for the final line.

@@ -36,9 +36,11 @@ use lbp_runtime::switch::Shared;
 
 mod api;
 mod control;
+mod fast;
 mod host;
 use api::Sources;
 use control::{Controller, JitPolicy};
+use fast::{Datapath, Fast};
 use host::{STOP, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, rx_queues};
 
 /// Arguments of `lbp run`.
@@ -69,6 +71,13 @@ pub struct RunArgs {
     /// when XDP cannot attach or bind), AF_XDP only, or io_uring only.
     #[arg(long, value_enum, default_value = "auto")]
     rings: RingsArg,
+    /// Where packets are decided: the policy compiled to eBPF decides in the
+    /// kernel's XDP hook on the interfaces bound with AF_XDP, and what it
+    /// cannot decide goes to the switching cores (`xdp`; `auto` does so where
+    /// the policy fits the eBPF back end's limits), or the switching cores
+    /// decide everything (`cores`).
+    #[arg(long, value_enum, default_value = "auto")]
+    datapath: Datapath,
     /// Name of the TAP interface that carries the appliance's own addresses.
     #[arg(long, default_value = "lbp0", value_name = "NAME")]
     tap: String,
@@ -135,6 +144,13 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         std::path::absolute(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
     let (src, _, prog) = super::common::load(&args.policy, apps)?;
     let jit = super::common::compile(&args.policy, &src, &prog)?;
+    let datapath = if args.bare {
+        Datapath::Cores
+    } else {
+        args.datapath
+    };
+    let (fast_prog, fast_warning) =
+        fast::compile(&prog, datapath).map_err(|e| format!("{}: {e}", args.policy.display()))?;
     let mut app = crate::appliance::appliance(&prog, &src);
     if app.interfaces.is_empty() {
         return Err(format!(
@@ -251,9 +267,35 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         None => None,
     };
 
+    // The XDP fast path, before the cores start (their rings hold what it
+    // sends them meanwhile).
+    let ifindexes: Vec<u32> = os_names
+        .iter()
+        .map(|n| lbp_runtime::ring::bpf::ifindex(n).unwrap_or(0))
+        .collect();
+    let mut fast = Fast::new(bound.redirects, &ifindexes);
+    if datapath != Datapath::Cores {
+        let nat_backends = published.with_active(|g| g.nat_backends.clone());
+        let installed = if fast.has_xdp() {
+            fast.install(fast_prog.as_ref(), &nat_backends)
+        } else {
+            Err("no interface is bound with AF_XDP".to_string())
+        };
+        match (installed, datapath) {
+            (Err(e), Datapath::Xdp) => {
+                return Err(format!("--datapath xdp: {e}"));
+            }
+            (Err(e), _) => eprintln!("lbp: warning: the XDP fast path is off: {e}"),
+            (Ok(()), _) => {
+                if let Some(w) = &fast_warning {
+                    eprintln!("lbp: warning: {w}");
+                }
+            }
+        }
+    }
+
     // The switching cores.
     let kinds = bound.kinds.clone();
-    let mut redirects = bound.redirects;
     let started = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(switch_cpus.len());
     let mut reports = Vec::with_capacity(switch_cpus.len());
@@ -310,7 +352,9 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     let mut controller =
         Controller::new(control, app.clone(), policy_path, args.bare, agent_reports)?;
     controller.tap = tap_name.clone();
+    controller.fast = fast;
     let sources = Sources {
+        datapath,
         apps: apps.clone(),
         control: refs,
         view: Arc::clone(&controller.view),
@@ -357,7 +401,11 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
                 control_cpu,
                 &tap_name,
                 args.bare
-            )
+            ) + if controller.fast.is_on() {
+                ", xdp fast path on"
+            } else {
+                ""
+            }
         );
         let _ = std::io::stdout().flush();
         let bare = args.bare;
@@ -395,6 +443,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     for h in helpers {
         let _ = h.join();
     }
+    let redirects = controller.fast.take_redirects();
     drop(controller);
     let mut snaps = Vec::new();
     for h in handles {
@@ -404,7 +453,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
             Err(_) => start_error = start_error.or(Some("a switching core panicked".into())),
         }
     }
-    redirects.clear();
+    drop(redirects);
     drop(tap);
     let mut totals = Totals {
         connections: shared.conns.len() as u64,

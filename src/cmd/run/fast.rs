@@ -1,0 +1,183 @@
+//! `lbp run --datapath`: the XDP fast path beside the switching cores.
+//!
+//! With `xdp` (or `auto`, where the policy fits the eBPF back end's limits),
+//! each interface bound with AF_XDP runs the policy compiled to eBPF
+//! (`lbp_compiler::bpf`, `Mode::Fast`) in place of the plain redirect program:
+//! what it can decide in the kernel it decides there, the rest goes to the
+//! switching cores as before. A reload installs the new generation's program on
+//! every interface (an atomic swap each), after the cores have the new policy;
+//! a program that cannot be installed leaves the plain redirect in place, so
+//! every frame then meets the new policy on the cores. `cores` keeps the plain
+//! redirect program.
+
+use std::net::IpAddr;
+
+use lbp_abi::bpf::fast::{self as slot, Counter};
+use lbp_compiler::Program;
+use lbp_compiler::bpf::{self, BpfProgram, Mode};
+use lbp_runtime::ring::bpf::XdpRedirect;
+use lbp_runtime::ring::fastpath::FastPath;
+
+/// `--datapath`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datapath {
+    /// The XDP fast path where the policy fits the eBPF back end, else the
+    /// switching cores alone (with a warning that says why).
+    Auto,
+    /// The XDP fast path; a policy beyond the eBPF back end's limits is an
+    /// error.
+    Xdp,
+    /// The switching cores alone: every frame is redirected to them.
+    Cores,
+}
+
+/// The fast path's program for `prog` as `d` asks, and a warning when `auto`
+/// leaves it off. `Err` only for `xdp` with a policy beyond the limits.
+pub fn compile(
+    prog: &Program,
+    d: Datapath,
+) -> Result<(Option<BpfProgram>, Option<String>), String> {
+    match d {
+        Datapath::Cores => Ok((None, None)),
+        Datapath::Xdp => bpf::compile(prog, Mode::Fast)
+            .map(|p| (Some(p), None))
+            .map_err(|e| format!("--datapath xdp: {e}")),
+        Datapath::Auto => Ok(match bpf::compile(prog, Mode::Fast) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the XDP fast path is off; every frame goes to the switching cores: {e}"
+                )),
+            ),
+        }),
+    }
+}
+
+/// The fast path on the interfaces bound with AF_XDP, and its counters.
+#[derive(Debug)]
+pub struct Fast {
+    /// Per policy interface: its redirect (None for io_uring).
+    redirects: Vec<Option<XdpRedirect>>,
+    /// (OS interface index, policy interface index) of each XDP interface.
+    ifaces: Vec<(u32, u32)>,
+    current: Option<FastPath>,
+    /// The counters of the generations replaced, summed (fixed slots only:
+    /// rule numbers are a generation's own).
+    retired: Vec<Counter>,
+}
+
+impl Fast {
+    pub fn new(redirects: Vec<Option<XdpRedirect>>, ifindexes: &[u32]) -> Fast {
+        let ifaces = redirects
+            .iter()
+            .zip(ifindexes)
+            .enumerate()
+            .filter(|(_, (r, _))| r.is_some())
+            .map(|(i, (_, &ix))| (ix, i as u32))
+            .collect();
+        Fast {
+            redirects,
+            ifaces,
+            current: None,
+            retired: vec![Counter::default(); slot::RULES as usize],
+        }
+    }
+
+    /// Whether a fast-path program runs.
+    pub fn is_on(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Whether any interface is bound with AF_XDP (where a program can run).
+    pub fn has_xdp(&self) -> bool {
+        !self.ifaces.is_empty()
+    }
+
+    /// Put `p` on every XDP interface, or the plain redirect program when
+    /// `None`. On an error, the plain redirect program is put back everywhere
+    /// (the switching cores then decide every frame) and the error returned.
+    pub fn install(
+        &mut self,
+        p: Option<&BpfProgram>,
+        nat_backends: &[IpAddr],
+    ) -> Result<(), String> {
+        let Some(p) = p else {
+            self.uninstall();
+            return Ok(());
+        };
+        match self.try_install(p, nat_backends) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.uninstall();
+                Err(format!("the XDP fast path could not be installed: {e}"))
+            }
+        }
+    }
+
+    fn try_install(&mut self, p: &BpfProgram, nat_backends: &[IpAddr]) -> std::io::Result<()> {
+        let fast = FastPath::new("lbp_fast", p.prog.clone(), &p.maps)?;
+        fast.set_interfaces(&self.ifaces)?;
+        fast.set_nat_backends(nat_backends)?;
+        // Load every interface's copy first: a refusal changes nothing.
+        let mut progs = Vec::with_capacity(self.redirects.len());
+        for r in self.redirects.iter().flatten() {
+            progs.push(fast.load_for(r.xsk_map())?);
+        }
+        for (r, prog) in self.redirects.iter_mut().flatten().zip(progs) {
+            r.install(Some(prog))?;
+        }
+        self.retire();
+        self.current = Some(fast);
+        Ok(())
+    }
+
+    fn uninstall(&mut self) {
+        for r in self.redirects.iter_mut().flatten() {
+            if r.has_installed() {
+                // Only a failing bpf(2) refuses this; the old program then
+                // stays, and the next install replaces it.
+                let _ = r.install(None);
+            }
+        }
+        self.retire();
+    }
+
+    /// Add the current program's fixed counters to the retired ones.
+    fn retire(&mut self) {
+        if let Some(old) = self.current.take() {
+            for (r, c) in self
+                .retired
+                .iter_mut()
+                .zip(old.counters().unwrap_or_default())
+            {
+                r.packets += c.packets;
+                r.bytes += c.bytes;
+            }
+        }
+    }
+
+    /// The counters: the fixed slots over every generation, the rule slots of
+    /// the running one.
+    pub fn counters(&self) -> Vec<Counter> {
+        let mut v = self.retired.clone();
+        if let Some(f) = &self.current {
+            for (i, c) in f.counters().unwrap_or_default().into_iter().enumerate() {
+                match v.get_mut(i) {
+                    Some(r) => {
+                        r.packets += c.packets;
+                        r.bytes += c.bytes;
+                    }
+                    None => v.push(c),
+                }
+            }
+        }
+        v
+    }
+
+    /// The redirects, to be dropped (programs detached) after the cores stop.
+    pub fn take_redirects(&mut self) -> Vec<Option<XdpRedirect>> {
+        self.current = None;
+        std::mem::take(&mut self.redirects)
+    }
+}
