@@ -537,8 +537,11 @@ pub(crate) fn send_frames(client: &Netns, make: fn() -> Vec<Vec<u8>>) -> Result<
 
 // ---- the suites ----
 
-fn lbp_suite(rings: &str) {
-    let test = format!("e2e::lbp_{rings}");
+fn lbp_suite(rings: &str, datapath: &str) {
+    let test = match datapath {
+        "cores" => format!("e2e::lbp_{rings}_cores"),
+        _ => format!("e2e::lbp_{rings}"),
+    };
     if skipped(&test) {
         return;
     }
@@ -546,7 +549,10 @@ fn lbp_suite(rings: &str) {
     assert!(missing.is_empty(), "{test}: missing tools: {missing:?}");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
 
-    let topo = Topology::build(&format!("e{}", &rings[..1]), Forwarder::Lbp);
+    let topo = Topology::build(
+        &format!("e{}{}", &rings[..1], &datapath[..1]),
+        Forwarder::Lbp,
+    );
     let tap = "lbptap";
     let mut lbp = Lbp::start(
         &topo.app,
@@ -558,6 +564,8 @@ fn lbp_suite(rings: &str) {
             "servers=servers",
             "--rings",
             rings,
+            "--datapath",
+            datapath,
             "--tap",
             tap,
             "--max-connections",
@@ -570,6 +578,14 @@ fn lbp_suite(rings: &str) {
     eprintln!("e2e: {}", lbp.ready_line);
     let c = &topo.client;
     let mut r = Report::default();
+    let fast = datapath == "xdp";
+    r.check(
+        "the XDP fast path is on exactly with --datapath xdp",
+        match lbp.ready_line.contains("xdp fast path on") {
+            on if on == fast => Ok(()),
+            on => Err(format!("fast path on: {on}: {}", lbp.ready_line)),
+        },
+    );
 
     r.check("HTTP NAT IPv4", http_via(c, NAT4.into(), 80, Seen::Nat));
     r.check("HTTP NAT IPv6", http_via(c, NAT6.into(), 80, Seen::Nat));
@@ -625,6 +641,19 @@ fn lbp_suite(rings: &str) {
         }),
     );
     r.check(
+        "the fast path's counters: blocked sources dropped in XDP",
+        lbp.stats().and_then(|st| {
+            let x = &st["xdp"];
+            eprintln!("e2e: xdp counters {x}");
+            let dropped = x["dropped_packets"].as_u64().unwrap_or(0);
+            let seen = x["seen_packets"].as_u64().unwrap_or(0);
+            match (fast, dropped, seen) {
+                (true, 1.., 1000..) | (false, 0, 0) => Ok(()),
+                _ => Err(format!("xdp counters {x}")),
+            }
+        }),
+    );
+    r.check(
         "still running, then exits 0 on SIGTERM",
         if lbp.alive() {
             lbp.stop_cleanly()
@@ -642,14 +671,22 @@ fn lbp_suite(rings: &str) {
     r.finish(&context);
 }
 
+/// AF_XDP rings with the policy in XDP (the fast path) before the switching
+/// cores.
 #[test]
 fn lbp_xdp() {
-    lbp_suite("xdp");
+    lbp_suite("xdp", "xdp");
+}
+
+/// AF_XDP rings with every frame decided on the switching cores.
+#[test]
+fn lbp_xdp_cores() {
+    lbp_suite("xdp", "cores");
 }
 
 #[test]
 fn lbp_uring() {
-    lbp_suite("uring");
+    lbp_suite("uring", "auto");
 }
 
 /// The topology and every probe, with the kernel forwarding (routing, and

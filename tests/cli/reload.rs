@@ -37,9 +37,7 @@ fn text(o: &Output) -> String {
 
 /// The appliance's `stats --json`.
 fn stats(lbp: &Lbp) -> serde_json::Value {
-    let o = ctl(lbp, &["stats", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).expect("stats --json is JSON")
+    lbp.stats().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Which back end (0..3) answered, from a body like "b2 ...".
@@ -233,6 +231,13 @@ fn reloads_under_load_lose_nothing_and_follow_the_policy() {
     assert_eq!(st["reload_failures"], 1, "{test}: {st}\n{log}");
     assert_eq!(st["generation"], 50, "{test}: {st}");
     assert_eq!(st["reloads"], 50, "{test}: {st}");
+    // The fast path ran the policy in XDP through every reload (its program
+    // swapped each time): the requests' packets passed through it.
+    assert_eq!(st["xdp"]["on"], true, "{test}: {st}");
+    assert!(
+        st["xdp"]["seen_packets"].as_u64().unwrap_or(0) > 2000,
+        "{test}: {st}"
+    );
     let svc = &st["services"][0];
     assert_eq!(svc["name"], "http");
     assert!(

@@ -304,6 +304,22 @@ impl Lbp {
         self.daemon.stop()
     }
 
+    /// `lbp stats --json` through its control socket.
+    pub fn stats(&self) -> Result<serde_json::Value, String> {
+        let o = Command::new(env!("CARGO_BIN_EXE_lbp"))
+            .args(["stats", "--json", "--control"])
+            .arg(&self.control)
+            .output()
+            .map_err(|e| format!("lbp stats: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "lbp stats: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("lbp stats --json: {e}"))
+    }
+
     /// [`Lbp::stop`], and whether it exited 0.
     pub fn stop_cleanly(&mut self) -> Result<(), String> {
         match self.stop() {

@@ -274,12 +274,14 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         .map(|n| lbp_runtime::ring::bpf::ifindex(n).unwrap_or(0))
         .collect();
     let mut fast = Fast::new(bound.redirects, &ifindexes);
-    if datapath != Datapath::Cores {
+    // `auto` on io_uring rings alone has nothing to say: the fast path needs
+    // an AF_XDP interface.
+    if datapath == Datapath::Xdp || (datapath == Datapath::Auto && fast.has_xdp()) {
         let nat_backends = published.with_active(|g| g.nat_backends.clone());
         let installed = if fast.has_xdp() {
             fast.install(fast_prog.as_ref(), &nat_backends)
         } else {
-            Err("no interface is bound with AF_XDP".to_string())
+            Err("no interface is bound with AF_XDP (--rings xdp)".to_string())
         };
         match (installed, datapath) {
             (Err(e), Datapath::Xdp) => {
