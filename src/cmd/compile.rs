@@ -1,5 +1,6 @@
 //! `lbp compile`: print a compiler stage of a policy (the lowered IR, the
-//! Cranelift IR, or the appliance the runtime is given), for debugging.
+//! Cranelift IR, the eBPF program of the XDP fast path, or the appliance the
+//! runtime is given), for debugging.
 
 use super::common::load;
 use crate::appliance;
@@ -21,6 +22,9 @@ enum Stage {
     Ir,
     /// The Cranelift IR of the compiled function.
     Clif,
+    /// The eBPF program of the XDP fast path (`lbp run --datapath`),
+    /// disassembled, and its maps.
+    Bpf,
     /// What the runtime is given besides the filter: interfaces, services with
     /// their back ends, routes.
     Runtime,
@@ -35,6 +39,15 @@ pub fn run(args: CompileArgs, apps: &Registry) -> Result<ExitCode, String> {
             let clif = lbp_compiler::jit::clif(&prog)
                 .map_err(|e| super::common::cannot_compile(&policy, &src, &e))?;
             print!("{clif}");
+        }
+        Stage::Bpf => {
+            let p = lbp_compiler::bpf::compile(&prog, lbp_compiler::bpf::Mode::Fast).map_err(|e| {
+                format!(
+                    "{}: no eBPF program: {e} (`lbp run` decides it on the switching cores alone)",
+                    policy.display()
+                )
+            })?;
+            print!("{}", p.disassemble());
         }
         Stage::Runtime => println!("{:#?}", appliance::appliance(&prog, &src)),
     }

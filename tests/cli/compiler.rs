@@ -249,6 +249,50 @@ fn compile_emits_the_clif() {
     );
 }
 
+/// `--emit bpf`: the fast path's eBPF program, disassembled, with its maps;
+/// a policy beyond the eBPF back end's limits says so and why.
+#[test]
+fn compile_emits_the_ebpf_program_or_says_why_not() {
+    let out = lbp(&["compile", "policies/web.lbp", "--emit", "bpf"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let insns = text
+        .lines()
+        .filter(|l| l.contains(": ") && !l.starts_with(';'))
+        .count();
+    assert!(insns > 100, "{insns} instructions:\n{text}");
+    assert!(text.contains("exit"), "{text}");
+    assert!(text.contains("; map[0] xsk"), "{text}");
+    assert!(text.contains("counters"), "{text}");
+
+    let mut src = String::from("interface a { address 198.18.0.1/24 }\nfilter {\n");
+    for i in 0..2001u32 {
+        src.push_str(&format!(
+            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
+            1 + i
+        ));
+    }
+    src.push_str("}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.lbp");
+    std::fs::write(&path, &src).unwrap();
+    let out = lbp(&["compile", path.to_str().unwrap(), "--emit", "bpf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(out.stdout.is_empty(), "no program is printed");
+    assert!(
+        stderr.contains("beyond the eBPF back end's limits"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2001 filter rules"), "{stderr}");
+    assert!(stderr.contains("switching cores"), "{stderr}");
+}
+
 /// A filter too large for the JIT (12 001 rules that cannot merge into tables)
 /// passes the checker but not the compiler: `lbp compile` says so like every
 /// diagnostic, with the code, the rule where the limit is passed, and the help.
