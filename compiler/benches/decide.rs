@@ -3,16 +3,23 @@
 //! fixed mixed packet corpus; then how the JIT's cost and compile time grow with
 //! the number of rules and set entries.
 //!
+//! The eBPF back end (`bpf::Mode::TestFields`, run by the kernel through
+//! `BPF_PROG_TEST_RUN` with a repeat count) is measured on the same corpus and
+//! policies when the bench may load programs (root): the kernel's mean time per
+//! run, and the same less an empty program's (the test run's own cost).
+//!
 //! `cargo bench -p lbp-compiler --bench decide` prints ns/packet and the ratios.
 //! Without `--bench` (as `cargo test --all-targets` runs it) it only checks that
-//! the three agree on the corpus.
+//! the three agree on the corpus (and the eBPF program, as root).
 
 use lbp_abi::{Action, Decision, Fields, NO_RULE, present, stage, tcp_flag};
 use lbp_compiler::interp::{Engine, Interpreter};
 use lbp_compiler::packet::{PacketSpec, Proto, build};
-use lbp_compiler::{Program, jit, lower, wire};
+use lbp_compiler::{Program, bpf, jit, lower, wire};
+use lbp_runtime::ring::bpf::{map_lookup_bytes, xdp_test_run_repeat};
 use std::hint::black_box;
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 fn program(src: &str) -> Program {
@@ -235,6 +242,63 @@ fn big_policy(n: usize) -> String {
     s
 }
 
+/// A policy's eBPF program (`Mode::TestFields`), loaded; `Err` says why not
+/// (beyond the back end's limits, or no right to load programs).
+struct Ebpf(lbp_runtime::ring::bpf::Loaded);
+
+impl Ebpf {
+    fn load(prog: &Program) -> Result<Ebpf, String> {
+        let p = bpf::compile(prog, bpf::Mode::TestFields).map_err(|e| e.to_string())?;
+        lbp_runtime::ring::bpf::Loaded::xdp("lbp_bench", &p.prog, &p.maps)
+            .map(Ebpf)
+            .map_err(|e| format!("not loaded: {e}"))
+    }
+
+    /// The decision on `f`, and the kernel's mean ns per run over `repeat`.
+    fn run(&self, f: &Fields, repeat: u32) -> (Decision, u32) {
+        let (r, ns) = xdp_test_run_repeat(self.0.prog.as_fd(), &bpf::fields_to_bytes(f), repeat)
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.action, 2, "the test mode passes every frame");
+        let out = map_lookup_bytes(&self.0.maps[0], &0u32.to_ne_bytes())
+            .expect("the out map")
+            .expect("its entry");
+        (bpf::out_from_bytes(&out).expect("an out value").0, ns)
+    }
+
+    /// ns per packet over every 16th packet of the corpus (the kernel's mean
+    /// over [`REPEAT`] runs of each). A repeated test run swaps the kernel's
+    /// XDP dispatcher twice (an RCU grace period each): few calls, many
+    /// repeats.
+    fn measure(&self, corpus: &[Fields]) -> f64 {
+        let sample: Vec<&Fields> = corpus.iter().step_by(16).collect();
+        let total: u64 = sample
+            .iter()
+            .map(|f| u64::from(self.run(f, REPEAT).1))
+            .sum();
+        total as f64 / sample.len() as f64
+    }
+}
+
+/// Runs per test-run call when measuring the eBPF back end.
+const REPEAT: u32 = 5_000;
+
+/// The test run's own cost: an XDP program that returns at once, run on a
+/// frame the size of a `Fields`.
+fn empty_program_ns(corpus: &[Fields]) -> Option<f64> {
+    use lbp_abi::bpf::{Asm, xdp};
+    let mut a = Asm::new();
+    a.ret(xdp::PASS);
+    let p = a.finish().ok()?;
+    let l = lbp_runtime::ring::bpf::Loaded::xdp("lbp_empty", &p, &[]).ok()?;
+    let sample: Vec<&Fields> = corpus.iter().step_by(256).collect();
+    let mut total = 0u64;
+    for f in &sample {
+        let frame = bpf::fields_to_bytes(f);
+        total += u64::from(xdp_test_run_repeat(l.prog.as_fd(), &frame, REPEAT).ok()?.1);
+    }
+    Some(total as f64 / sample.len() as f64)
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
@@ -256,9 +320,23 @@ fn main() {
             "the JIT disagrees with the interpreter on {f:?}"
         );
     }
+    let ebpf = Ebpf::load(&prog);
+    match &ebpf {
+        Ok(e) => {
+            for f in &corpus {
+                assert_eq!(
+                    e.run(f, 1).0,
+                    interp.decide(f),
+                    "the eBPF program disagrees with the interpreter on {f:?}"
+                );
+            }
+        }
+        Err(why) => println!("decide bench: the eBPF back end is not measured: {why}"),
+    }
     if !bench {
         println!(
-            "decide bench: JIT, interpreter and hand-written agree on {} packets (run `cargo bench -p lbp-compiler --bench decide` to measure)",
+            "decide bench: JIT, interpreter, hand-written{} agree on {} packets (run `cargo bench -p lbp-compiler --bench decide` to measure)",
+            if ebpf.is_ok() { " and eBPF" } else { "" },
             corpus.len()
         );
         return;
@@ -280,6 +358,20 @@ fn main() {
         "  interpreter   {interp_ns:8.2} ns/packet   {:.1}x the JIT (target >= 10x)",
         interp_ns / jit_ns
     );
+    let empty = ebpf.as_ref().ok().and_then(|_| empty_program_ns(&corpus));
+    let ebpf_line = |e: &Ebpf, corpus: &[Fields]| -> String {
+        let ns = e.measure(corpus);
+        match empty {
+            Some(x) => format!(
+                "{ns:8.2} ns/packet in the kernel's test run, {:8.2} less an empty program's {x:.2}",
+                ns - x
+            ),
+            None => format!("{ns:8.2} ns/packet in the kernel's test run"),
+        }
+    };
+    if let Ok(e) = &ebpf {
+        println!("  eBPF          {}", ebpf_line(e, &corpus));
+    }
 
     println!("growth with rules and set entries (JIT, same corpus):");
     let mut base = None;
@@ -311,5 +403,11 @@ fn main() {
             "  {n:>7} rules: {ns:10.1} ns/packet ({:8.1}x the 10-rule cost; target <= 2x), compile {compile_ms:8.1} ms (target < 1000 ms){interp}",
             ns / b
         );
+        if ebpf.is_ok() {
+            match Ebpf::load(&prog) {
+                Ok(e) => println!("  {n:>7} rules, eBPF: {}", ebpf_line(&e, &corpus)),
+                Err(why) => println!("  {n:>7} rules, eBPF: {why}"),
+            }
+        }
     }
 }

@@ -7,18 +7,65 @@
 //! from the interpreter's decision (`Outcome::follows`), every frame must be
 //! accounted for, and when the core balanced it, the back end's answer goes back
 //! through the core too (NAT return traffic) under the same rule.
+//!
+//! As root, each policy is also compiled to eBPF (`bpf::Mode::Test`) and loaded:
+//! every frame `BPF_PROG_TEST_RUN` takes whole (14 to 3 520 bytes) runs through
+//! it in the kernel, and its extraction and decision must equal
+//! `wire::extract`'s and the interpreter's. Without the right to load programs
+//! the eBPF part is skipped, and the target says so once.
 #![no_main]
 
+use lbp_compiler::bpf::{self, Mode};
 use lbp_compiler::interp::Engine;
+use lbp_runtime::ring::bpf::{Loaded, map_lookup_bytes, map_update_bytes, xdp_test_run};
 use lbp_runtime::testbed::{Fate, Testbed};
 use libfuzzer_sys::fuzz_target;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// The largest frame `BPF_PROG_TEST_RUN` keeps in one piece (a page less the
+/// headroom and `skb_shared_info`).
+const MAX_TEST_FRAME: usize = 4096 - 256 - 320;
 
 struct Compiled {
     prog: lbp_compiler::Program,
     jit: Arc<lbp_compiler::Jit>,
     merged: lbp_compiler::Jit,
     core: Mutex<Testbed>,
+    /// The policy in eBPF, loaded (`None` without the right to load).
+    ebpf: Option<Loaded>,
+}
+
+/// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
+/// process may not load programs. Every stock and corpus policy is within the
+/// back end's limits: a refusal there is a bug.
+fn load_ebpf(name: &std::path::Path, prog: &lbp_compiler::Program) -> Option<Loaded> {
+    static SKIPPED: OnceLock<()> = OnceLock::new();
+    let p = bpf::compile(prog, Mode::Test)
+        .unwrap_or_else(|e| panic!("{}: {e}", name.display()));
+    match Loaded::xdp("lbp_fuzz", &p.prog, &p.maps) {
+        Ok(l) => Some(l),
+        Err(e) if e.raw_os_error() == Some(1) => {
+            SKIPPED.get_or_init(|| {
+                eprintln!("decide: the eBPF back end is skipped: loading programs needs root ({e})")
+            });
+            None
+        }
+        Err(e) => panic!("{}: the verifier refused the program: {e}", name.display()),
+    }
+}
+
+/// One run of the loaded program on `frame` from `in_iface`: the decision
+/// and the fields it decided on.
+fn run_ebpf(l: &Loaded, frame: &[u8], in_iface: u32) -> (lbp_abi::Decision, lbp_abi::Fields) {
+    map_update_bytes(&l.maps[1], &0u32.to_ne_bytes(), &in_iface.to_ne_bytes())
+        .expect("setting the receiving interface");
+    let r = xdp_test_run(l.prog.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
+    assert_eq!(r.action, 2, "the test mode passes every frame");
+    let out = map_lookup_bytes(&l.maps[0], &0u32.to_ne_bytes())
+        .expect("reading the out map")
+        .expect("entry 0 of the out array");
+    bpf::out_from_bytes(&out).expect("an out value")
 }
 
 fn policies() -> &'static Vec<Compiled> {
@@ -43,11 +90,13 @@ fn policies() -> &'static Vec<Compiled> {
                 let merged = lbp_compiler::jit::compile_with(&prog, 1).unwrap();
                 let policy = Arc::new(lbp::testbed::Shared(jit.clone()));
                 let core = Testbed::new(policy, lbp::appliance::appliance(&prog, &src)).unwrap();
+                let ebpf = load_ebpf(p, &prog);
                 Compiled {
                     prog,
                     jit,
                     merged,
                     core: Mutex::new(core),
+                    ebpf,
                 }
             })
             .collect()
@@ -73,6 +122,13 @@ fuzz_target!(|data: &[u8]| {
         want,
         "merged JIT and interpreter disagree on {fields:?}"
     );
+    if let Some(l) = &c.ebpf
+        && (14..=MAX_TEST_FRAME).contains(&frame.len())
+    {
+        let (d, extracted) = run_ebpf(l, frame, in_iface);
+        assert_eq!(extracted, fields, "eBPF and wire::extract disagree");
+        assert_eq!(d, want, "eBPF and interpreter disagree on {fields:?}");
+    }
 
     let mut core = c.core.lock().unwrap();
     core.restart();

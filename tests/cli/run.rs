@@ -4,10 +4,13 @@
 //! UDP datagram is routed across (ARP answered and resolved by lbp), that the
 //! appliance's own address reaches a program in its namespace through the TAP
 //! and the answer comes back, and that SIGTERM ends lbp with status 0, no XDP
-//! program and no TAP left. Needs root; prints SKIPPED otherwise.
+//! program and no TAP left; and that a policy beyond the eBPF back end's
+//! limits runs on the switching cores (`--datapath`). Needs root; prints
+//! SKIPPED otherwise.
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,13 +56,62 @@ fn send_until(
     false
 }
 
+/// `true` (after saying why) where namespaces cannot be made.
+fn skipped() -> bool {
+    let Some(why) = netns::unavailable() else {
+        return false;
+    };
+    netns::skip(
+        module_path!(),
+        &format!("needs root and network namespaces ({why})"),
+    );
+    true
+}
+
+/// The appliance namespace `{tag}a` with interfaces `{tag}l` and `{tag}r`,
+/// a client `{tag}c` (198.18.0.2/24 on c0) and a server `{tag}s`
+/// (198.18.1.2/24 on s0) at their other ends, routed through 198.18.0.1 and
+/// 198.18.1.1.
+fn two_armed(tag: &str) -> (Netns, Netns, Netns) {
+    let (app, cli, srv) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}c")),
+        Netns::new(&format!("{tag}s")),
+    );
+    for (side, peer, p_if) in [("l", &cli, "c0"), ("r", &srv, "s0")] {
+        lbp_lab::testing::veth_up(&app, &format!("{tag}{side}"), peer, p_if);
+        // A local stack leaves checksums to offload, which AF_XDP cannot see.
+        peer.tx_checksum_off(p_if).unwrap();
+    }
+    cli.add_address("c0", "198.18.0.2/24").unwrap();
+    cli.add_default_route("198.18.0.1").unwrap();
+    srv.add_address("s0", "198.18.1.2/24").unwrap();
+    srv.add_default_route("198.18.1.1").unwrap();
+    (app, cli, srv)
+}
+
+/// `lbp run POLICY` in `app` on the interfaces of [`two_armed`]`(tag)`, its
+/// control socket in `dir`, with `args`; stdout and stderr piped.
+fn lbp_run(app: &Netns, tag: &str, policy: &Path, dir: &Path, args: &[&str]) -> Child {
+    app.command(env!("CARGO_BIN_EXE_lbp"))
+        .arg("run")
+        .arg(policy)
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .arg("--iface")
+        .arg(format!("left={tag}l"))
+        .arg("--iface")
+        .arg(format!("right={tag}r"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lbp run")
+}
+
 #[test]
 fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
-    if let Some(why) = netns::unavailable() {
-        netns::skip(
-            module_path!(),
-            &format!("needs root and network namespaces ({why})"),
-        );
+    if skipped() {
         return;
     }
     scenario("xdp", "xdp driver copy");
@@ -70,31 +122,17 @@ fn lbp_run_routes_answers_through_the_tap_and_stops_cleanly() {
 fn scenario(rings: &str, shown: &str) {
     // (Not the rings' name in the tags: `ip link` output is searched for "xdp"
     // below.)
-    let (app, cli, srv) = (Netns::new("ra"), Netns::new("rc"), Netns::new("rs"));
-    for (a_if, peer, p_if) in [("rl", &cli, "c0"), ("rr", &srv, "s0")] {
-        lbp_lab::testing::veth_up(&app, a_if, peer, p_if);
-        // A local stack leaves checksums to offload, which AF_XDP cannot see.
-        peer.tx_checksum_off(p_if).unwrap();
-    }
-    cli.add_address("c0", "198.18.0.2/24").unwrap();
-    cli.add_default_route("198.18.0.1").unwrap();
-    srv.add_address("s0", "198.18.1.2/24").unwrap();
-    srv.add_default_route("198.18.1.1").unwrap();
+    let (app, cli, srv) = two_armed("r");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("two.lbp");
     std::fs::write(&policy, POLICY).expect("write policy");
-    let child = app
-        .command(env!("CARGO_BIN_EXE_lbp"))
-        .arg("run")
-        .arg(&policy)
-        .arg("--control")
-        .arg(dir.path().join("control.sock"))
-        .args([
-            "--iface",
-            "left=rl",
-            "--iface",
-            "right=rr",
+    let child = lbp_run(
+        &app,
+        "r",
+        &policy,
+        dir.path(),
+        &[
             "--stats-interval",
             "1",
             "--rings",
@@ -103,11 +141,8 @@ fn scenario(rings: &str, shown: &str) {
             // depth.
             "--rx-ring",
             "256",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lbp run");
+        ],
+    );
     let mut lbp = Lbp(child);
     let stdout = lbp.0.stdout.take().expect("stdout");
     let (tx, lines) = mpsc::channel();
@@ -128,6 +163,12 @@ fn scenario(rings: &str, shown: &str) {
     assert!(ready.contains("2 interfaces"), "{ready}");
     assert!(ready.contains("1 switching core"), "{ready}");
     assert!(ready.contains(shown), "{ready}");
+    // `--datapath auto`: the policy runs in XDP where the rings are AF_XDP.
+    assert_eq!(
+        ready.contains("xdp fast path on"),
+        rings == "xdp",
+        "{ready}"
+    );
 
     // Routed across: client -> server, ARP answered and resolved by lbp.
     let server = srv.within(|| {
@@ -225,6 +266,81 @@ fn scenario(rings: &str, shown: &str) {
     }
     assert!(!links.contains("xdp"), "an XDP program is left: {links}");
     assert!(!links.contains("lbp0"), "the TAP is left: {links}");
+}
+
+/// A policy beyond the eBPF back end's limits (2 001 filter rules): with
+/// `--datapath auto` lbp runs it on the switching cores alone and says why
+/// (and still routes); with `--datapath xdp` it refuses to start, and leaves
+/// no XDP program behind.
+#[test]
+fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
+    if skipped() {
+        return;
+    }
+    let (app, cli, srv) = two_armed("l");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("wide.lbp");
+    let mut src = String::from(POLICY);
+    src.push_str("filter {\n");
+    for i in 0..2001u32 {
+        src.push_str(&format!(
+            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
+            1 + i
+        ));
+    }
+    src.push_str("}\n");
+    std::fs::write(&policy, src).expect("write policy");
+    let start = |datapath: &str| {
+        let args = [
+            "--stats-interval",
+            "0",
+            "--rings",
+            "xdp",
+            "--datapath",
+            datapath,
+        ];
+        lbp_run(&app, "l", &policy, dir.path(), &args)
+    };
+
+    // --datapath xdp: refused, with the reason.
+    let out = start("xdp").wait_with_output().expect("lbp run ends");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--datapath xdp"), "{err}");
+    assert!(err.contains("2001 filter rules"), "{err}");
+    let links = String::from_utf8_lossy(&app.ip(&["link"]).stdout).into_owned();
+    assert!(!links.contains("xdp"), "an XDP program is left: {links}");
+
+    // auto: the cores alone, with a warning; traffic still routed.
+    let mut lbp = Lbp(start("auto"));
+    let stdout = lbp.0.stdout.take().expect("stdout");
+    let mut ready = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut ready);
+    if !ready.starts_with("lbp: ready") {
+        stop_and_panic(&mut lbp, &format!("no ready line: {ready:?}"));
+    }
+    assert!(!ready.contains("xdp fast path on"), "{ready}");
+    let server = srv.within(|| {
+        let s = UdpSocket::bind("198.18.1.2:7777").expect("bind server");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    });
+    let routed = send_until(
+        &cli,
+        "198.18.0.2:40000",
+        "198.18.1.2:7777",
+        &server,
+        b"across",
+    );
+    // SAFETY: kill(2) on the PID of our own unreaped child.
+    unsafe { libc::kill(lbp.0.id() as libc::pid_t, libc::SIGTERM) };
+    let err = lbp.0.wait_with_output_ref();
+    assert!(routed, "not routed on the cores; stderr:\n{err}");
+    assert!(
+        err.contains("lbp: warning: the XDP fast path is off; every frame goes to the switching cores: beyond the eBPF back end's limits: 2001 filter rules"),
+        "{err}"
+    );
 }
 
 /// Stop lbp with SIGTERM and fail with `what` and lbp's stderr.

@@ -443,6 +443,18 @@ const TEST_RUN_ROOM: usize = 256;
 /// (`BPF_PROG_TEST_RUN`, no live frames: nothing is sent): its verdict and the
 /// frame it left.
 pub fn xdp_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<XdpRun> {
+    xdp_test_run_repeat(prog, frame, 1).map(|(r, _)| r)
+}
+
+/// [`xdp_test_run`] `repeat` times in a row in the kernel (each on a fresh
+/// copy of `frame`): the last run's verdict and frame, and the kernel's mean
+/// time per run in nanoseconds (for benchmarks: it includes the test run's
+/// own per-run cost, which an empty program measures).
+pub fn xdp_test_run_repeat(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> io::Result<(XdpRun, u32)> {
     let size = u32::try_from(frame.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     let mut out = vec![0u8; frame.len() + TEST_RUN_ROOM];
@@ -452,16 +464,19 @@ pub fn xdp_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<XdpRun> {
         data_in: frame.as_ptr() as u64,
         data_size_out: out.len() as u32,
         data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
+        repeat: repeat.max(1),
         ..TestRunAttr::default()
     };
     sys_bpf(BPF_PROG_TEST_RUN, &mut a)
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_TEST_RUN: {e}")))?;
     out.truncate((a.data_size_out as usize).min(out.len()));
-    Ok(XdpRun {
-        action: a.retval,
-        frame: out,
-    })
+    Ok((
+        XdpRun {
+            action: a.retval,
+            frame: out,
+        },
+        a.duration,
+    ))
 }
 
 #[repr(C)]
