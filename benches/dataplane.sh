@@ -24,9 +24,12 @@
 #     kernel's backlog as deep as lbp's receive ring (net.core.netdev_max_backlog
 #     16 384 for that run only, put back after it and on exit);
 #   - the in-kernel XDP_TX rate of a trivial program on app's client interface;
-#   - lbp run with one switching core (established and new flows) and lbp's bare
-#     forwarder on the same rings (`lbp run --bare`), when `lbp run` exists (else
-#     "not yet available");
+#   - lbp run with one switching core (established and new flows, and traffic
+#     its filter drops) with every frame decided on the core (`--datapath
+#     cores`) and with the policy in XDP first (`--datapath xdp`: the drops
+#     never reach the core), and lbp's bare forwarder on the same rings (`lbp
+#     run --bare`); the XDP_DROP ceiling is the generator-alone row (an XDP
+#     program that counts and drops at a0);
 #   - wrk requests per second, keep-alive and new connections, through nftables
 #     DNAT, straight to one back end, and through lbp when it exists.
 #
@@ -350,11 +353,22 @@ service http {
     balance maglev
     mode nat to port 8080
 }
+
+# The filter-dropped rows send here.
+filter {
+    ip.dst == $VIP && udp.dport == 7 => drop
+}
 EOF
 }
 
 lbp_run_available() {
     [ -x "$LBP" ] && "$LBP" run --help >/dev/null 2>&1
+}
+
+# Whether this lbp has the XDP fast path (an older binary, measured for a
+# before/after comparison, runs every row on its cores).
+lbp_has_datapath() {
+    "$LBP" run --help 2>/dev/null | grep -q -- --datapath
 }
 
 # lbp_start [EXTRA ARGS...]: start `lbp run` in app on a0/a1 with one switching
@@ -386,6 +400,51 @@ lbp_pps() {
     LBP_PID=${PIDS[-1]}
     PIDS=()
     pps "$name" "$VIP" 9 "$@"
+    stop_pids "$LBP_PID"
+    LBP_PID=
+}
+
+# lbp_dropped: the frames lbp's filter has dropped so far, in XDP and on the
+# switching cores (from `lbp stats --json`).
+lbp_dropped() {
+    "$LBP" stats --json --control "$WORK/control.sock" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d.get("xdp", {}).get("dropped_packets", 0) + d["drops"]["filter"])' 2>/dev/null || echo 0
+}
+
+# lbp_drops NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]: traffic the policy's
+# filter drops (to the virtual IP, UDP port 7), sent for $T s; the rate of
+# frames dropped (lbp's counters, before and after), recorded in RATE[NAME].
+lbp_drops() {
+    local name=$1; shift
+    local lbp_args=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do lbp_args+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift
+    if ! lbp_run_available || [ "$HAVE_PY" != 1 ]; then
+        printf '%-34s not measured (no `%s run` or no python3)\n' "$name" "$LBP"
+        return 0
+    fi
+    lbp_start "${lbp_args[@]}" || { printf '%-34s failed to start\n' "$name"; return 0; }
+    LBP_PID=${PIDS[-1]}
+    PIDS=()
+    local before after
+    before=$(lbp_dropped)
+    # No counters at the back ends (nothing reaches them): measure's own
+    # arithmetic with none, then the rate from lbp's counters.
+    PACED=1 measure "$name (sent)" "$WORK/none-" 0 "$VIP" 7 "$@" >/dev/null
+    sleep 0.3
+    after=$(lbp_dropped)
+    local secs
+    secs=$(sed -n 's/^sent \([0-9]*\) frames.* in \([0-9.]*\) s.*/\2/p' "$WORK/send-$name (sent)")
+    RATE[$name]=$(awk -v a="$before" -v b="$after" -v t="${secs:-0}" 'BEGIN { if (t > 0) printf "%.0f", (b - a) / t; else print 0 }')
+    OFFER[$name]=${OFFER[$name (sent)]:-0}
+    local mark=""
+    if [ "$((RATE[$name] * 10))" -ge "$((OFFER[$name] * 9))" ]; then
+        BOUND[$name]=1
+        mark="  generator-bound"
+    fi
+    printf '%-34s offered %9s pps   dropped   %9s pps%s\n' "$name" "${OFFER[$name]}" "${RATE[$name]}" "$mark"
     stop_pids "$LBP_PID"
     LBP_PID=
 }
@@ -542,8 +601,20 @@ else
 fi
 stop_bg
 
-lbp_pps "lbp, one flow"
-lbp_pps "lbp, new flows" -- --flows
+# The switching cores decide every frame (--datapath cores), then the policy
+# runs in XDP first (--datapath xdp): what it drops never reaches a core.
+CORES=()
+lbp_has_datapath && CORES=(--datapath cores)
+lbp_pps "lbp, one flow" "${CORES[@]}"
+lbp_pps "lbp, new flows" "${CORES[@]}" -- --flows
+lbp_drops "lbp, filter drops" "${CORES[@]}"
+if lbp_has_datapath; then
+    lbp_pps "lbp xdp, one flow" --datapath xdp
+    lbp_pps "lbp xdp, new flows" --datapath xdp -- --flows
+    lbp_drops "lbp xdp, filter drops" --datapath xdp
+else
+    echo "lbp xdp:                           not available ($LBP has no --datapath)"
+fi
 # The bare forwarder swaps the MAC addresses and sends out of a1: a source MAC
 # of be1 makes the bridge deliver each frame to be1 alone.
 lbp_pps "lbp bare forwarder" --bare -- --src-mac "${BE_MAC[0]}"
@@ -587,6 +658,11 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
     fi
     echo "lbp new flows / nftables DNAT new flows:      $(rowratio "lbp, new flows" "nftables DNAT, new flows")   (target >= 1.5)"
     echo "lbp one flow / lbp bare forwarder:            $(rowratio "lbp, one flow" "lbp bare forwarder")   (target >= 0.8)"
+    echo "lbp xdp filter drops / XDP_DROP (gen. alone): $(rowratio "lbp xdp, filter drops" "generator alone (counted at a0)")   (target >= 0.8)"
+    echo "lbp xdp filter drops / lbp cores:             $(rowratio "lbp xdp, filter drops" "lbp, filter drops")"
+    echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
 else
     echo "lbp ratios:                                   not yet available"
 fi
