@@ -152,10 +152,15 @@ pub mod xdp {
 pub mod fast {
     /// The interface's XSK map (queue to AF_XDP socket), the runtime's own.
     pub const XSK: &str = "xsk";
-    /// OS interface index (u32) to the policy's interface index (u32); a frame
-    /// of an interface not in it goes to the switching cores. Filled by the
-    /// runtime.
+    /// OS interface index (u32) to the policy's interface index (u32), with
+    /// [`IFACE_TX`] or'ed in where the program may answer on the interface
+    /// itself; a frame of an interface not in it goes to the switching
+    /// cores. Filled by the runtime.
     pub const IFACES: &str = "ifaces";
+    /// In an [`IFACES`] value: the program may send a frame back out of the
+    /// interface it came in on (`XDP_TX`: a TCP reset). Without it such a
+    /// frame goes to the switching cores, which send it through their rings.
+    pub const IFACE_TX: u32 = 1 << 31;
     /// The addresses of NAT back ends (16 bytes, the `Fields` form) to 1:
     /// their traffic (return traffic, and SYNs that end an earlier
     /// connection) is the connection table's, so it goes to the cores. Filled
@@ -407,6 +412,18 @@ impl Asm {
     /// (16, 32 or 64); the bits above are zeroed.
     pub fn be(&mut self, dst: u8, bits: i32) {
         self.raw(op::ALU | op::END | op::X, dst, 0, 0, bits);
+    }
+
+    /// `sum` = the ones' complement of its 16-bit fold: the Internet checksum
+    /// of a sum of 16-bit words (at most 32 bits); `tmp` is clobbered.
+    pub fn csum_fold(&mut self, sum: u8, tmp: u8) {
+        for _ in 0..2 {
+            self.mov(tmp, sum);
+            self.alu_imm(op::RSH, tmp, 16);
+            self.alu_imm(op::AND, sum, 0xffff);
+            self.alu(op::ADD, sum, tmp);
+        }
+        self.alu_imm(op::XOR, sum, 0xffff);
     }
 
     /// `dst = *(size *)(src + off)` (`size` one of [`op::B`], `H`, `W`, `DW`).

@@ -3,9 +3,11 @@
 //! policy's test packet lines and on mutations of them it drops (`XDP_DROP`)
 //! exactly the frames the interpreter drops and that the switching cores do
 //! not have to see first (ARP, neighbour discovery, ICMP errors, traffic from
-//! or to a NAT back end); every other frame goes to the cores (the XSK
-//! redirect, `XDP_PASS` in a test run, where no socket is in the map). Its
-//! counters add up. Needs root (loading programs); skipped otherwise.
+//! or to a NAT back end), answers with `XDP_TX` exactly the segments the
+//! interpreter resets that the cores would answer, with the very frame the
+//! cores build (`wire::reset_in_place`); every other frame goes to the cores
+//! (the XSK redirect, `XDP_PASS` in a test run, where no socket is in the
+//! map). Its counters add up. Needs root (loading programs); skipped otherwise.
 
 mod policygen;
 
@@ -20,10 +22,12 @@ use lbp_compiler::ir::{Addr, Program};
 use lbp_lab::require_netns;
 use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
 use lbp_runtime::ring::fastpath::FastPath;
+use lbp_runtime::wire::reset_in_place;
 use policygen::{Rng, all_policies, load, seed_of};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
 /// The addresses of NAT services' back ends, as the runtime fills the map.
 fn nat_backends(prog: &Program) -> Vec<IpAddr> {
@@ -111,7 +115,7 @@ fn frames(name: &str, src: &str, prog: &Program, mutations: usize) -> Vec<(Vec<u
 #[test]
 fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
     require_netns!();
-    let (mut policies, mut frames_run, mut dropped_total) = (0, 0, 0u64);
+    let (mut policies, mut frames_run, mut dropped_total, mut reset_total) = (0, 0, 0u64, 0u64);
     for (name, src) in all_policies() {
         let (_, prog) = load(&name, &src);
         let p = bpf::compile(&prog, Mode::Fast).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -122,24 +126,39 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
             let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps)
                 .unwrap_or_else(|e| panic!("{name}: maps: {e}"));
             // A test run receives on the namespace's loopback (index 1).
-            fast.set_interfaces(&[(1, iface)]).unwrap();
+            fast.set_interfaces(&[(1, iface | slot::IFACE_TX)]).unwrap();
             fast.set_nat_backends(&nat).unwrap();
             let fd = fast
                 .load_for(&xsk)
                 .unwrap_or_else(|e| panic!("{name}: the fast path's program: {e}"));
             by_iface.push((fast, fd));
         }
-        let (mut seen, mut dropped) = (vec![0u64; by_iface.len()], vec![0u64; by_iface.len()]);
+        let n = by_iface.len();
+        let (mut seen, mut dropped, mut reset) = (vec![0u64; n], vec![0u64; n], vec![0u64; n]);
         for (frame, iface) in frames(&name, &src, &prog, 20) {
             let i = (iface as usize).min(by_iface.len() - 1);
             let (_, fd) = &by_iface[i];
             let f = lbp_abi::wire::extract(&frame, i as u32);
-            let want = if !for_the_cores(&f, &nat)
-                && interp::decide(&prog, &f).action == Action::Drop as u32
+            let action = interp::decide(&prog, &f).action;
+            let mut answer = frame.clone();
+            let (want, want_frame) = if for_the_cores(&f, &nat) {
+                (XDP_PASS, frame.clone())
+            } else if action == Action::Drop as u32 {
+                (XDP_DROP, frame.clone())
+            } else if action == Action::Reset as u32
+                && f.present & present::TCP != 0
+                && let Some(len) = reset_in_place(
+                    &mut answer,
+                    frame.len(),
+                    usize::from(f.l3_offset),
+                    usize::from(f.l4_offset),
+                )
             {
-                XDP_DROP
+                // The RST the cores would send.
+                answer.truncate(len);
+                (XDP_TX, answer)
             } else {
-                XDP_PASS
+                (XDP_PASS, frame.clone())
             };
             let run = xdp_test_run(fd.as_fd(), &frame)
                 .unwrap_or_else(|e| panic!("{name}: test run on {} bytes: {e}", frame.len()));
@@ -147,9 +166,13 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
                 run.action, want,
                 "{name}: frame {frame:02x?} on interface {i}: {f:?}"
             );
-            assert_eq!(run.frame, frame, "{name}: the program changes no byte");
+            assert_eq!(
+                run.frame, want_frame,
+                "{name}: the frame as the program left it (verdict {want}), from {frame:02x?}"
+            );
             seen[i] += 1;
             dropped[i] += u64::from(want == XDP_DROP);
+            reset[i] += u64::from(want == XDP_TX);
             frames_run += 1;
         }
         for (i, (fast, _)) in by_iface.iter().enumerate() {
@@ -166,20 +189,26 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
                 "{name}: drops counted"
             );
             assert_eq!(
+                at(slot::ACTIONS + Action::Reset as u32),
+                reset[i],
+                "{name}: resets counted"
+            );
+            assert_eq!(
                 at(slot::SEEN),
-                at(slot::TO_CORES) + dropped[i],
-                "{name}: every frame dropped or sent on"
+                at(slot::TO_CORES) + dropped[i] + reset[i],
+                "{name}: every frame dropped, answered or sent on"
             );
             let by_stage: u64 = (0..7).map(|s| at(slot::STAGES + s)).sum();
             assert_eq!(by_stage, dropped[i], "{name}: drops by stage");
             dropped_total += dropped[i];
+            reset_total += reset[i];
         }
         policies += 1;
     }
     eprintln!(
-        "fast path: {policies} policies, {frames_run} frames, {dropped_total} dropped in XDP"
+        "fast path: {policies} policies, {frames_run} frames, {dropped_total} dropped and {reset_total} answered with a reset in XDP"
     );
-    assert!(policies > 20 && frames_run > 1000 && dropped_total > 50);
+    assert!(policies > 20 && frames_run > 1000 && dropped_total > 50 && reset_total > 50);
 }
 
 /// A frame of an interface the program was not told about goes to the
@@ -203,4 +232,47 @@ fn frames_of_unknown_interfaces_go_to_the_cores() {
     assert_eq!(fast.counters().unwrap()[slot::SEEN as usize].packets, 0);
     fast.set_interfaces(&[(1, 0)]).unwrap();
     assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_DROP);
+}
+
+/// Without [`slot::IFACE_TX`] on the receiving interface, a segment the
+/// policy resets goes to the cores (which send the RST through their rings),
+/// untouched; with it, it is answered in XDP.
+#[test]
+fn resets_are_answered_in_xdp_only_where_the_interface_allows() {
+    require_netns!();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
+        .unwrap();
+    let (_, prog) = load("web.lbp", &src);
+    let p = bpf::compile(&prog, Mode::Fast).unwrap();
+    // A SYN to the virtual IP's port 25: no service, so reset.
+    let mut spec = lbp_compiler::packet::PacketSpec::new(
+        lbp_compiler::packet::Proto::Tcp,
+        "198.18.1.5".parse().unwrap(),
+        "198.18.0.10".parse().unwrap(),
+    );
+    spec.dport = 25;
+    spec.tcp_flags = lbp_abi::tcp_flag::SYN;
+    let frame = lbp_compiler::packet::build(&spec);
+    let f = lbp_abi::wire::extract(&frame, 0);
+    assert_eq!(interp::decide(&prog, &f).action, Action::Reset as u32);
+    for (flag, want) in [(0, XDP_PASS), (slot::IFACE_TX, XDP_TX)] {
+        let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
+        fast.set_interfaces(&[(1, flag)]).unwrap();
+        let xsk = XskMap::new(1).unwrap();
+        let fd = fast.load_for(&xsk).unwrap();
+        let run = xdp_test_run(fd.as_fd(), &frame).unwrap();
+        assert_eq!(run.action, want, "flag {flag:#x}");
+        let c = fast.counters().unwrap();
+        let at = |s: u32| c[s as usize].packets;
+        assert_eq!(
+            at(slot::ACTIONS + Action::Reset as u32),
+            u64::from(want == XDP_TX)
+        );
+        assert_eq!(at(slot::TO_CORES), u64::from(want == XDP_PASS));
+        if want == XDP_PASS {
+            assert_eq!(run.frame, frame, "untouched for the cores");
+        } else {
+            assert_eq!(run.frame.len(), 54, "a bare RST: {:02x?}", run.frame);
+        }
+    }
 }

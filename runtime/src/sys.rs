@@ -1,7 +1,7 @@
 //! The few operating-system calls the `lbp` command needs beyond the standard
 //! library, as safe functions: signal dispositions, CPU affinity, the effective
-//! user, a thread's CPU time, the terminal's width, a signal to a child, and a
-//! TCP connection from a chosen local address. The binary itself has no
+//! user, a thread's CPU time, the terminal's width, a signal to a child, a
+//! TCP connection from a chosen local address, and an interface's driver. The binary itself has no
 //! `unsafe` (`#![forbid(unsafe_code)]` in `src/lib.rs`); this is where its
 //! system calls live, each with its `// SAFETY:` comment.
 
@@ -187,10 +187,73 @@ pub fn tcp_connect_from(
     Ok(s)
 }
 
+/// `struct ethtool_drvinfo` (`linux/ethtool.h`).
+#[repr(C)]
+struct DrvInfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// The name of the driver of interface `ifname` (as `ethtool -i` shows it:
+/// `veth`, `ixgbe`, ...), in this thread's network namespace.
+pub fn driver(ifname: &str) -> io::Result<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x03;
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an interface name",
+        ));
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: DrvInfo is plain integers and byte arrays; all-zero is valid.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    // SAFETY: ifreq is plain data (a name and a union of plain fields and
+    // pointers); all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, &c) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = c as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: `ifr` names the interface (NUL-terminated: zeroed, and the name
+    // is shorter than IFNAMSIZ) and points at `info`, a `struct
+    // ethtool_drvinfo` that lives across the call; the kernel writes only that
+    // struct for this command.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn a_missing_interface_has_no_driver() {
+        assert!(driver("lbp-nosuch9").is_err());
+        assert!(driver("").is_err());
+        assert!(driver("a-name-far-too-long-for-linux").is_err());
+    }
 
     #[test]
     fn the_calling_thread_can_be_pinned_to_a_cpu_it_may_use() {

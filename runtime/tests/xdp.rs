@@ -598,6 +598,8 @@ fn a_fast_path_program_decides_in_the_kernel_and_swaps_hitlessly() {
     std::thread::scope(|s| {
         let app = s.spawn(move || {
             t.app.enter();
+            // (What `lbp run --xdp-tx auto` asks of an interface.)
+            assert_eq!(lbp_runtime::sys::driver("lbp0").expect("ethtool"), "veth");
             let mut frames = Frames::new(2048).unwrap();
             let (mut redirect, mut port) = open_port(&mut frames);
             let fast = FastPath::new("lbp_test_fast", prog.clone(), maps).expect("maps");

@@ -28,11 +28,15 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
+use lbp_abi::bpf::{Asm, xdp};
 use lbp_lab::testing::Daemon;
 use lbp_lab::testing::frame::mac_str;
 use lbp_lab::testing::probe::Servers;
 pub use lbp_lab::testing::probe::{FrameSender, curl, http_get, ping, ttl_exceeded, udp_ask};
 pub use lbp_lab::testing::{Netns, nft, unavailable, veth};
+use lbp_runtime::ring::bpf::{Attachment, Loaded};
 
 /// The appliance's interface MACs and the client's (fixed, so raw frames can be
 /// addressed without asking anyone).
@@ -87,11 +91,38 @@ pub enum Forwarder {
 /// The whole network. Servers are stopped before the namespaces go.
 #[derive(Debug)]
 pub struct Topology {
+    _client_xdp: PassAll,
     _servers: Servers,
     pub client: Netns,
     pub app: Netns,
     _switch: Netns,
     pub backends: Vec<Netns>,
+}
+
+/// An XDP program that passes every frame, attached to an interface (the
+/// link and the program live as long as this).
+#[derive(Debug)]
+struct PassAll {
+    _link: Attachment,
+    _prog: Loaded,
+}
+
+/// [`PassAll`] on `ifname` in `ns`: a veth takes the frames its peer's XDP
+/// program sends back (XDP_TX, `lbp run --xdp-tx on`) only when it runs an
+/// XDP program itself.
+fn pass_all(ns: &Netns, ifname: &str) -> PassAll {
+    ns.within(|| {
+        let mut a = Asm::new();
+        a.ret(xdp::PASS);
+        let prog = Loaded::xdp("lbp_e2e_pass", &a.finish().expect("assembles"), &[])
+            .expect("an XDP_PASS program loads");
+        let ix = lbp_runtime::ring::bpf::ifindex(ifname).expect("the client's veth");
+        let link = Attachment::attach_fd(ix, prog.prog.as_fd()).expect("attached");
+        PassAll {
+            _link: link,
+            _prog: prog,
+        }
+    })
 }
 
 impl Topology {
@@ -111,6 +142,7 @@ impl Topology {
         }
         client.add_default_route("198.18.0.1").unwrap();
         client.add_default_route("2001:db8::1").unwrap();
+        let client_xdp = pass_all(&client, "eth0");
 
         // Server side: the appliance and the back ends on one bridge.
         switch.add_bridge("br0").unwrap();
@@ -169,6 +201,7 @@ impl Topology {
             .collect();
         let servers = Servers::start(&named);
         Topology {
+            _client_xdp: client_xdp,
             _servers: servers,
             client,
             app,

@@ -179,13 +179,7 @@ impl Gen {
             self.alu(op::ADD, R0, R1);
             self.alu(op::ADD, R0, new);
         }
-        for _ in 0..2 {
-            self.mov(R1, R0);
-            self.alu_imm(op::RSH, R1, 16);
-            self.alu_imm(op::AND, R0, 0xffff);
-            self.alu(op::ADD, R0, R1);
-        }
-        self.alu_imm(op::XOR, R0, 0xffff);
+        self.csum_fold(R0, R1);
         if l4 {
             let nonzero = self.label();
             self.jmp_imm(op::JNE, R0, 0, nonzero);

@@ -13,8 +13,12 @@
 //!   return traffic, and a SYN that ends an earlier connection of the same
 //!   tuple: the connection table's business; [`fast::NAT_BACKENDS`]);
 //! - after it, the action: a `drop` is counted and dropped here
-//!   (`XDP_DROP`); everything else goes to the switching cores through the
-//!   interface's XSK map, as the redirect program sends it.
+//!   (`XDP_DROP`); a `reset` (a filter rule's, or a virtual IP's port
+//!   without a service) is answered here with the RST the cores would send
+//!   (`reset.rs`, `XDP_TX` on the receiving interface, where the runtime
+//!   allows it: [`fast::IFACE_TX`]); everything else goes
+//!   to the switching cores through the interface's XSK map, as the redirect
+//!   program sends it.
 //!
 //! Counters are per CPU ([`fast::COUNTERS`], the layout of
 //! `lbp_abi::bpf::fast`): frames seen, sent to the cores, decided here by
@@ -32,6 +36,8 @@ use crate::ir::Program;
 const CTX_OFF: i16 = -136;
 /// A map key (u32).
 const KEY_OFF: i16 = -140;
+/// The receiving interface's [`fast::IFACE_TX`] bit (a u32).
+const TX_OFF: i16 = -144;
 
 /// The numbers of the fast path's own maps in the program's map list.
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +105,10 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
     lookup(a, m.ifaces, KEY_OFF);
     a.jmp_imm(op::JEQ, R0, 0, cores);
     a.ldx(op::W, R2, R0, 0);
+    a.mov(R3, R2);
+    a.alu32_imm(op::AND, R3, fast::IFACE_TX as i32);
+    a.stx(op::W, FP, TX_OFF, R3);
+    a.alu32_imm(op::AND, R2, !fast::IFACE_TX as i32);
     a.stx(op::W, FP, field(offset_of!(Fields, in_iface)), R2);
     count(a, m, Slot::Fixed(fast::SEEN));
 
@@ -141,17 +151,52 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
     a.bind(policy);
 }
 
-/// After the decision: a drop is counted and dropped; anything else, and
+/// After the decision: a drop is counted and dropped; a reset the cores
+/// would send is built here and sent back (`XDP_TX`); anything else, and
 /// whatever jumped to `cores`, goes to the switching cores.
 pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
+    let not_drop = a.label();
     a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
-    a.jmp_imm(op::JNE, R2, Action::Drop as i32, cores);
+    a.jmp_imm(op::JNE, R2, Action::Drop as i32, not_drop);
     count(a, m, Slot::Fixed(fast::ACTIONS + Action::Drop as u32));
     count(
         a,
         m,
         Slot::Plus(fast::STAGES, decision(offset_of!(Decision, stage))),
     );
+    count_rule(a, m);
+    a.ret(xdp::DROP);
+
+    a.bind(not_drop);
+    a.jmp_imm(op::JNE, R2, Action::Reset as i32, cores);
+    a.ldx(op::W, R2, FP, TX_OFF);
+    a.jmp_imm(op::JEQ, R2, 0, cores);
+    super::reset::emit(a, CTX_OFF, cores);
+    count(a, m, Slot::Fixed(fast::ACTIONS + Action::Reset as u32));
+    count_rule(a, m);
+    // The frame cut to the reset's length (it only shrinks).
+    a.ldx(op::DW, R1, FP, CTX_OFF);
+    a.ldx(op::W, R2, FP, super::reset::NEW_LEN_OFF);
+    a.ldx(op::W, R3, FP, field(offset_of!(Fields, pkt_len)));
+    a.alu(op::SUB, R2, R3);
+    a.call(helper::XDP_ADJUST_TAIL);
+    let cut = a.label();
+    a.jmp_imm(op::JEQ, R0, 0, cut);
+    a.ret(xdp::DROP);
+    a.bind(cut);
+    a.ret(xdp::TX);
+    a.bind(cores);
+    count(a, m, Slot::Fixed(fast::TO_CORES));
+    a.ldx(op::DW, R1, FP, CTX_OFF);
+    a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
+    a.ld_map(R1, m.xsk);
+    a.mov_imm(R3, xdp::PASS);
+    a.call(helper::REDIRECT_MAP);
+    a.exit();
+}
+
+/// The deciding rule's counter, if a rule decided.
+fn count_rule(a: &mut Asm, m: Maps) {
     let no_rule = a.label();
     a.ldx(op::W, R2, FP, decision(offset_of!(Decision, rule)));
     a.jmp32_imm(op::JEQ, R2, lbp_abi::NO_RULE as i32, no_rule);
@@ -161,15 +206,6 @@ pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
         Slot::Plus(fast::RULES, decision(offset_of!(Decision, rule))),
     );
     a.bind(no_rule);
-    a.ret(xdp::DROP);
-    a.bind(cores);
-    count(a, m, Slot::Fixed(fast::TO_CORES));
-    a.ldx(op::DW, R1, FP, CTX_OFF);
-    a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
-    a.ld_map(R1, m.xsk);
-    a.mov_imm(R3, xdp::PASS);
-    a.call(helper::REDIRECT_MAP);
-    a.exit();
 }
 
 /// `R0` = the value of the key at `FP + key` in map `map`, or 0.

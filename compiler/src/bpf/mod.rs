@@ -47,6 +47,7 @@ mod emit;
 pub mod extract;
 mod fast;
 mod filter;
+mod reset;
 mod tail;
 
 /// The most filter rules compiled (each is inline code).

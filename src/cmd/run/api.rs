@@ -384,6 +384,7 @@ pub fn stats_data(src: &Sources) -> Value {
             "to_cores_packets": fast(slot::TO_CORES as usize).packets,
             "dropped_packets": fast((slot::ACTIONS + Action::Drop as u32) as usize).packets,
             "dropped_bytes": fast((slot::ACTIONS + Action::Drop as u32) as usize).bytes,
+            "reset_packets": fast((slot::ACTIONS + Action::Reset as u32) as usize).packets,
         },
         "drops": drop_map,
         "services": services,
@@ -443,7 +444,7 @@ fn stats(src: &Sources) -> (String, Value) {
     let x = &d["xdp"];
     if u(x, "seen_packets") > 0 || x["on"].as_bool() == Some(true) {
         t.push_str(&format!(
-            "xdp fast path: {}  seen {}  to the cores {}  dropped {} ({} bytes)\n",
+            "xdp fast path: {}  seen {}  to the cores {}  dropped {} ({} bytes)  reset {}\n",
             if x["on"].as_bool() == Some(true) {
                 "on"
             } else {
@@ -453,6 +454,7 @@ fn stats(src: &Sources) -> (String, Value) {
             u(x, "to_cores_packets"),
             u(x, "dropped_packets"),
             u(x, "dropped_bytes"),
+            u(x, "reset_packets"),
         ));
     }
     for s in d["services"].as_array().into_iter().flatten() {
@@ -861,8 +863,8 @@ pub fn metrics(src: &Sources) -> String {
     family(
         "lbp_xdp_packets_total",
         "counter",
-        "Frames the XDP fast path saw, sent to the switching cores, and dropped itself.",
-        ["seen", "to_cores", "dropped"]
+        "Frames the XDP fast path saw, sent to the switching cores, dropped itself, and answered with a TCP reset.",
+        ["seen", "to_cores", "dropped", "reset"]
             .iter()
             .map(|k| (format!("what=\"{k}\""), u(x, &format!("{k}_packets"))))
             .collect(),

@@ -234,7 +234,7 @@ impl Controller {
             agents: None,
             reloads: 0,
             tap: None,
-            fast: Fast::new(Vec::new(), &[]),
+            fast: Fast::new(Vec::new(), &[], &[]),
             view: Arc::new(Mutex::new(View::default())),
         };
         c.start_checks()?;

@@ -31,6 +31,17 @@ pub enum Datapath {
     Cores,
 }
 
+/// `--xdp-tx`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpTx {
+    /// On every interface whose driver is not veth.
+    Auto,
+    /// On every interface.
+    On,
+    /// On none: the switching cores send every answer.
+    Off,
+}
+
 /// The fast path's program for `prog` as `d` asks, and a warning when `auto`
 /// leaves it off. `Err` only for `xdp` with a policy beyond the limits.
 pub fn compile(
@@ -59,7 +70,8 @@ pub fn compile(
 pub struct Fast {
     /// Per policy interface: its redirect (None for io_uring).
     redirects: Vec<Option<XdpRedirect>>,
-    /// (OS interface index, policy interface index) of each XDP interface.
+    /// (OS interface index, policy interface index with
+    /// [`slot::IFACE_TX`] where allowed) of each XDP interface.
     ifaces: Vec<(u32, u32)>,
     current: Option<FastPath>,
     /// The counters of the generations replaced, summed (fixed slots only:
@@ -68,13 +80,22 @@ pub struct Fast {
 }
 
 impl Fast {
-    pub fn new(redirects: Vec<Option<XdpRedirect>>, ifindexes: &[u32]) -> Fast {
+    /// `tx[i]`: whether the program may answer out of policy interface `i`
+    /// itself.
+    pub fn new(redirects: Vec<Option<XdpRedirect>>, ifindexes: &[u32], tx: &[bool]) -> Fast {
         let ifaces = redirects
             .iter()
             .zip(ifindexes)
             .enumerate()
             .filter(|(_, (r, _))| r.is_some())
-            .map(|(i, (_, &ix))| (ix, i as u32))
+            .map(|(i, (_, &ix))| {
+                let flag = if tx.get(i) == Some(&true) {
+                    slot::IFACE_TX
+                } else {
+                    0
+                };
+                (ix, i as u32 | flag)
+            })
             .collect();
         Fast {
             redirects,

@@ -40,7 +40,7 @@ mod fast;
 mod host;
 use api::Sources;
 use control::{Controller, JitPolicy};
-use fast::{Datapath, Fast};
+use fast::{Datapath, Fast, XdpTx};
 use host::{STOP, hint, install_signal_handlers, make_tap, os_mac, parse_cpus, rx_queues};
 
 /// Arguments of `lbp run`.
@@ -78,6 +78,14 @@ pub struct RunArgs {
     /// decide everything (`cores`).
     #[arg(long, value_enum, default_value = "auto")]
     datapath: Datapath,
+    /// Whether the XDP fast path may answer out of the receiving interface
+    /// itself (XDP_TX: the TCP resets it decides), or leaves those frames to
+    /// the switching cores. `auto`: on every interface but a veth, whose
+    /// peer takes XDP_TX frames only while it runs an XDP program of its own
+    /// (otherwise they are counted as sent and lost), which lbp cannot see
+    /// from its side.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_tx: XdpTx,
     /// Name of the TAP interface that carries the appliance's own addresses.
     #[arg(long, default_value = "lbp0", value_name = "NAME")]
     tap: String,
@@ -273,7 +281,15 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         .iter()
         .map(|n| lbp_runtime::ring::bpf::ifindex(n).unwrap_or(0))
         .collect();
-    let mut fast = Fast::new(bound.redirects, &ifindexes);
+    let tx: Vec<bool> = os_names
+        .iter()
+        .map(|n| match args.xdp_tx {
+            XdpTx::On => true,
+            XdpTx::Off => false,
+            XdpTx::Auto => lbp_runtime::sys::driver(n).is_ok_and(|d| d != "veth"),
+        })
+        .collect();
+    let mut fast = Fast::new(bound.redirects, &ifindexes, &tx);
     // `auto` on io_uring rings alone has nothing to say: the fast path needs
     // an AF_XDP interface.
     if datapath == Datapath::Xdp || (datapath == Datapath::Auto && fast.has_xdp()) {
