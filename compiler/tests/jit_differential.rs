@@ -141,6 +141,106 @@ proptest! {
     }
 }
 
+/// Large groups of the shapes a growing filter has (a blocklist first, exact
+/// keys, a range primary with a negated atom, ranges of a one-byte field indexed
+/// by a table of its values, ranges up to the field's maximum, and guards):
+/// every TTL, ICMP type and a sweep of ports around each bound decide as the
+/// interpreter does, merged at the default threshold and at 1.
+#[test]
+fn large_groups_agree_on_every_small_value() {
+    let mut src = String::from(
+        "interface client { address 198.18.0.1/24, 2001:db8:1::1/64 }\ninterface servers { address 198.18.2.1/24 }\nset blocked = {\n",
+    );
+    for i in 0..40 {
+        src += &format!("    198.18.{}.{}/32,\n", i / 8, 3 * i);
+    }
+    src += "}\nfilter {\n    ip.src in blocked => drop\n";
+    for i in 0..400u32 {
+        let (a, b) = ((i >> 4) & 7, i & 15);
+        src += &match i % 8 {
+            0 => format!(
+                "    ip.src in 198.19.{a}.{b}/32 && tcp.dport == {} => drop\n",
+                1 + i % 50
+            ),
+            1 => format!(
+                "    ip.dst == 198.18.{a}.{b} && tcp.dport in {{ 22, 8022, {} }} => reset\n",
+                1024 + i % 60
+            ),
+            2 => format!(
+                "    udp.dport in {}..{} && !(ip.src in 198.18.{a}.0/24) => drop\n",
+                5000 + i % 7,
+                5100 + i % 11
+            ),
+            3 => format!(
+                "    in.iface == client && icmp.type == {} && ip.ttl < {} => local\n",
+                8 * (i % 2),
+                1 + (i * 7) % 255
+            ),
+            4 => format!(
+                "    icmp.type == {} && ip.ttl >= {} => drop\n",
+                i % 4,
+                200 + i % 50
+            ),
+            5 => format!(
+                "    ip.proto == 17 && ip.ttl in {}..{} => reset\n",
+                (i * 3) % 200,
+                (i * 3) % 200 + 20
+            ),
+            6 => format!(
+                "    tcp.dport in {}..{} && ip.ttl > {} => local\n",
+                100 * (i % 9),
+                100 * (i % 9) + 40,
+                i % 130
+            ),
+            _ => format!(
+                "    ip.dst in 2001:db8:{a}::/48 && tcp.dport >= {} => drop\n",
+                60000 + i % 7
+            ),
+        };
+    }
+    src += "}\nroute 198.18.2.0/24 dev servers\nroute 0.0.0.0/0 via 198.18.0.254 dev client\n";
+    let (_, prog) = load("large groups", &src);
+    let jits = [
+        jit::compile(&prog).expect("compiles"),
+        jit::compile_with(&prog, 1).expect("compiles merged"),
+    ];
+    let pool = Pool::of(&prog);
+    let mut r = Rng::new(seed_of("large groups"));
+    let ports: Vec<u16> = [
+        0u16, 1, 21, 22, 23, 80, 1024, 5000, 5100, 8022, 60000, 65535,
+    ]
+    .into_iter()
+    .chain((0..9).flat_map(|k| [100 * k, 100 * k + 40, 100 * k + 41]))
+    .chain((5000..5020).chain(5095..5115))
+    .chain((1..=60).map(|k| 1023 + k))
+    .collect();
+    let mut decided = std::collections::HashSet::new();
+    for i in 0..1000 {
+        let mut f = pool.fields(&mut r);
+        for ttl in 0..=255u8 {
+            f.ip_ttl = ttl;
+            f.icmp_type = ttl % 10;
+            f.dport = ports[(i + usize::from(ttl)) % ports.len()];
+            let want = interp::decide(&prog, &f);
+            decided.insert(want.rule);
+            for (j, jit) in jits.iter().enumerate() {
+                assert_eq!(jit.decide(&f), want, "back end {j}, packet {i}: {f:?}");
+            }
+        }
+    }
+    // The sweep reaches many rules, of every kind.
+    let kinds: std::collections::BTreeSet<u32> = decided
+        .iter()
+        .filter(|&&r| (1..=400).contains(&r))
+        .map(|r| (r - 1) % 8)
+        .collect();
+    assert!(
+        decided.len() > 60 && kinds.len() == 8,
+        "{} rules decided, of the kinds {kinds:?}",
+        decided.len()
+    );
+}
+
 /// Every field of the language's one table lowers, compiles, and decides alike
 /// on both back ends: a policy with one rule per field, on random packets
 /// made from its own values.

@@ -9,31 +9,37 @@ use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlagsData, Value, t
 use lbp_abi::{Action as A, NO_RULE, stage};
 
 impl<'a> Translator<'a> {
-    /// The merged groups, in order: for each, its needs and (for a group with
-    /// exact fields) the key's hash and filter bit inline, exactly as
-    /// `classify::Group::admit` computes them, and the helper only for packets
-    /// the filter admits. Returns the lowest merged rule that holds, or
+    /// The merged groups, in order: for each, its needs, guards and (for a
+    /// group with exact fields) the key's hash and filter bits inline, exactly
+    /// as `classify::Group::admit` computes them, and the helper only for
+    /// packets the filter admits. Returns the lowest merged rule that holds, or
     /// `NO_RULE`.
     pub(super) fn translate_groups(&mut self) -> Value {
         use crate::classify::{
-            AtomField, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED,
+            FILTER_BIT2_SHIFT, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED,
+            wide,
         };
         let tables: &'a Tables = self.tables;
         let mut best = self.konst(types::I32, u64::from(NO_RULE));
         for (gi, g) in tables.classifier.groups.iter().enumerate() {
-            let (exact, needs, filter) = g.plan();
+            let plan = g.plan();
             let mut ok = Truth::Known(true);
-            for &n in needs {
+            for &n in plan.needs {
                 let h = self.need_t(n);
                 ok = self.t_and(ok, h);
             }
-            if exact.iter().any(|(f, _)| matches!(f, AtomField::Addr(_))) {
+            if plan.ip {
                 let fam = self.is_ip();
                 ok = self.t_and(ok, fam);
             }
             if let Truth::Known(false) = ok {
                 // No packet of this family can match the group.
                 continue;
+            }
+            for guard in plan.guards {
+                let x = self.int_field(guard.field);
+                let r = self.any_range(types::I64, x, guard.ranges.iter().copied());
+                ok = self.t_and(ok, Truth::Test(r));
             }
             let probe = self.b.create_block();
             let next = self.b.create_block();
@@ -50,7 +56,8 @@ impl<'a> Translator<'a> {
             }
             self.b.switch_to_block(probe);
             let gidx = self.konst(types::I32, gi as u64);
-            if exact.is_empty() || filter.is_empty() {
+            let filter = plan.filter;
+            if plan.exact.is_empty() || filter.is_empty() {
                 let zero = self.b.ins().iconst(types::I64, 0);
                 let r = self.call(Helper::Group, &[self.fields, gidx, zero, best]);
                 self.b.ins().jump(next, &[BlockArg::Value(r)]);
@@ -61,17 +68,19 @@ impl<'a> Translator<'a> {
                     t.b.ins().imul_imm_s(x, HASH_MUL as i64)
                 };
                 let mut h = self.b.ins().iconst(types::I64, HASH_SEED as i64);
-                for &(field, _) in exact {
+                for &(field, _) in plan.exact {
                     let (lo, hi) = self.atom_words(field);
                     h = mix(self, h, lo);
-                    h = mix(self, h, hi);
+                    if wide(field) {
+                        h = mix(self, h, hi);
+                    }
                 }
                 let s = self.b.ins().ushr_imm_u(h, 32);
                 let x = self.b.ins().bxor(h, s);
                 let x = self.b.ins().imul_imm_s(x, HASH_FINISH_MUL as i64);
                 let s = self.b.ins().ushr_imm_u(x, 32);
                 let h = self.b.ins().bxor(x, s);
-                // The filter's word and bit.
+                // The filter's word and bits.
                 let idx = self.b.ins().ushr_imm_u(h, i64::from(FILTER_WORD_SHIFT));
                 let idx = self
                     .b
@@ -89,8 +98,13 @@ impl<'a> Translator<'a> {
                     .with_readonly()
                     .with_aligned();
                 let word = self.b.ins().load(types::I64, flags, addr, 0);
-                let bit = self.b.ins().ushr(word, h);
-                let bit = self.b.ins().band_imm_u(bit, 1);
+                // Both bits: `word >> h` and `word >> (h >> 6)` (shift amounts
+                // are taken mod 64), each bit 0.
+                let b1 = self.b.ins().ushr(word, h);
+                let h2 = self.b.ins().ushr_imm_u(h, i64::from(FILTER_BIT2_SHIFT));
+                let b2 = self.b.ins().ushr(word, h2);
+                let both = self.b.ins().band(b1, b2);
+                let bit = self.b.ins().band_imm_u(both, 1);
                 let call = self.b.create_block();
                 self.b
                     .ins()

@@ -297,14 +297,31 @@ impl<'a> Translator<'a> {
             let one = self.b.ins().iconst(types::I32, 1);
             self.b.ins().jump(after, &[BlockArg::Value(one)]);
         } else {
-            // The merged rules' answer first; then the inline rules in order,
-            // each tested only while its index is below that answer.
+            // The inline rules before every merged rule first (a rule that
+            // holds there decides without a lookup); then the merged rules'
+            // answer; then the other inline rules in order, each tested only
+            // while its index is below that answer.
+            let first_merged = cls.first_merged();
+            let split = cls.inline.partition_point(|&i| i < first_merged);
+            let (before, after_groups) = cls.inline.split_at(split);
+            for &i in before {
+                let Some(rule) = self.prog.rules.get(i as usize) else {
+                    return Err(CompileError::new(code::INTERNAL, format!("no rule {i}")));
+                };
+                self.b.switch_to_block(cur);
+                let hit = self.b.create_block();
+                let next = self.b.create_block();
+                self.translate_cond(&rule.cond, hit, next, 0)?;
+                self.b.switch_to_block(hit);
+                self.translate_action(i, rule.action, after);
+                cur = next;
+            }
             self.b.switch_to_block(cur);
             let best = self.translate_groups();
             let merged = self.b.create_block();
             cur = self.b.create_block();
             self.b.ins().jump(cur, &[]);
-            for &i in &cls.inline {
+            for &i in after_groups {
                 let Some(rule) = self.prog.rules.get(i as usize) else {
                     return Err(CompileError::new(code::INTERNAL, format!("no rule {i}")));
                 };
