@@ -202,6 +202,29 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// The rule code of rule `rule` (an index a group returned), loaded from
+    /// the rule codes as `lbp_jit_rule_code` reads it.
+    fn rule_code(&mut self, rule: Value) -> Value {
+        let codes: &'a [u32] = &self.tables.rule_codes;
+        if codes.is_empty() {
+            return self.call(Helper::RuleCode, &[rule]);
+        }
+        // The generated code reads the codes at a constant address: a Vec in
+        // the boxed `Tables`, never changed after compilation and freed only
+        // with the code; the index is held below its length.
+        let last = self.konst(types::I32, codes.len() as u64 - 1);
+        let i = self.b.ins().umin(rule, last);
+        let i = self.b.ins().uextend(types::I64, i);
+        let off = self.b.ins().ishl_imm_u(i, 2);
+        let base = self.b.ins().iconst(types::I64, codes.as_ptr() as i64);
+        let addr = self.b.ins().iadd(base, off);
+        let flags = MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_aligned();
+        self.b.ins().load(types::I32, flags, addr, 0)
+    }
+
     /// After a merged rule decided (`best`, or `NO_RULE` when none did): its
     /// action, read from the rule codes.
     pub(super) fn translate_merged(&mut self, best: Value, after: Block) {
@@ -216,7 +239,7 @@ impl<'a> Translator<'a> {
             .ins()
             .brif(none, after, &[BlockArg::Value(one)], decided, &[]);
         self.b.switch_to_block(decided);
-        let code = self.call(Helper::RuleCode, &[best]);
+        let code = self.rule_code(best);
         let kind = self.b.ins().band_imm_u(code, 7);
         let is_pass = self
             .b
