@@ -194,7 +194,7 @@ impl Group {
         }
         let mut h = HASH_SEED;
         for &(field, _) in &self.exact {
-            h = hash_val(h, field, value(f, field)?);
+            h = hash_val(h, value(f, field)?);
         }
         let h = hash_finish(h);
         self.map.may_hold(h).then_some(h)
@@ -419,14 +419,13 @@ pub(super) fn build_group(shape: &Shape, rules: Vec<(u32, Atoms)>) -> Group {
             }
         }
     }
-    let fields: Vec<AtomField> = shape.exact.iter().map(|&(f, _)| f).collect();
     Group {
         needs,
         ip,
         guards,
         exact: shape.exact.clone(),
         primary: primary.and_then(|p| shape.range.get(p).map(|&(f, need, _)| (p, f, need))),
-        map: KeyTable::build(map, &fields),
+        map: KeyTable::build(map, shape.exact.len()),
         buckets,
         cands,
         atoms: atoms_store,

@@ -1,7 +1,7 @@
 //! The exact keys of a merged group: the key hash (which the JIT computes
 //! inline too), the bit filter it tests, and the table from key to bucket.
 
-use super::{AtomField, KEY_FIELDS, Val};
+use super::{KEY_FIELDS, Val};
 use std::hash::Hasher;
 
 /// A hasher for keys of a few words (a multiply-rotate mix; keys come from packets,
@@ -49,28 +49,22 @@ pub(crate) const HASH_FINISH_MUL: u64 = 0xd6e8_feb8_6659_fd93;
 pub(crate) const FILTER_WORD_SHIFT: u32 = 12;
 pub(crate) const FILTER_BIT2_SHIFT: u32 = 6;
 
-/// Whether a field's values need the second word of the hash: only addresses
-/// (IPv6 ones, and the family tag) do; every other field's value is below 2^64
-/// with tag 0, and is mixed as one word.
-#[inline(always)]
-pub(crate) fn wide(field: AtomField) -> bool {
-    matches!(field, AtomField::Addr(_))
-}
-
 #[inline(always)]
 fn mix(h: u64, w: u64) -> u64 {
     (h.rotate_left(HASH_ROT) ^ w).wrapping_mul(HASH_MUL)
 }
 
-/// Mix one value of `field` into a key hash: the low word, and for a
-/// [`wide`] field the high word with the tag in its top byte.
+/// Mix one value into a key hash: an IPv6 address as its low word then its
+/// high word with the tag in the top byte; any other value (below 2^64: an
+/// integer, a MAC, an IPv4 address) as one word, with its tag (4 for an IPv4
+/// address, else 0) in the top byte.
 #[inline(always)]
-pub(super) fn hash_val(h: u64, field: AtomField, (tag, v): Val) -> u64 {
-    let h = mix(h, v as u64);
-    if wide(field) {
-        mix(h, ((v >> 64) as u64) ^ u64::from(tag) << 56)
+pub(super) fn hash_val(h: u64, (tag, v): Val) -> u64 {
+    let top = u64::from(tag) << 56;
+    if tag == 6 {
+        mix(mix(h, v as u64), ((v >> 64) as u64) ^ top)
     } else {
-        h
+        mix(h, (v as u64) ^ top)
     }
 }
 
@@ -82,12 +76,9 @@ pub(super) fn hash_finish(h: u64) -> u64 {
     h ^ (h >> 32)
 }
 
-/// The hash of a key of the fields `fields`.
-fn key_hash(key: &Key, fields: &[AtomField]) -> u64 {
-    let h = key
-        .iter()
-        .zip(fields)
-        .fold(HASH_SEED, |h, (&v, &field)| hash_val(h, field, v));
+/// The hash of a key's first `k` values.
+fn key_hash(key: &Key, k: usize) -> u64 {
+    let h = key.iter().take(k).fold(HASH_SEED, |h, &v| hash_val(h, v));
     hash_finish(h)
 }
 
@@ -129,7 +120,7 @@ pub(super) struct KeyTable {
 }
 
 impl KeyTable {
-    pub(super) fn build(keys: Vec<(Key, u32)>, fields: &[AtomField]) -> KeyTable {
+    pub(super) fn build(keys: Vec<(Key, u32)>, k: usize) -> KeyTable {
         let n = keys.len().max(1);
         let bits = (n * FILTER_BITS_PER_KEY).next_power_of_two().max(64);
         let mut filter = vec![0u64; bits / 64];
@@ -137,7 +128,7 @@ impl KeyTable {
         let mut tags = vec![0u64; cap];
         let mut slots = vec![0u32; cap];
         for (e, (key, _)) in keys.iter().enumerate() {
-            let h = key_hash(key, fields);
+            let h = key_hash(key, k);
             let (word, mask) = filter_pos(h, filter.len());
             filter[word] |= mask;
             let mut i = h as usize & (cap - 1);
@@ -152,7 +143,7 @@ impl KeyTable {
             tags,
             slots,
             entries: keys,
-            k: fields.len(),
+            k,
         }
     }
 

@@ -38,7 +38,7 @@ mod keys;
 pub use group::Group;
 pub use keys::WordHasher;
 pub(crate) use keys::{
-    FILTER_BIT2_SHIFT, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED, wide,
+    FILTER_BIT2_SHIFT, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED,
 };
 
 use crate::interp;

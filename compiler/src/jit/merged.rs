@@ -15,10 +15,7 @@ impl<'a> Translator<'a> {
     /// packets the filter admits. Returns the lowest merged rule that holds, or
     /// `NO_RULE`.
     pub(super) fn translate_groups(&mut self) -> Value {
-        use crate::classify::{
-            FILTER_BIT2_SHIFT, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_MUL, HASH_ROT, HASH_SEED,
-            wide,
-        };
+        use crate::classify::{FILTER_BIT2_SHIFT, FILTER_WORD_SHIFT, HASH_FINISH_MUL, HASH_SEED};
         let tables: &'a Tables = self.tables;
         let mut best = self.konst(types::I32, u64::from(NO_RULE));
         for (gi, g) in tables.classifier.groups.iter().enumerate() {
@@ -62,18 +59,9 @@ impl<'a> Translator<'a> {
                 let r = self.call(Helper::Group, &[self.fields, gidx, zero, best]);
                 self.b.ins().jump(next, &[BlockArg::Value(r)]);
             } else {
-                let mix = |t: &mut Self, h: Value, w: Value| {
-                    let x = t.b.ins().rotl_imm_u(h, i64::from(HASH_ROT));
-                    let x = t.b.ins().bxor(x, w);
-                    t.b.ins().imul_imm_s(x, HASH_MUL as i64)
-                };
                 let mut h = self.b.ins().iconst(types::I64, HASH_SEED as i64);
                 for &(field, _) in plan.exact {
-                    let (lo, hi) = self.atom_words(field);
-                    h = mix(self, h, lo);
-                    if wide(field) {
-                        h = mix(self, h, hi);
-                    }
+                    h = self.hash_field(h, field);
                 }
                 let s = self.b.ins().ushr_imm_u(h, 32);
                 let x = self.b.ins().bxor(h, s);
@@ -119,46 +107,61 @@ impl<'a> Translator<'a> {
         best
     }
 
-    /// A field's value as `classify::value` gives it, as the two 64-bit words the
-    /// key hash mixes: the low word, and the high word with the family tag in its
-    /// top byte (tag 0 but for addresses). For an address the packet must be IPv4
-    /// or IPv6 (the caller checked).
-    pub(super) fn atom_words(&mut self, field: crate::classify::AtomField) -> (Value, Value) {
+    /// One mix of the key hash (`classify::keys::mix`).
+    fn mix(&mut self, h: Value, w: Value) -> Value {
+        use crate::classify::{HASH_MUL, HASH_ROT};
+        let x = self.b.ins().rotl_imm_u(h, i64::from(HASH_ROT));
+        let x = self.b.ins().bxor(x, w);
+        self.b.ins().imul_imm_s(x, HASH_MUL as i64)
+    }
+
+    /// `h` with the packet's value of `field` mixed in, as
+    /// `classify::keys::hash_val` does: an IPv4 address as one word with its
+    /// tag on top, an IPv6 address as two, any other field as one word. For an
+    /// address the packet must be IPv4 or IPv6 (the caller checked).
+    pub(super) fn hash_field(&mut self, h: Value, field: crate::classify::AtomField) -> Value {
+        use crate::classify::AtomField;
+        let AtomField::Addr(src) = field else {
+            let w = self.field_word(field);
+            return self.mix(h, w);
+        };
+        let which = if src { AddrField::Src } else { AddrField::Dst };
+        let off = addr_offset(which);
+        // Only what the family needs is loaded (an unused load stays in the
+        // code).
+        let v4 = |t: &mut Self| {
+            let a4 = t.load_be32(off + 12);
+            let a4 = t.b.ins().uextend(types::I64, a4);
+            let w = t.b.ins().bor_imm_u(a4, 4i64 << 56);
+            t.mix(h, w)
+        };
+        let v6 = |t: &mut Self| {
+            let hi6 = t.load_be64(off);
+            let lo6 = t.load_be64(off + 8);
+            let x = t.mix(h, lo6);
+            let w = t.b.ins().bxor_imm_u(hi6, 6i64 << 56);
+            t.mix(x, w)
+        };
+        match self.is_fam(false) {
+            Truth::Known(true) => v4(self),
+            Truth::Known(false) => v6(self),
+            Truth::Test(is4) => {
+                let h4 = v4(self);
+                let h6 = v6(self);
+                self.b.ins().select(is4, h4, h6)
+            }
+        }
+    }
+
+    /// The value of a field other than an address as `classify::value` gives
+    /// it (below 2^64, tag 0), as one 64-bit word.
+    fn field_word(&mut self, field: crate::classify::AtomField) -> Value {
         use crate::classify::AtomField;
         match field {
-            AtomField::Int(k) => {
-                let v = self.int_field(k.field());
-                let zero = self.b.ins().iconst(types::I64, 0);
-                (v, zero)
-            }
-            AtomField::Addr(src) => {
-                let which = if src { AddrField::Src } else { AddrField::Dst };
-                let off = addr_offset(which);
-                // Only what the family needs is loaded (an unused load stays in
-                // the code).
-                let v4 = |t: &mut Self| {
-                    let a4 = t.load_be32(off + 12);
-                    let a4 = t.b.ins().uextend(types::I64, a4);
-                    let tag4 = t.b.ins().iconst(types::I64, 4i64 << 56);
-                    (a4, tag4)
-                };
-                let v6 = |t: &mut Self| {
-                    let hi6 = t.load_be64(off);
-                    let lo6 = t.load_be64(off + 8);
-                    let tag6 = t.b.ins().iconst(types::I64, 6i64 << 56);
-                    (lo6, t.b.ins().bxor(hi6, tag6))
-                };
-                match self.is_fam(false) {
-                    Truth::Known(true) => v4(self),
-                    Truth::Known(false) => v6(self),
-                    Truth::Test(is4) => {
-                        let (a4, tag4) = v4(self);
-                        let (lo6, hi6) = v6(self);
-                        let lo = self.b.ins().select(is4, a4, lo6);
-                        let hi = self.b.ins().select(is4, tag4, hi6);
-                        (lo, hi)
-                    }
-                }
+            AtomField::Int(k) => self.int_field(k.field()),
+            AtomField::Addr(_) => {
+                // Addresses are mixed by `hash_field`; never reached.
+                self.b.ins().iconst(types::I64, 0)
             }
             AtomField::Mac(src) => {
                 let which = if src { MacField::Src } else { MacField::Dst };
@@ -177,9 +180,7 @@ impl<'a> Translator<'a> {
                     self.b.ins().uextend(types::I64, b)
                 };
                 let a = self.b.ins().ishl_imm_u(a, 16);
-                let v = self.b.ins().bor(a, b);
-                let zero = self.b.ins().iconst(types::I64, 0);
-                (v, zero)
+                self.b.ins().bor(a, b)
             }
             AtomField::Flags(mask) => {
                 let flags =
@@ -188,16 +189,12 @@ impl<'a> Translator<'a> {
                         .uload8(types::I32, field_flags(), self.fields, OFF_TCP_FLAGS);
                 let m = self.b.ins().band_imm_u(flags, i64::from(mask));
                 let v = self.b.ins().icmp_imm_u(IntCC::NotEqual, m, 0);
-                let v = self.b.ins().uextend(types::I64, v);
-                let zero = self.b.ins().iconst(types::I64, 0);
-                (v, zero)
+                self.b.ins().uextend(types::I64, v)
             }
             AtomField::Bit(bit) => {
                 let m = self.b.ins().band_imm_u(self.present, i64::from(bit));
                 let v = self.b.ins().icmp_imm_u(IntCC::NotEqual, m, 0);
-                let v = self.b.ins().uextend(types::I64, v);
-                let zero = self.b.ins().iconst(types::I64, 0);
-                (v, zero)
+                self.b.ins().uextend(types::I64, v)
             }
         }
     }
