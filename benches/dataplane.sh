@@ -405,12 +405,12 @@ lbp_pps() {
 }
 
 # lbp_dropped: the frames lbp's filter has dropped so far, in XDP and on the
-# switching cores (from `lbp stats --json`).
+# switching cores (from `lbp stats --json`, whose drop reasons count both).
 lbp_dropped() {
     "$LBP" stats --json --control "$WORK/control.sock" 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print(d.get("xdp", {}).get("dropped_packets", 0) + d["drops"]["filter"])' 2>/dev/null || echo 0
+print(d["drops"]["filter"])' 2>/dev/null || echo 0
 }
 
 # lbp_drops NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]: traffic the policy's
