@@ -658,11 +658,13 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
     fi
     echo "lbp new flows / nftables DNAT new flows:      $(rowratio "lbp, new flows" "nftables DNAT, new flows")   (target >= 1.5)"
     echo "lbp one flow / lbp bare forwarder:            $(rowratio "lbp, one flow" "lbp bare forwarder")   (target >= 0.8)"
-    echo "lbp xdp filter drops / XDP_DROP (gen. alone): $(rowratio "lbp xdp, filter drops" "generator alone (counted at a0)")   (target >= 0.8)"
-    echo "lbp xdp filter drops / lbp cores:             $(rowratio "lbp xdp, filter drops" "lbp, filter drops")"
-    echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-    echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-    echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
+    if [ -n "${RATE[lbp xdp, one flow]:-}" ]; then
+        echo "lbp xdp filter drops / XDP_DROP (gen. alone): $(rowratio "lbp xdp, filter drops" "generator alone (counted at a0)")   (target >= 0.8)"
+        echo "lbp xdp filter drops / lbp cores:             $(rowratio "lbp xdp, filter drops" "lbp, filter drops")"
+        echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
+    fi
 else
     echo "lbp ratios:                                   not yet available"
 fi
