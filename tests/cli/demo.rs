@@ -399,12 +399,20 @@ fn demo_runs_every_step_and_each_holds() {
             "step {name}: {row}\n{context}"
         );
     }
-    assert!(
-        summary
-            .iter()
-            .any(|l| l.trim_start().starts_with("lbp: final:")),
-        "no final statistics line\n{context}"
-    );
+    let fin = summary
+        .iter()
+        .find(|l| l.trim_start().starts_with("lbp: final:"))
+        .unwrap_or_else(|| panic!("no final statistics line\n{context}"));
+    // AF_XDP rings here: the policy ran in XDP first and dropped the blocked
+    // source's SYNs there.
+    let dropped: u64 = fin
+        .split("xdp fast path: ")
+        .nth(1)
+        .and_then(|x| x.split("dropped ").nth(1))
+        .and_then(|x| x.split(',').next())
+        .and_then(|x| x.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fast path counters in {fin}\n{context}"));
+    assert!(dropped > 0, "{fin}");
     assert!(
         stdout.contains("lbp demo: OK: all 7 steps held"),
         "no OK line\n{context}"

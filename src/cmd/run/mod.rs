@@ -461,6 +461,11 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     for h in helpers {
         let _ = h.join();
     }
+    let fast_counters = controller.fast.counters();
+    let fast_ran = fast_counters
+        .get(lbp_abi::bpf::fast::SEEN as usize)
+        .is_some_and(|c| c.packets > 0)
+        || controller.fast.is_on();
     let redirects = controller.fast.take_redirects();
     drop(controller);
     let mut snaps = Vec::new();
@@ -480,7 +485,25 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     for s in &snaps {
         totals.add(s);
     }
-    eprintln!("lbp: final: {}", summary(&totals, None, args.bare));
+    // The fast path's own counters, on the same line (what it dropped or
+    // answered never reached a core).
+    let fast_line = if fast_ran {
+        let n = |slot: u32| fast_counters.get(slot as usize).map_or(0, |c| c.packets);
+        use lbp_abi::bpf::fast::{ACTIONS, SEEN, TO_CORES};
+        format!(
+            "; xdp fast path: seen {}, to the cores {}, dropped {}, reset {}",
+            n(SEEN),
+            n(TO_CORES),
+            n(ACTIONS + lbp_abi::Action::Drop as u32),
+            n(ACTIONS + lbp_abi::Action::Reset as u32)
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "lbp: final: {}{fast_line}",
+        summary(&totals, None, args.bare)
+    );
     match start_error {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
