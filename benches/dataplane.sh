@@ -405,12 +405,13 @@ lbp_pps() {
 }
 
 # lbp_dropped: the frames lbp's filter has dropped so far, in XDP and on the
-# switching cores (from `lbp stats --json`, whose drop reasons count both).
+# switching cores (from `lbp stats --json`, whose drop reasons count both),
+# and the frames the switching cores received: two numbers.
 lbp_dropped() {
     "$LBP" stats --json --control "$WORK/control.sock" 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print(d["drops"]["filter"])' 2>/dev/null || echo 0
+print(d["drops"]["filter"], sum(c["rx_packets"] for c in d["cores"]))' 2>/dev/null || echo 0 0
 }
 
 # lbp_drops NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]: traffic the policy's
@@ -428,13 +429,15 @@ lbp_drops() {
     lbp_start "${lbp_args[@]}" || { printf '%-34s failed to start\n' "$name"; return 0; }
     LBP_PID=${PIDS[-1]}
     PIDS=()
-    local before after
-    before=$(lbp_dropped)
+    local before after core_before core_after
+    read -r before core_before <<<"$(lbp_dropped)"
+
     # No counters at the back ends (nothing reaches them): measure's own
     # arithmetic with none, then the rate from lbp's counters.
     PACED=1 measure "$name (sent)" "$WORK/none-" 0 "$VIP" 7 "$@" >/dev/null
     sleep 0.3
-    after=$(lbp_dropped)
+    read -r after core_after <<<"$(lbp_dropped)"
+
     local secs
     secs=$(sed -n 's/^sent \([0-9]*\) frames.* in \([0-9.]*\) s.*/\2/p' "$WORK/send-$name (sent)")
     RATE[$name]=$(awk -v a="$before" -v b="$after" -v t="${secs:-0}" 'BEGIN { if (t > 0) printf "%.0f", (b - a) / t; else print 0 }')
@@ -444,7 +447,10 @@ lbp_drops() {
         BOUND[$name]=1
         mark="  generator-bound"
     fi
-    printf '%-34s offered %9s pps   dropped   %9s pps%s\n' "$name" "${OFFER[$name]}" "${RATE[$name]}" "$mark"
+    local core
+    core=$(awk -v a="$core_before" -v b="$core_after" -v t="${secs:-0}" 'BEGIN { if (t > 0) printf "%.0f", (b - a) / t; else print 0 }')
+    printf '%-34s offered %9s pps   dropped   %9s pps   (the switching core received %s pps)%s\n' \
+        "$name" "${OFFER[$name]}" "${RATE[$name]}" "$core" "$mark"
     stop_pids "$LBP_PID"
     LBP_PID=
 }
