@@ -7,7 +7,9 @@
 //! interpreter resets that the cores would answer, with the very frame the
 //! cores build (`wire::reset_in_place`); every other frame goes to the cores
 //! (the XSK redirect, `XDP_PASS` in a test run, where no socket is in the
-//! map). Its counters add up. Needs root (loading programs); skipped otherwise.
+//! map). Its counters add up. Hostile segments (VLAN tags, IP options,
+//! extension headers, wrong lengths and offsets, padding, fragments) are
+//! answered exactly as the cores answer them, or left to them untouched. Needs root (loading programs); skipped otherwise.
 
 mod policygen;
 
@@ -20,6 +22,7 @@ use lbp_compiler::bpf::{self, Mode};
 use lbp_compiler::interp;
 use lbp_compiler::ir::{Addr, Program};
 use lbp_lab::require_netns;
+use lbp_lab::testing::frame::checksum_oracle;
 use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
 use lbp_runtime::ring::fastpath::FastPath;
 use lbp_runtime::wire::reset_in_place;
@@ -76,6 +79,34 @@ fn for_the_cores(f: &Fields, nat: &[IpAddr]) -> bool {
         _ => IpAddr::from(*b),
     };
     nat.contains(&ip(&f.ip_src)) || nat.contains(&ip(&f.ip_dst))
+}
+
+/// What the fast path must do with `frame` (fields `f`), and the frame it
+/// must leave: the cores' frames untouched to them; the interpreter's drops
+/// dropped; a segment the interpreter resets and the cores would answer,
+/// answered with the very RST they build; the rest untouched to the cores.
+fn expected(prog: &Program, frame: &[u8], f: &Fields, nat: &[IpAddr]) -> (u32, Vec<u8>) {
+    let action = interp::decide(prog, f).action;
+    if for_the_cores(f, nat) {
+        return (XDP_PASS, frame.to_vec());
+    }
+    if action == Action::Drop as u32 {
+        return (XDP_DROP, frame.to_vec());
+    }
+    let mut answer = frame.to_vec();
+    if action == Action::Reset as u32
+        && f.present & present::TCP != 0
+        && let Some(len) = reset_in_place(
+            &mut answer,
+            frame.len(),
+            usize::from(f.l3_offset),
+            usize::from(f.l4_offset),
+        )
+    {
+        answer.truncate(len);
+        return (XDP_TX, answer);
+    }
+    (XDP_PASS, frame.to_vec())
 }
 
 /// The frames of a policy's test packet lines (with their receiving
@@ -139,27 +170,7 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
             let i = (iface as usize).min(by_iface.len() - 1);
             let (_, fd) = &by_iface[i];
             let f = lbp_abi::wire::extract(&frame, i as u32);
-            let action = interp::decide(&prog, &f).action;
-            let mut answer = frame.clone();
-            let (want, want_frame) = if for_the_cores(&f, &nat) {
-                (XDP_PASS, frame.clone())
-            } else if action == Action::Drop as u32 {
-                (XDP_DROP, frame.clone())
-            } else if action == Action::Reset as u32
-                && f.present & present::TCP != 0
-                && let Some(len) = reset_in_place(
-                    &mut answer,
-                    frame.len(),
-                    usize::from(f.l3_offset),
-                    usize::from(f.l4_offset),
-                )
-            {
-                // The RST the cores would send.
-                answer.truncate(len);
-                (XDP_TX, answer)
-            } else {
-                (XDP_PASS, frame.clone())
-            };
+            let (want, want_frame) = expected(&prog, &frame, &f, &nat);
             let run = xdp_test_run(fd.as_fd(), &frame)
                 .unwrap_or_else(|e| panic!("{name}: test run on {} bytes: {e}", frame.len()));
             assert_eq!(
@@ -229,7 +240,9 @@ fn frames_of_unknown_interfaces_go_to_the_cores() {
     frame[12..14].copy_from_slice(&[0x08, 0x00]);
     frame[14] = 0x45;
     assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_PASS);
-    assert_eq!(fast.counters().unwrap()[slot::SEEN as usize].packets, 0);
+    let c = fast.counters().unwrap();
+    assert_eq!(c[slot::SEEN as usize].packets, 0);
+    assert_eq!(c[slot::TO_CORES as usize].packets, 0, "nor as sent on");
     fast.set_interfaces(&[(1, 0)]).unwrap();
     assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_DROP);
 }
@@ -275,4 +288,168 @@ fn resets_are_answered_in_xdp_only_where_the_interface_allows() {
             assert_eq!(run.frame.len(), 54, "a bare RST: {:02x?}", run.frame);
         }
     }
+}
+
+/// A TCP segment of a hostile shape (`hostile_segment`): the policy resets
+/// port 25 and drops port 26.
+const HOSTILE_POLICY: &str = "
+interface lan { address 198.18.1.1/24, 2001:db8:1::1/64 }
+filter {
+    tcp.dport == 25 => reset
+    tcp.dport == 26 => drop
+}
+route 0.0.0.0/0 via 198.18.1.254 dev lan
+route ::/0 via 2001:db8:1::fffe dev lan
+";
+
+/// A segment to port 25 or 26 with 0-3 VLAN tags (802.1Q or 802.1ad), IPv4
+/// with 0-40 bytes of options or IPv6 with up to two extension headers, any
+/// data offset and flags, 0-199 bytes of payload, 0-59 bytes of trailing
+/// padding, length fields up to 40 bytes off, random fragment fields,
+/// sequence numbers near 2^32, and in three of ten a few random bytes
+/// changed.
+fn hostile_segment(r: &mut Rng) -> Vec<u8> {
+    let v6 = r.chance(50);
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    for _ in 0..r.below(4) {
+        let tpid: u16 = if r.chance(50) { 0x8100 } else { 0x88a8 };
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&[0x00, 0x05]);
+    }
+    f.extend_from_slice(&(if v6 { 0x86ddu16 } else { 0x0800 }).to_be_bytes());
+    let doff = if r.chance(80) {
+        5 + r.below(11) as u8
+    } else {
+        r.below(16) as u8
+    };
+    let mut tcp = vec![1u8; usize::from(doff.max(5)) * 4];
+    let dport: u16 = if r.chance(80) { 25 } else { 26 };
+    let seq = if r.chance(30) {
+        0xffff_ffff - r.below(300) as u32
+    } else {
+        r.next() as u32
+    };
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[12] = doff << 4;
+    tcp[13] = r.below(256) as u8;
+    tcp[14..20].copy_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    let payload: Vec<u8> = (0..if r.chance(50) { 0 } else { r.below(200) })
+        .map(|_| r.below(256) as u8)
+        .collect();
+    let len_delta = if r.chance(70) {
+        0
+    } else {
+        r.below(80) as i32 - 40
+    };
+    let frag: u16 = if r.chance(80) {
+        if v6 { 0 } else { 0x4000 }
+    } else {
+        r.below(65536) as u16
+    };
+    if !v6 {
+        let ihl = 20 + 4 * r.below(11) as usize;
+        let mut h = vec![1u8; ihl];
+        h[0] = 0x40 | (ihl / 4) as u8;
+        h[1] = 0;
+        let total = (ihl + tcp.len() + payload.len()) as i32 + len_delta;
+        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[8] = 57;
+        h[9] = 6;
+        h[10..12].copy_from_slice(&[0, 0]);
+        h[12..20].copy_from_slice(&[198, 18, 1, 5, 198, 18, 1, 1]);
+        let c = checksum_oracle(&h, 0);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&h);
+    } else {
+        let kinds = [0u8, 43, 60, 44, 51];
+        let mut exts = Vec::new();
+        let mut next = 6u8;
+        for _ in 0..r.below(3) {
+            let k = *r.pick(&kinds).expect("kinds");
+            let mut e = vec![0u8; 8];
+            e[0] = next;
+            if k == 44 {
+                e[2..4].copy_from_slice(&frag.to_be_bytes());
+            }
+            e.extend_from_slice(&exts);
+            exts = e;
+            next = k;
+        }
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        let plen = (exts.len() + tcp.len() + payload.len()) as i32 + len_delta;
+        h[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+        h[6] = next;
+        h[7] = 57;
+        h[8..24].copy_from_slice(
+            &"2001:db8:1::5"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        h[24..40].copy_from_slice(
+            &"2001:db8:1::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&exts);
+    }
+    f.extend_from_slice(&tcp);
+    f.extend_from_slice(&payload);
+    f.extend(std::iter::repeat_n(
+        0xee,
+        if r.chance(50) {
+            0
+        } else {
+            r.below(60) as usize
+        },
+    ));
+    if r.chance(30) {
+        for _ in 0..=r.below(3) {
+            let at = r.below(f.len() as u64) as usize;
+            f[at] = r.below(256) as u8;
+        }
+    }
+    f
+}
+
+/// Hostile segments through the fast path: each one it answers is answered
+/// with the very frame the cores build (`wire::reset_in_place`), each one the
+/// cores would not answer goes to them untouched, and the drops are the
+/// interpreter's.
+#[test]
+fn hostile_segments_are_reset_in_xdp_as_the_cores_reset_them() {
+    require_netns!();
+    let (_, prog) = load("hostile", HOSTILE_POLICY);
+    let p = bpf::compile(&prog, Mode::Fast).unwrap();
+    let xsk = XskMap::new(1).unwrap();
+    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
+    fast.set_interfaces(&[(1, slot::IFACE_TX)]).unwrap();
+    let fd = fast.load_for(&xsk).unwrap();
+    let mut r = Rng::new(seed_of("hostile segments"));
+    let mut seen = [0usize; 4];
+    for _ in 0..30_000 {
+        let frame = hostile_segment(&mut r);
+        let f = lbp_abi::wire::extract(&frame, 0);
+        let (want, want_frame) = expected(&prog, &frame, &f, &[]);
+        let run = xdp_test_run(fd.as_fd(), &frame).unwrap();
+        assert_eq!(
+            (run.action, &run.frame),
+            (want, &want_frame),
+            "from {frame:02x?}: {f:?}"
+        );
+        seen[want as usize] += 1;
+    }
+    eprintln!(
+        "hostile segments: {} reset in XDP, {} dropped, {} to the cores",
+        seen[XDP_TX as usize], seen[XDP_DROP as usize], seen[XDP_PASS as usize]
+    );
+    assert!(seen[XDP_TX as usize] > 3_000 && seen[XDP_PASS as usize] > 1_000);
 }

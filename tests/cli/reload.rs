@@ -235,6 +235,10 @@ fn reloads_under_load_lose_nothing_and_follow_the_policy() {
     // swapped each time): the requests' packets passed through it.
     assert_eq!(st["xdp"]["on"], true, "{test}: {st}");
     assert!(
+        !log.contains("could not be installed"),
+        "{test}: a reload fell back to the cores:\n{log}"
+    );
+    assert!(
         st["xdp"]["seen_packets"].as_u64().unwrap_or(0) > 2000,
         "{test}: {st}"
     );

@@ -95,15 +95,17 @@ pub(super) fn entry(a: &mut Asm) {
     a.stx(op::DW, FP, CTX_OFF, R1);
 }
 
-/// After extraction: the receiving interface into the `Fields`, the frame
-/// counted as seen, and the frames the cores must see sent to `cores`.
-pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
+/// After extraction: the receiving interface into the `Fields` (a frame of
+/// an interface not in the map goes to `unknown`: to the cores, uncounted),
+/// the frame counted as seen, and the frames the cores must see sent to
+/// `cores`.
+pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label, unknown: Label) {
     // in_iface from the OS interface index.
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, R1, xdp::INGRESS_IFINDEX);
     a.stx(op::W, FP, KEY_OFF, R2);
     lookup(a, m.ifaces, KEY_OFF);
-    a.jmp_imm(op::JEQ, R0, 0, cores);
+    a.jmp_imm(op::JEQ, R0, 0, unknown);
     a.ldx(op::W, R2, R0, 0);
     a.mov(R3, R2);
     a.alu32_imm(op::AND, R3, fast::IFACE_TX as i32);
@@ -154,7 +156,7 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
 /// After the decision: a drop is counted and dropped; a reset the cores
 /// would send is built here and sent back (`XDP_TX`); anything else, and
 /// whatever jumped to `cores`, goes to the switching cores.
-pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
+pub(super) fn act(a: &mut Asm, m: Maps, cores: Label, unknown: Label) {
     let not_drop = a.label();
     a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
     a.jmp_imm(op::JNE, R2, Action::Drop as i32, not_drop);
@@ -172,9 +174,9 @@ pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
     a.ldx(op::W, R2, FP, TX_OFF);
     a.jmp_imm(op::JEQ, R2, 0, cores);
     super::reset::emit(a, CTX_OFF, cores);
-    count(a, m, Slot::Fixed(fast::ACTIONS + Action::Reset as u32));
-    count_rule(a, m);
-    // The frame cut to the reset's length (it only shrinks).
+    // The frame cut to the reset's length (it only shrinks, to 54 bytes or
+    // more: the helper refuses only below 14). Should it refuse, the frame,
+    // rewritten already, is dropped and counted as a drop.
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, FP, super::reset::NEW_LEN_OFF);
     a.ldx(op::W, R3, FP, field(offset_of!(Fields, pkt_len)));
@@ -182,11 +184,15 @@ pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
     a.call(helper::XDP_ADJUST_TAIL);
     let cut = a.label();
     a.jmp_imm(op::JEQ, R0, 0, cut);
+    count(a, m, Slot::Fixed(fast::ACTIONS + Action::Drop as u32));
     a.ret(xdp::DROP);
     a.bind(cut);
+    count(a, m, Slot::Fixed(fast::ACTIONS + Action::Reset as u32));
+    count_rule(a, m);
     a.ret(xdp::TX);
     a.bind(cores);
     count(a, m, Slot::Fixed(fast::TO_CORES));
+    a.bind(unknown);
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
     a.ld_map(R1, m.xsk);

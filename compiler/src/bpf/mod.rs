@@ -215,20 +215,21 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
         }
         Mode::Fast => {
             let m = fast::maps(&mut maps, prog);
-            fast_maps = Some(m);
+            let unknown = a.label();
+            fast_maps = Some((m, unknown));
             fast::entry(&mut a);
             zero(&mut a, FIELDS_OFF, size_of::<Fields>());
             a.mov(R6, R1);
             extract::emit_extract(&mut a, FIELDS_OFF);
-            fast::before_policy(&mut a, m, cores);
+            fast::before_policy(&mut a, m, cores, unknown);
         }
     }
     zero(&mut a, DECISION_OFF, size_of::<Decision>());
     let done = a.label();
     decide::emit(&mut a, &mut maps, prog, done)?;
     a.bind(done);
-    if let Some(m) = fast_maps {
-        fast::act(&mut a, m, cores);
+    if let Some((m, unknown)) = fast_maps {
+        fast::act(&mut a, m, cores, unknown);
     } else {
         // The test modes: the out map's entry 0 = the Decision and the Fields.
         a.st_imm(op::W, FP, OUT_KEY_OFF, 0);

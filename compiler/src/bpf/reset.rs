@@ -158,6 +158,7 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     a.mov(R9, R0);
     a.mov(R5, R4);
     a.alu_imm(op::ADD, R5, 20);
+    new_len(a, 40);
     a.ja(tcp);
 
     a.bind(v6);
@@ -179,6 +180,7 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     a.mov(R9, R0);
     a.mov(R5, R4);
     a.alu_imm(op::ADD, R5, 40);
+    new_len(a, 60);
 
     // The TCP header at R5; R9 the addresses' sum.
     a.bind(tcp);
@@ -203,11 +205,15 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     a.alu_imm(op::ADD, R0, pseudo);
     a.csum_fold(R0, R1);
     a.stx(op::H, R5, 16, R0);
+}
 
-    // The new length: the TCP header's end.
-    a.alu_imm(op::ADD, R5, 20);
-    a.alu(op::SUB, R5, R6);
-    a.stx(op::W, FP, NEW_LEN_OFF, R5);
+/// The answer's length, the IP header's offset (`R8`) plus `headers` (IP
+/// and TCP), at [`NEW_LEN_OFF`]: a number, not a difference of packet
+/// pointers, which the verifier allows only with CAP_PERFMON.
+fn new_len(a: &mut Asm, headers: i32) {
+    a.mov(R2, R8);
+    a.alu_imm(op::ADD, R2, headers);
+    a.stx(op::W, FP, NEW_LEN_OFF, R2);
 }
 
 /// The IP header at `R4` and the TCP header after it, `len` bytes in all,

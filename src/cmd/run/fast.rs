@@ -74,8 +74,10 @@ pub struct Fast {
     /// [`slot::IFACE_TX`] where allowed) of each XDP interface.
     ifaces: Vec<(u32, u32)>,
     current: Option<FastPath>,
-    /// The counters of the generations replaced, summed (fixed slots only:
-    /// rule numbers are a generation's own).
+    /// The generation replaced last (its counters still read).
+    previous: Option<FastPath>,
+    /// The counters of the generations replaced before it, summed (fixed
+    /// slots only: rule numbers are a generation's own).
     retired: Vec<Counter>,
 }
 
@@ -101,6 +103,7 @@ impl Fast {
             redirects,
             ifaces,
             current: None,
+            previous: None,
             retired: vec![Counter::default(); slot::RULES as usize],
         }
     }
@@ -124,14 +127,16 @@ impl Fast {
         nat_backends: &[IpAddr],
     ) -> Result<(), String> {
         let Some(p) = p else {
-            self.uninstall();
-            return Ok(());
+            return self.uninstall();
         };
         match self.try_install(p, nat_backends) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.uninstall();
-                Err(format!("the XDP fast path could not be installed: {e}"))
+                let e = format!("the XDP fast path could not be installed: {e}");
+                match self.uninstall() {
+                    Ok(()) => Err(e),
+                    Err(u) => Err(format!("{e}; {u}")),
+                }
             }
         }
     }
@@ -145,36 +150,54 @@ impl Fast {
         for r in self.redirects.iter().flatten() {
             progs.push(fast.load_for(r.xsk_map())?);
         }
-        for (r, prog) in self.redirects.iter_mut().flatten().zip(progs) {
-            r.install(Some(prog))?;
+        for (swapped, (r, prog)) in self.redirects.iter_mut().flatten().zip(progs).enumerate() {
+            if let Err(e) = r.install(Some(prog)) {
+                // Interfaces already swapped ran it: keep its counts.
+                if swapped > 0 {
+                    self.retire(Some(fast));
+                }
+                return Err(e);
+            }
         }
-        self.retire();
-        self.current = Some(fast);
+        let old = self.current.replace(fast);
+        self.retire(old);
         Ok(())
     }
 
-    fn uninstall(&mut self) {
+    /// The plain redirect program back on every interface. Should bpf(2)
+    /// refuse that on one, the program there keeps running (and counting):
+    /// it stays the current one, and the error says so.
+    fn uninstall(&mut self) -> Result<(), String> {
+        let mut failed = Vec::new();
         for r in self.redirects.iter_mut().flatten() {
-            if r.has_installed() {
-                // Only a failing bpf(2) refuses this; the old program then
-                // stays, and the next install replaces it.
-                let _ = r.install(None);
+            if r.has_installed()
+                && let Err(e) = r.install(None)
+            {
+                failed.push(e.to_string());
             }
         }
-        self.retire();
+        if !failed.is_empty() {
+            return Err(format!(
+                "the plain redirect program could not be put back: {}",
+                failed.join("; ")
+            ));
+        }
+        let old = self.current.take();
+        self.retire(old);
+        Ok(())
     }
 
-    /// Add the current program's fixed counters to the retired ones.
-    fn retire(&mut self) {
-        if let Some(old) = self.current.take() {
-            for (r, c) in self
-                .retired
-                .iter_mut()
-                .zip(old.counters().unwrap_or_default())
-            {
-                r.packets += c.packets;
-                r.bytes += c.bytes;
-            }
+    /// A generation's program, no longer on any interface: it becomes the
+    /// previous one, whose counters are still read (a run that began before
+    /// the swap may count after it), and the one before it is folded into
+    /// the retired counters (fixed slots only: rule numbers are a
+    /// generation's own).
+    fn retire(&mut self, old: Option<FastPath>) {
+        let Some(old) = old else {
+            return;
+        };
+        if let Some(before) = self.previous.replace(old) {
+            add(&mut self.retired, &before.counters().unwrap_or_default());
         }
     }
 
@@ -182,16 +205,13 @@ impl Fast {
     /// the running one.
     pub fn counters(&self) -> Vec<Counter> {
         let mut v = self.retired.clone();
+        if let Some(f) = &self.previous {
+            add(&mut v, &f.counters().unwrap_or_default());
+        }
         if let Some(f) = &self.current {
-            for (i, c) in f.counters().unwrap_or_default().into_iter().enumerate() {
-                match v.get_mut(i) {
-                    Some(r) => {
-                        r.packets += c.packets;
-                        r.bytes += c.bytes;
-                    }
-                    None => v.push(c),
-                }
-            }
+            let c = f.counters().unwrap_or_default();
+            add(&mut v, &c);
+            v.extend(c.iter().skip(v.len()));
         }
         v
     }
@@ -199,6 +219,15 @@ impl Fast {
     /// The redirects, to be dropped (programs detached) after the cores stop.
     pub fn take_redirects(&mut self) -> Vec<Option<XdpRedirect>> {
         self.current = None;
+        self.previous = None;
         std::mem::take(&mut self.redirects)
+    }
+}
+
+/// `to[i] += from[i]` over the slots both have.
+fn add(to: &mut [Counter], from: &[Counter]) {
+    for (t, f) in to.iter_mut().zip(from) {
+        t.packets += f.packets;
+        t.bytes += f.bytes;
     }
 }

@@ -88,7 +88,7 @@ pub fn os_mac(os_name: &str) -> Result<[u8; 6], String> {
 pub fn hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (lbp run needs root: CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF)"
+            " (lbp run needs root: CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and, for the XDP fast path, CAP_PERFMON)"
         }
         Some(libc::EBUSY) => " (the interface is in use: another XDP program or TAP holds it)",
         Some(libc::ENODEV) | Some(libc::ENXIO) => " (no such interface)",
