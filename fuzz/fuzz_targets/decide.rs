@@ -11,16 +11,22 @@
 //! As root, each policy is also compiled to eBPF (`bpf::Mode::Test`) and loaded:
 //! every frame `BPF_PROG_TEST_RUN` takes whole (14 to 3 520 bytes) runs through
 //! it in the kernel, and its extraction and decision must equal
-//! `wire::extract`'s and the interpreter's. Without the right to load programs
-//! the eBPF part is skipped, and the target says so once.
+//! `wire::extract`'s and the interpreter's; and through the policy's XDP fast
+//! path (`Mode::Fast`, answering resets allowed): its verdict and the frame
+//! it leaves must be what the interpreter and the cores make of the frame (a
+//! drop dropped, a reset the cores would answer answered with their very
+//! frame, `wire::reset_in_place`'s, everything else untouched to the cores).
+//! Without the right to load programs the eBPF part is skipped, and the
+//! target says so once.
 #![no_main]
 
 use lbp_compiler::bpf::{self, Mode};
 use lbp_compiler::interp::Engine;
-use lbp_runtime::ring::bpf::{Loaded, map_lookup_bytes, map_update_bytes, xdp_test_run};
+use lbp_runtime::ring::bpf::{Loaded, XskMap, map_lookup_bytes, map_update_bytes, xdp_test_run};
+use lbp_runtime::ring::fastpath::FastPath;
 use lbp_runtime::testbed::{Fate, Testbed};
 use libfuzzer_sys::fuzz_target;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The largest frame `BPF_PROG_TEST_RUN` keeps in one piece (a page less the
@@ -34,6 +40,71 @@ struct Compiled {
     core: Mutex<Testbed>,
     /// The policy in eBPF, loaded (`None` without the right to load).
     ebpf: Option<Loaded>,
+    /// The policy's XDP fast path, loaded (`None` likewise).
+    fast: Option<(FastPath, OwnedFd)>,
+}
+
+/// The fast path of `prog`, loaded for a test run (the loopback interface,
+/// index 1, is the receiving one).
+fn load_fast(name: &std::path::Path, prog: &lbp_compiler::Program) -> (FastPath, OwnedFd) {
+    let p = bpf::compile(prog, Mode::Fast).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
+    let fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps)
+        .unwrap_or_else(|e| panic!("{}: maps: {e}", name.display()));
+    let xsk = XskMap::new(1).expect("an XSK map");
+    let fd = fast
+        .load_for(&xsk)
+        .unwrap_or_else(|e| panic!("{}: the fast path: {e}", name.display()));
+    (fast, fd)
+}
+
+/// Whether the fast path leaves `f`'s frame to the cores whatever the policy
+/// says (no NAT back ends are given to the fuzzed programs).
+fn for_the_cores(f: &lbp_abi::Fields) -> bool {
+    use lbp_abi::present;
+    if f.present & present::ETH == 0 {
+        return true;
+    }
+    if f.present & present::MALFORMED != 0 {
+        return false;
+    }
+    if f.eth_type == 0x0806 {
+        return true;
+    }
+    f.present & present::ICMP != 0
+        && match f.ip_version {
+            4 => matches!(f.icmp_type, 3 | 11 | 12),
+            _ => matches!(f.icmp_type, 1..=4 | 135 | 136),
+        }
+}
+
+/// What the fast path must do with `frame` (fields `f`): its verdict and
+/// the frame it must leave.
+fn fast_expected(prog: &lbp_compiler::Program, frame: &[u8], f: &lbp_abi::Fields) -> (u32, Vec<u8>) {
+    use lbp_abi::{Action, present};
+    const DROP: u32 = 1;
+    const PASS: u32 = 2;
+    const TX: u32 = 3;
+    let action = lbp_compiler::interp::decide(prog, f).action;
+    if for_the_cores(f) {
+        return (PASS, frame.to_vec());
+    }
+    if action == Action::Drop as u32 {
+        return (DROP, frame.to_vec());
+    }
+    let mut answer = frame.to_vec();
+    if action == Action::Reset as u32
+        && f.present & present::TCP != 0
+        && let Some(n) = lbp_runtime::wire::reset_in_place(
+            &mut answer,
+            frame.len(),
+            usize::from(f.l3_offset),
+            usize::from(f.l4_offset),
+        )
+    {
+        answer.truncate(n);
+        return (TX, answer);
+    }
+    (PASS, frame.to_vec())
 }
 
 /// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
@@ -91,12 +162,14 @@ fn policies() -> &'static Vec<Compiled> {
                 let policy = Arc::new(lbp::testbed::Shared(jit.clone()));
                 let core = Testbed::new(policy, lbp::appliance::appliance(&prog, &src)).unwrap();
                 let ebpf = load_ebpf(p, &prog);
+                let fast = ebpf.is_some().then(|| load_fast(p, &prog));
                 Compiled {
                     prog,
                     jit,
                     merged,
                     core: Mutex::new(core),
                     ebpf,
+                    fast,
                 }
             })
             .collect()
@@ -128,6 +201,19 @@ fuzz_target!(|data: &[u8]| {
         let (d, extracted) = run_ebpf(l, frame, in_iface);
         assert_eq!(extracted, fields, "eBPF and wire::extract disagree");
         assert_eq!(d, want, "eBPF and interpreter disagree on {fields:?}");
+    }
+    if let Some((fast, fd)) = &c.fast
+        && (14..=MAX_TEST_FRAME).contains(&frame.len())
+    {
+        fast.set_interfaces(&[(1, in_iface | lbp_abi::bpf::fast::IFACE_TX)])
+            .expect("the interface map");
+        let run = xdp_test_run(fd.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
+        let (verdict, left) = fast_expected(&c.prog, frame, &fields);
+        assert_eq!(
+            (run.action, &run.frame),
+            (verdict, &left),
+            "the fast path on {fields:?}"
+        );
     }
 
     let mut core = c.core.lock().unwrap();

@@ -3,8 +3,10 @@
 //! sockets) talk through the appliance to real TCP and UDP servers on three back
 //! ends. The policy is `tests/e2e/appliance.lbp`.
 //!
-//! One test per ring back end (`--rings xdp`, `--rings uring`) runs the whole
-//! suite on one topology, so that one lbp process serves every check; a third
+//! One test per ring back end and data path (`--rings xdp --datapath xdp`:
+//! the policy in XDP first, its drops and resets decided there; `--rings xdp
+//! --datapath cores`; `--rings uring`) runs the whole suite on one topology,
+//! so that one lbp process serves every check; a fourth
 //! test runs the same probes with the kernel as the forwarder, which checks the
 //! topology and the probes themselves (a probe that cannot fail against the
 //! kernel proves nothing against lbp). The tests take a lock so that only one
