@@ -79,7 +79,11 @@ fn for_the_cores(f: &lbp_abi::Fields) -> bool {
 
 /// What the fast path must do with `frame` (fields `f`): its verdict and
 /// the frame it must leave.
-fn fast_expected(prog: &lbp_compiler::Program, frame: &[u8], f: &lbp_abi::Fields) -> (u32, Vec<u8>) {
+fn fast_expected(
+    prog: &lbp_compiler::Program,
+    frame: &[u8],
+    f: &lbp_abi::Fields,
+) -> (u32, Vec<u8>) {
     use lbp_abi::{Action, present};
     const DROP: u32 = 1;
     const PASS: u32 = 2;
@@ -112,8 +116,7 @@ fn fast_expected(prog: &lbp_compiler::Program, frame: &[u8], f: &lbp_abi::Fields
 /// back end's limits: a refusal there is a bug.
 fn load_ebpf(name: &std::path::Path, prog: &lbp_compiler::Program) -> Option<Loaded> {
     static SKIPPED: OnceLock<()> = OnceLock::new();
-    let p = bpf::compile(prog, Mode::Test)
-        .unwrap_or_else(|e| panic!("{}: {e}", name.display()));
+    let p = bpf::compile(prog, Mode::Test).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
     match Loaded::xdp("lbp_fuzz", &p.prog, &p.maps) {
         Ok(l) => Some(l),
         Err(e) if e.raw_os_error() == Some(1) => {
