@@ -132,7 +132,13 @@ impl Fast {
         match self.try_install(p, nat_backends) {
             Ok(()) => Ok(()),
             Err(e) => {
-                let e = format!("the XDP fast path could not be installed: {e}");
+                let why = match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (its program needs CAP_BPF and CAP_PERFMON)"
+                    }
+                    _ => "",
+                };
+                let e = format!("the XDP fast path could not be installed{why}: {e}");
                 match self.uninstall() {
                     Ok(()) => Err(e),
                     Err(u) => Err(format!("{e}; {u}")),

@@ -303,7 +303,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
             (Err(e), Datapath::Xdp) => {
                 return Err(format!("--datapath xdp: {e}"));
             }
-            (Err(e), _) => eprintln!("lbp: warning: the XDP fast path is off: {e}"),
+            (Err(e), _) => eprintln!("lbp: warning: {e}; every frame goes to the switching cores"),
             (Ok(()), _) => {
                 if let Some(w) = &fast_warning {
                     eprintln!("lbp: warning: {w}");
