@@ -147,18 +147,25 @@ impl Gen<'_> {
                     _ => (Vec::new(), Vec::new()),
                 };
                 limit(v4.len().max(v6.len()))?;
-                let (l4, l6) = (self.a.label(), self.a.label());
+                // A family the set has no range of: false at once, without
+                // loading the address.
+                let l4 = if v4.is_empty() { f } else { self.a.label() };
+                let l6 = if v6.is_empty() { f } else { self.a.label() };
                 self.family(l4, l6, f);
-                self.a.bind(l4);
-                self.addr_word(R1, *field, 3);
-                let r4: Vec<(u64, u64)> = v4
-                    .iter()
-                    .map(|&(lo, hi)| (u64::from(lo), u64::from(hi)))
-                    .collect();
-                self.tree(R1, R3, &r4, t, f);
-                self.a.bind(l6);
-                self.load128(*field);
-                self.tree128(&v6, t, f);
+                if !v4.is_empty() {
+                    self.a.bind(l4);
+                    self.addr_word(R1, *field, 3);
+                    let r4: Vec<(u64, u64)> = v4
+                        .iter()
+                        .map(|&(lo, hi)| (u64::from(lo), u64::from(hi)))
+                        .collect();
+                    self.tree(R1, R3, &r4, t, f);
+                }
+                if !v6.is_empty() {
+                    self.a.bind(l6);
+                    self.load128(*field);
+                    self.tree128(&v6, t, f);
+                }
             }
             CondKind::MacEq { field, mac, eq } => {
                 self.need(present::ETH, f);
