@@ -271,7 +271,8 @@ fn scenario(rings: &str, shown: &str) {
 /// A policy beyond the eBPF back end's limits (2 001 filter rules): with
 /// `--datapath auto` lbp runs it on the switching cores alone and says why
 /// (and still routes); with `--datapath xdp` it refuses to start, and leaves
-/// no XDP program behind.
+/// no XDP program behind. One of 300 rules: `auto` keeps it on the cores
+/// (and says why), `xdp` runs it in XDP.
 #[test]
 fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
     if skipped() {
@@ -341,6 +342,42 @@ fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
         err.contains("lbp: warning: the XDP fast path is off; every frame goes to the switching cores: beyond the eBPF back end's limits: 2001 filter rules"),
         "{err}"
     );
+
+    // 300 rules: within the limits, but more than `auto` puts in XDP; `xdp`
+    // puts them there.
+    let mut src = String::from(POLICY);
+    src.push_str("filter {\n");
+    for i in 0..300u32 {
+        src.push_str(&format!(
+            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
+            1 + i
+        ));
+    }
+    src.push_str("}\n");
+    std::fs::write(&policy, src).expect("write policy");
+    for (datapath, on) in [("auto", false), ("xdp", true)] {
+        let mut lbp = Lbp(start(datapath));
+        let stdout = lbp.0.stdout.take().expect("stdout");
+        let mut ready = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut ready);
+        // SAFETY: kill(2) on the PID of our own unreaped child.
+        unsafe { libc::kill(lbp.0.id() as libc::pid_t, libc::SIGTERM) };
+        let err = lbp.0.wait_with_output_ref();
+        assert!(
+            ready.starts_with("lbp: ready"),
+            "{datapath}: {ready:?} {err}"
+        );
+        assert_eq!(
+            ready.contains("xdp fast path on"),
+            on,
+            "{datapath}: {ready}"
+        );
+        assert_eq!(
+            err.contains("300 filter rules, and `--datapath auto` puts at most 256 in XDP"),
+            !on,
+            "{datapath}: {err}"
+        );
+    }
 }
 
 /// Stop lbp with SIGTERM and fail with `what` and lbp's stderr.

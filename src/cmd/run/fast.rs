@@ -42,6 +42,13 @@ pub enum XdpTx {
     Off,
 }
 
+/// The most filter rules `--datapath auto` puts in XDP. The eBPF filter
+/// does not merge rules into table lookups as the JIT does: at 1 000 rules it
+/// costs every frame about 1.1 us in the kernel's test run, against 12 ns for
+/// the JIT (the decide bench), which would slow down the frames the cores
+/// still decide more than the drops save.
+pub const AUTO_MAX_RULES: usize = 256;
+
 /// The fast path's program for `prog` as `d` asks, and a warning when `auto`
 /// leaves it off. `Err` only for `xdp` with a policy beyond the limits.
 pub fn compile(
@@ -54,6 +61,19 @@ pub fn compile(
             .map(|p| (Some(p), None))
             .map_err(|e| format!("--datapath xdp: {e}")),
         Datapath::Auto => Ok(match bpf::compile(prog, Mode::Fast) {
+            // The eBPF filter tests its rules one by one (about a nanosecond
+            // each per packet, `cargo bench -p lbp-compiler --bench decide`),
+            // and every frame pays it, also those it sends on to the cores.
+            Ok(_) if prog.rules.len() > AUTO_MAX_RULES => (
+                None,
+                Some(format!(
+                    "the XDP fast path is off; every frame goes to the switching cores: \
+                     {} filter rules, and `--datapath auto` puts at most {AUTO_MAX_RULES} in \
+                     XDP, where each costs every frame about a nanosecond (`--datapath xdp` \
+                     puts them there anyway)",
+                    prog.rules.len()
+                )),
+            ),
             Ok(p) => (Some(p), None),
             Err(e) => (
                 None,
