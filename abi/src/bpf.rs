@@ -181,7 +181,9 @@ pub mod fast {
 
     /// Every frame the program saw.
     pub const SEEN: u32 = 0;
-    /// Frames it sent to the switching cores.
+    /// Frames it sent to the switching cores, of those seen. The program
+    /// leaves this slot alone (a map lookup less per frame): the runtime
+    /// derives it, [`SEEN`] less the frames decided in XDP ([`ACTIONS`]).
     pub const TO_CORES: u32 = 1;
     /// Frames it decided itself, by `lbp_abi::Action` number: slot
     /// `ACTIONS + action`.

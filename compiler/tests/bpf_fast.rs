@@ -14,18 +14,18 @@
 mod policygen;
 
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use lbp_abi::bpf::fast as slot;
-use lbp_abi::{Action, Fields, Mode as SvcMode, present};
-use lbp_compiler::bpf::{self, Mode};
+use lbp_abi::{Action, Fields, Mode as SvcMode};
+use lbp_compiler::bpf::{self, BpfProgram, Mode};
 use lbp_compiler::interp;
 use lbp_compiler::ir::{Addr, Program};
 use lbp_lab::require_netns;
 use lbp_lab::testing::frame::checksum_oracle;
 use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
 use lbp_runtime::ring::fastpath::FastPath;
-use lbp_runtime::wire::reset_in_place;
+use lbp_runtime::testbed::fast_path_model;
 use policygen::{Rng, all_policies, load, seed_of};
 
 const XDP_DROP: u32 = 1;
@@ -50,63 +50,27 @@ fn nat_backends(prog: &Program) -> Vec<IpAddr> {
     v
 }
 
-/// Whether the cores must see the frame before (or instead of) the policy.
-fn for_the_cores(f: &Fields, nat: &[IpAddr]) -> bool {
-    if f.present & present::ETH == 0 {
-        return true;
-    }
-    if f.present & present::MALFORMED != 0 {
-        return false;
-    }
-    if f.eth_type == 0x0806 {
-        return true;
-    }
-    if f.present & present::ICMP != 0 {
-        let t = f.icmp_type;
-        let error_or_nd = match f.ip_version {
-            4 => matches!(t, 3 | 11 | 12),
-            _ => matches!(t, 1..=4 | 135 | 136),
-        };
-        if error_or_nd {
-            return true;
-        }
-    }
-    if f.present & (present::IP4 | present::IP6) == 0 {
-        return false;
-    }
-    let ip = |b: &[u8; 16]| match f.ip_version {
-        4 => IpAddr::from([b[12], b[13], b[14], b[15]]),
-        _ => IpAddr::from(*b),
-    };
-    nat.contains(&ip(&f.ip_src)) || nat.contains(&ip(&f.ip_dst))
+/// What the fast path must do with `frame`: the runtime's model of it, on
+/// the interpreter's decision.
+fn expected(prog: &Program, frame: &[u8], f: &Fields, nat: &[IpAddr]) -> (u32, Vec<u8>) {
+    fast_path_model(frame, f, interp::decide(prog, f).action, nat)
 }
 
-/// What the fast path must do with `frame` (fields `f`), and the frame it
-/// must leave: the cores' frames untouched to them; the interpreter's drops
-/// dropped; a segment the interpreter resets and the cores would answer,
-/// answered with the very RST they build; the rest untouched to the cores.
-fn expected(prog: &Program, frame: &[u8], f: &Fields, nat: &[IpAddr]) -> (u32, Vec<u8>) {
-    let action = interp::decide(prog, f).action;
-    if for_the_cores(f, nat) {
-        return (XDP_PASS, frame.to_vec());
-    }
-    if action == Action::Drop as u32 {
-        return (XDP_DROP, frame.to_vec());
-    }
-    let mut answer = frame.to_vec();
-    if action == Action::Reset as u32
-        && f.present & present::TCP != 0
-        && let Some(len) = reset_in_place(
-            &mut answer,
-            frame.len(),
-            usize::from(f.l3_offset),
-            usize::from(f.l4_offset),
-        )
-    {
-        answer.truncate(len);
-        return (XDP_TX, answer);
-    }
-    (XDP_PASS, frame.to_vec())
+/// `p`'s fast path with its interface map filled with `ifaces` (a test run
+/// receives on the namespace's loopback, index 1), loaded.
+fn loaded(p: &BpfProgram, ifaces: &[(u32, u32)]) -> (FastPath, OwnedFd) {
+    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).expect("the maps");
+    fast.set_interfaces(ifaces).expect("the interface map");
+    let xsk = XskMap::new(1).expect("an XSK map");
+    let fd = fast.load_for(&xsk).expect("the fast path's program");
+    (fast, fd)
+}
+
+/// policies/web.lbp, lowered.
+fn web() -> Program {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
+        .unwrap();
+    load("web.lbp", &src).1
 }
 
 /// The frames of a policy's test packet lines (with their receiving
@@ -151,17 +115,10 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
         let (_, prog) = load(&name, &src);
         let p = bpf::compile(&prog, Mode::Fast).unwrap_or_else(|e| panic!("{name}: {e}"));
         let nat = nat_backends(&prog);
-        let xsk = XskMap::new(1).expect("an XSK map");
         let mut by_iface = Vec::new();
         for iface in 0..prog.interfaces.len().max(1) as u32 {
-            let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps)
-                .unwrap_or_else(|e| panic!("{name}: maps: {e}"));
-            // A test run receives on the namespace's loopback (index 1).
-            fast.set_interfaces(&[(1, iface | slot::IFACE_TX)]).unwrap();
+            let (fast, fd) = loaded(&p, &[(1, iface | slot::IFACE_TX)]);
             fast.set_nat_backends(&nat).unwrap();
-            let fd = fast
-                .load_for(&xsk)
-                .unwrap_or_else(|e| panic!("{name}: the fast path's program: {e}"));
             by_iface.push((fast, fd));
         }
         let n = by_iface.len();
@@ -227,13 +184,8 @@ fn the_fast_path_drops_what_the_policy_drops_and_passes_the_rest() {
 #[test]
 fn frames_of_unknown_interfaces_go_to_the_cores() {
     require_netns!();
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
-        .unwrap();
-    let (_, prog) = load("web.lbp", &src);
-    let p = bpf::compile(&prog, Mode::Fast).unwrap();
-    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
-    let xsk = XskMap::new(1).unwrap();
-    let fd = fast.load_for(&xsk).unwrap();
+    let p = bpf::compile(&web(), Mode::Fast).unwrap();
+    let (fast, fd) = loaded(&p, &[]);
     // Malformed (an IPv4 header cut short): dropped by a program that knew
     // the interface, but this one does not.
     let mut frame = vec![0u8; 20];
@@ -253,9 +205,7 @@ fn frames_of_unknown_interfaces_go_to_the_cores() {
 #[test]
 fn resets_are_answered_in_xdp_only_where_the_interface_allows() {
     require_netns!();
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/web.lbp"))
-        .unwrap();
-    let (_, prog) = load("web.lbp", &src);
+    let prog = web();
     let p = bpf::compile(&prog, Mode::Fast).unwrap();
     // A SYN to the virtual IP's port 25: no service, so reset.
     let mut spec = lbp_compiler::packet::PacketSpec::new(
@@ -269,10 +219,7 @@ fn resets_are_answered_in_xdp_only_where_the_interface_allows() {
     let f = lbp_abi::wire::extract(&frame, 0);
     assert_eq!(interp::decide(&prog, &f).action, Action::Reset as u32);
     for (flag, want) in [(0, XDP_PASS), (slot::IFACE_TX, XDP_TX)] {
-        let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
-        fast.set_interfaces(&[(1, flag)]).unwrap();
-        let xsk = XskMap::new(1).unwrap();
-        let fd = fast.load_for(&xsk).unwrap();
+        let (fast, fd) = loaded(&p, &[(1, flag)]);
         let run = xdp_test_run(fd.as_fd(), &frame).unwrap();
         assert_eq!(run.action, want, "flag {flag:#x}");
         let c = fast.counters().unwrap();
@@ -429,10 +376,7 @@ fn hostile_segments_are_reset_in_xdp_as_the_cores_reset_them() {
     require_netns!();
     let (_, prog) = load("hostile", HOSTILE_POLICY);
     let p = bpf::compile(&prog, Mode::Fast).unwrap();
-    let xsk = XskMap::new(1).unwrap();
-    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).unwrap();
-    fast.set_interfaces(&[(1, slot::IFACE_TX)]).unwrap();
-    let fd = fast.load_for(&xsk).unwrap();
+    let (_fast, fd) = loaded(&p, &[(1, slot::IFACE_TX)]);
     let mut r = Rng::new(seed_of("hostile segments"));
     let mut seen = [0usize; 4];
     for _ in 0..30_000 {

@@ -57,60 +57,6 @@ fn load_fast(name: &std::path::Path, prog: &lbp_compiler::Program) -> (FastPath,
     (fast, fd)
 }
 
-/// Whether the fast path leaves `f`'s frame to the cores whatever the policy
-/// says (no NAT back ends are given to the fuzzed programs).
-fn for_the_cores(f: &lbp_abi::Fields) -> bool {
-    use lbp_abi::present;
-    if f.present & present::ETH == 0 {
-        return true;
-    }
-    if f.present & present::MALFORMED != 0 {
-        return false;
-    }
-    if f.eth_type == 0x0806 {
-        return true;
-    }
-    f.present & present::ICMP != 0
-        && match f.ip_version {
-            4 => matches!(f.icmp_type, 3 | 11 | 12),
-            _ => matches!(f.icmp_type, 1..=4 | 135 | 136),
-        }
-}
-
-/// What the fast path must do with `frame` (fields `f`): its verdict and
-/// the frame it must leave.
-fn fast_expected(
-    prog: &lbp_compiler::Program,
-    frame: &[u8],
-    f: &lbp_abi::Fields,
-) -> (u32, Vec<u8>) {
-    use lbp_abi::{Action, present};
-    const DROP: u32 = 1;
-    const PASS: u32 = 2;
-    const TX: u32 = 3;
-    let action = lbp_compiler::interp::decide(prog, f).action;
-    if for_the_cores(f) {
-        return (PASS, frame.to_vec());
-    }
-    if action == Action::Drop as u32 {
-        return (DROP, frame.to_vec());
-    }
-    let mut answer = frame.to_vec();
-    if action == Action::Reset as u32
-        && f.present & present::TCP != 0
-        && let Some(n) = lbp_runtime::wire::reset_in_place(
-            &mut answer,
-            frame.len(),
-            usize::from(f.l3_offset),
-            usize::from(f.l4_offset),
-        )
-    {
-        answer.truncate(n);
-        return (TX, answer);
-    }
-    (PASS, frame.to_vec())
-}
-
 /// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
 /// process may not load programs. Every stock and corpus policy is within the
 /// back end's limits: a refusal there is a bug.
@@ -211,7 +157,9 @@ fuzz_target!(|data: &[u8]| {
         fast.set_interfaces(&[(1, in_iface | lbp_abi::bpf::fast::IFACE_TX)])
             .expect("the interface map");
         let run = xdp_test_run(fd.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
-        let (verdict, left) = fast_expected(&c.prog, frame, &fields);
+        // No NAT back ends are given to the fuzzed programs.
+        let (verdict, left) =
+            lbp_runtime::testbed::fast_path_model(frame, &fields, want.action, &[]);
         assert_eq!(
             (run.action, &run.frame),
             (verdict, &left),

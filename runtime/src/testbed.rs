@@ -379,6 +379,70 @@ impl Testbed {
     }
 }
 
+/// Whether the XDP fast path (`lbp_compiler::bpf`, fast mode) must leave the
+/// frame of `f` to the switching cores whatever the policy says: no
+/// Ethernet header, ARP, ICMP errors (IPv4 3, 11, 12; ICMPv6 1-4),
+/// neighbour discovery (135, 136), traffic from or to one of the NAT back
+/// ends `nat`. A malformed frame is the policy's (it drops it).
+pub fn fast_path_leaves_to_cores(f: &Fields, nat: &[IpAddr]) -> bool {
+    if f.present & present::ETH == 0 {
+        return true;
+    }
+    if f.present & present::MALFORMED != 0 {
+        return false;
+    }
+    if f.eth_type == 0x0806 {
+        return true;
+    }
+    if f.present & present::ICMP != 0 {
+        let t = f.icmp_type;
+        let error_or_nd = match f.ip_version {
+            4 => matches!(t, 3 | 11 | 12),
+            _ => matches!(t, 1..=4 | 135 | 136),
+        };
+        if error_or_nd {
+            return true;
+        }
+    }
+    if f.present & (present::IP4 | present::IP6) == 0 {
+        return false;
+    }
+    // As the program's map compares them: the 16-byte `Fields` form.
+    nat.contains(&ip_from_bytes(&f.ip_src)) || nat.contains(&ip_from_bytes(&f.ip_dst))
+}
+
+/// What the XDP fast path must do with `frame` (fields `f`), given the
+/// reference interpreter's `action` for it, and the frame it must leave:
+/// the cores' frames untouched to them (`XDP_PASS` in a test run, where the
+/// XSK map is empty); a drop dropped (`XDP_DROP`); a segment reset that the
+/// cores would answer, answered with the very RST they build
+/// ([`wire::reset_in_place`], `XDP_TX`); the rest untouched to the cores.
+/// The verdict is the kernel's number.
+pub fn fast_path_model(frame: &[u8], f: &Fields, action: u32, nat: &[IpAddr]) -> (u32, Vec<u8>) {
+    use lbp_abi::bpf::xdp;
+    let untouched = |verdict: i32| (verdict as u32, frame.to_vec());
+    if fast_path_leaves_to_cores(f, nat) {
+        return untouched(xdp::PASS);
+    }
+    if action == Action::Drop as u32 {
+        return untouched(xdp::DROP);
+    }
+    let mut answer = frame.to_vec();
+    if action == Action::Reset as u32
+        && f.present & present::TCP != 0
+        && let Some(len) = wire::reset_in_place(
+            &mut answer,
+            frame.len(),
+            usize::from(f.l3_offset),
+            usize::from(f.l4_offset),
+        )
+    {
+        answer.truncate(len);
+        return (xdp::TX as u32, answer);
+    }
+    untouched(xdp::PASS)
+}
+
 fn fresh_tables() -> Shared {
     Shared {
         conns: ConnTable::new(CONNECTIONS),

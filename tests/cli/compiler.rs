@@ -270,14 +270,7 @@ fn compile_emits_the_ebpf_program_or_says_why_not() {
     assert!(text.contains("; map[0] xsk"), "{text}");
     assert!(text.contains("counters"), "{text}");
 
-    let mut src = String::from("interface a { address 198.18.0.1/24 }\nfilter {\n");
-    for i in 0..2001u32 {
-        src.push_str(&format!(
-            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
-            1 + i
-        ));
-    }
-    src.push_str("}\n");
+    let src = crate::wide_policy("interface a { address 198.18.0.1/24 }\n", 2001);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wide.lbp");
     std::fs::write(&path, &src).unwrap();

@@ -40,6 +40,20 @@ pub fn lbp(args: &[&str]) -> Output {
         .expect("the lbp binary runs")
 }
 
+/// `head` (a policy's declarations) and a filter of `rules` rules that
+/// neither merge nor match a test's packets: beyond the eBPF back end's
+/// limits at 2 001.
+pub fn wide_policy(head: &str, rules: u32) -> String {
+    let mut src = format!("{head}filter {{\n");
+    for i in 0..rules {
+        src.push_str(&format!(
+            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
+            1 + i
+        ));
+    }
+    src + "}\n"
+}
+
 /// The files of `dir` (relative to the root) with extension `ext`, sorted.
 pub fn files(dir: &str, ext: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root().join(dir))

@@ -268,20 +268,6 @@ fn scenario(rings: &str, shown: &str) {
     assert!(!links.contains("lbp0"), "the TAP is left: {links}");
 }
 
-/// The two-armed policy with `rules` filter rules that no test packet
-/// matches.
-fn wide_policy(rules: u32) -> String {
-    let mut src = String::from(POLICY);
-    src.push_str("filter {\n");
-    for i in 0..rules {
-        src.push_str(&format!(
-            "    tcp.dport == {} && ip.ttl == 3 => drop\n",
-            1 + i
-        ));
-    }
-    src + "}\n"
-}
-
 /// A policy beyond the eBPF back end's limits (2 001 filter rules): with
 /// `--datapath auto` lbp runs it on the switching cores alone and says why
 /// (and still routes); with `--datapath xdp` it refuses to start, and leaves
@@ -295,7 +281,7 @@ fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
     let (app, cli, srv) = two_armed("l");
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("wide.lbp");
-    std::fs::write(&policy, wide_policy(2001)).expect("write policy");
+    std::fs::write(&policy, crate::wide_policy(POLICY, 2001)).expect("write policy");
     let start = |datapath: &str| {
         let args = [
             "--stats-interval",
@@ -350,7 +336,7 @@ fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
 
     // 300 rules: within the limits, but more than `auto` puts in XDP; `xdp`
     // puts them there.
-    std::fs::write(&policy, wide_policy(300)).expect("write policy");
+    std::fs::write(&policy, crate::wide_policy(POLICY, 300)).expect("write policy");
     for (datapath, on) in [("auto", false), ("xdp", true)] {
         let mut lbp = Lbp(start(datapath));
         let stdout = lbp.0.stdout.take().expect("stdout");

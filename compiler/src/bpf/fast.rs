@@ -96,16 +96,15 @@ pub(super) fn entry(a: &mut Asm) {
 }
 
 /// After extraction: the receiving interface into the `Fields` (a frame of
-/// an interface not in the map goes to `unknown`: to the cores, uncounted),
-/// the frame counted as seen, and the frames the cores must see sent to
-/// `cores`.
-pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label, unknown: Label) {
+/// an interface not in the map goes to the cores uncounted), the frame
+/// counted as seen, and the frames the cores must see sent to `cores`.
+pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
     // in_iface from the OS interface index.
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, R1, xdp::INGRESS_IFINDEX);
     a.stx(op::W, FP, KEY_OFF, R2);
     lookup(a, m.ifaces, KEY_OFF);
-    a.jmp_imm(op::JEQ, R0, 0, unknown);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
     a.ldx(op::W, R2, R0, 0);
     a.mov(R3, R2);
     a.alu32_imm(op::AND, R3, fast::IFACE_TX as i32);
@@ -156,7 +155,7 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label, unknown: Label) 
 /// After the decision: a drop is counted and dropped; a reset the cores
 /// would send is built here and sent back (`XDP_TX`); anything else, and
 /// whatever jumped to `cores`, goes to the switching cores.
-pub(super) fn act(a: &mut Asm, m: Maps, cores: Label, unknown: Label) {
+pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
     let not_drop = a.label();
     a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
     a.jmp_imm(op::JNE, R2, Action::Drop as i32, not_drop);
@@ -190,9 +189,9 @@ pub(super) fn act(a: &mut Asm, m: Maps, cores: Label, unknown: Label) {
     count(a, m, Slot::Fixed(fast::ACTIONS + Action::Reset as u32));
     count_rule(a, m);
     a.ret(xdp::TX);
+    // Not counted here (one map lookup less per frame): the runtime derives
+    // the frames sent to the cores from those seen and decided here.
     a.bind(cores);
-    count(a, m, Slot::Fixed(fast::TO_CORES));
-    a.bind(unknown);
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, R1, xdp::RX_QUEUE_INDEX);
     a.ld_map(R1, m.xsk);

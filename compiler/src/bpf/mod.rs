@@ -215,21 +215,20 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
         }
         Mode::Fast => {
             let m = fast::maps(&mut maps, prog);
-            let unknown = a.label();
-            fast_maps = Some((m, unknown));
+            fast_maps = Some(m);
             fast::entry(&mut a);
             zero(&mut a, FIELDS_OFF, size_of::<Fields>());
             a.mov(R6, R1);
             extract::emit_extract(&mut a, FIELDS_OFF);
-            fast::before_policy(&mut a, m, cores, unknown);
+            fast::before_policy(&mut a, m, cores);
         }
     }
     zero(&mut a, DECISION_OFF, size_of::<Decision>());
     let done = a.label();
     decide::emit(&mut a, &mut maps, prog, done)?;
     a.bind(done);
-    if let Some((m, unknown)) = fast_maps {
-        fast::act(&mut a, m, cores, unknown);
+    if let Some(m) = fast_maps {
+        fast::act(&mut a, m, cores);
     } else {
         // The test modes: the out map's entry 0 = the Decision and the Fields.
         a.st_imm(op::W, FP, OUT_KEY_OFF, 0);

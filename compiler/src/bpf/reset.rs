@@ -146,19 +146,11 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     a.st_imm(op::B, R4, 8, RESET_TTL);
     a.st_imm(op::B, R4, 9, 6);
     a.st_imm(op::H, R4, 10, 0);
-    a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_dst) + 12));
-    a.stx(op::W, R4, 12, R2);
-    a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_src) + 12));
-    a.stx(op::W, R4, 16, R2);
+    swap_addrs(a, 12, 1);
     sum_words(a, R4, 0, 10);
     a.csum_fold(R0, R1);
     a.stx(op::H, R4, 10, R0);
-    // The pseudo-header's addresses, then the TCP header at +20.
-    sum_words(a, R4, 12, 4);
-    a.mov(R9, R0);
-    a.mov(R5, R4);
-    a.alu_imm(op::ADD, R5, 20);
-    new_len(a, 40);
+    tcp_after(a, 12, 1, 20);
     a.ja(tcp);
 
     a.bind(v6);
@@ -170,17 +162,8 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     }
     a.st_imm(op::B, R4, 6, 6);
     a.st_imm(op::B, R4, 7, RESET_TTL);
-    for i in 0..4 {
-        a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_dst) + 4 * i));
-        a.stx(op::W, R4, 8 + 4 * i as i16, R2);
-        a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_src) + 4 * i));
-        a.stx(op::W, R4, 24 + 4 * i as i16, R2);
-    }
-    sum_words(a, R4, 8, 16);
-    a.mov(R9, R0);
-    a.mov(R5, R4);
-    a.alu_imm(op::ADD, R5, 40);
-    new_len(a, 60);
+    swap_addrs(a, 8, 4);
+    tcp_after(a, 8, 4, 40);
 
     // The TCP header at R5; R9 the addresses' sum.
     a.bind(tcp);
@@ -205,6 +188,31 @@ pub(super) fn emit(a: &mut Asm, ctx: i16, cores: Label) {
     a.alu_imm(op::ADD, R0, pseudo);
     a.csum_fold(R0, R1);
     a.stx(op::H, R5, 16, R0);
+}
+
+/// The IP header at `R4` gets the segment's addresses swapped, as `words`
+/// 32-bit words each (the last ones of the `Fields` form: 1 for IPv4, 4 for
+/// IPv6) from `at`: the new source (the old destination), then the new
+/// destination.
+fn swap_addrs(a: &mut Asm, at: i16, words: usize) {
+    for (k, i) in (4 - words..4).enumerate() {
+        let k = 4 * k as i16;
+        a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_dst) + 4 * i));
+        a.stx(op::W, R4, at + k, R2);
+        a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_src) + 4 * i));
+        a.stx(op::W, R4, at + 4 * words as i16 + k, R2);
+    }
+}
+
+/// After an IP header of `ip_len` bytes at `R4` whose addresses (`words`
+/// 32-bit words each) start at `at`: `R9` = the addresses' sum (for the
+/// pseudo-header), `R5` = the TCP header, and the answer's length stored.
+fn tcp_after(a: &mut Asm, at: i16, words: i16, ip_len: i32) {
+    sum_words(a, R4, at, 4 * words);
+    a.mov(R9, R0);
+    a.mov(R5, R4);
+    a.alu_imm(op::ADD, R5, ip_len);
+    new_len(a, ip_len + 20);
 }
 
 /// The answer's length, the IP header's offset (`R8`) plus `headers` (IP

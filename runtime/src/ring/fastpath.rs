@@ -15,6 +15,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use lbp_abi::Action;
 use lbp_abi::bpf::fast::{self, Counter};
 
 use super::bpf::{
@@ -101,7 +102,8 @@ impl FastPath {
     }
 
     /// The program's counters, summed over the CPUs: one per slot of
-    /// `lbp_abi::bpf::fast` (empty when it has no counters map).
+    /// `lbp_abi::bpf::fast` (empty when it has no counters map), with
+    /// `TO_CORES` derived: the frames seen less those decided in XDP.
     pub fn counters(&self) -> io::Result<Vec<Counter>> {
         let Some(m) = self.map(fast::COUNTERS) else {
             return Ok(Vec::new());
@@ -122,6 +124,17 @@ impl FastPath {
                 c.bytes += word(8);
             }
             out.push(c);
+        }
+        let at = |out: &[Counter], s: u32| out.get(s as usize).copied().unwrap_or_default();
+        let seen = at(&out, fast::SEEN);
+        let decided = [Action::Drop, Action::Reset].map(|x| at(&out, fast::ACTIONS + x as u32));
+        if let Some(c) = out.get_mut(fast::TO_CORES as usize) {
+            c.packets = decided
+                .iter()
+                .fold(seen.packets, |n, d| n.saturating_sub(d.packets));
+            c.bytes = decided
+                .iter()
+                .fold(seen.bytes, |n, d| n.saturating_sub(d.bytes));
         }
         Ok(out)
     }
