@@ -24,10 +24,11 @@
 #     kernel's backlog as deep as lbp's receive ring (net.core.netdev_max_backlog
 #     16 384 for that run only, put back after it and on exit);
 #   - the in-kernel XDP_TX rate of a trivial program on app's client interface;
-#   - lbp run with one switching core (established and new flows, and traffic
-#     its filter drops) with every frame decided on the core (`--datapath
-#     cores`) and with the policy in XDP first (`--datapath xdp`: the drops
-#     never reach the core), and lbp's bare forwarder on the same rings (`lbp
+#   - lbp run with one switching core (established and new flows, NAT and
+#     DSR, and traffic its filter drops) with every frame decided on the core
+#     (`--datapath cores`) and with the policy in XDP first (`--datapath xdp`:
+#     the drops never reach the core, DSR flows are balanced there and
+#     redirected out of a1), and lbp's bare forwarder on the same rings (`lbp
 #     run --bare`); the XDP_DROP ceiling is the generator-alone row (an XDP
 #     program that counts and drops at a0);
 #   - wrk requests per second, keep-alive and new connections, through nftables
@@ -92,7 +93,7 @@ restore_backlog() {
 }
 
 cleanup() {
-    stop_pids "${PIDS[@]}" "$LBP_PID"
+    stop_pids "${PIDS[@]}" "$LBP_PID" "$PASS_PID"
     restore_backlog
     remove_namespaces
     rm -rf "$WORK"
@@ -354,6 +355,15 @@ service http {
     mode nat to port 8080
 }
 
+# The DSR rows send here: balanced in XDP with --datapath xdp (DSR and a
+# Maglev table: no return traffic through the appliance).
+service udp_dsr {
+    vip $VIP udp port 10
+    pool bench
+    balance maglev
+    mode dsr
+}
+
 # The filter-dropped rows send here.
 filter {
     ip.dst == $VIP && udp.dport == 7 => drop
@@ -399,9 +409,23 @@ lbp_pps() {
     lbp_start "${lbp_args[@]}" || { printf '%-34s failed to start\n' "$name"; return 0; }
     LBP_PID=${PIDS[-1]}
     PIDS=()
-    pps "$name" "$VIP" 9 "$@"
+    pps "$name" "$VIP" "${LBP_PORT:-9}" "$@"
     stop_pids "$LBP_PID"
     LBP_PID=
+}
+
+# xdp_pass_on / xdp_pass_off: an XDP program that passes every frame, on s0
+# (bounded in time): a veth takes the frames its peer's XDP program
+# redirects to it (lbp's XDP balancing, out of a1) only when it runs one.
+PASS_PID=
+xdp_pass_on() {
+    ip netns exec "$SW" "$TRAFFICGEN" pass s0 --seconds $((4 * T + 60)) >"$WORK/pass" 2>&1 &
+    PASS_PID=$!
+    wait_for "$WORK/pass" ready 10 || log "the XDP_PASS program on s0 did not start: $(cat "$WORK/pass")"
+}
+xdp_pass_off() {
+    stop_pids "$PASS_PID"
+    PASS_PID=
 }
 
 # lbp_dropped: the frames lbp's filter has dropped so far, in XDP and on the
@@ -614,10 +638,18 @@ lbp_has_datapath && CORES=(--datapath cores)
 lbp_pps "lbp, one flow" "${CORES[@]}"
 lbp_pps "lbp, new flows" "${CORES[@]}" -- --flows
 lbp_drops "lbp, filter drops" "${CORES[@]}"
+# DSR (UDP port 10): on the cores, then balanced in XDP (redirected out of a1,
+# which needs --xdp-tx on veth, and an XDP program on its peer s0).
+LBP_PORT=10 lbp_pps "lbp, DSR one flow" "${CORES[@]}"
+LBP_PORT=10 lbp_pps "lbp, DSR new flows" "${CORES[@]}" -- --flows
 if lbp_has_datapath; then
     lbp_pps "lbp xdp, one flow" --datapath xdp
     lbp_pps "lbp xdp, new flows" --datapath xdp -- --flows
     lbp_drops "lbp xdp, filter drops" --datapath xdp
+    xdp_pass_on
+    LBP_PORT=10 lbp_pps "lbp xdp, DSR one flow" --datapath xdp --xdp-tx on
+    LBP_PORT=10 lbp_pps "lbp xdp, DSR new flows" --datapath xdp --xdp-tx on -- --flows
+    xdp_pass_off
 else
     echo "lbp xdp:                           not available ($LBP has no --datapath)"
 fi
@@ -670,6 +702,12 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
         echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
         echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
         echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
+    fi
+    if [ -n "${RATE[lbp xdp, DSR one flow]:-}" ]; then
+        echo "lbp xdp DSR one flow / XDP_TX reflect:        $(rowratio "lbp xdp, DSR one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp DSR new flows / XDP_TX reflect:       $(rowratio "lbp xdp, DSR new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp DSR one flow / lbp cores DSR:         $(rowratio "lbp xdp, DSR one flow" "lbp, DSR one flow")"
+        echo "lbp xdp DSR new flows / lbp cores DSR:        $(rowratio "lbp xdp, DSR new flows" "lbp, DSR new flows")"
     fi
 else
     echo "lbp ratios:                                   not yet available"

@@ -186,16 +186,115 @@ pub mod fast {
     /// derives it, [`SEEN`] less the frames decided in XDP ([`ACTIONS`]).
     pub const TO_CORES: u32 = 1;
     /// Frames it decided itself, by `lbp_abi::Action` number: slot
-    /// `ACTIONS + action`.
+    /// `ACTIONS + action` (drops, resets, and frames balanced in XDP).
     pub const ACTIONS: u32 = 2;
     /// Drops by the deciding `lbp_abi::stage`: slot `STAGES + stage`.
     pub const STAGES: u32 = 10;
     /// Frames decided by filter rule `r`: slot `RULES + r`.
     pub const RULES: u32 = 20;
 
-    /// The number of counter slots for a policy of `rules` filter rules.
+    /// The number of counter slots for a policy of `rules` filter rules
+    /// (the back ends' slots, [`BalService::counters`], come after them).
     pub fn slots(rules: usize) -> u32 {
         RULES + u32::try_from(rules).unwrap_or(u32::MAX - RULES)
+    }
+
+    // Balancing in XDP (DSR services of `balance maglev` or `hash`). The
+    // tables are the active generation's, in two buffers: the runtime fills
+    // the one the program does not read, waits for a grace period, and flips
+    // [`BAL_ACTIVE`]. Every `BAL_*` map is sized by the runtime (the specs'
+    // sizes are placeholders); [`FLOWS`] outlives the programs.
+
+    /// An array of one u32: the buffer (0 or 1) the program reads.
+    pub const BAL_ACTIVE: &str = "bal_active";
+    /// An array of [`BalService`], key `buffer * services + service`.
+    pub const BAL_SERVICES: &str = "bal_services";
+    /// An array of u32: each service's Maglev table, its entries a back-end
+    /// index in the service ([`NO_BACKEND`] for none), key
+    /// [`BalService::maglev_base`] `+ hash % maglev_len`.
+    pub const BAL_MAGLEV: &str = "bal_maglev";
+    /// An array of [`BalBackend`], key [`BalService::backend_base`] `+ b`.
+    pub const BAL_BACKENDS: &str = "bal_backends";
+    /// A hash of [`ServingKey`] to the back end's index in the service
+    /// (u32): the back ends that still serve a service (not in
+    /// maintenance), which established flows keep.
+    pub const BAL_SERVING: &str = "bal_serving";
+    /// An LRU hash of [`FlowKey`] to [`Flow`]: the back end each flow
+    /// balanced in XDP was given; shared by every generation's program.
+    pub const FLOWS: &str = "flows";
+    /// [`FLOWS`]'s size.
+    pub const FLOWS_MAX: u32 = 262_144;
+    /// A Maglev entry of no back end.
+    pub const NO_BACKEND: u32 = u32::MAX;
+
+    /// One service in one buffer.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct BalService {
+        /// [`SVC_XDP`] when XDP balances it (else the cores do).
+        pub flags: u32,
+        /// The first entry of its Maglev table in [`BAL_MAGLEV`].
+        pub maglev_base: u32,
+        /// Its Maglev table's size (0: the cores decide).
+        pub maglev_len: u32,
+        /// Its first back end in [`BAL_BACKENDS`].
+        pub backend_base: u32,
+        /// Its first back end's counter slots: back end `b` counts its new
+        /// flows in `counters + 2 b` and its frames in `counters + 2 b + 1`.
+        pub counters: u32,
+    }
+    /// In [`BalService::flags`]: balanced in XDP.
+    pub const SVC_XDP: u32 = 1;
+
+    /// One back end in one buffer: its address and how to reach it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct BalBackend {
+        /// The `Fields` form (IPv4 mapped).
+        pub addr: [u8; 16],
+        pub dst_mac: [u8; 6],
+        pub src_mac: [u8; 6],
+        /// The OS index of the interface it is reached by.
+        pub ifindex: u32,
+        /// [`BACKEND_READY`], [`BACKEND_NEW`].
+        pub flags: u32,
+    }
+    /// In [`BalBackend::flags`]: XDP may send its established flows to it
+    /// (its neighbour's MAC is usable, the interface allows the program to
+    /// transmit).
+    pub const BACKEND_READY: u32 = 1;
+    /// In [`BalBackend::flags`]: XDP may also give it new flows (its
+    /// neighbour is confirmed: a stale one is the cores' to re-confirm, so
+    /// new flows go to them meanwhile).
+    pub const BACKEND_NEW: u32 = 2;
+
+    /// [`BAL_SERVING`]'s key.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ServingKey {
+        pub buffer: u32,
+        pub service: u32,
+        pub addr: [u8; 16],
+    }
+
+    /// [`FLOWS`]'s key: a connection as the switching cores' table keys it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FlowKey {
+        pub client: [u8; 16],
+        pub vip: [u8; 16],
+        pub client_port: u16,
+        pub vport: u16,
+        pub version: u8,
+        pub proto: u8,
+        pub pad: [u8; 2],
+    }
+
+    /// [`FLOWS`]'s value: the back end's address.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Flow {
+        pub backend: [u8; 16],
     }
 }
 

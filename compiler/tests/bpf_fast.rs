@@ -24,7 +24,8 @@ use lbp_compiler::ir::{Addr, Program};
 use lbp_lab::require_netns;
 use lbp_lab::testing::frame::checksum_oracle;
 use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
-use lbp_runtime::ring::fastpath::FastPath;
+use lbp_runtime::ring::fastbal::Sizes;
+use lbp_runtime::ring::fastpath::{FastPath, flows_map};
 use lbp_runtime::testbed::fast_path_model;
 use policygen::{Rng, all_policies, load, seed_of};
 
@@ -59,10 +60,14 @@ fn expected(prog: &Program, frame: &[u8], f: &Fields, nat: &[IpAddr]) -> (u32, V
 /// `p`'s fast path with its interface map filled with `ifaces` (a test run
 /// receives on the namespace's loopback, index 1), loaded.
 fn loaded(p: &BpfProgram, ifaces: &[(u32, u32)]) -> (FastPath, OwnedFd) {
-    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps).expect("the maps");
+    let fast = FastPath::new("lbp_fast_test", p.prog.clone(), &p.maps, Sizes::default())
+        .expect("the maps");
     fast.set_interfaces(ifaces).expect("the interface map");
     let xsk = XskMap::new(1).expect("an XSK map");
-    let fd = fast.load_for(&xsk).expect("the fast path's program");
+    let flows = flows_map().expect("the flows map");
+    let fd = fast
+        .load_for(&xsk, &flows)
+        .expect("the fast path's program");
     (fast, fd)
 }
 

@@ -48,11 +48,14 @@ struct Compiled {
 /// index 1, is the receiving one).
 fn load_fast(name: &std::path::Path, prog: &lbp_compiler::Program) -> (FastPath, OwnedFd) {
     let p = bpf::compile(prog, Mode::Fast).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
-    let fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps)
+    // No balancing tables: balanced frames go to the cores, as the model
+    // says (tests/cli/xdp_balance.rs holds balancing in XDP to the cores).
+    let fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps, Default::default())
         .unwrap_or_else(|e| panic!("{}: maps: {e}", name.display()));
     let xsk = XskMap::new(1).expect("an XSK map");
+    let flows = lbp_runtime::ring::fastpath::flows_map().expect("the flows map");
     let fd = fast
-        .load_for(&xsk)
+        .load_for(&xsk, &flows)
         .unwrap_or_else(|e| panic!("{}: the fast path: {e}", name.display()));
     (fast, fd)
 }

@@ -276,6 +276,11 @@ impl Maglev {
         self.backends
     }
 
+    /// The table: a back end's index per entry, `u32::MAX` for none.
+    pub fn table(&self) -> &[u32] {
+        &self.table
+    }
+
     /// How many table entries back end `index` holds (its share of flows is this
     /// divided by [`Maglev::size`]).
     pub fn entries_of(&self, index: u32) -> usize {

@@ -602,10 +602,12 @@ fn a_fast_path_program_decides_in_the_kernel_and_swaps_hitlessly() {
             assert_eq!(lbp_runtime::sys::driver("lbp0").expect("ethtool"), "veth");
             let mut frames = Frames::new(2048).unwrap();
             let (mut redirect, mut port) = open_port(&mut frames);
-            let fast = FastPath::new("lbp_test_fast", prog.clone(), maps).expect("maps");
+            let fast = FastPath::new("lbp_test_fast", prog.clone(), maps, Default::default())
+                .expect("maps");
+            let flows = lbp_runtime::ring::fastpath::flows_map().expect("flows map");
             // Two copies of the same program, swapped in turn: a real swap each
             // time.
-            let copies = [0, 1].map(|_| fast.load_for(redirect.xsk_map()).expect("loads"));
+            let copies = [0, 1].map(|_| fast.load_for(redirect.xsk_map(), &flows).expect("loads"));
             let copy = |i: usize| copies[i % 2].try_clone().expect("dup");
             redirect.install(Some(copy(0))).expect("installed");
             ready_tx.send(()).unwrap();

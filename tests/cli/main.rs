@@ -20,6 +20,7 @@ mod reload;
 mod run;
 mod topology;
 mod ui;
+mod xdp_balance;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -91,7 +91,8 @@ pub enum Forwarder {
 /// The whole network. Servers are stopped before the namespaces go.
 #[derive(Debug)]
 pub struct Topology {
-    _client_xdp: PassAll,
+    /// On the appliance's peers (the client's eth0, the switch's p-app).
+    _xdp: Vec<PassAll>,
     _servers: Servers,
     pub client: Netns,
     pub app: Netns,
@@ -108,15 +109,15 @@ struct PassAll {
 }
 
 /// [`PassAll`] on `ifname` in `ns`: a veth takes the frames its peer's XDP
-/// program sends back (XDP_TX, `lbp run --xdp-tx on`) only when it runs an
-/// XDP program itself.
+/// program sends (XDP_TX or a redirect: `lbp run --xdp-tx on`) only when it
+/// runs an XDP program itself.
 fn pass_all(ns: &Netns, ifname: &str) -> PassAll {
     ns.within(|| {
         let mut a = Asm::new();
         a.ret(xdp::PASS);
         let prog = Loaded::xdp("lbp_e2e_pass", &a.finish().expect("assembles"), &[])
             .expect("an XDP_PASS program loads");
-        let ix = lbp_runtime::ring::bpf::ifindex(ifname).expect("the client's veth");
+        let ix = lbp_runtime::ring::bpf::ifindex(ifname).expect("the veth");
         let link = Attachment::attach_fd(ix, prog.prog.as_fd()).expect("attached");
         PassAll {
             _link: link,
@@ -156,6 +157,7 @@ impl Topology {
             &mac_str(APP_SERVERS_MAC),
         ]);
         switch.set_master("p-app", "br0").unwrap();
+        let switch_xdp = pass_all(&switch, "p-app");
         for (i, (ns, (_, a4, a6))) in backends.iter().zip(BACKENDS).enumerate() {
             let port = format!("p-b{}", i + 1);
             veth(ns, "eth0", &switch, &port);
@@ -201,7 +203,7 @@ impl Topology {
             .collect();
         let servers = Servers::start(&named);
         Topology {
-            _client_xdp: client_xdp,
+            _xdp: vec![client_xdp, switch_xdp],
             _servers: servers,
             client,
             app,

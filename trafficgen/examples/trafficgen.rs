@@ -12,10 +12,12 @@
 //!            [--method auto|live-frames|clone] [--count N]
 //! trafficgen count IFACE... [--seconds S]
 //! trafficgen reflect IFACE [--seconds S]
+//! trafficgen pass IFACE [--seconds S]
 //! trafficgen probe IFACE
 //! ```
 //!
-//! `probe` prints the method `--method auto` picks on IFACE, and why.
+//! `pass` attaches an XDP program that passes every frame (a veth peer needs
+//! one to take frames another XDP program redirects to it). `probe` prints the method `--method auto` picks on IFACE, and why.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -177,6 +179,14 @@ fn reflect(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn pass(a: &Args) -> Result<(), String> {
+    let name = a.positional.first().ok_or("pass: IFACE is required")?;
+    let r = Reflector::attach_pass(ifindex(name)?).map_err(|e| format!("pass on {name}: {e}"))?;
+    println!("ready ({:?} mode)", r.mode());
+    std::thread::sleep(a.seconds()?);
+    Ok(())
+}
+
 fn probe(a: &Args) -> Result<(), String> {
     let name = a.positional.first().ok_or("probe: IFACE is required")?;
     match live_frames_available(ifindex(name)?) {
@@ -189,13 +199,14 @@ fn probe(a: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("usage: trafficgen send|count|reflect|probe IFACE... [options]");
+        eprintln!("usage: trafficgen send|count|reflect|pass|probe IFACE... [options]");
         return ExitCode::from(2);
     };
     let r = Args::parse(rest).and_then(|a| match cmd.as_str() {
         "send" => send(&a),
         "count" => count(&a),
         "reflect" => reflect(&a),
+        "pass" => pass(&a),
         "probe" => probe(&a),
         other => Err(format!("unknown command {other:?}")),
     });

@@ -670,7 +670,18 @@ pub struct Reflector {
 impl Reflector {
     /// Load and attach the reflector to `ifindex`.
     pub fn attach(ifindex: u32) -> io::Result<Reflector> {
-        let prog = load_xdp("lbp_xdp_tx", &constant_program(xdp::TX)?)?;
+        Reflector::attach_verdict(ifindex, xdp::TX)
+    }
+
+    /// An XDP program that passes every frame on, attached to `ifindex`: a
+    /// veth takes frames its peer's XDP program sends (XDP_TX, a redirect)
+    /// only when it runs an XDP program itself.
+    pub fn attach_pass(ifindex: u32) -> io::Result<Reflector> {
+        Reflector::attach_verdict(ifindex, xdp::PASS)
+    }
+
+    fn attach_verdict(ifindex: u32, verdict: i32) -> io::Result<Reflector> {
+        let prog = load_xdp("lbp_xdp_const", &constant_program(verdict)?)?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
         Ok(Reflector { attachment, prog })
     }

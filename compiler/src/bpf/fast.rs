@@ -46,6 +46,12 @@ pub(super) struct Maps {
     ifaces: u32,
     nat: u32,
     counters: u32,
+    pub(super) bal_active: u32,
+    pub(super) bal_services: u32,
+    pub(super) bal_maglev: u32,
+    pub(super) bal_backends: u32,
+    pub(super) bal_serving: u32,
+    pub(super) flows: u32,
 }
 
 /// Add the fast path's maps to `maps`.
@@ -78,6 +84,38 @@ pub(super) fn maps(maps: &mut Vec<MapSpec>, prog: &Program) -> Maps {
             4,
             size_of::<fast::Counter>() as u32,
             fast::slots(prog.rules.len()),
+        ),
+        // Sized by the runtime for each generation (placeholders).
+        bal_active: add(fast::BAL_ACTIVE, MapKind::Array, 4, 4, 1),
+        bal_services: add(
+            fast::BAL_SERVICES,
+            MapKind::Array,
+            4,
+            size_of::<fast::BalService>() as u32,
+            1,
+        ),
+        bal_maglev: add(fast::BAL_MAGLEV, MapKind::Array, 4, 4, 1),
+        bal_backends: add(
+            fast::BAL_BACKENDS,
+            MapKind::Array,
+            4,
+            size_of::<fast::BalBackend>() as u32,
+            1,
+        ),
+        bal_serving: add(
+            fast::BAL_SERVING,
+            MapKind::Hash,
+            size_of::<fast::ServingKey>() as u32,
+            4,
+            1,
+        ),
+        // The runtime's own, shared by every generation's program.
+        flows: add(
+            fast::FLOWS,
+            MapKind::LruHash,
+            size_of::<fast::FlowKey>() as u32,
+            size_of::<fast::Flow>() as u32,
+            fast::FLOWS_MAX,
         ),
     }
 }
@@ -153,9 +191,16 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
 }
 
 /// After the decision: a drop is counted and dropped; a reset the cores
-/// would send is built here and sent back (`XDP_TX`); anything else, and
-/// whatever jumped to `cores`, goes to the switching cores.
-pub(super) fn act(a: &mut Asm, m: Maps, cores: Label) {
+/// would send is built here and sent back (`XDP_TX`); a balance of a
+/// service balanced here goes to its back end (`balance.rs`); anything
+/// else, and whatever jumped to `cores`, goes to the switching cores.
+/// `services`: the policy's number of services.
+pub(super) fn act(a: &mut Asm, m: Maps, services: u32, cores: Label) {
+    let not_balance = a.label();
+    a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
+    a.jmp_imm(op::JNE, R2, Action::Balance as i32, not_balance);
+    super::balance::emit(a, m, services, CTX_OFF, cores);
+    a.bind(not_balance);
     let not_drop = a.label();
     a.ldx(op::W, R2, FP, decision(offset_of!(Decision, action)));
     a.jmp_imm(op::JNE, R2, Action::Drop as i32, not_drop);
@@ -214,7 +259,7 @@ fn count_rule(a: &mut Asm, m: Maps) {
 }
 
 /// `R0` = the value of the key at `FP + key` in map `map`, or 0.
-fn lookup(a: &mut Asm, map: u32, key: i16) {
+pub(super) fn lookup(a: &mut Asm, map: u32, key: i16) {
     a.ld_map(R1, map);
     a.mov(R2, FP);
     a.alu_imm(op::ADD, R2, i32::from(key));
@@ -223,13 +268,13 @@ fn lookup(a: &mut Asm, map: u32, key: i16) {
 
 /// A counter slot: a constant, or a constant plus a u32 on the stack (a
 /// slot beyond the map's is not counted).
-enum Slot {
+pub(super) enum Slot {
     Fixed(u32),
     Plus(u32, i16),
 }
 
 /// One more frame of `pkt_len` bytes in `slot`.
-fn count(a: &mut Asm, m: Maps, slot: Slot) {
+pub(super) fn count(a: &mut Asm, m: Maps, slot: Slot) {
     match slot {
         Slot::Fixed(n) => a.st_imm(op::W, FP, KEY_OFF, n as i32),
         Slot::Plus(base, at) => {

@@ -42,6 +42,7 @@ use crate::ir::Program;
 use lbp_abi::bpf::{Asm, AsmError, MapKind, MapSpec, Program as Insns, helper, op, reg::*, xdp};
 use lbp_abi::{Decision, Fields};
 
+mod balance;
 mod decide;
 mod emit;
 pub mod extract;
@@ -228,7 +229,7 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
     decide::emit(&mut a, &mut maps, prog, done)?;
     a.bind(done);
     if let Some(m) = fast_maps {
-        fast::act(&mut a, m, cores);
+        fast::act(&mut a, m, prog.services.len() as u32, cores);
     } else {
         // The test modes: the out map's entry 0 = the Decision and the Fields.
         a.st_imm(op::W, FP, OUT_KEY_OFF, 0);

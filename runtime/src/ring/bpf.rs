@@ -30,6 +30,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
@@ -177,6 +178,64 @@ pub fn map_update_bytes(map: &LoadedMap, key: &[u8], value: &[u8]) -> io::Result
         &key[0],
         value.as_ptr() as u64,
     )
+}
+
+/// `BPF_MAP_*_BATCH`'s attributes.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Set the keys `first..first + n` of an array map to the `n` values in
+/// `values` (each of the map's value size, back to back), a few system
+/// calls for any `n` (`BPF_MAP_UPDATE_BATCH`).
+pub fn array_update_batch(map: &LoadedMap, first: u32, values: &[u8]) -> io::Result<()> {
+    let size = map.value_size as usize;
+    if map.key_size != 4 || size == 0 || !values.len().is_multiple_of(size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "BPF map {}: {} bytes of values of {size}",
+                map.name,
+                values.len()
+            ),
+        ));
+    }
+    // At most this many entries per call (the kernel copies them one by
+    // one; a bounded call keeps a signal's wait short).
+    const CHUNK: usize = 16_384;
+    let n = values.len() / size;
+    let keys: Vec<u32> = (0..n as u32).map(|i| first + i).collect();
+    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK * size)) {
+        let mut a = BatchAttr {
+            keys: k.as_ptr() as u64,
+            values: v.as_ptr() as u64,
+            count: k.len() as u32,
+            map_fd: map.fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_BATCH, &mut a)
+            .map_err(|e| io::Error::new(e.kind(), format!("filling BPF map {}: {e}", map.name)))?;
+    }
+    Ok(())
+}
+
+/// Remove `key` from `map`; false when it was not there.
+pub fn map_delete_bytes(map: &LoadedMap, key: &[u8]) -> io::Result<bool> {
+    map.check(key, map.value_size as usize)?;
+    match map_elem(BPF_MAP_DELETE_ELEM, map.fd.as_fd(), &key[0], 0) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Read `key` of `map` into a new buffer of the map's value size; `None` when

@@ -14,13 +14,16 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use lbp_abi::Action;
-use lbp_abi::bpf::fast::{self, Counter};
+use lbp_abi::bpf::fast::{self, Counter, ServingKey};
 
 use super::bpf::{
-    LoadedMap, MapKind, MapSpec, Program, XskMap, load_xdp, map_lookup_bytes, map_update_bytes,
+    LoadedMap, MapKind, MapSpec, Program, XskMap, array_update_batch, load_xdp, map_delete_bytes,
+    map_lookup_bytes, map_update_bytes,
 };
+use super::fastbal::{Sizes, Tables};
 
 /// One generation's fast-path program and its maps. See the module
 /// documentation.
@@ -28,36 +31,95 @@ use super::bpf::{
 pub struct FastPath {
     name: String,
     prog: Program,
-    /// In the program's map order; `None` where the interface's XSK map goes.
+    /// In the program's map order; `None` where a map of the runtime's own
+    /// goes (the interface's XSK map, the flows shared by the generations).
     maps: Vec<Option<LoadedMap>>,
+    /// Each map's kind, in the program's order.
+    kinds: Vec<MapKind>,
+    /// The balancing tables' room per buffer.
+    sizes: Sizes,
+    /// The buffer the program reads (none before the first publication).
+    buffer: Option<u32>,
+    /// The serving keys written to each buffer (to remove them on its next
+    /// fill).
+    serving: [Vec<ServingKey>; 2],
+    /// The tables last published.
+    published: Option<Tables>,
+}
+
+/// A flows map for [`FastPath::load_for`]: the back end of each flow balanced
+/// in XDP, kept across generations (a reload moves no established flow).
+pub fn flows_map() -> io::Result<LoadedMap> {
+    LoadedMap::create(&MapSpec {
+        name: fast::FLOWS.into(),
+        kind: MapKind::LruHash,
+        key_size: size_of::<fast::FlowKey>() as u32,
+        value_size: size_of::<fast::Flow>() as u32,
+        max_entries: fast::FLOWS_MAX,
+        entries: Vec::new(),
+    })
+}
+
+/// Wait until every XDP program run that began before now has ended: an RCU
+/// grace period (XDP programs run inside an RCU read-side section), which
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for. Where the kernel refuses it
+/// (nohz_full), a sleep far longer than a program run.
+fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl FastPath {
-    /// Create and fill the maps `specs` describes (the XSK map excepted) for
-    /// `prog`; nothing is loaded yet.
-    pub fn new(name: &str, prog: Program, specs: &[MapSpec]) -> io::Result<FastPath> {
+    /// Create and fill the maps `specs` describes (the XSK and flows maps
+    /// excepted) for `prog`, the balancing maps with room for two buffers of
+    /// `sizes`; nothing is loaded yet.
+    pub fn new(name: &str, prog: Program, specs: &[MapSpec], sizes: Sizes) -> io::Result<FastPath> {
+        let twice = |n: u32| n.saturating_mul(2).max(1);
         let maps = specs
             .iter()
-            .map(|s| match s.kind {
-                MapKind::Xsk => Ok(None),
-                _ => LoadedMap::create(s).map(Some),
+            .map(|s| {
+                let mut s = s.clone();
+                s.max_entries = match s.name.as_str() {
+                    _ if s.kind == MapKind::Xsk => return Ok(None),
+                    fast::FLOWS => return Ok(None),
+                    fast::BAL_SERVICES => twice(sizes.services),
+                    fast::BAL_MAGLEV => twice(sizes.maglev),
+                    fast::BAL_BACKENDS | fast::BAL_SERVING => twice(sizes.backends),
+                    fast::COUNTERS => s
+                        .max_entries
+                        .max(sizes.counters.saturating_add(2 * sizes.backends)),
+                    _ => s.max_entries,
+                };
+                LoadedMap::create(&s).map(Some)
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(FastPath {
             name: name.to_string(),
             prog,
             maps,
+            kinds: specs.iter().map(|s| s.kind).collect(),
+            sizes,
+            buffer: None,
+            serving: [Vec::new(), Vec::new()],
+            published: None,
         })
     }
 
-    /// The program loaded with `xsk` as its XSK map: one interface's copy.
-    pub fn load_for(&self, xsk: &XskMap) -> io::Result<OwnedFd> {
+    /// The program loaded with `xsk` as its XSK map and `flows` as its
+    /// flows map ([`flows_map`]): one interface's copy.
+    pub fn load_for(&self, xsk: &XskMap, flows: &LoadedMap) -> io::Result<OwnedFd> {
         let fds: Vec<i32> = self
             .maps
             .iter()
-            .map(|m| {
-                m.as_ref()
-                    .map_or(xsk.fd().as_raw_fd(), |m| m.fd.as_raw_fd())
+            .enumerate()
+            .map(|(i, m)| match m {
+                Some(m) => m.fd.as_raw_fd(),
+                None if self.is_xsk(i) => xsk.fd().as_raw_fd(),
+                None => flows.fd.as_raw_fd(),
             })
             .collect();
         let insns = self
@@ -65,6 +127,82 @@ impl FastPath {
             .resolve(&fds)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         load_xdp(&self.name, &insns)
+    }
+
+    /// Whether map `i` of the program is the XSK map (else, when it is not
+    /// the program's own, the flows map).
+    fn is_xsk(&self, i: usize) -> bool {
+        self.kinds.get(i) == Some(&MapKind::Xsk)
+    }
+
+    /// Publish the balancing tables `t`: written to the buffer the program
+    /// does not read (once every run that might still read it from before
+    /// the last flip has ended), then that buffer made the active one. A
+    /// run reads one buffer throughout. Unchanged tables are not written
+    /// again.
+    pub fn publish_balance(&mut self, t: &Tables) -> io::Result<()> {
+        if self.published.as_ref() == Some(t) {
+            return Ok(());
+        }
+        let maps = &self.maps;
+        let map = |n: &str| maps.iter().flatten().find(|m| m.name == n);
+        let (Some(active), Some(services), Some(maglev), Some(backends), Some(serving)) = (
+            map(fast::BAL_ACTIVE),
+            map(fast::BAL_SERVICES),
+            map(fast::BAL_MAGLEV),
+            map(fast::BAL_BACKENDS),
+            map(fast::BAL_SERVING),
+        ) else {
+            return Ok(());
+        };
+        let z = self.sizes;
+        if t.services.len() > z.services as usize
+            || t.maglev.len() > z.maglev as usize
+            || t.backends.len() > z.backends as usize
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the balancing tables outgrow the room of the compiled policy",
+            ));
+        }
+        let next = self.buffer.map_or(0, |b| 1 - b);
+        if self.buffer.is_some() {
+            grace_period();
+        }
+        let mut svc_bytes = Vec::with_capacity(t.services.len() * size_of::<fast::BalService>());
+        for s in &t.services {
+            let mut s = *s;
+            s.maglev_base += next * z.maglev;
+            s.backend_base += next * z.backends;
+            service_bytes(&s, &mut svc_bytes);
+        }
+        array_update_batch(services, next * z.services, &svc_bytes)?;
+        let mg: Vec<u8> = t.maglev.iter().flat_map(|e| e.to_ne_bytes()).collect();
+        array_update_batch(maglev, next * z.maglev, &mg)?;
+        let mut be = Vec::with_capacity(t.backends.len() * size_of::<fast::BalBackend>());
+        for b in &t.backends {
+            backend_bytes(b, &mut be);
+        }
+        array_update_batch(backends, next * z.backends, &be)?;
+        let old = std::mem::take(&mut self.serving[next as usize]);
+        for k in &old {
+            map_delete_bytes(serving, &serving_bytes(k))?;
+        }
+        let mut keys = Vec::with_capacity(t.serving.len());
+        for &(service, addr, b) in &t.serving {
+            let k = ServingKey {
+                buffer: next,
+                service,
+                addr,
+            };
+            map_update_bytes(serving, &serving_bytes(&k), &b.to_ne_bytes())?;
+            keys.push(k);
+        }
+        self.serving[next as usize] = keys;
+        map_update_bytes(active, &0u32.to_ne_bytes(), &next.to_ne_bytes())?;
+        self.buffer = Some(next);
+        self.published = Some(t.clone());
+        Ok(())
     }
 
     /// The map called `name` (a spec's name), if the program has one.
@@ -127,7 +265,8 @@ impl FastPath {
         }
         let at = |out: &[Counter], s: u32| out.get(s as usize).copied().unwrap_or_default();
         let seen = at(&out, fast::SEEN);
-        let decided = [Action::Drop, Action::Reset].map(|x| at(&out, fast::ACTIONS + x as u32));
+        let decided = [Action::Drop, Action::Reset, Action::Balance]
+            .map(|x| at(&out, fast::ACTIONS + x as u32));
         if let Some(c) = out.get_mut(fast::TO_CORES as usize) {
             c.packets = decided
                 .iter()
@@ -138,4 +277,35 @@ impl FastPath {
         }
         Ok(out)
     }
+}
+
+/// A [`fast::BalService`] as the map holds it.
+fn service_bytes(s: &fast::BalService, out: &mut Vec<u8>) {
+    for w in [
+        s.flags,
+        s.maglev_base,
+        s.maglev_len,
+        s.backend_base,
+        s.counters,
+    ] {
+        out.extend_from_slice(&w.to_ne_bytes());
+    }
+}
+
+/// A [`fast::BalBackend`] as the map holds it.
+fn backend_bytes(b: &fast::BalBackend, out: &mut Vec<u8>) {
+    out.extend_from_slice(&b.addr);
+    out.extend_from_slice(&b.dst_mac);
+    out.extend_from_slice(&b.src_mac);
+    out.extend_from_slice(&b.ifindex.to_ne_bytes());
+    out.extend_from_slice(&b.flags.to_ne_bytes());
+}
+
+/// A [`ServingKey`] as the map holds it.
+fn serving_bytes(k: &ServingKey) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&k.buffer.to_ne_bytes());
+    v.extend_from_slice(&k.service.to_ne_bytes());
+    v.extend_from_slice(&k.addr);
+    v
 }

@@ -16,6 +16,7 @@
 //! shared by the core's sockets).
 
 pub mod bpf;
+pub mod fastbal;
 pub mod fastpath;
 pub mod mem;
 pub mod tap;

@@ -71,7 +71,7 @@ pub fn route_lookup(routes: &[Route], dst: IpAddr) -> Option<usize> {
 
 /// Whether routing refuses `dst` (the compiled policy's rule, for what the core
 /// routes itself: back ends, NAT return traffic, the control plane's packets).
-pub(super) fn martian(ifaces: &[Interface], dst: IpAddr) -> bool {
+pub(crate) fn martian(ifaces: &[Interface], dst: IpAddr) -> bool {
     let connected = ifaces.iter().flat_map(|i| i.addrs.iter().copied());
     lbp_abi::martian::martian(dst, connected).is_some()
 }

@@ -279,11 +279,19 @@ pub fn stats_data(src: &Sources) -> Value {
         .filter(|s| s.counters.serial == v.serial)
         .collect();
     let mut services = Vec::new();
+    // The back ends' counters of flows balanced in XDP: two slots per back
+    // end, in pool order over the services, after the rules'.
+    let mut xdp_slot = slot::slots(v.app.rules.len()) as usize;
+    let (mut xdp_new, mut xdp_balanced) = (0u64, 0u64);
     for (si, svc) in v.app.services.iter().enumerate() {
         let mut backends = Vec::new();
         let (mut sp, mut sb, mut sn, mut sc) = (0u64, 0u64, 0u64, 0u64);
         for (bi, be) in svc.backends.iter().enumerate() {
-            let (mut p, mut b, mut n) = (0u64, 0u64, 0u64);
+            let (xn, xt) = (fast(xdp_slot), fast(xdp_slot + 1));
+            xdp_slot += 2;
+            xdp_new += xn.packets;
+            xdp_balanced += xt.packets;
+            let (mut p, mut b, mut n) = (xt.packets, xt.bytes, xn.packets);
             for s in &current {
                 let c = &s.counters;
                 if let Some(t) = c.backend_traffic.get(si).and_then(|v| v.get(bi)) {
@@ -385,6 +393,10 @@ pub fn stats_data(src: &Sources) -> Value {
             "dropped_packets": fast((slot::ACTIONS + Action::Drop as u32) as usize).packets,
             "dropped_bytes": fast((slot::ACTIONS + Action::Drop as u32) as usize).bytes,
             "reset_packets": fast((slot::ACTIONS + Action::Reset as u32) as usize).packets,
+            "balanced_packets": fast((slot::ACTIONS + Action::Balance as u32) as usize).packets,
+            "balanced_bytes": fast((slot::ACTIONS + Action::Balance as u32) as usize).bytes,
+            "new_flows": xdp_new,
+            "flows_balanced_packets": xdp_balanced,
         },
         "drops": drop_map,
         "services": services,
@@ -444,7 +456,7 @@ fn stats(src: &Sources) -> (String, Value) {
     let x = &d["xdp"];
     if u(x, "seen_packets") > 0 || x["on"].as_bool() == Some(true) {
         t.push_str(&format!(
-            "xdp fast path: {}  seen {}  to the cores {}  dropped {} ({} bytes)  reset {}\n",
+            "xdp fast path: {}  seen {}  to the cores {}  dropped {} ({} bytes)  reset {}  balanced {} ({} new flows)\n",
             if x["on"].as_bool() == Some(true) {
                 "on"
             } else {
@@ -455,6 +467,8 @@ fn stats(src: &Sources) -> (String, Value) {
             u(x, "dropped_packets"),
             u(x, "dropped_bytes"),
             u(x, "reset_packets"),
+            u(x, "balanced_packets"),
+            u(x, "new_flows"),
         ));
     }
     for s in d["services"].as_array().into_iter().flatten() {
@@ -863,8 +877,8 @@ pub fn metrics(src: &Sources) -> String {
     family(
         "lbp_xdp_packets_total",
         "counter",
-        "Frames the XDP fast path saw, sent to the switching cores, dropped itself, and answered with a TCP reset.",
-        ["seen", "to_cores", "dropped", "reset"]
+        "Frames the XDP fast path saw, sent to the switching cores, dropped itself, answered with a TCP reset, and balanced itself.",
+        ["seen", "to_cores", "dropped", "reset", "balanced"]
             .iter()
             .map(|k| (format!("what=\"{k}\""), u(x, &format!("{k}_packets"))))
             .collect(),

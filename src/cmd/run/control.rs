@@ -200,6 +200,8 @@ pub struct Controller {
     pub tap: Option<String>,
     /// The XDP fast path (`--datapath`).
     pub fast: Fast,
+    /// The fast path's last publication error (said once).
+    fast_error: Option<String>,
     pub view: Arc<Mutex<View>>,
 }
 
@@ -235,6 +237,7 @@ impl Controller {
             reloads: 0,
             tap: None,
             fast: Fast::new(Vec::new(), &[], &[]),
+            fast_error: None,
             view: Arc::new(Mutex::new(View::default())),
         };
         c.start_checks()?;
@@ -329,6 +332,7 @@ impl Controller {
             n += 1;
             self.control.tick(n, monotonic_ns());
             self.steer();
+            self.publish_fast();
             self.refresh_view();
             if cores.iter().any(|h| h.is_finished()) {
                 break;
@@ -384,16 +388,18 @@ impl Controller {
         let closed = self.steering.closed();
         let g = Generation::with_weights(c.policy, c.app.clone(), &weights).closing(&closed);
         let serial = g.serial;
-        let nat_backends = g.nat_backends.clone();
         let id = self.control.published.publish(g);
         let active = self.wait_active(id).map(|_| c.requested.elapsed());
         // The cores run the new policy: now the fast path's program.
         let fast_warning = match self.fast.has_xdp() {
-            true => self
-                .fast
-                .install(c.fast.as_ref(), &nat_backends)
-                .err()
-                .or(c.fast_warning),
+            true => {
+                let Controller { control, fast, .. } = self;
+                control
+                    .published
+                    .with_active(|g| fast.install(c.fast.as_ref(), g, &control.shared.neigh))
+                    .err()
+                    .or(c.fast_warning)
+            }
             false => None,
         };
         if let Some(tap) = &self.tap {
@@ -527,6 +533,7 @@ impl Controller {
             .published
             .with_active(|g| g.reweighted(&weights, &closed));
         let id = self.control.published.publish(g);
+        self.publish_fast();
         let text: Vec<String> = self
             .app
             .services
@@ -539,6 +546,24 @@ impl Controller {
             .collect();
         eprintln!("lbp: weights: generation {id}: {}", text.join("; "));
         Some(id)
+    }
+
+    /// The active generation's balancing tables to the XDP fast path (a
+    /// failure is said, and XDP keeps the tables it has).
+    fn publish_fast(&mut self) {
+        let Controller { control, fast, .. } = self;
+        let r = control
+            .published
+            .with_active(|g| fast.publish(g, &control.shared.neigh));
+        // Said once, not every tick it lasts.
+        match r {
+            Err(e) if self.fast_error.as_ref() != Some(&e) => {
+                eprintln!("lbp: warning: {e}");
+                self.fast_error = Some(e);
+            }
+            Err(_) => {}
+            Ok(()) => self.fast_error = None,
+        }
     }
 
     /// Take the waiting reports, check results and agent replies; publish new

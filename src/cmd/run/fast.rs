@@ -10,13 +10,15 @@
 //! every frame then meets the new policy on the cores. `cores` keeps the plain
 //! redirect program.
 
-use std::net::IpAddr;
-
 use lbp_abi::bpf::fast::{self as slot, Counter};
 use lbp_compiler::Program;
 use lbp_compiler::bpf::{self, BpfProgram, Mode};
-use lbp_runtime::ring::bpf::XdpRedirect;
-use lbp_runtime::ring::fastpath::FastPath;
+use lbp_runtime::generation::Generation;
+use lbp_runtime::neigh::NeighTable;
+use lbp_runtime::ring::bpf::{LoadedMap, XdpRedirect};
+use lbp_runtime::ring::fastbal::{self, Out, Sizes};
+use lbp_runtime::ring::fastpath::{FastPath, flows_map};
+use lbp_runtime::run::monotonic_ns;
 
 /// `--datapath`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +95,15 @@ pub struct Fast {
     /// (OS interface index, policy interface index with
     /// [`slot::IFACE_TX`] where allowed) of each XDP interface.
     ifaces: Vec<(u32, u32)>,
+    /// Per policy interface, where the program runs: its OS index and
+    /// whether the program may transmit on it.
+    outs: Vec<Option<Out>>,
+    /// The running program, and the compile (generation serial) it is of.
     current: Option<FastPath>,
+    serial: u64,
+    /// The flows balanced in XDP, shared by every generation's program
+    /// (made with the first).
+    flows: Option<LoadedMap>,
     /// The generation replaced last (its counters still read).
     previous: Option<FastPath>,
     /// The counters of the generations replaced before it, summed (fixed
@@ -119,10 +129,24 @@ impl Fast {
                 (ix, i as u32 | flag)
             })
             .collect();
+        let outs = redirects
+            .iter()
+            .zip(ifindexes)
+            .enumerate()
+            .map(|(i, (r, &ifindex))| {
+                r.as_ref().map(|_| Out {
+                    ifindex,
+                    tx: tx.get(i) == Some(&true),
+                })
+            })
+            .collect();
         Fast {
             redirects,
             ifaces,
+            outs,
             current: None,
+            serial: 0,
+            flows: None,
             previous: None,
             retired: vec![Counter::default(); slot::RULES as usize],
         }
@@ -138,18 +162,20 @@ impl Fast {
         !self.ifaces.is_empty()
     }
 
-    /// Put `p` on every XDP interface, or the plain redirect program when
-    /// `None`. On an error, the plain redirect program is put back everywhere
-    /// (the switching cores then decide every frame) and the error returned.
+    /// Put `p`, the program of generation `g`'s policy, on every XDP
+    /// interface, or the plain redirect program when `None`. On an error, the
+    /// plain redirect program is put back everywhere (the switching cores
+    /// then decide every frame) and the error returned.
     pub fn install(
         &mut self,
         p: Option<&BpfProgram>,
-        nat_backends: &[IpAddr],
+        g: &Generation,
+        neigh: &NeighTable,
     ) -> Result<(), String> {
         let Some(p) = p else {
             return self.uninstall();
         };
-        match self.try_install(p, nat_backends) {
+        match self.try_install(p, g, neigh) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let why = match e.kind() {
@@ -167,14 +193,28 @@ impl Fast {
         }
     }
 
-    fn try_install(&mut self, p: &BpfProgram, nat_backends: &[IpAddr]) -> std::io::Result<()> {
-        let fast = FastPath::new("lbp_fast", p.prog.clone(), &p.maps)?;
+    fn try_install(
+        &mut self,
+        p: &BpfProgram,
+        g: &Generation,
+        neigh: &NeighTable,
+    ) -> std::io::Result<()> {
+        if self.flows.is_none() {
+            self.flows = Some(flows_map()?);
+        }
+        let Some(flows) = &self.flows else {
+            unreachable!("made above")
+        };
+        let sizes = Sizes::of(&g.appliance);
+        let mut fast = FastPath::new("lbp_fast", p.prog.clone(), &p.maps, sizes)?;
         fast.set_interfaces(&self.ifaces)?;
-        fast.set_nat_backends(nat_backends)?;
+        fast.set_nat_backends(&g.nat_backends)?;
+        let t = fastbal::tables(g, neigh, &self.outs, monotonic_ns(), &sizes);
+        fast.publish_balance(&t)?;
         // Load every interface's copy first: a refusal changes nothing.
         let mut progs = Vec::with_capacity(self.redirects.len());
         for r in self.redirects.iter().flatten() {
-            progs.push(fast.load_for(r.xsk_map())?);
+            progs.push(fast.load_for(r.xsk_map(), flows)?);
         }
         for (swapped, (r, prog)) in self.redirects.iter_mut().flatten().zip(progs).enumerate() {
             if let Err(e) = r.install(Some(prog)) {
@@ -186,8 +226,26 @@ impl Fast {
             }
         }
         let old = self.current.replace(fast);
+        self.serial = g.serial;
         self.retire(old);
         Ok(())
+    }
+
+    /// Publish generation `g`'s balancing tables to the running program, if
+    /// it is of `g`'s compile (a reload installs its own program and tables):
+    /// new weights, back ends in maintenance, neighbours found or gone.
+    /// Unchanged tables are not written again.
+    pub fn publish(&mut self, g: &Generation, neigh: &NeighTable) -> Result<(), String> {
+        let Some(f) = &mut self.current else {
+            return Ok(());
+        };
+        if g.serial != self.serial {
+            return Ok(());
+        }
+        let sizes = Sizes::of(&g.appliance);
+        let t = fastbal::tables(g, neigh, &self.outs, monotonic_ns(), &sizes);
+        f.publish_balance(&t)
+            .map_err(|e| format!("the XDP fast path's balancing tables: {e}"))
     }
 
     /// The plain redirect program back on every interface. Should bpf(2)

@@ -293,9 +293,8 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     // `auto` on io_uring rings alone has nothing to say: the fast path needs
     // an AF_XDP interface.
     if datapath == Datapath::Xdp || (datapath == Datapath::Auto && fast.has_xdp()) {
-        let nat_backends = published.with_active(|g| g.nat_backends.clone());
         let installed = if fast.has_xdp() {
-            fast.install(fast_prog.as_ref(), &nat_backends)
+            published.with_active(|g| fast.install(fast_prog.as_ref(), g, &shared.neigh))
         } else {
             Err("no interface is bound with AF_XDP (--rings xdp)".to_string())
         };
@@ -491,11 +490,12 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
         let n = |slot: u32| fast_counters.get(slot as usize).map_or(0, |c| c.packets);
         use lbp_abi::bpf::fast::{ACTIONS, SEEN, TO_CORES};
         format!(
-            "; xdp fast path: seen {}, to the cores {}, dropped {}, reset {}",
+            "; xdp fast path: seen {}, to the cores {}, dropped {}, reset {}, balanced {}",
             n(SEEN),
             n(TO_CORES),
             n(ACTIONS + lbp_abi::Action::Drop as u32),
-            n(ACTIONS + lbp_abi::Action::Reset as u32)
+            n(ACTIONS + lbp_abi::Action::Reset as u32),
+            n(ACTIONS + lbp_abi::Action::Balance as u32)
         )
     } else {
         String::new()

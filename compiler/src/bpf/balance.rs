@@ -1,0 +1,338 @@
+//! The fast path's `balance`: DSR services of `balance maglev` or `hash`
+//! balanced in XDP, as the switching cores balance them.
+//!
+//! The runtime publishes the active generation's tables in the `BAL_*` maps
+//! (`lbp_abi::bpf::fast`: per service its Maglev table, its back ends with
+//! the next hop's MACs and interface, the back ends that still serve it) in
+//! two buffers, and the program reads the one [`fast::BAL_ACTIVE`] names. A
+//! flow keeps its back end in the [`fast::FLOWS`] LRU, which outlives the
+//! programs (a reload moves no established flow), as long as that back end
+//! still serves the service (a back end in maintenance or gone from the pool
+//! loses its flows: TCP goes to the cores, which reset it; anything else is
+//! balanced anew). A new flow is a TCP SYN (without ACK) or any other
+//! protocol's packet; its back end is the Maglev table's entry for the
+//! decision's flow hash, the very entry the cores would take.
+//!
+//! The frame leaves with its TTL (hop limit) decreased, the IPv4 checksum
+//! updated (RFC 1624) and the MACs of the next hop, by `XDP_TX` when the back
+//! end is reached by the receiving interface, else by a redirect to its
+//! interface. Whatever is not ready (a fragment, a TTL the cores answer, a
+//! service the cores balance, a back end whose neighbour is unknown or whose
+//! interface the program may not send on, a TCP segment of no flow known
+//! here) goes to the cores untouched.
+
+use std::mem::{offset_of, size_of};
+
+use lbp_abi::bpf::fast::{BalBackend, BalService, Flow, FlowKey, ServingKey};
+use lbp_abi::bpf::{Asm, Label, fast, helper, op, reg::*, xdp};
+use lbp_abi::{Decision, Fields, present, tcp_flag};
+
+use super::fast::{Maps, Slot, count, lookup};
+use super::{DECISION_OFF, FIELDS_OFF};
+
+/// The flow's key (8-aligned).
+const FLOW_KEY_OFF: i16 = -224;
+/// A [`ServingKey`].
+const SERVING_OFF: i16 = -256;
+/// The buffer read (u32).
+const BUF_OFF: i16 = -260;
+/// The back end's index in its service (u32).
+const B_OFF: i16 = -264;
+/// 1 for a new flow (u32).
+const NEW_OFF: i16 = -268;
+/// A u32 map key.
+const KEY_OFF: i16 = -272;
+/// The service's [`BalService`] (20 bytes, 4-aligned).
+const SVC_OFF: i16 = -296;
+/// The back end's [`BalBackend`] (36 bytes, 4-aligned).
+const BACKEND_OFF: i16 = -336;
+/// A counter slot (u32): the back end's first.
+const SLOT_OFF: i16 = -340;
+
+const _: () = assert!(size_of::<FlowKey>() == 40 && size_of::<ServingKey>() == 24);
+const _: () = assert!(size_of::<BalService>() <= 24 && size_of::<BalBackend>() <= 40);
+const _: () = assert!(size_of::<Flow>() == 16);
+
+fn field(off: usize) -> i16 {
+    FIELDS_OFF + off as i16
+}
+
+fn decision(off: usize) -> i16 {
+    DECISION_OFF + off as i16
+}
+
+fn svc(off: usize) -> i16 {
+    SVC_OFF + off as i16
+}
+
+fn backend(off: usize) -> i16 {
+    BACKEND_OFF + off as i16
+}
+
+/// Copy `len` bytes (a multiple of 4) from `src + from` to `FP + to` in
+/// words, through `R2`.
+fn copy(a: &mut Asm, src: u8, from: i16, to: i16, len: usize) {
+    for i in (0..len as i16).step_by(4) {
+        a.ldx(op::W, R2, src, from + i);
+        a.stx(op::W, FP, to + i, R2);
+    }
+}
+
+/// Balance the frame (the decision is `Balance`) or jump to `cores`.
+/// `services`: the policy's number of services; `ctx`: where the context is.
+pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) {
+    // Fragments and a TTL the cores answer.
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.alu_imm(op::AND, R2, present::FRAG as i32);
+    a.jmp_imm(op::JNE, R2, 0, cores);
+    a.ldx(op::B, R2, FP, field(offset_of!(Fields, ip_ttl)));
+    a.jmp_imm(op::JLE, R2, 1, cores);
+
+    // The buffer, then the service in it.
+    a.st_imm(op::W, FP, KEY_OFF, 0);
+    lookup(a, m.bal_active, KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
+    a.ldx(op::W, R2, R0, 0);
+    a.stx(op::W, FP, BUF_OFF, R2);
+    a.alu32_imm(op::MUL, R2, services as i32);
+    a.ldx(op::W, R3, FP, decision(offset_of!(Decision, target)));
+    a.alu32(op::ADD, R2, R3);
+    a.stx(op::W, FP, KEY_OFF, R2);
+    lookup(a, m.bal_services, KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
+    copy(a, R0, 0, SVC_OFF, size_of::<BalService>());
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
+    a.alu_imm(op::AND, R2, fast::SVC_XDP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, cores);
+
+    // The flow's key, as the cores' connection table keys it.
+    for i in (0..size_of::<FlowKey>() as i16).step_by(8) {
+        a.st_imm(op::DW, FP, FLOW_KEY_OFF + i, 0);
+    }
+    copy(
+        a,
+        FP,
+        field(offset_of!(Fields, ip_src)),
+        FLOW_KEY_OFF + offset_of!(FlowKey, client) as i16,
+        16,
+    );
+    copy(
+        a,
+        FP,
+        field(offset_of!(Fields, ip_dst)),
+        FLOW_KEY_OFF + offset_of!(FlowKey, vip) as i16,
+        16,
+    );
+    for (from, to, size) in [
+        (
+            offset_of!(Fields, sport),
+            offset_of!(FlowKey, client_port),
+            op::H,
+        ),
+        (offset_of!(Fields, dport), offset_of!(FlowKey, vport), op::H),
+        (
+            offset_of!(Fields, ip_version),
+            offset_of!(FlowKey, version),
+            op::B,
+        ),
+        (
+            offset_of!(Fields, ip_proto),
+            offset_of!(FlowKey, proto),
+            op::B,
+        ),
+    ] {
+        a.ldx(size, R2, FP, field(from));
+        a.stx(size, FP, FLOW_KEY_OFF + to as i16, R2);
+    }
+
+    // A flow known here keeps its back end while that still serves.
+    let new = a.label();
+    let have = a.label();
+    lookup(a, m.flows, FLOW_KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, new);
+    copy(
+        a,
+        R0,
+        offset_of!(Flow, backend) as i16,
+        SERVING_OFF + offset_of!(ServingKey, addr) as i16,
+        16,
+    );
+    a.ldx(op::W, R2, FP, BUF_OFF);
+    a.stx(
+        op::W,
+        FP,
+        SERVING_OFF + offset_of!(ServingKey, buffer) as i16,
+        R2,
+    );
+    a.ldx(op::W, R2, FP, decision(offset_of!(Decision, target)));
+    a.stx(
+        op::W,
+        FP,
+        SERVING_OFF + offset_of!(ServingKey, service) as i16,
+        R2,
+    );
+    lookup(a, m.bal_serving, SERVING_OFF);
+    let gone = a.label();
+    a.jmp_imm(op::JEQ, R0, 0, gone);
+    a.ldx(op::W, R2, R0, 0);
+    a.stx(op::W, FP, B_OFF, R2);
+    a.st_imm(op::W, FP, NEW_OFF, 0);
+    a.ja(have);
+    // Its back end no longer serves: the flow is forgotten.
+    a.bind(gone);
+    a.ld_map(R1, m.flows);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(FLOW_KEY_OFF));
+    a.call(helper::MAP_DELETE_ELEM);
+
+    // A new flow: TCP only by a SYN without ACK (anything else of no flow
+    // known here is the cores' to answer).
+    a.bind(new);
+    let pick = a.label();
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.alu_imm(op::AND, R2, present::TCP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, pick);
+    a.ldx(op::B, R2, FP, field(offset_of!(Fields, tcp_flags)));
+    a.alu_imm(op::AND, R2, i32::from(tcp_flag::SYN | tcp_flag::ACK));
+    a.jmp_imm(op::JNE, R2, i32::from(tcp_flag::SYN), cores);
+    a.bind(pick);
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, maglev_len)));
+    a.jmp_imm(op::JEQ, R2, 0, cores);
+    a.ldx(op::W, R3, FP, decision(offset_of!(Decision, hash)));
+    a.alu(op::MOD, R3, R2);
+    a.ldx(op::W, R4, FP, svc(offset_of!(BalService, maglev_base)));
+    a.alu32(op::ADD, R3, R4);
+    a.stx(op::W, FP, KEY_OFF, R3);
+    lookup(a, m.bal_maglev, KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
+    a.ldx(op::W, R2, R0, 0);
+    a.jmp32_imm(op::JEQ, R2, fast::NO_BACKEND as i32, cores);
+    a.stx(op::W, FP, B_OFF, R2);
+    a.st_imm(op::W, FP, NEW_OFF, 1);
+
+    // The back end: ready to be sent to from here?
+    a.bind(have);
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, backend_base)));
+    a.ldx(op::W, R3, FP, B_OFF);
+    a.alu32(op::ADD, R2, R3);
+    a.stx(op::W, FP, KEY_OFF, R2);
+    lookup(a, m.bal_backends, KEY_OFF);
+    a.jmp_imm(op::JEQ, R0, 0, cores);
+    copy(a, R0, 0, BACKEND_OFF, size_of::<BalBackend>());
+    // An established flow needs a usable neighbour, a new one a confirmed
+    // one (NEW_OFF is 0 or 1: the flag tested is READY << NEW_OFF).
+    const _: () = assert!(fast::BACKEND_NEW == fast::BACKEND_READY << 1);
+    a.ldx(op::W, R2, FP, backend(offset_of!(BalBackend, flags)));
+    a.ldx(op::W, R3, FP, NEW_OFF);
+    a.alu32(op::RSH, R2, R3);
+    a.alu_imm(op::AND, R2, fast::BACKEND_READY as i32);
+    a.jmp_imm(op::JEQ, R2, 0, cores);
+    packet_bounds(a, ctx, cores);
+
+    // Decided: the flow recorded, the counters, then the frame.
+    let known = a.label();
+    a.ldx(op::W, R2, FP, NEW_OFF);
+    a.jmp_imm(op::JEQ, R2, 0, known);
+    a.ld_map(R1, m.flows);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(FLOW_KEY_OFF));
+    a.mov(R3, FP);
+    a.alu_imm(
+        op::ADD,
+        R3,
+        i32::from(backend(offset_of!(BalBackend, addr))),
+    );
+    a.mov_imm(R4, 0);
+    a.call(helper::MAP_UPDATE_ELEM);
+    a.bind(known);
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, counters)));
+    a.ldx(op::W, R3, FP, B_OFF);
+    a.alu32_imm(op::LSH, R3, 1);
+    a.alu32(op::ADD, R2, R3);
+    a.stx(op::W, FP, SLOT_OFF, R2);
+    let counted = a.label();
+    a.ldx(op::W, R2, FP, NEW_OFF);
+    a.jmp_imm(op::JEQ, R2, 0, counted);
+    count(a, m, Slot::Plus(0, SLOT_OFF));
+    a.bind(counted);
+    count(a, m, Slot::Plus(1, SLOT_OFF));
+    count(
+        a,
+        m,
+        Slot::Fixed(fast::ACTIONS + lbp_abi::Action::Balance as u32),
+    );
+
+    // The frame: bounds again (the helpers took the registers), the TTL,
+    // the MACs, out.
+    packet_bounds(a, ctx, cores);
+    let v6 = a.label();
+    let macs = a.label();
+    a.ldx(op::B, R2, FP, field(offset_of!(Fields, ip_version)));
+    a.jmp_imm(op::JNE, R2, 4, v6);
+    // IPv4: the word of TTL and protocol, loaded in the host's order (the
+    // TTL its low byte), and the checksum updated by RFC 1624's equation 3,
+    // whose ones' complement sums give the same bytes in either order.
+    a.ldx(op::H, R3, R4, 8);
+    a.ldx(op::H, R5, R4, 10);
+    a.alu_imm(op::XOR, R5, 0xffff);
+    a.mov(R2, R3);
+    a.alu_imm(op::XOR, R2, 0xffff);
+    a.alu(op::ADD, R5, R2);
+    a.alu_imm(op::SUB, R3, 1);
+    a.alu(op::ADD, R5, R3);
+    a.csum_fold(R5, R2);
+    a.stx(op::H, R4, 8, R3);
+    a.stx(op::H, R4, 10, R5);
+    a.ja(macs);
+    a.bind(v6);
+    a.ldx(op::B, R3, R4, 7);
+    a.alu_imm(op::SUB, R3, 1);
+    a.stx(op::B, R4, 7, R3);
+    a.bind(macs);
+    // Destination then source MAC: the struct's 12 bytes from dst_mac on.
+    const _: () = assert!(
+        offset_of!(BalBackend, src_mac) == offset_of!(BalBackend, dst_mac) + 6
+            && offset_of!(BalBackend, dst_mac) % 4 == 0
+    );
+    for i in (0..12i16).step_by(4) {
+        a.ldx(op::W, R2, FP, backend(offset_of!(BalBackend, dst_mac)) + i);
+        a.stx(op::W, R6, i, R2);
+    }
+    let redirect = a.label();
+    a.ldx(op::W, R2, FP, backend(offset_of!(BalBackend, ifindex)));
+    a.ldx(op::DW, R1, FP, ctx);
+    a.ldx(op::W, R3, R1, xdp::INGRESS_IFINDEX);
+    a.jmp(op::JNE, R2, R3, redirect);
+    a.ret(xdp::TX);
+    a.bind(redirect);
+    a.mov(R1, R2);
+    a.mov_imm(R2, 0);
+    a.call(helper::REDIRECT);
+    a.exit();
+}
+
+/// `R6` = the frame's start (its Ethernet header whole), `R4` = its IP
+/// header, whole in the frame (20 bytes for IPv4, 40 for IPv6), or a jump
+/// to `cores`.
+fn packet_bounds(a: &mut Asm, ctx: i16, cores: Label) {
+    a.ldx(op::DW, R1, FP, ctx);
+    a.ldx(op::W, R6, R1, xdp::DATA);
+    a.ldx(op::W, R7, R1, xdp::DATA_END);
+    a.mov(R5, R6);
+    a.alu_imm(op::ADD, R5, 14);
+    a.jmp(op::JGT, R5, R7, cores);
+    a.ldx(op::H, R8, FP, field(offset_of!(Fields, l3_offset)));
+    a.jmp_imm(op::JGT, R8, 64, cores);
+    a.jmp_imm(op::JLT, R8, 14, cores);
+    a.mov(R4, R6);
+    a.alu(op::ADD, R4, R8);
+    a.mov(R5, R4);
+    a.alu_imm(op::ADD, R5, 40);
+    let whole = a.label();
+    a.jmp(op::JLE, R5, R7, whole);
+    a.ldx(op::B, R2, FP, field(offset_of!(Fields, ip_version)));
+    a.jmp_imm(op::JNE, R2, 4, cores);
+    a.alu_imm(op::SUB, R5, 20);
+    a.jmp(op::JGT, R5, R7, cores);
+    a.bind(whole);
+}

@@ -1,0 +1,180 @@
+//! Balancing in XDP: the active generation's tables as the fast path's
+//! program reads them (`lbp_abi::bpf::fast`'s `BAL_*` maps).
+//!
+//! XDP balances the services whose back ends it can reach without the
+//! switching cores' connection table: direct server return (no return
+//! traffic through the appliance) with `balance maglev` or `hash` (a table
+//! the program can read). Per such service the generation's Maglev table
+//! (the very table the cores read, so a flow lands on the same back end by
+//! either path), and per back end the next hop as the cores would send to it
+//! (route, neighbour, interface MAC) and whether it may be used: established
+//! flows need a usable neighbour, new ones a confirmed one, since only the
+//! cores re-confirm a stale neighbour. A back end in maintenance does not
+//! serve: its flows leave it as on the cores.
+//!
+//! [`Tables`] is computed from a [`Generation`] and the neighbour table
+//! ([`tables`]); `FastPath::publish_balance` writes it into the buffer the
+//! program does not read and flips the active one.
+
+use std::net::IpAddr;
+
+use lbp_abi::bpf::fast::{self, BalBackend, BalService};
+
+use crate::balance::{MAGLEV_DEFAULT_SIZE, MAGLEV_SLOTS_PER_BACKEND, next_prime};
+use crate::config::{Algorithm, Appliance, Mode, Service};
+use crate::generation::Generation;
+use crate::neigh::{NeighAddr, NeighState, NeighTable};
+use crate::switch::route_lookup;
+
+/// A policy interface as the program sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Out {
+    /// Its OS index.
+    pub ifindex: u32,
+    /// Whether the program may transmit on it (`XDP_TX` or a redirect).
+    pub tx: bool,
+}
+
+/// The room one buffer of the tables takes, fixed for a compiled policy
+/// (its pools do not change until the next reload).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub services: u32,
+    /// Maglev entries: each balanced service's largest table.
+    pub maglev: u32,
+    pub backends: u32,
+    /// The first back-end counter slot (after the rules').
+    pub counters: u32,
+}
+
+impl Sizes {
+    /// The room for `app`'s tables.
+    pub fn of(app: &Appliance) -> Sizes {
+        let mut s = Sizes {
+            services: app.services.len() as u32,
+            counters: fast::slots(app.rules.len()),
+            ..Sizes::default()
+        };
+        for svc in &app.services {
+            s.backends += svc.backends.len() as u32;
+            if balanced_here(svc) {
+                s.maglev += largest_table(svc.backends.len()) as u32;
+            }
+        }
+        s
+    }
+}
+
+/// Whether XDP balances `svc`: DSR, and a Maglev table.
+pub fn balanced_here(svc: &Service) -> bool {
+    svc.mode == Mode::Dsr && matches!(svc.algorithm, Algorithm::Maglev | Algorithm::Hash)
+}
+
+/// The largest Maglev table of a pool of `n` back ends (the runtime's
+/// `Maglev::new` sizes it by the live ones, at most `n`).
+fn largest_table(n: usize) -> usize {
+    next_prime(MAGLEV_DEFAULT_SIZE.max(n.saturating_mul(MAGLEV_SLOTS_PER_BACKEND)))
+}
+
+/// One buffer's contents: indexes relative to the buffer's start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tables {
+    pub services: Vec<BalService>,
+    pub maglev: Vec<u32>,
+    pub backends: Vec<BalBackend>,
+    /// (service, back-end address, index in the service) of the back ends
+    /// that serve a service balanced here.
+    pub serving: Vec<(u32, [u8; 16], u32)>,
+}
+
+/// The `Fields` form of an address (IPv4 mapped).
+pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
+/// The tables of generation `g` at time `now` (the neighbour table's clock);
+/// `outs[i]`: policy interface `i`, where the program runs.
+pub fn tables(
+    g: &Generation,
+    neigh: &NeighTable,
+    outs: &[Option<Out>],
+    now: u64,
+    sizes: &Sizes,
+) -> Tables {
+    let mut t = Tables::default();
+    let app = &g.appliance;
+    for (s, svc) in app.services.iter().enumerate() {
+        let backend_base = t.backends.len() as u32;
+        let mut entry = BalService {
+            flags: 0,
+            maglev_base: t.maglev.len() as u32,
+            maglev_len: 0,
+            backend_base,
+            counters: sizes.counters + 2 * backend_base,
+        };
+        let tables = g.services.get(s);
+        let maglev = tables.and_then(|x| x.maglev.as_ref());
+        let here = balanced_here(svc) && maglev.is_some();
+        if let (true, Some(m)) = (here, maglev)
+            && t.maglev.len() + m.size() <= sizes.maglev as usize
+        {
+            entry.flags = fast::SVC_XDP;
+            entry.maglev_len = m.size() as u32;
+            t.maglev.extend_from_slice(m.table());
+        }
+        for (b, be) in svc.backends.iter().enumerate() {
+            let addr = addr_bytes(be.addr);
+            let mut bb = BalBackend {
+                addr,
+                ..BalBackend::default()
+            };
+            if entry.flags != 0 {
+                if let Some((dst, src, ifindex, confirmed)) = next_hop(g, neigh, outs, be.addr, now)
+                {
+                    bb.dst_mac = dst;
+                    bb.src_mac = src;
+                    bb.ifindex = ifindex;
+                    bb.flags = fast::BACKEND_READY | if confirmed { fast::BACKEND_NEW } else { 0 };
+                }
+                let closed = tables
+                    .and_then(|x| x.closed.get(b))
+                    .copied()
+                    .unwrap_or(false);
+                if !closed {
+                    t.serving.push((s as u32, addr, b as u32));
+                }
+            }
+            t.backends.push(bb);
+        }
+        t.services.push(entry);
+    }
+    t
+}
+
+/// How the cores would send to `addr`: (next hop's MAC, interface's MAC,
+/// OS interface index, whether the neighbour is confirmed), where the
+/// program may send there itself.
+fn next_hop(
+    g: &Generation,
+    neigh: &NeighTable,
+    outs: &[Option<Out>],
+    addr: IpAddr,
+    now: u64,
+) -> Option<([u8; 6], [u8; 6], u32, bool)> {
+    let app = &g.appliance;
+    if crate::switch::martian(&app.interfaces, addr) {
+        return None;
+    }
+    let r = &app.routes[route_lookup(&app.routes, addr)?];
+    let out = outs.get(r.dev as usize).copied().flatten()?;
+    if !out.tx {
+        return None;
+    }
+    let iface = app.interfaces.get(r.dev as usize)?;
+    let n = neigh.lookup(&NeighAddr::from(r.via.unwrap_or(addr)), now)?;
+    let confirmed = matches!(n.state, NeighState::Reachable | NeighState::Permanent);
+    Some((n.mac, iface.mac, out.ifindex, confirmed))
+}

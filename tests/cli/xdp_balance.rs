@@ -1,0 +1,470 @@
+//! Balancing in XDP (DSR services of `balance maglev`), held to the
+//! switching core: the fast path's program, in the kernel's test run, with
+//! the tables the runtime publishes (`lbp_runtime::ring::fastbal`), sends
+//! each new flow to the back end the core sends it to, with the very frame
+//! the core sends (TTL or hop limit decreased, checksum, MACs of the next
+//! hop); keeps a flow on its back end across new weights; lets a flow go
+//! when its back end goes into maintenance (TCP to the cores, which reset
+//! it; UDP balanced anew); leaves to the cores what they must decide (NAT
+//! services, a TCP segment of no flow it knows, a back end whose neighbour
+//! is unknown, new flows while it is stale); and counts what it balanced
+//! per back end. Needs root (loading programs); skipped otherwise.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use lbp_abi::bpf::fast as slot;
+use lbp_abi::{Action, Decision, Fields};
+use lbp_compiler::bpf::{self, Mode};
+use lbp_compiler::ir::Program;
+use lbp_lab::require_netns;
+use lbp_lab::testing::frame::checksum_oracle;
+use lbp_runtime::config::Appliance;
+use lbp_runtime::generation::{Decide, Generation};
+use lbp_runtime::neigh::{Learned, NeighAddr, NeighTable};
+use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
+use lbp_runtime::ring::fastbal::{Out, Sizes, tables};
+use lbp_runtime::ring::fastpath::{FastPath, flows_map};
+use lbp_runtime::testbed::{Fate, Testbed, neighbour_mac};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+/// The OS index the test run receives on (the namespace's loopback) and the
+/// one given to the servers' interface (a redirect).
+const CLIENT_IFINDEX: u32 = 1;
+const SERVERS_IFINDEX: u32 = 7;
+
+const POLICY: &str = r#"
+interface client { address 198.18.0.1/16
+    address 2001:db8:2::1/64 }
+interface servers { address 198.19.0.1/24
+    address 2001:db8:1::1/64 }
+
+pool web {
+    backend 198.19.0.11
+    backend 198.19.0.12
+    backend 198.19.0.13 weight 2
+}
+pool web6 {
+    backend 2001:db8:1::11
+    backend 2001:db8:1::12
+}
+
+service dns {
+    vip 198.19.100.1 udp port 53
+    pool web
+    balance maglev
+    mode dsr
+}
+service http {
+    vip 198.19.100.1 tcp port 80
+    pool web
+    balance maglev
+    mode dsr
+}
+service http6 {
+    vip 2001:db8:100::1 tcp port 80
+    pool web6
+    balance maglev
+    mode dsr
+}
+service natted {
+    vip 198.19.100.2 udp port 53
+    pool web
+    balance maglev
+    mode nat
+}
+"#;
+
+/// The interpreter as the generation's policy.
+struct Interp(Program);
+
+impl Decide for Interp {
+    fn decide(&self, f: &Fields) -> Decision {
+        lbp_compiler::interp::decide(&self.0, f)
+    }
+}
+
+fn lowered() -> Program {
+    let a = lbp_lang::analyze(POLICY);
+    if let Some(d) = a.diagnostics.iter().find(|d| d.is_error()) {
+        panic!("{}: {}", d.code, d.message);
+    }
+    lbp_compiler::lower::lower(&a.policy).expect("lowers")
+}
+
+fn appliance(prog: &Program) -> Appliance {
+    let mut app = lbp::appliance::appliance(prog, POLICY);
+    for (i, iface) in app.interfaces.iter_mut().enumerate() {
+        iface.mac = [0x02, 0, 0x5e, 0, 0, 0x10 + i as u8];
+    }
+    app
+}
+
+/// An Ethernet frame to the appliance's client interface: IPv4 or IPv6 (by
+/// the addresses), UDP (`flags` None) or TCP with `flags`, 8 bytes of data.
+fn frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: Option<u8>) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    match flags {
+        None => {
+            l4.extend_from_slice(&16u16.to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        Some(fl) => {
+            l4.extend_from_slice(&1000u32.to_be_bytes());
+            l4.extend_from_slice(&2000u32.to_be_bytes());
+            l4.extend_from_slice(&[0x50, fl, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+    }
+    l4.extend_from_slice(b"lbp-test");
+    let proto = if flags.is_some() { 6 } else { 17 };
+    let mut f = vec![0x02, 0, 0x5e, 0, 0, 0x10, 0x02, 0, 0x5e, 0, 0, 0x99];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let len = (20 + l4.len()) as u16;
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&len.to_be_bytes());
+            ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum_oracle(&ip, 0);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    f.extend_from_slice(&l4);
+    while f.len() < 60 {
+        f.push(0);
+    }
+    f
+}
+
+/// The appliance's fast path with balancing tables published.
+struct Bench {
+    prog: Program,
+    app: Appliance,
+    fast: FastPath,
+    fd: OwnedFd,
+    _xsk: XskMap,
+    _flows: lbp_runtime::ring::bpf::LoadedMap,
+    outs: Vec<Option<Out>>,
+}
+
+impl Bench {
+    fn new(neigh: &NeighTable) -> Bench {
+        let prog = lowered();
+        let app = appliance(&prog);
+        let p = bpf::compile(&prog, Mode::Fast).expect("compiles to eBPF");
+        let sizes = Sizes::of(&app);
+        let mut fast = FastPath::new("lbp_bal_test", p.prog.clone(), &p.maps, sizes).unwrap();
+        fast.set_interfaces(&[(CLIENT_IFINDEX, slot::IFACE_TX)])
+            .unwrap();
+        let g = Generation::new(Arc::new(Interp(prog.clone())), app.clone());
+        fast.set_nat_backends(&g.nat_backends).unwrap();
+        let outs = vec![
+            Some(Out {
+                ifindex: CLIENT_IFINDEX,
+                tx: true,
+            }),
+            Some(Out {
+                ifindex: SERVERS_IFINDEX,
+                tx: true,
+            }),
+        ];
+        fast.publish_balance(&tables(&g, neigh, &outs, 0, &sizes))
+            .unwrap();
+        let xsk = XskMap::new(1).unwrap();
+        let flows = flows_map().unwrap();
+        let fd = fast.load_for(&xsk, &flows).expect("the verifier takes it");
+        Bench {
+            prog,
+            app,
+            fast,
+            fd,
+            _xsk: xsk,
+            _flows: flows,
+            outs,
+        }
+    }
+
+    fn publish(&mut self, g: &Generation, neigh: &NeighTable) {
+        let sizes = Sizes::of(&self.app);
+        self.fast
+            .publish_balance(&tables(g, neigh, &self.outs, 0, &sizes))
+            .unwrap();
+    }
+
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let r = xdp_test_run(self.fd.as_fd(), frame).expect("test run");
+        (r.action, r.frame)
+    }
+
+    fn counter(&self, s: u32) -> u64 {
+        self.fast
+            .counters()
+            .unwrap()
+            .get(s as usize)
+            .map_or(0, |c| c.packets)
+    }
+}
+
+fn backends() -> Vec<IpAddr> {
+    [
+        "198.19.0.11",
+        "198.19.0.12",
+        "198.19.0.13",
+        "2001:db8:1::11",
+        "2001:db8:1::12",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect()
+}
+
+fn known_neighbours() -> NeighTable {
+    let n = NeighTable::new(64);
+    for a in backends() {
+        assert!(n.set_permanent(&NeighAddr::from(a), neighbour_mac(a)));
+    }
+    n
+}
+
+/// The back end a frame the appliance sent went to (by its MAC).
+fn backend_of(sent: &[u8]) -> Option<IpAddr> {
+    backends()
+        .into_iter()
+        .find(|&a| sent[..6] == neighbour_mac(a))
+}
+
+fn client(i: u32) -> IpAddr {
+    IpAddr::from([198, 18, (i >> 8) as u8 + 1, i as u8])
+}
+
+fn client6(i: u32) -> IpAddr {
+    format!("2001:db8:2::{:x}", 0x100 + i).parse().unwrap()
+}
+
+#[test]
+fn new_flows_go_where_the_core_sends_them_with_the_cores_frame() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::new(&neigh);
+    let mut core = Testbed::new(Arc::new(Interp(b.prog.clone())), b.app.clone()).unwrap();
+    let vip: IpAddr = "198.19.100.1".parse().unwrap();
+    let vip6: IpAddr = "2001:db8:100::1".parse().unwrap();
+    let mut per_backend = std::collections::BTreeMap::new();
+    let mut cases = Vec::new();
+    for i in 0..400u32 {
+        let port = 1024 + (i * 7919 % 60000) as u16;
+        cases.push(frame(client(i), vip, port, 53, None));
+        cases.push(frame(client(i), vip, port, 80, Some(0x02)));
+        cases.push(frame(client6(i), vip6, port, 80, Some(0x02)));
+    }
+    for f in &cases {
+        let out = core.send(f, 0);
+        let Some(Fate::Sent {
+            iface: 1,
+            frame: sent,
+        }) = out.fates.first()
+        else {
+            panic!(
+                "the core did not send {f:02x?} to the servers: {:?}",
+                out.fates
+            );
+        };
+        let (action, left) = b.run(f);
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "XDP sends it to the servers' interface"
+        );
+        assert_eq!(&left, sent, "the frame XDP sends is the core's");
+        *per_backend.entry(backend_of(sent).unwrap()).or_insert(0u32) += 1;
+    }
+    // Maglev with 1:1:2 and 1:1: every back end has flows.
+    assert_eq!(per_backend.len(), 5, "{per_backend:?}");
+    let n = cases.len() as u64;
+    assert_eq!(b.counter(slot::ACTIONS + Action::Balance as u32), n);
+    assert_eq!(b.counter(slot::SEEN), n);
+    assert_eq!(b.counter(slot::TO_CORES), 0);
+    // Per back end: new flows and frames (slots after the rules').
+    let base = Sizes::of(&b.app).counters;
+    let (mut new, mut frames) = (0, 0);
+    for k in 0..Sizes::of(&b.app).backends {
+        new += b.counter(base + 2 * k);
+        frames += b.counter(base + 2 * k + 1);
+    }
+    assert_eq!((new, frames), (n, n));
+
+    // The same flows again (the TCP ones with ACK): known, same back end,
+    // not new.
+    for f in &cases {
+        let mut f = f.clone();
+        let tcp = f[23] == 6 || f[20] == 6;
+        if tcp {
+            let at = if f[12] == 0x08 {
+                14 + 20 + 13
+            } else {
+                14 + 40 + 13
+            };
+            f[at] = 0x10;
+        }
+        let (action, left) = b.run(&f);
+        assert_eq!(action, XDP_REDIRECT);
+        let out = core.send(&f, 0);
+        let Some(Fate::Sent { frame: sent, .. }) = out.fates.first() else {
+            panic!("the core did not send it on: {:?}", out.fates);
+        };
+        assert_eq!(&left, sent);
+    }
+    let mut new2 = 0;
+    for k in 0..Sizes::of(&b.app).backends {
+        new2 += b.counter(base + 2 * k);
+    }
+    assert_eq!(new2, n, "no new flow counted for known ones");
+}
+
+#[test]
+fn what_the_cores_must_decide_goes_to_them_untouched() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::new(&neigh);
+    let vip: IpAddr = "198.19.100.1".parse().unwrap();
+    let nat_vip: IpAddr = "198.19.100.2".parse().unwrap();
+    for f in [
+        // NAT: the connection table's.
+        frame(client(1), nat_vip, 4000, 53, None),
+        // A TCP segment of no flow known here (an ACK), a SYN-ACK.
+        frame(client(2), vip, 4000, 80, Some(0x10)),
+        frame(client(2), vip, 4000, 80, Some(0x12)),
+    ] {
+        let (action, left) = b.run(&f);
+        assert_eq!((action, &left), (XDP_PASS, &f));
+    }
+    // TTL 1: the cores answer it.
+    let mut f = frame(client(3), vip, 4000, 53, None);
+    f[22] = 1;
+    let c = checksum_oracle(&[&f[14..24], &[0, 0], &f[26..34]].concat(), 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
+    assert_eq!(b.counter(slot::ACTIONS + Action::Balance as u32), 0);
+
+    // Neighbours unknown: nothing is sent from XDP; stale: known flows go,
+    // new ones are the cores' (which re-confirm the neighbour).
+    let mut b2 = Bench::new(&NeighTable::new(64));
+    let udp = frame(client(4), vip, 4000, 53, None);
+    assert_eq!(b2.run(&udp).0, XDP_PASS);
+    let g = Generation::new(Arc::new(Interp(b2.prog.clone())), b2.app.clone());
+    b2.publish(&g, &neigh);
+    assert_eq!(b2.run(&udp).0, XDP_REDIRECT, "known now");
+    let stale = NeighTable::new(64);
+    for a in backends() {
+        stale.learn(&NeighAddr::from(a), neighbour_mac(a), Learned::Request, 0);
+    }
+    b2.publish(&g, &stale);
+    assert_eq!(b2.run(&udp).0, XDP_REDIRECT, "an established flow goes on");
+    let other = frame(client(5), vip, 4001, 53, None);
+    assert_eq!(b2.run(&other), (XDP_PASS, other.clone()), "a new one waits");
+}
+
+#[test]
+fn flows_keep_their_back_end_until_it_leaves() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let mut b = Bench::new(&neigh);
+    let vip: IpAddr = "198.19.100.1".parse().unwrap();
+    let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
+    let flows: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32)
+        .map(|i| {
+            let port = 2000 + i as u16;
+            (
+                frame(client(i), vip, port, 53, None),
+                frame(client(i), vip, port, 80, Some(0x02)),
+            )
+        })
+        .collect();
+    let first: Vec<(IpAddr, IpAddr)> = flows
+        .iter()
+        .map(|(u, t)| {
+            let (a, x) = b.run(u);
+            let (c, y) = b.run(t);
+            assert_eq!((a, c), (XDP_REDIRECT, XDP_REDIRECT));
+            (backend_of(&x).unwrap(), backend_of(&y).unwrap())
+        })
+        .collect();
+    // New weights 5:1:0 (the third back end's new flows go elsewhere): every
+    // flow keeps its back end.
+    let g2 = g.reweighted(&[vec![5, 1, 0], vec![5, 1, 0]], &[]);
+    b.publish(&g2, &neigh);
+    let ack = |t: &[u8]| {
+        let mut t = t.to_vec();
+        t[14 + 20 + 13] = 0x10;
+        t
+    };
+    for ((u, t), (bu, bt)) in flows.iter().zip(&first) {
+        assert_eq!(backend_of(&b.run(u).1), Some(*bu), "UDP flow moved");
+        assert_eq!(backend_of(&b.run(&ack(t)).1), Some(*bt), "TCP flow moved");
+    }
+    // The third back end in maintenance: its UDP flows go elsewhere, its
+    // TCP ones to the cores (which reset them); the others stay.
+    let third: IpAddr = "198.19.0.13".parse().unwrap();
+    let closed = vec![vec![false, false, true], vec![false, false, true]];
+    let g3 = g2.reweighted(&[vec![5, 1, 0], vec![5, 1, 0]], &closed);
+    b.publish(&g3, &neigh);
+    let (mut moved, mut to_cores) = (0, 0);
+    for ((u, t), (bu, bt)) in flows.iter().zip(&first) {
+        let (a, x) = b.run(u);
+        assert_eq!(a, XDP_REDIRECT);
+        if *bu == third {
+            assert_ne!(backend_of(&x), Some(third));
+            moved += 1;
+        } else {
+            assert_eq!(backend_of(&x), Some(*bu));
+        }
+        let t = ack(t);
+        let (a, y) = b.run(&t);
+        if *bt == third {
+            assert_eq!((a, &y), (XDP_PASS, &t));
+            to_cores += 1;
+        } else {
+            assert_eq!((a, backend_of(&y)), (XDP_REDIRECT, Some(*bt)));
+        }
+    }
+    assert!(moved > 20 && to_cores > 20, "{moved} {to_cores}");
+}
+
+#[test]
+fn a_back_end_on_the_receiving_interface_is_sent_with_xdp_tx() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let mut b = Bench::new(&neigh);
+    // The servers' interface is the one frames come in by.
+    b.outs[1] = Some(Out {
+        ifindex: CLIENT_IFINDEX,
+        tx: true,
+    });
+    let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
+    b.publish(&g, &neigh);
+    let f = frame(client(9), "198.19.100.1".parse().unwrap(), 999, 53, None);
+    assert_eq!(b.run(&f).0, XDP_TX);
+    // An interface the program may not transmit on: the cores send.
+    b.outs[1] = Some(Out {
+        ifindex: SERVERS_IFINDEX,
+        tx: false,
+    });
+    b.publish(&g, &neigh);
+    let f = frame(client(10), "198.19.100.1".parse().unwrap(), 999, 53, None);
+    assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
+}
