@@ -23,7 +23,9 @@
 #     one flow (established) and a new flow per packet; one flow again with the
 #     kernel's backlog as deep as lbp's receive ring (net.core.netdev_max_backlog
 #     16 384 for that run only, put back after it and on exit);
-#   - the in-kernel XDP_TX rate of a trivial program on app's client interface;
+#   - the in-kernel XDP_TX rate of a trivial program on app's client interface,
+#     and the in-kernel redirect rate of a trivial program that sends every
+#     frame from a0 out of a1 to a back end (the DSR rows' path);
 #   - lbp run with one switching core (established and new flows, NAT and
 #     DSR, and traffic its filter drops) with every frame decided on the core
 #     (`--datapath cores`) and with the policy in XDP first (`--datapath xdp`:
@@ -93,7 +95,7 @@ restore_backlog() {
 }
 
 cleanup() {
-    stop_pids "${PIDS[@]}" "$LBP_PID" "$PASS_PID"
+    stop_pids "${PIDS[@]}" "$LBP_PID" "$PASS_PID" "$REDIR_PID"
     restore_backlog
     remove_namespaces
     rm -rf "$WORK"
@@ -364,6 +366,20 @@ service udp_dsr {
     mode dsr
 }
 
+# The hairpin rows send here: DSR to a back end on the client's link (the
+# client itself, where the counter is), so that XDP answers with XDP_TX out
+# of a0, the path of the XDP_TX reflect row.
+pool hairpin {
+    backend 198.18.0.2
+}
+
+service udp_hairpin {
+    vip $VIP udp port 11
+    pool hairpin
+    balance maglev
+    mode dsr
+}
+
 # The filter-dropped rows send here.
 filter {
     ip.dst == $VIP && udp.dport == 7 => drop
@@ -414,6 +430,28 @@ lbp_pps() {
     LBP_PID=
 }
 
+# lbp_hairpin NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]: DSR to the
+# client's own address (UDP port 11), counted at c0 as the XDP_TX reflect row
+# counts.
+lbp_hairpin() {
+    local name=$1; shift
+    local lbp_args=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do lbp_args+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift
+    lbp_start "${lbp_args[@]}" || { printf '%-34s failed to start\n' "$name"; return 0; }
+    LBP_PID=${PIDS[-1]}
+    PIDS=()
+    start_bg "count-$name-0" nsx "$CLI" "$TRAFFICGEN" count c0 --seconds $((T + 3))
+    if wait_for "$WORK/count-$name-0" ready 10; then
+        measure "$name" "$WORK/count-$name-" 1 "$VIP" 11 "$@"
+    else
+        log "$name: the counter on c0 did not start: $(cat "$WORK/count-$name-0")"
+    fi
+    stop_bg
+    stop_pids "$LBP_PID"
+    LBP_PID=
+}
+
 # xdp_pass_on / xdp_pass_off: an XDP program that passes every frame, on s0
 # (bounded in time): a veth takes the frames its peer's XDP program
 # redirects to it (lbp's XDP balancing, out of a1) only when it runs one.
@@ -426,6 +464,23 @@ xdp_pass_on() {
 xdp_pass_off() {
     stop_pids "$PASS_PID"
     PASS_PID=
+}
+
+# The kernel's redirect ceiling on the DSR rows' path: the least an XDP
+# forwarder does on a0 (set the destination MAC, redirect out of a1), with
+# the same XDP_PASS on s0, bridge and counters as lbp's XDP balancing.
+REDIR_PID=
+xdp_redirect_row() {
+    ip netns exec "$APP" "$TRAFFICGEN" redirect a0 --to a1 --dst-mac "${BE_MAC[1]}" \
+        --seconds $((T + 30)) >"$WORK/redirect" 2>&1 &
+    REDIR_PID=$!
+    if wait_for "$WORK/redirect" ready 10; then
+        pps "XDP redirect a0 -> a1 (in kernel)" "$VIP" 10
+    else
+        log "the XDP redirect reference did not start: $(cat "$WORK/redirect")"
+    fi
+    stop_pids "$REDIR_PID"
+    REDIR_PID=
 }
 
 # lbp_dropped: the frames lbp's filter has dropped so far, in XDP and on the
@@ -642,14 +697,19 @@ lbp_drops "lbp, filter drops" "${CORES[@]}"
 # which needs --xdp-tx on veth, and an XDP program on its peer s0).
 LBP_PORT=10 lbp_pps "lbp, DSR one flow" "${CORES[@]}"
 LBP_PORT=10 lbp_pps "lbp, DSR new flows" "${CORES[@]}" -- --flows
+lbp_hairpin "lbp, DSR out of a0, one flow" "${CORES[@]}"
+lbp_hairpin "lbp, DSR out of a0, new flows" "${CORES[@]}" -- --flows
 if lbp_has_datapath; then
     lbp_pps "lbp xdp, one flow" --datapath xdp
     lbp_pps "lbp xdp, new flows" --datapath xdp -- --flows
     lbp_drops "lbp xdp, filter drops" --datapath xdp
     xdp_pass_on
+    xdp_redirect_row
     LBP_PORT=10 lbp_pps "lbp xdp, DSR one flow" --datapath xdp --xdp-tx on
     LBP_PORT=10 lbp_pps "lbp xdp, DSR new flows" --datapath xdp --xdp-tx on -- --flows
     xdp_pass_off
+    lbp_hairpin "lbp xdp, DSR out of a0, one flow" --datapath xdp --xdp-tx on
+    lbp_hairpin "lbp xdp, DSR out of a0, new flows" --datapath xdp --xdp-tx on -- --flows
 else
     echo "lbp xdp:                           not available ($LBP has no --datapath)"
 fi
@@ -706,6 +766,12 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
     if [ -n "${RATE[lbp xdp, DSR one flow]:-}" ]; then
         echo "lbp xdp DSR one flow / XDP_TX reflect:        $(rowratio "lbp xdp, DSR one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
         echo "lbp xdp DSR new flows / XDP_TX reflect:       $(rowratio "lbp xdp, DSR new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp DSR one flow / XDP redirect:          $(rowratio "lbp xdp, DSR one flow" "XDP redirect a0 -> a1 (in kernel)")   (the same path's ceiling)"
+        echo "lbp xdp DSR new flows / XDP redirect:         $(rowratio "lbp xdp, DSR new flows" "XDP redirect a0 -> a1 (in kernel)")"
+        echo "lbp xdp DSR out of a0, one flow / XDP_TX:     $(rowratio "lbp xdp, DSR out of a0, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp DSR out of a0, new flows / XDP_TX:    $(rowratio "lbp xdp, DSR out of a0, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+        echo "lbp xdp DSR out of a0 / lbp cores, one flow:  $(rowratio "lbp xdp, DSR out of a0, one flow" "lbp, DSR out of a0, one flow")"
+        echo "lbp xdp DSR out of a0 / lbp cores, new flows: $(rowratio "lbp xdp, DSR out of a0, new flows" "lbp, DSR out of a0, new flows")"
         echo "lbp xdp DSR one flow / lbp cores DSR:         $(rowratio "lbp xdp, DSR one flow" "lbp, DSR one flow")"
         echo "lbp xdp DSR new flows / lbp cores DSR:        $(rowratio "lbp xdp, DSR new flows" "lbp, DSR new flows")"
     fi

@@ -242,6 +242,10 @@ pub mod fast {
         /// Its first back end's counter slots: back end `b` counts its new
         /// flows in `counters + 2 b` and its frames in `counters + 2 b + 1`.
         pub counters: u32,
+        /// The publication this entry belongs to (never 0, never the same
+        /// twice in a process): a [`Flow`] of the same stamp names its back
+        /// end by index, still serving.
+        pub stamp: u32,
     }
     /// In [`BalService::flags`]: balanced in XDP.
     pub const SVC_XDP: u32 = 1;
@@ -290,11 +294,16 @@ pub mod fast {
         pub pad: [u8; 2],
     }
 
-    /// [`FLOWS`]'s value: the back end's address.
+    /// [`FLOWS`]'s value: the back end's address, and its index in the
+    /// service as of publication `stamp` ([`BalService::stamp`]); a flow of
+    /// an older stamp finds its back end again by address in
+    /// [`BAL_SERVING`] (and takes the new stamp).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct Flow {
         pub backend: [u8; 16],
+        pub stamp: u32,
+        pub index: u32,
     }
 }
 

@@ -87,16 +87,16 @@ impl Decide for Interp {
     }
 }
 
-fn lowered() -> Program {
-    let a = lbp_lang::analyze(POLICY);
+fn lowered(src: &str) -> Program {
+    let a = lbp_lang::analyze(src);
     if let Some(d) = a.diagnostics.iter().find(|d| d.is_error()) {
         panic!("{}: {}", d.code, d.message);
     }
     lbp_compiler::lower::lower(&a.policy).expect("lowers")
 }
 
-fn appliance(prog: &Program) -> Appliance {
-    let mut app = lbp::appliance::appliance(prog, POLICY);
+fn appliance(prog: &Program, src: &str) -> Appliance {
+    let mut app = lbp::appliance::appliance(prog, src);
     for (i, iface) in app.interfaces.iter_mut().enumerate() {
         iface.mac = [0x02, 0, 0x5e, 0, 0, 0x10 + i as u8];
     }
@@ -159,14 +159,20 @@ struct Bench {
     fast: FastPath,
     fd: OwnedFd,
     _xsk: XskMap,
-    _flows: lbp_runtime::ring::bpf::LoadedMap,
+    flows: lbp_runtime::ring::bpf::LoadedMap,
     outs: Vec<Option<Out>>,
 }
 
 impl Bench {
     fn new(neigh: &NeighTable) -> Bench {
-        let prog = lowered();
-        let app = appliance(&prog);
+        Bench::of(POLICY, neigh, flows_map().unwrap())
+    }
+
+    /// The fast path of policy `src` with the flows map `flows` (a reload
+    /// hands the new program the flows of the old one).
+    fn of(src: &str, neigh: &NeighTable, flows: lbp_runtime::ring::bpf::LoadedMap) -> Bench {
+        let prog = lowered(src);
+        let app = appliance(&prog, src);
         let p = bpf::compile(&prog, Mode::Fast).expect("compiles to eBPF");
         let sizes = Sizes::of(&app);
         let mut fast = FastPath::new("lbp_bal_test", p.prog.clone(), &p.maps, sizes).unwrap();
@@ -187,7 +193,6 @@ impl Bench {
         fast.publish_balance(&tables(&g, neigh, &outs, 0, &sizes))
             .unwrap();
         let xsk = XskMap::new(1).unwrap();
-        let flows = flows_map().unwrap();
         let fd = fast.load_for(&xsk, &flows).expect("the verifier takes it");
         Bench {
             prog,
@@ -195,7 +200,7 @@ impl Bench {
             fast,
             fd,
             _xsk: xsk,
-            _flows: flows,
+            flows,
             outs,
         }
     }
@@ -467,4 +472,55 @@ fn a_back_end_on_the_receiving_interface_is_sent_with_xdp_tx() {
     b.publish(&g, &neigh);
     let f = frame(client(10), "198.19.100.1".parse().unwrap(), 999, 53, None);
     assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
+}
+
+/// A reload that reorders the pool and drops a back end: the new program,
+/// with the old one's flows, keeps every flow whose back end still serves
+/// on it (found again by address), and lets the dropped one's flows go.
+#[test]
+fn a_reload_that_reorders_the_pool_moves_no_flow() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::new(&neigh);
+    let vip: IpAddr = "198.19.100.1".parse().unwrap();
+    let flows: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| frame(client(i), vip, 3000 + i as u16, 53, None))
+        .collect();
+    let first: Vec<IpAddr> = flows
+        .iter()
+        .map(|f| backend_of(&b.run(f).1).unwrap())
+        .collect();
+    // The same pool in another order, without 198.19.0.12, and a new one.
+    let reloaded = POLICY.replace(
+        "    backend 198.19.0.11\n    backend 198.19.0.12\n    backend 198.19.0.13 weight 2\n",
+        "    backend 198.19.0.14\n    backend 198.19.0.13 weight 2\n    backend 198.19.0.11\n",
+    );
+    assert_ne!(reloaded, POLICY);
+    let Bench { flows: shared, .. } = b;
+    neigh.set_permanent(
+        &NeighAddr::from("198.19.0.14".parse::<IpAddr>().unwrap()),
+        neighbour_mac("198.19.0.14".parse().unwrap()),
+    );
+    let b2 = Bench::of(&reloaded, &neigh, shared);
+    let gone: IpAddr = "198.19.0.12".parse().unwrap();
+    let mut moved = 0;
+    for (f, was) in flows.iter().zip(&first) {
+        let (action, left) = b2.run(f);
+        assert_eq!(action, XDP_REDIRECT);
+        let now = backend_of_any(&left).unwrap_or_else(|| panic!("sent to {:02x?}", &left[..6]));
+        if *was == gone {
+            assert_ne!(now, gone);
+            moved += 1;
+        } else {
+            assert_eq!(now, *was, "a flow moved across the reload");
+        }
+    }
+    assert!(moved > 20, "{moved} flows of the dropped back end");
+}
+
+/// The back end a frame went to, among the IPv4 ones of either policy.
+fn backend_of_any(sent: &[u8]) -> Option<IpAddr> {
+    (11..=14)
+        .map(|i| IpAddr::from([198, 19, 0, i]))
+        .find(|&a| sent[..6] == neighbour_mac(a))
 }

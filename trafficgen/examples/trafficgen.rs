@@ -13,10 +13,12 @@
 //! trafficgen count IFACE... [--seconds S]
 //! trafficgen reflect IFACE [--seconds S]
 //! trafficgen pass IFACE [--seconds S]
+//! trafficgen redirect IFACE --to IFACE --dst-mac MAC [--seconds S]
 //! trafficgen probe IFACE
 //! ```
 //!
-//! `pass` attaches an XDP program that passes every frame (a veth peer needs
+//! `redirect` attaches the least an XDP forwarder does (the destination MAC
+//! set, a redirect out of `--to`). `pass` attaches an XDP program that passes every frame (a veth peer needs
 //! one to take frames another XDP program redirects to it). `probe` prints the method `--method auto` picks on IFACE, and why.
 
 use std::net::Ipv4Addr;
@@ -187,6 +189,17 @@ fn pass(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn redirect(a: &Args) -> Result<(), String> {
+    let name = a.positional.first().ok_or("redirect: IFACE is required")?;
+    let to = a.get("to").ok_or("redirect: --to IFACE is required")?;
+    let dst = mac(a.get("dst-mac").ok_or("redirect: --dst-mac is required")?)?;
+    let r = Reflector::attach_redirect(ifindex(name)?, ifindex(to)?, dst)
+        .map_err(|e| format!("redirect on {name}: {e}"))?;
+    println!("ready ({:?} mode)", r.mode());
+    std::thread::sleep(a.seconds()?);
+    Ok(())
+}
+
 fn probe(a: &Args) -> Result<(), String> {
     let name = a.positional.first().ok_or("probe: IFACE is required")?;
     match live_frames_available(ifindex(name)?) {
@@ -199,7 +212,7 @@ fn probe(a: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("usage: trafficgen send|count|reflect|pass|probe IFACE... [options]");
+        eprintln!("usage: trafficgen send|count|reflect|pass|redirect|probe IFACE... [options]");
         return ExitCode::from(2);
     };
     let r = Args::parse(rest).and_then(|a| match cmd.as_str() {
@@ -207,6 +220,7 @@ fn main() -> ExitCode {
         "count" => count(&a),
         "reflect" => reflect(&a),
         "pass" => pass(&a),
+        "redirect" => redirect(&a),
         "probe" => probe(&a),
         other => Err(format!("unknown command {other:?}")),
     });

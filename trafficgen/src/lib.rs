@@ -680,6 +680,36 @@ impl Reflector {
         Reflector::attach_verdict(ifindex, xdp::PASS)
     }
 
+    /// The least an XDP forwarder does, attached to `ifindex`: every frame
+    /// of at least 14 bytes gets destination MAC `dst_mac` and is redirected
+    /// out of interface `out` (the kernel's redirect ceiling, beside which
+    /// an XDP load balancer that redirects is measured).
+    pub fn attach_redirect(ifindex: u32, out: u32, dst_mac: [u8; 6]) -> io::Result<Reflector> {
+        let mut a = Asm::new();
+        let short = a.label();
+        a.ldx(op::W, R2, R1, xdp::DATA);
+        a.ldx(op::W, R3, R1, xdp::DATA_END);
+        a.mov(R4, R2);
+        a.alu_imm(op::ADD, R4, 14);
+        a.jmp(op::JGT, R4, R3, short);
+        for (i, pair) in dst_mac.chunks(2).enumerate() {
+            a.st_imm(op::H, R2, 2 * i as i16, half(pair[0], pair[1]));
+        }
+        a.mov_imm(R1, out as i32);
+        a.mov_imm(R2, 0);
+        a.call(helper::REDIRECT);
+        a.exit();
+        a.bind(short);
+        a.ret(xdp::DROP);
+        let insns = a
+            .finish()
+            .map_err(|e| io::Error::other(format!("assembling: {e}")))?
+            .insns;
+        let prog = load_xdp("lbp_xdp_redirect", &insns)?;
+        let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;
+        Ok(Reflector { attachment, prog })
+    }
+
     fn attach_verdict(ifindex: u32, verdict: i32) -> io::Result<Reflector> {
         let prog = load_xdp("lbp_xdp_const", &constant_program(verdict)?)?;
         let attachment = Attachment::attach_fd(ifindex, prog.as_fd())?;

@@ -48,10 +48,14 @@ const SVC_OFF: i16 = -296;
 const BACKEND_OFF: i16 = -336;
 /// A counter slot (u32): the back end's first.
 const SLOT_OFF: i16 = -340;
+/// The [`Flow`] to record (24 bytes, 4-aligned).
+const FLOW_OFF: i16 = -368;
+/// 1 when the flow is to be recorded (new, or of an older stamp).
+const RECORD_OFF: i16 = -372;
 
 const _: () = assert!(size_of::<FlowKey>() == 40 && size_of::<ServingKey>() == 24);
 const _: () = assert!(size_of::<BalService>() <= 24 && size_of::<BalBackend>() <= 40);
-const _: () = assert!(size_of::<Flow>() == 16);
+const _: () = assert!(size_of::<Flow>() == 24);
 
 fn field(off: usize) -> i16 {
     FIELDS_OFF + off as i16
@@ -145,11 +149,24 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
         a.stx(size, FP, FLOW_KEY_OFF + to as i16, R2);
     }
 
-    // A flow known here keeps its back end while that still serves.
+    // A flow known here keeps its back end while that still serves: by its
+    // index when it was recorded under these tables (its stamp), else found
+    // again by address among those that serve, and recorded anew.
     let new = a.label();
     let have = a.label();
+    a.st_imm(op::W, FP, RECORD_OFF, 0);
     lookup(a, m.flows, FLOW_KEY_OFF);
     a.jmp_imm(op::JEQ, R0, 0, new);
+    let older = a.label();
+    a.ldx(op::W, R2, R0, offset_of!(Flow, stamp) as i16);
+    a.ldx(op::W, R3, FP, svc(offset_of!(BalService, stamp)));
+    a.jmp(op::JNE, R2, R3, older);
+    a.ldx(op::W, R2, R0, offset_of!(Flow, index) as i16);
+    a.stx(op::W, FP, B_OFF, R2);
+    a.st_imm(op::W, FP, NEW_OFF, 0);
+    a.ja(have);
+    a.bind(older);
+    a.st_imm(op::W, FP, RECORD_OFF, 1);
     copy(
         a,
         R0,
@@ -209,6 +226,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.jmp32_imm(op::JEQ, R2, fast::NO_BACKEND as i32, cores);
     a.stx(op::W, FP, B_OFF, R2);
     a.st_imm(op::W, FP, NEW_OFF, 1);
+    a.st_imm(op::W, FP, RECORD_OFF, 1);
 
     // The back end: ready to be sent to from here?
     a.bind(have);
@@ -229,19 +247,28 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.jmp_imm(op::JEQ, R2, 0, cores);
     packet_bounds(a, ctx, cores);
 
-    // Decided: the flow recorded, the counters, then the frame.
+    // Decided: the flow recorded (its back end's address, index and the
+    // tables' stamp; one update, so a reader sees all or none), the
+    // counters, then the frame.
     let known = a.label();
-    a.ldx(op::W, R2, FP, NEW_OFF);
+    a.ldx(op::W, R2, FP, RECORD_OFF);
     a.jmp_imm(op::JEQ, R2, 0, known);
+    copy(
+        a,
+        FP,
+        backend(offset_of!(BalBackend, addr)),
+        FLOW_OFF + offset_of!(Flow, backend) as i16,
+        16,
+    );
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, stamp)));
+    a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, stamp) as i16, R2);
+    a.ldx(op::W, R2, FP, B_OFF);
+    a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
     a.ld_map(R1, m.flows);
     a.mov(R2, FP);
     a.alu_imm(op::ADD, R2, i32::from(FLOW_KEY_OFF));
     a.mov(R3, FP);
-    a.alu_imm(
-        op::ADD,
-        R3,
-        i32::from(backend(offset_of!(BalBackend, addr))),
-    );
+    a.alu_imm(op::ADD, R3, i32::from(FLOW_OFF));
     a.mov_imm(R4, 0);
     a.call(helper::MAP_UPDATE_ELEM);
     a.bind(known);

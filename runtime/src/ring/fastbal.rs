@@ -114,6 +114,8 @@ pub fn tables(
             maglev_len: 0,
             backend_base,
             counters: sizes.counters + 2 * backend_base,
+            // Set at publication.
+            stamp: 0,
         };
         let tables = g.services.get(s);
         let maglev = tables.and_then(|x| x.maglev.as_ref());

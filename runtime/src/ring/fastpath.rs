@@ -14,6 +14,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use lbp_abi::Action;
@@ -58,6 +59,19 @@ pub fn flows_map() -> io::Result<LoadedMap> {
         max_entries: fast::FLOWS_MAX,
         entries: Vec::new(),
     })
+}
+
+/// A publication's stamp: never 0, never the same twice in the process (a
+/// flow recorded under one program keeps its stamp into the next one's
+/// tables, where it must not match).
+fn next_stamp() -> u32 {
+    static STAMP: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let s = STAMP.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if s != 0 {
+            return s;
+        }
+    }
 }
 
 /// Wait until every XDP program run that began before now has ended: an RCU
@@ -166,6 +180,7 @@ impl FastPath {
             ));
         }
         let next = self.buffer.map_or(0, |b| 1 - b);
+        let stamp = next_stamp();
         if self.buffer.is_some() {
             grace_period();
         }
@@ -174,6 +189,7 @@ impl FastPath {
             let mut s = *s;
             s.maglev_base += next * z.maglev;
             s.backend_base += next * z.backends;
+            s.stamp = stamp;
             service_bytes(&s, &mut svc_bytes);
         }
         array_update_batch(services, next * z.services, &svc_bytes)?;
@@ -287,6 +303,7 @@ fn service_bytes(s: &fast::BalService, out: &mut Vec<u8>) {
         s.maglev_len,
         s.backend_base,
         s.counters,
+        s.stamp,
     ] {
         out.extend_from_slice(&w.to_ne_bytes());
     }
