@@ -50,7 +50,9 @@
 //!
 //! Run as root: `cargo bench --bench apps` (the lbp binary of the bench
 //! profile). Environment: `LBP_APPS_REQUESTS` (requests per path, 20 000),
-//! `LBP_CORES` (`lbp run --cores`, default `0,1`). Addresses are in
+//! `LBP_CORES` (`lbp run --cores`, default `0,1`), `LBP_DATAPATH` (`lbp run
+//! --datapath`, default `auto`: the policy runs in XDP first, and every
+//! frame of both paths pays for it). Addresses are in
 //! 198.18.0.0/15 only, inside namespaces the bench makes and removes (also on
 //! failure). Without root or `ip`, it prints `SKIPPED` and exits 0.
 
@@ -363,6 +365,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let cores = std::env::var("LBP_CORES").unwrap_or_else(|_| "0,1".into());
+    let datapath = std::env::var("LBP_DATAPATH").unwrap_or_else(|_| "auto".into());
 
     let client = Netns::new("bac");
     let app = Netns::new("baa");
@@ -390,6 +393,8 @@ fn main() {
             "0",
             "--cores",
             &cores,
+            "--datapath",
+            &datapath,
         ])
         .arg("--control")
         .arg(dir.path().join("control.sock"))

@@ -104,53 +104,84 @@ pub fn tables(
     now: u64,
     sizes: &Sizes,
 ) -> Tables {
-    let mut t = Tables::default();
-    let app = &g.appliance;
-    for (s, svc) in app.services.iter().enumerate() {
-        let backend_base = t.backends.len() as u32;
+    tables_with(g, backends(g, neigh, outs, now), sizes)
+}
+
+/// Whether service `s` of `g` is balanced in XDP (DSR, and its Maglev table).
+fn here(g: &Generation, s: usize) -> bool {
+    let maglev = g.services.get(s).and_then(|x| x.maglev.as_ref());
+    g.appliance
+        .services
+        .get(s)
+        .is_some_and(|svc| balanced_here(svc) && maglev.is_some())
+}
+
+/// Every service's back ends in pool order, with the next hop of those of
+/// services balanced in XDP: the part of the tables that follows the
+/// neighbours (cheap: one route and neighbour lookup per back end).
+pub fn backends(
+    g: &Generation,
+    neigh: &NeighTable,
+    outs: &[Option<Out>],
+    now: u64,
+) -> Vec<BalBackend> {
+    let mut v = Vec::new();
+    for (s, svc) in g.appliance.services.iter().enumerate() {
+        let here = here(g, s);
+        for be in &svc.backends {
+            let mut bb = BalBackend {
+                addr: addr_bytes(be.addr),
+                ..BalBackend::default()
+            };
+            if here
+                && let Some((dst, src, ifindex, confirmed)) = next_hop(g, neigh, outs, be.addr, now)
+            {
+                bb.dst_mac = dst;
+                bb.src_mac = src;
+                bb.ifindex = ifindex;
+                bb.flags = fast::BACKEND_READY | if confirmed { fast::BACKEND_NEW } else { 0 };
+            }
+            v.push(bb);
+        }
+    }
+    v
+}
+
+/// The tables of `g` with its back ends' entries `backends` ([`backends`]).
+pub fn tables_with(g: &Generation, backends: Vec<BalBackend>, sizes: &Sizes) -> Tables {
+    let mut t = Tables {
+        backends,
+        ..Tables::default()
+    };
+    let mut base = 0u32;
+    for (s, svc) in g.appliance.services.iter().enumerate() {
         let mut entry = BalService {
             flags: 0,
             maglev_base: t.maglev.len() as u32,
             maglev_len: 0,
-            backend_base,
-            counters: sizes.counters + 2 * backend_base,
+            backend_base: base,
+            counters: sizes.counters + 2 * base,
             // Set at publication.
             stamp: 0,
         };
         let tables = g.services.get(s);
-        let maglev = tables.and_then(|x| x.maglev.as_ref());
-        let here = balanced_here(svc) && maglev.is_some();
-        if let (true, Some(m)) = (here, maglev)
-            && t.maglev.len() + m.size() <= sizes.maglev as usize
+        if here(g, s)
+            && let Some(m) = tables.and_then(|x| x.maglev.as_ref())
         {
             entry.flags = fast::SVC_XDP;
             entry.maglev_len = m.size() as u32;
             t.maglev.extend_from_slice(m.table());
-        }
-        for (b, be) in svc.backends.iter().enumerate() {
-            let addr = addr_bytes(be.addr);
-            let mut bb = BalBackend {
-                addr,
-                ..BalBackend::default()
-            };
-            if entry.flags != 0 {
-                if let Some((dst, src, ifindex, confirmed)) = next_hop(g, neigh, outs, be.addr, now)
-                {
-                    bb.dst_mac = dst;
-                    bb.src_mac = src;
-                    bb.ifindex = ifindex;
-                    bb.flags = fast::BACKEND_READY | if confirmed { fast::BACKEND_NEW } else { 0 };
-                }
+            for (b, be) in svc.backends.iter().enumerate() {
                 let closed = tables
                     .and_then(|x| x.closed.get(b))
                     .copied()
                     .unwrap_or(false);
                 if !closed {
-                    t.serving.push((s as u32, addr, b as u32));
+                    t.serving.push((s as u32, addr_bytes(be.addr), b as u32));
                 }
             }
-            t.backends.push(bb);
         }
+        base += svc.backends.len() as u32;
         t.services.push(entry);
     }
     t

@@ -104,6 +104,9 @@ pub struct Fast {
     /// The flows balanced in XDP, shared by every generation's program
     /// (made with the first).
     flows: Option<LoadedMap>,
+    /// The generation and back ends' entries last published to the
+    /// running program.
+    published: Option<(u64, Vec<lbp_abi::bpf::fast::BalBackend>)>,
     /// The generation replaced last (its counters still read).
     previous: Option<FastPath>,
     /// The counters of the generations replaced before it, summed (fixed
@@ -147,6 +150,7 @@ impl Fast {
             current: None,
             serial: 0,
             flows: None,
+            published: None,
             previous: None,
             retired: vec![Counter::default(); slot::RULES as usize],
         }
@@ -227,6 +231,7 @@ impl Fast {
         }
         let old = self.current.replace(fast);
         self.serial = g.serial;
+        self.published = Some((g.id, t.backends));
         self.retire(old);
         Ok(())
     }
@@ -242,10 +247,18 @@ impl Fast {
         if g.serial != self.serial {
             return Ok(());
         }
+        // Each tick: the back ends' next hops (cheap); the whole tables
+        // (Maglev's among them) only when they or the generation changed.
+        let backends = fastbal::backends(g, neigh, &self.outs, monotonic_ns());
+        if self.published.as_ref() == Some(&(g.id, backends.clone())) {
+            return Ok(());
+        }
         let sizes = Sizes::of(&g.appliance);
-        let t = fastbal::tables(g, neigh, &self.outs, monotonic_ns(), &sizes);
+        let t = fastbal::tables_with(g, backends.clone(), &sizes);
         f.publish_balance(&t)
-            .map_err(|e| format!("the XDP fast path's balancing tables: {e}"))
+            .map_err(|e| format!("the XDP fast path's balancing tables: {e}"))?;
+        self.published = Some((g.id, backends));
+        Ok(())
     }
 
     /// The plain redirect program back on every interface. Should bpf(2)
