@@ -16,15 +16,25 @@
 //! it leaves must be what the interpreter and the cores make of the frame (a
 //! drop dropped, a reset the cores would answer answered with their very
 //! frame, `wire::reset_in_place`'s, everything else untouched to the cores).
+//! The fast path runs with the policy's balancing tables published (every
+//! back end's neighbour known): a frame it balances itself (a redirect) must
+//! leave it exactly as the switching core sends it to the back end; the flow
+//! it recorded is forgotten after each frame, as the core starts afresh.
 //! Without the right to load programs the eBPF part is skipped, and the
 //! target says so once.
 #![no_main]
 
 use lbp_compiler::bpf::{self, Mode};
 use lbp_compiler::interp::Engine;
-use lbp_runtime::ring::bpf::{Loaded, XskMap, map_lookup_bytes, map_update_bytes, xdp_test_run};
+use lbp_runtime::config::Appliance;
+use lbp_runtime::generation::{Decide, Generation};
+use lbp_runtime::neigh::{NeighAddr, NeighTable};
+use lbp_runtime::ring::bpf::{
+    Loaded, LoadedMap, XskMap, map_delete_bytes, map_lookup_bytes, map_update_bytes, xdp_test_run,
+};
+use lbp_runtime::ring::fastbal::{Out, Sizes, tables};
 use lbp_runtime::ring::fastpath::FastPath;
-use lbp_runtime::testbed::{Fate, Testbed};
+use lbp_runtime::testbed::{Fate, Testbed, neighbour_mac};
 use libfuzzer_sys::fuzz_target;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,6 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The largest frame `BPF_PROG_TEST_RUN` keeps in one piece (a page less the
 /// headroom and `skb_shared_info`).
 const MAX_TEST_FRAME: usize = 4096 - 256 - 320;
+const XDP_REDIRECT: u32 = 4;
 
 struct Compiled {
     prog: lbp_compiler::Program,
@@ -40,24 +51,59 @@ struct Compiled {
     core: Mutex<Testbed>,
     /// The policy in eBPF, loaded (`None` without the right to load).
     ebpf: Option<Loaded>,
-    /// The policy's XDP fast path, loaded (`None` likewise).
-    fast: Option<(FastPath, OwnedFd)>,
+    /// The policy's XDP fast path, loaded (`None` likewise), and its flows.
+    fast: Option<(FastPath, OwnedFd, LoadedMap)>,
 }
 
 /// The fast path of `prog`, loaded for a test run (the loopback interface,
 /// index 1, is the receiving one).
-fn load_fast(name: &std::path::Path, prog: &lbp_compiler::Program) -> (FastPath, OwnedFd) {
+fn load_fast(
+    name: &std::path::Path,
+    prog: &lbp_compiler::Program,
+    app: &Appliance,
+    policy: Arc<dyn Decide + Send + Sync>,
+) -> (FastPath, OwnedFd, LoadedMap) {
     let p = bpf::compile(prog, Mode::Fast).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
-    // No balancing tables: balanced frames go to the cores, as the model
-    // says (tests/cli/xdp_balance.rs holds balancing in XDP to the cores).
-    let fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps, Default::default())
+    let sizes = Sizes::of(app);
+    let mut fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps, sizes)
         .unwrap_or_else(|e| panic!("{}: maps: {e}", name.display()));
+    // The balancing tables: every back end's neighbour known (at the MAC the
+    // testbed's neighbours answer with), every interface one the program
+    // may send on (never the receiving one: a balanced frame is a redirect).
+    let g = Generation::new(policy, app.clone());
+    let neigh = NeighTable::new(4096);
+    for svc in &app.services {
+        for be in &svc.backends {
+            neigh.set_permanent(&NeighAddr::from(be.addr), neighbour_mac(be.addr));
+        }
+    }
+    let outs: Vec<Option<Out>> = (0..app.interfaces.len() as u32)
+        .map(|i| {
+            Some(Out {
+                ifindex: 100 + i,
+                tx: true,
+            })
+        })
+        .collect();
+    fast.publish_balance(&tables(&g, &neigh, &outs, 0, &sizes))
+        .unwrap_or_else(|e| panic!("{}: balancing tables: {e}", name.display()));
     let xsk = XskMap::new(1).expect("an XSK map");
     let flows = lbp_runtime::ring::fastpath::flows_map().expect("the flows map");
     let fd = fast
         .load_for(&xsk, &flows)
         .unwrap_or_else(|e| panic!("{}: the fast path: {e}", name.display()));
-    (fast, fd)
+    (fast, fd, flows)
+}
+
+/// The flows map's key of the frame with `f` (`lbp_abi::bpf::fast::FlowKey`).
+fn flow_key(f: &lbp_abi::Fields) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&f.ip_src);
+    k.extend_from_slice(&f.ip_dst);
+    k.extend_from_slice(&f.sport.to_ne_bytes());
+    k.extend_from_slice(&f.dport.to_ne_bytes());
+    k.extend_from_slice(&[f.ip_version, f.ip_proto, 0, 0]);
+    k
 }
 
 /// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
@@ -112,9 +158,10 @@ fn policies() -> &'static Vec<Compiled> {
                 let jit = Arc::new(lbp_compiler::jit::compile(&prog).unwrap());
                 let merged = lbp_compiler::jit::compile_with(&prog, 1).unwrap();
                 let policy = Arc::new(lbp::testbed::Shared(jit.clone()));
-                let core = Testbed::new(policy, lbp::appliance::appliance(&prog, &src)).unwrap();
+                let app = lbp::appliance::appliance(&prog, &src);
+                let core = Testbed::new(policy.clone(), app.clone()).unwrap();
                 let ebpf = load_ebpf(p, &prog);
-                let fast = ebpf.is_some().then(|| load_fast(p, &prog));
+                let fast = ebpf.is_some().then(|| load_fast(p, &prog, &app, policy));
                 Compiled {
                     prog,
                     jit,
@@ -154,20 +201,29 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(extracted, fields, "eBPF and wire::extract disagree");
         assert_eq!(d, want, "eBPF and interpreter disagree on {fields:?}");
     }
-    if let Some((fast, fd)) = &c.fast
+    let mut balanced_in_xdp = None;
+    if let Some((fast, fd, flows)) = &c.fast
         && (14..=MAX_TEST_FRAME).contains(&frame.len())
     {
         fast.set_interfaces(&[(1, in_iface | lbp_abi::bpf::fast::IFACE_TX)])
             .expect("the interface map");
         let run = xdp_test_run(fd.as_fd(), frame).expect("BPF_PROG_TEST_RUN");
-        // No NAT back ends are given to the fuzzed programs.
-        let (verdict, left) =
-            lbp_runtime::testbed::fast_path_model(frame, &fields, want.action, &[]);
-        assert_eq!(
-            (run.action, &run.frame),
-            (verdict, &left),
-            "the fast path on {fields:?}"
-        );
+        if run.action == XDP_REDIRECT {
+            // Balanced in XDP: checked against the core below; the flow is
+            // forgotten, as the core starts afresh for every frame.
+            assert_eq!(want.action, lbp_abi::Action::Balance as u32, "{fields:?}");
+            map_delete_bytes(flows, &flow_key(&fields)).expect("the flows map");
+            balanced_in_xdp = Some(run.frame);
+        } else {
+            // No NAT back ends are given to the fuzzed programs.
+            let (verdict, left) =
+                lbp_runtime::testbed::fast_path_model(frame, &fields, want.action, &[]);
+            assert_eq!(
+                (run.action, &run.frame),
+                (verdict, &left),
+                "the fast path on {fields:?}"
+            );
+        }
     }
 
     let mut core = c.core.lock().unwrap();
@@ -177,6 +233,18 @@ fuzz_target!(|data: &[u8]| {
     let want = lbp_compiler::interp::decide(&c.prog, &o.fields);
     if let Err(e) = o.follows(&want, &app) {
         panic!("the switching core: {e}\n{o:?}");
+    }
+    if let Some(left) = balanced_in_xdp {
+        match o.fate() {
+            Some(Fate::Sent { frame: sent, .. }) if *sent == left => {}
+            // Longer than the cores' ring frames: they never see it, XDP
+            // sends it on (its transport header and payload as they came).
+            Some(Fate::TooLong(_)) => {
+                let l4 = usize::from(fields.l4_offset).min(frame.len());
+                assert_eq!((left.len(), &left[l4..]), (frame.len(), &frame[l4..]));
+            }
+            f => panic!("XDP balanced {frame:02x?} into {left:02x?}; the core: {f:?}"),
+        }
     }
     if let (Some(Fate::Sent { iface, frame: sent }), Some(_)) = (o.fate(), o.balanced) {
         if let Some(back) = lbp::testbed::backend_answer(sent) {
