@@ -309,8 +309,9 @@ fn many_routes_use_lpm_tries_and_agree() {
 #[test]
 fn a_policy_beyond_the_limits_is_refused_with_a_reason() {
     let head = "interface a { address 198.18.0.1/24 }\nfilter {\n";
+    // Rules of a range atom: not merged into a hash map, each tested inline.
     let rules: String = (0..=bpf::MAX_RULES)
-        .map(|i| format!("    tcp.dport == {} => drop\n", i % 60000))
+        .map(|i| format!("    tcp.dport == {} && ip.ttl > 200 => drop\n", i % 60000))
         .collect();
     let (_, prog) = load("many rules", &format!("{head}{rules}}}\n"));
     match bpf::compile(&prog, Mode::TestFields) {
@@ -465,4 +466,81 @@ fn large_random_filters_within_the_limits_load() {
             );
         }
     }
+}
+
+/// Filters of many rules of exact atoms (ports, addresses of both families,
+/// MACs, TCP flags, interfaces, small sets), of several shapes and actions,
+/// with rules of range atoms between them: the eBPF back end merges the
+/// exact groups into hash maps (far fewer instructions than rules) and
+/// decides as the interpreter on random fields drawn from the policy's own
+/// values.
+#[test]
+fn merged_exact_groups_agree_with_the_interpreter() {
+    require_netns!();
+    let mut r = Rng::new(seed_of("merged groups"));
+    let mut rules = String::new();
+    let actions = ["drop", "reset", "accept", "local", "forward", "balance s0"];
+    for i in 0..1200u64 {
+        let a = actions[(r.next() % actions.len() as u64) as usize];
+        let port = 1 + r.next() % 400;
+        let line = match r.next() % 9 {
+            0 => format!("tcp.dport == {port} => {a}"),
+            1 => format!(
+                "ip.src == 198.18.{}.{} && udp.dport == {port} => {a}",
+                r.next() % 4,
+                r.next() % 250
+            ),
+            2 => format!("ip.dst == 2001:db8::{:x} => {a}", r.next() % 300),
+            3 => format!("eth.src == 02:00:00:00:00:{:02x} => {a}", r.next() % 200),
+            4 => format!("tcp.syn && tcp.sport == {port} => {a}"),
+            5 => format!(
+                "in.iface == {} && ip.proto == {} => {a}",
+                ["a", "b"][(i % 2) as usize],
+                r.next() % 20
+            ),
+            6 => format!(
+                "tcp.dport in {{ {port}, {} }} && ip.ttl == {} => {a}",
+                port + 1,
+                r.next() % 70
+            ),
+            // Range atoms: inline, between the merged ones.
+            7 => format!("tcp.dport in {port}..{} && ip.ttl > 200 => {a}", port + 50),
+            _ => format!(
+                "ip.src in 198.18.{}.0/24 && ip.len > {} => {a}",
+                r.next() % 4,
+                500 + port
+            ),
+        };
+        rules += &format!("    {line}\n");
+    }
+    let src = format!(
+        "interface a {{ address 198.18.1.1/24, 2001:db8:1::1/64 }}\ninterface b {{ address 198.18.2.1/24 }}\npool p {{\n    backend 198.18.2.11\n}}\nservice s0 {{\n    vip 198.18.0.10 tcp port 80\n    pool p\n}}\nfilter {{\n{rules}}}\nroute 0.0.0.0/0 dev b\n"
+    );
+    let a = lbp_lang::analyze(&src);
+    assert!(
+        !a.has_errors(),
+        "{:?}",
+        a.diagnostics.iter().find(|d| d.is_error())
+    );
+    let prog = lower::lower(&a.policy).unwrap();
+    let inline = bpf::inline_rules(&prog);
+    let p = bpf::compile(&prog, Mode::TestFields).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} rules, {inline} inline, {} instructions, {} maps",
+        prog.rules.len(),
+        p.len(),
+        p.maps.len()
+    );
+    assert!(inline < prog.rules.len() / 2, "{inline} rules left inline");
+    let bpf = Bpf::load_compiled(&p, Mode::TestFields).unwrap();
+    let pool = Pool::of(&prog);
+    let mut decided = std::collections::HashSet::new();
+    for i in 0..30_000 {
+        let f = pool.fields(&mut r);
+        let want = interp::decide(&prog, &f);
+        assert_eq!(bpf.decide(&f), want, "random packet {i}: {f:?}");
+        decided.insert(want.rule);
+    }
+    eprintln!("{} distinct deciding rules", decided.len());
+    assert!(decided.len() > 100, "only {} rules decided", decided.len());
 }

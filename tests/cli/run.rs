@@ -355,7 +355,7 @@ fn lbp_run_puts_a_policy_beyond_the_ebpf_limits_on_the_cores() {
             "{datapath}: {ready}"
         );
         assert_eq!(
-            err.contains("300 filter rules, and `--datapath auto` puts at most 256 in XDP"),
+            err.contains("300 filter rules tested one by one (not merged into tables), and `--datapath auto` puts at most 256 in XDP"),
             !on,
             "{datapath}: {err}"
         );

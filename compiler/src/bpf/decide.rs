@@ -11,8 +11,10 @@
 use std::mem::offset_of;
 
 use super::emit::{Gen, addr_off};
+use super::merged::{BEST_OFF, Merged};
 use super::{BpfError, DECISION_OFF};
 use crate::ir::{Action, AddrField, Program};
+use lbp_abi::Decision;
 use lbp_abi::bpf::{Asm, Label, MapSpec, op, reg::*};
 use lbp_abi::{Action as A, Fields, NO_RULE, hash_field, present, stage, tcp_flag};
 
@@ -23,6 +25,7 @@ pub(super) fn emit(
     a: &mut Asm,
     maps: &mut Vec<MapSpec>,
     prog: &Program,
+    merged: &Merged,
     done: Label,
 ) -> Result<(), BpfError> {
     let reset = a.label();
@@ -38,12 +41,30 @@ pub(super) fn emit(
     };
     g.malformed();
     let (services, route) = (g.a.label(), g.a.label());
+    // Merged groups first (`merged.rs`); a rule left inline is tested only
+    // while the groups' answer is not a lower rule.
+    g.merged_lookups(merged);
+    let (dispatch, tail) = (g.a.label(), g.a.label());
     for (i, r) in prog.rules.iter().enumerate() {
+        if merged.merged[i] {
+            continue;
+        }
+        if (i as u32) > merged.first {
+            g.a.ldx(op::W, R1, FP, BEST_OFF);
+            g.a.jmp32_imm(op::JLT, R1, i as i32, dispatch);
+        }
         let next = g.a.label();
         g.cond(&r.cond, false, next)?;
-        g.rule_action(i as u32, r.action, services, route);
+        g.rule_action(Some(i as u32), r.action, services, route);
         g.a.bind(next);
     }
+    if merged.first != u32::MAX {
+        g.a.ldx(op::W, R1, FP, BEST_OFF);
+        g.a.jmp32_imm(op::JEQ, R1, -1, tail);
+        g.a.bind(dispatch);
+        g.merged_dispatch(merged, tail, services, route);
+    }
+    g.a.bind(tail);
     g.tail(services, route)?;
     g.exits();
     Ok(())
@@ -65,34 +86,36 @@ impl Gen<'_> {
         self.a.bind(ok);
     }
 
-    /// What rule `i` does when its condition holds.
-    fn rule_action(&mut self, i: u32, action: Action, services: Label, route: Label) {
+    /// What rule `i` does when its condition holds (`None`: a merged rule,
+    /// whose index is at `merged::BEST_OFF`).
+    pub(super) fn rule_action(
+        &mut self,
+        i: Option<u32>,
+        action: Action,
+        services: Label,
+        route: Label,
+    ) {
         let s = stage::FILTER;
-        match action {
-            Action::Accept => self.a.ja(services),
-            Action::Forward => self.a.ja(route),
-            Action::Drop => {
-                self.store(A::Drop, 0, i, s);
-                self.a.ja(self.done);
-            }
-            Action::Reset => {
-                self.store(A::Reset, 0, i, s);
-                self.a.ja(self.reset);
-            }
-            Action::Local => {
-                self.store(A::Local, 0, i, s);
-                self.a.ja(self.done);
-            }
-            Action::App(n) => {
-                self.store(A::App, n, i, s);
-                self.a.ja(self.done);
-            }
-            Action::Balance(svc) => {
-                self.store(A::Balance, svc, i, s);
-                let l = self.balance_exit(svc);
-                self.a.ja(l);
-            }
+        let (a, target, exit) = match action {
+            Action::Accept => return self.a.ja(services),
+            Action::Forward => return self.a.ja(route),
+            Action::Drop => (A::Drop, 0, self.done),
+            Action::Reset => (A::Reset, 0, self.reset),
+            Action::Local => (A::Local, 0, self.done),
+            Action::App(n) => (A::App, n, self.done),
+            Action::Balance(svc) => (A::Balance, svc, self.balance_exit(svc)),
+        };
+        self.store(a, target, i.unwrap_or(0), s);
+        if i.is_none() {
+            self.a.ldx(op::W, R1, FP, BEST_OFF);
+            self.a.stx(
+                op::W,
+                FP,
+                DECISION_OFF + offset_of!(Decision, rule) as i16,
+                R1,
+            );
         }
+        self.a.ja(exit);
     }
 
     /// The shared exits, after the last decision.

@@ -22,9 +22,10 @@
 //!
 //! Sets are bisection trees inline (a packet walks one path of `log n`
 //! compares); routes are a ranked compare chain when a family has at most
-//! [`ROUTES_INLINE_MAX`] of them, else an LPM trie map per family. Rules are
-//! not merged into tables as the JIT merges them: the filter is inline, and a
-//! policy beyond [`MAX_RULES`], [`MAX_SET_RANGES`] or [`MAX_INSNS`] is
+//! [`ROUTES_INLINE_MAX`] of them, else an LPM trie map per family. Groups of
+//! rules of exact atoms are merged into hash maps as the JIT merges them into
+//! tables (`merged.rs`); the other rules are inline, and a policy beyond
+//! [`MAX_RULES`] inline rules, [`MAX_SET_RANGES`] or [`MAX_INSNS`] is
 //! refused with [`BpfError::Limit`] (the runtime then decides on the
 //! switching cores).
 //!
@@ -38,6 +39,7 @@
 use std::fmt;
 use std::mem::{offset_of, size_of};
 
+use crate::classify::{Classifier, MERGE_MIN};
 use crate::ir::Program;
 use lbp_abi::bpf::{Asm, AsmError, MapKind, MapSpec, Program as Insns, helper, op, reg::*, xdp};
 use lbp_abi::{Decision, Fields};
@@ -48,10 +50,11 @@ mod emit;
 pub mod extract;
 mod fast;
 mod filter;
+mod merged;
 mod reset;
 mod tail;
 
-/// The most filter rules compiled (each is inline code).
+/// The most filter rules compiled inline (those not merged into a hash map).
 pub const MAX_RULES: usize = 2_000;
 /// The most ranges (or MACs) of one set, per family, tested inline by
 /// bisection.
@@ -123,6 +126,13 @@ fn in_iface_from_map(a: &mut Asm, map: u32) {
     a.bind(none);
 }
 
+/// How many of `prog`'s filter rules the eBPF program tests one by one: those
+/// not merged into a group's hash map (each costs every frame about a
+/// nanosecond; a group costs one lookup).
+pub fn inline_rules(prog: &Program) -> usize {
+    merged::plan(&Classifier::build(prog, MERGE_MIN), prog.rules.len()).inline()
+}
+
 /// Why a policy has no eBPF program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BpfError {
@@ -181,10 +191,12 @@ impl BpfProgram {
 
 /// Compile `prog` to an XDP program for `mode`.
 pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
-    if prog.rules.len() > MAX_RULES {
+    let cls = Classifier::build(prog, MERGE_MIN);
+    let merged = merged::plan(&cls, prog.rules.len());
+    if merged.inline() > MAX_RULES {
         return Err(BpfError::Limit(format!(
-            "{} filter rules, at most {MAX_RULES} are compiled to eBPF",
-            prog.rules.len()
+            "{} filter rules that are not merged into tables, at most {MAX_RULES} are compiled to eBPF",
+            merged.inline()
         )));
     }
     let mut a = Asm::new();
@@ -226,7 +238,7 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
     }
     zero(&mut a, DECISION_OFF, size_of::<Decision>());
     let done = a.label();
-    decide::emit(&mut a, &mut maps, prog, done)?;
+    decide::emit(&mut a, &mut maps, prog, &merged, done)?;
     a.bind(done);
     if let Some(m) = fast_maps {
         fast::act(&mut a, m, prog.services.len() as u32, cores);

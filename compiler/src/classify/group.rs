@@ -131,6 +131,17 @@ pub(crate) struct Guard {
 /// [`Group::admit`] does: each of `needs` holds, the packet has an address when
 /// `ip`, each guard holds, and (with exact fields) the key's hash is in the
 /// filter.
+/// [`Group::exact_only`].
+pub(crate) struct ExactOnly<'g> {
+    pub(crate) exact: &'g [(AtomField, u32)],
+    pub(crate) needs: &'g [u32],
+    pub(crate) ip: bool,
+    /// Each key (its first `exact.len()` values) and its answer.
+    pub(crate) keys: Vec<(Key, u32)>,
+    /// Every rule merged into the group.
+    pub(crate) rules: Vec<u32>,
+}
+
 pub(crate) struct Plan<'g> {
     /// The exact fields, in key order, with their needs.
     pub(crate) exact: &'g [(AtomField, u32)],
@@ -198,6 +209,30 @@ impl Group {
         }
         let h = hash_finish(h);
         self.map.may_hold(h).then_some(h)
+    }
+
+    /// A group of exact atoms only (no range atom, so no primary and no
+    /// guard): its exact fields with their `present` needs, whether it
+    /// needs an IP address, and each key with the lowest rule of its bucket
+    /// (the bucket's answer: its candidates have nothing left to test).
+    /// `None` for any other group. The eBPF back end makes a hash map of it.
+    pub(crate) fn exact_only(&self) -> Option<ExactOnly<'_>> {
+        if self.primary.is_some() || !self.atoms.is_empty() || !self.guards.is_empty() {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(self.map.len());
+        for (key, bucket) in self.map.entries() {
+            let b = self.buckets.get(*bucket as usize)?;
+            let &(start, _) = b.lists.first()?;
+            keys.push((*key, self.cands.get(start as usize)?.rule));
+        }
+        Some(ExactOnly {
+            exact: &self.exact,
+            needs: &self.needs,
+            ip: self.ip,
+            keys,
+            rules: self.cands.iter().map(|c| c.rule).collect(),
+        })
     }
 
     /// What the JIT needs to admit a packet inline, as [`Group::admit`] does.

@@ -36,7 +36,7 @@ impl Hasher for WordHasher {
     }
 }
 
-pub(super) type Key = [Val; KEY_FIELDS];
+pub(crate) type Key = [Val; KEY_FIELDS];
 
 pub(crate) const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 /// The multiplier and rotation of [`hash_val`] and the constants of
@@ -149,6 +149,16 @@ impl KeyTable {
 
     /// Whether the filter admits hash `h` (false: the key is surely absent).
     #[inline(always)]
+    /// How many keys it holds.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Its keys and their buckets.
+    pub(super) fn entries(&self) -> impl Iterator<Item = &(Key, u32)> {
+        self.entries.iter()
+    }
+
     pub(super) fn may_hold(&self, h: u64) -> bool {
         let (word, mask) = filter_pos(h, self.filter.len());
         self.filter.get(word).is_some_and(|w| w & mask == mask)

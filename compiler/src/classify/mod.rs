@@ -35,6 +35,7 @@
 mod group;
 mod keys;
 
+pub(crate) use group::ExactOnly;
 pub use group::Group;
 pub use keys::WordHasher;
 pub(crate) use keys::{

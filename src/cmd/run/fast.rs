@@ -44,11 +44,12 @@ pub enum XdpTx {
     Off,
 }
 
-/// The most filter rules `--datapath auto` puts in XDP. The eBPF filter
-/// does not merge rules into table lookups as the JIT does: at 1 000 rules it
-/// costs every frame about 1.1 us in the kernel's test run, against 12 ns for
-/// the JIT (the decide bench), which would slow down the frames the cores
-/// still decide more than the drops save.
+/// The most filter rules tested one by one that `--datapath auto` puts in
+/// XDP. The eBPF filter merges only groups of exact atoms into hash maps
+/// (`bpf::inline_rules`); the rest it tests in order: at 1 000 such rules it
+/// costs every frame about 1.1 us in the kernel's test run, against 12 ns
+/// for the JIT (the decide bench), which would slow down the frames the
+/// cores still decide more than the drops save.
 pub const AUTO_MAX_RULES: usize = 256;
 
 /// The fast path's program for `prog` as `d` asks, and a warning when `auto`
@@ -63,17 +64,18 @@ pub fn compile(
             .map(|p| (Some(p), None))
             .map_err(|e| format!("--datapath xdp: {e}")),
         Datapath::Auto => Ok(match bpf::compile(prog, Mode::Fast) {
-            // The eBPF filter tests its rules one by one (about a nanosecond
-            // each per packet, `cargo bench -p lbp-compiler --bench decide`),
-            // and every frame pays it, also those it sends on to the cores.
-            Ok(_) if prog.rules.len() > AUTO_MAX_RULES => (
+            // The eBPF filter tests the rules it does not merge into hash
+            // maps one by one (about a nanosecond each per packet, `cargo
+            // bench -p lbp-compiler --bench decide`), and every frame pays
+            // it, also those it sends on to the cores.
+            Ok(_) if bpf::inline_rules(prog) > AUTO_MAX_RULES => (
                 None,
                 Some(format!(
                     "the XDP fast path is off; every frame goes to the switching cores: \
-                     {} filter rules, and `--datapath auto` puts at most {AUTO_MAX_RULES} in \
-                     XDP, where each costs every frame about a nanosecond (`--datapath xdp` \
-                     puts them there anyway)",
-                    prog.rules.len()
+                     {} filter rules tested one by one (not merged into tables), and \
+                     `--datapath auto` puts at most {AUTO_MAX_RULES} in XDP, where each costs \
+                     every frame about a nanosecond (`--datapath xdp` puts them there anyway)",
+                    bpf::inline_rules(prog)
                 )),
             ),
             Ok(p) => (Some(p), None),
