@@ -612,3 +612,120 @@ fn a_haproxy_style_agent_drains_its_back_end() {
     agent.join().unwrap();
     drop(lbp);
 }
+
+/// A DSR service of `balance maglev` on the suite's DSR virtual IP (UDP
+/// echo), with weights 1:2:3 or 3:2:1.
+fn dsr_policy(weights: [u32; 3]) -> String {
+    format!(
+        "interface client {{ address 198.18.0.1/24, 2001:db8::1/64 }}\n\
+         interface servers {{ address 198.18.2.1/24, 2001:db8:2::1/64 }}\n\
+         pool echo {{\n    backend 198.18.2.11 weight {}\n    backend 198.18.2.12 weight {}\n    backend 198.18.2.13 weight {}\n}}\n\
+         service echo {{\n    vip 198.18.0.20 udp port 5353\n    pool echo\n    balance maglev\n    mode dsr\n}}\n",
+        weights[0], weights[1], weights[2]
+    )
+}
+
+/// Flows balanced in the XDP fast path keep their back end across reloads:
+/// 128 UDP flows (a socket each) to a DSR virtual IP, placed under weights
+/// 1:2:3, are asked again after each of 20 reloads that alternate 3:2:1 and
+/// 1:2:3: every question is answered, by the flow's first back end (the
+/// fast path's flow table outlives its programs), and the frames were
+/// balanced in XDP. New flows under 3:2:1 do follow the new weights, so the
+/// old ones stayed because they are remembered, not by chance.
+#[test]
+fn dsr_flows_balanced_in_xdp_keep_their_back_end_across_reloads() {
+    let test = "reload::dsr_flows_balanced_in_xdp_keep_their_back_end_across_reloads";
+    let Some((_serial, topo)) = setup(test, "ed") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (a, b) = (dir.path().join("a.lbp"), dir.path().join("b.lbp"));
+    std::fs::write(&a, dsr_policy([1, 2, 3])).unwrap();
+    std::fs::write(&b, dsr_policy([3, 2, 1])).unwrap();
+    let lbp = start_xdp(
+        test,
+        &topo,
+        a.to_str().unwrap(),
+        &["--datapath", "xdp", "--xdp-tx", "on"],
+    );
+    let vip = SocketAddr::new(crate::topology::DSR4.into(), 5353);
+    let sockets = |n: usize| -> Vec<std::net::UdpSocket> {
+        topo.client.within(|| {
+            (0..n)
+                .map(|_| {
+                    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    s
+                })
+                .collect()
+        })
+    };
+    let ask = |s: &std::net::UdpSocket| -> Result<usize, String> {
+        s.send_to(b"who?", vip).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let body = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        backend_of(&body).ok_or(format!("unknown answer {body:?}"))
+    };
+    let flows = sockets(128);
+    // Three rounds before any reload: the first goes through the cores
+    // (which find the back ends' MACs); once the control core has published
+    // them, XDP takes the flows over (the same Maglev entry).
+    let mut first = Vec::new();
+    for round in 0..3 {
+        let now: Vec<usize> = flows
+            .iter()
+            .map(|s| ask(s).unwrap_or_else(|e| panic!("{test}: round {round}: {e}")))
+            .collect();
+        if round > 0 {
+            assert_eq!(now, first, "{test}: a flow moved before any reload");
+        }
+        first = now;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let split = |v: &[usize]| {
+        let mut c = [0usize; 3];
+        for &b in v {
+            c[b] += 1;
+        }
+        c
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = stats(&lbp)["xdp"]["balanced_packets"].as_u64().unwrap_or(0);
+    for i in 0..20 {
+        let path = if i % 2 == 0 { &b } else { &a };
+        let o = ctl(&lbp, &["reload", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{test}: reload {i}: {}", text(&o));
+        for (k, s) in flows.iter().enumerate() {
+            let got = ask(s).unwrap_or_else(|e| panic!("{test}: reload {i}, flow {k}: {e}"));
+            assert_eq!(got, first[k], "{test}: reload {i}: flow {k} moved");
+        }
+    }
+    // The counters `lbp stats` shows are refreshed every control tick.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = stats(&lbp)["xdp"]["balanced_packets"].as_u64().unwrap_or(0);
+    eprintln!(
+        "{test}: 128 flows x 20 reloads, none moved; {} frames balanced in XDP; first split {:?}",
+        after - before,
+        split(&first)
+    );
+    assert!(
+        after - before >= 128 * 20,
+        "{test}: only {} frames balanced in XDP",
+        after - before
+    );
+    // Policy b (3:2:1) in force now? The last reload (i = 19) put a back:
+    // one more to b, then new flows.
+    let o = ctl(&lbp, &["reload", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{test}: {}", text(&o));
+    let fresh: Vec<usize> = sockets(128)
+        .iter()
+        .map(|s| ask(s).unwrap_or_else(|e| panic!("{test}: a new flow: {e}")))
+        .collect();
+    let (old, new) = (split(&first), split(&fresh));
+    eprintln!("{test}: new flows under 3:2:1 split {new:?}");
+    assert!(
+        old[2] > old[0] + 16 && new[0] > new[2] + 16,
+        "{test}: the weights did not steer new flows: first {old:?}, new {new:?}"
+    );
+}
