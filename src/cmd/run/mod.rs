@@ -78,12 +78,12 @@ pub struct RunArgs {
     /// decide everything (`cores`).
     #[arg(long, value_enum, default_value = "auto")]
     datapath: Datapath,
-    /// Whether the XDP fast path may answer out of the receiving interface
-    /// itself (XDP_TX: the TCP resets it decides), or leaves those frames to
-    /// the switching cores. `auto`: on every interface but a veth, whose
-    /// peer takes XDP_TX frames only while it runs an XDP program of its own
-    /// (otherwise they are counted as sent and lost), which lbp cannot see
-    /// from its side.
+    /// Whether the XDP fast path may send frames out of an interface itself
+    /// (XDP_TX or a redirect: the TCP resets it decides, the DSR frames it
+    /// balances), or leaves those frames to the switching cores. `auto`: on
+    /// every interface but a veth, whose peer takes such frames only while
+    /// it runs an XDP program of its own (otherwise they are counted as sent
+    /// and lost), which lbp cannot see from its side.
     #[arg(long, value_enum, default_value = "auto")]
     xdp_tx: XdpTx,
     /// Name of the TAP interface that carries the appliance's own addresses.
