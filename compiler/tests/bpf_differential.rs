@@ -544,3 +544,76 @@ fn merged_exact_groups_agree_with_the_interpreter() {
     eprintln!("{} distinct deciding rules", decided.len());
     assert!(decided.len() > 100, "only {} rules decided", decided.len());
 }
+
+/// More groups of exact rules than a program may have maps (64): the largest
+/// are merged (`MAX_GROUPS` of `bpf::merged`), the others stay inline; the program
+/// loads and decides as the interpreter.
+#[test]
+fn more_exact_shapes_than_maps_load_and_agree() {
+    require_netns!();
+    let a = [
+        "ip.ttl == {v}",
+        "ip.len == {w}",
+        "ip.src == 198.18.9.{v}",
+        "ip.dst == 198.18.9.{v}",
+        "eth.src == 02:00:00:00:09:{x}",
+        "eth.dst == 02:00:00:00:09:{x}",
+    ];
+    let b = [
+        "tcp.dport == {w}",
+        "tcp.sport == {w}",
+        "udp.dport == {w}",
+        "udp.sport == {w}",
+        "icmp.type == {v}",
+        "icmp.code == {v}",
+    ];
+    let mut shapes: Vec<String> = a.iter().chain(&b).map(|s| s.to_string()).collect();
+    for (i, x) in a.iter().enumerate() {
+        for y in &b {
+            shapes.push(format!("{x} && {y}"));
+        }
+        for y in &a[i + 1..] {
+            shapes.push(format!("{x} && {y}"));
+        }
+    }
+    for (x, y) in [(0, 1), (2, 3), (4, 5)] {
+        shapes.push(format!("{} && {}", b[x], b[y]));
+    }
+    assert!(shapes.len() > 64, "{} shapes", shapes.len());
+    let mut rules = String::new();
+    for (k, shape) in shapes.iter().enumerate() {
+        // 8 rules of a shape (a group), of varied sizes so that the largest
+        // are the merged ones.
+        for j in 0..8 + k % 5 {
+            let v = 1 + (k * 7 + j) % 200;
+            let line = shape
+                .replace("{v}", &v.to_string())
+                .replace("{w}", &(1000 + v).to_string())
+                .replace("{x}", &format!("{:02x}", v));
+            rules += &format!("    {line} => drop\n");
+        }
+    }
+    let src = format!(
+        "interface a {{ address 198.18.1.1/24 }}\nfilter {{\n{rules}}}\nroute 0.0.0.0/0 via 198.18.1.254 dev a\n"
+    );
+    let (_, prog) = load("many shapes", &src);
+    let p = bpf::compile(&prog, Mode::TestFields).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} shapes, {} rules, {} inline, {} maps",
+        shapes.len(),
+        prog.rules.len(),
+        bpf::inline_rules(&prog),
+        p.maps.len()
+    );
+    assert!(p.maps.len() <= 64 - 12, "{} maps", p.maps.len());
+    let bpf = Bpf::load_compiled(&p, Mode::TestFields).unwrap_or_else(|e| panic!("{e}"));
+    let fast = bpf::compile(&prog, Mode::Fast).unwrap();
+    assert!(fast.maps.len() <= 64, "fast path: {} maps", fast.maps.len());
+    let pool = Pool::of(&prog);
+    let mut r = Rng::new(seed_of("many shapes"));
+    for i in 0..20_000 {
+        let f = pool.fields(&mut r);
+        let want = interp::decide(&prog, &f);
+        assert_eq!(bpf.decide(&f), want, "random packet {i}: {f:?}");
+    }
+}

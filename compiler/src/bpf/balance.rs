@@ -9,8 +9,9 @@
 //! programs (a reload moves no established flow), as long as that back end
 //! still serves the service (a back end in maintenance or gone from the pool
 //! loses its flows: TCP goes to the cores, which reset it; anything else is
-//! balanced anew). A new flow is a TCP SYN (without ACK) or any other
-//! protocol's packet; its back end is the Maglev table's entry for the
+//! balanced anew). A new flow is a TCP SYN (without ACK or RST: it replaces
+//! the record of an earlier connection of the same tuple) or any other
+//! protocol's packet of no flow known here; its back end is the Maglev table's entry for the
 //! decision's flow hash, the very entry the cores would take.
 //!
 //! The frame leaves with its TTL (hop limit) decreased, the IPv4 checksum
@@ -42,7 +43,7 @@ const B_OFF: i16 = -264;
 const NEW_OFF: i16 = -268;
 /// A u32 map key.
 const KEY_OFF: i16 = -272;
-/// The service's [`BalService`] (20 bytes, 4-aligned).
+/// The service's [`BalService`] (24 bytes, 4-aligned).
 const SVC_OFF: i16 = -296;
 /// The back end's [`BalBackend`] (36 bytes, 4-aligned).
 const BACKEND_OFF: i16 = -336;
@@ -155,6 +156,21 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     let new = a.label();
     let have = a.label();
     a.st_imm(op::W, FP, RECORD_OFF, 0);
+    // A SYN (without ACK or RST) opens a connection anew, as the cores
+    // re-balance a SYN of a tuple whose connection ended: the flow's record
+    // is replaced.
+    let not_syn = a.label();
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.alu_imm(op::AND, R2, present::TCP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, not_syn);
+    a.ldx(op::B, R2, FP, field(offset_of!(Fields, tcp_flags)));
+    a.alu_imm(
+        op::AND,
+        R2,
+        i32::from(tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST),
+    );
+    a.jmp_imm(op::JEQ, R2, i32::from(tcp_flag::SYN), new);
+    a.bind(not_syn);
     lookup(a, m.flows, FLOW_KEY_OFF);
     a.jmp_imm(op::JEQ, R0, 0, new);
     let older = a.label();
@@ -297,7 +313,8 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.ldx(op::B, R2, FP, field(offset_of!(Fields, ip_version)));
     a.jmp_imm(op::JNE, R2, 4, v6);
     // IPv4: the word of TTL and protocol, loaded in the host's order (the
-    // TTL its low byte), and the checksum updated by RFC 1624's equation 3,
+    // TTL its low byte: eBPF runs in the host's order, little-endian on every
+    // machine lbp is built for), and the checksum updated by RFC 1624's equation 3,
     // whose ones' complement sums give the same bytes in either order.
     a.ldx(op::H, R3, R4, 8);
     a.ldx(op::H, R5, R4, 10);

@@ -38,9 +38,17 @@ pub(super) struct Merged<'c> {
     pub first: u32,
 }
 
+/// The most groups made hash maps: a program may use 64 maps, and the
+/// others take at most 16 (the fast path's, the out maps, two LPM tries, the
+/// rule-to-class map). The largest groups are merged, the others stay inline.
+pub const MAX_GROUPS: usize = 40;
+
 /// The groups of exact atoms of `cls`, for a filter of `rules` rules.
 pub(super) fn plan(cls: &Classifier, rules: usize) -> Merged<'_> {
-    let groups: Vec<ExactOnly> = cls.groups.iter().filter_map(|g| g.exact_only()).collect();
+    let mut groups: Vec<ExactOnly> = cls.groups.iter().filter_map(|g| g.exact_only()).collect();
+    // The largest first (ties by first rule, for a stable program).
+    groups.sort_by_key(|g| (std::cmp::Reverse(g.rules.len()), g.rules.first().copied()));
+    groups.truncate(MAX_GROUPS);
     let mut merged = vec![false; rules];
     for g in &groups {
         for &r in &g.rules {

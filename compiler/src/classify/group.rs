@@ -127,10 +127,6 @@ pub(crate) struct Guard {
     pub(crate) ranges: Vec<(u64, u64)>,
 }
 
-/// What the JIT tests inline before calling a group's lookup, as
-/// [`Group::admit`] does: each of `needs` holds, the packet has an address when
-/// `ip`, each guard holds, and (with exact fields) the key's hash is in the
-/// filter.
 /// [`Group::exact_only`].
 pub(crate) struct ExactOnly<'g> {
     pub(crate) exact: &'g [(AtomField, u32)],
@@ -142,6 +138,10 @@ pub(crate) struct ExactOnly<'g> {
     pub(crate) rules: Vec<u32>,
 }
 
+/// What the JIT tests inline before calling a group's lookup, as
+/// [`Group::admit`] does: each of `needs` holds, the packet has an address when
+/// `ip`, each guard holds, and (with exact fields) the key's hash is in the
+/// filter.
 pub(crate) struct Plan<'g> {
     /// The exact fields, in key order, with their needs.
     pub(crate) exact: &'g [(AtomField, u32)],

@@ -147,8 +147,6 @@ impl KeyTable {
         }
     }
 
-    /// Whether the filter admits hash `h` (false: the key is surely absent).
-    #[inline(always)]
     /// How many keys it holds.
     pub(super) fn len(&self) -> usize {
         self.entries.len()
@@ -159,6 +157,8 @@ impl KeyTable {
         self.entries.iter()
     }
 
+    /// Whether the filter admits hash `h` (false: the key is surely absent).
+    #[inline(always)]
     pub(super) fn may_hold(&self, h: u64) -> bool {
         let (word, mask) = filter_pos(h, self.filter.len());
         self.filter.get(word).is_some_and(|w| w & mask == mask)

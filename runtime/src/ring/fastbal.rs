@@ -176,8 +176,12 @@ pub fn tables_with(g: &Generation, backends: Vec<BalBackend>, sizes: &Sizes) -> 
                     .and_then(|x| x.closed.get(b))
                     .copied()
                     .unwrap_or(false);
-                if !closed {
-                    t.serving.push((s as u32, addr_bytes(be.addr), b as u32));
+                // A pool that names an address twice: the first serves, as
+                // the cores' `still_serves` finds the first.
+                let addr = addr_bytes(be.addr);
+                let first = svc.backends.iter().position(|x| x.addr == be.addr) == Some(b);
+                if !closed && first {
+                    t.serving.push((s as u32, addr, b as u32));
                 }
             }
         }

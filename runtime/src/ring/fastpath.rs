@@ -200,21 +200,22 @@ impl FastPath {
             backend_bytes(b, &mut be);
         }
         array_update_batch(backends, next * z.backends, &be)?;
-        let old = std::mem::take(&mut self.serving[next as usize]);
-        for k in &old {
+        // The keys in the buffer are tracked as they go and come, so that a
+        // failure half way leaves none unknown (the next fill removes them).
+        let keys = &mut self.serving[next as usize];
+        while let Some(k) = keys.last() {
             map_delete_bytes(serving, &serving_bytes(k))?;
+            keys.pop();
         }
-        let mut keys = Vec::with_capacity(t.serving.len());
         for &(service, addr, b) in &t.serving {
             let k = ServingKey {
                 buffer: next,
                 service,
                 addr,
             };
-            map_update_bytes(serving, &serving_bytes(&k), &b.to_ne_bytes())?;
             keys.push(k);
+            map_update_bytes(serving, &serving_bytes(&k), &b.to_ne_bytes())?;
         }
-        self.serving[next as usize] = keys;
         map_update_bytes(active, &0u32.to_ne_bytes(), &next.to_ne_bytes())?;
         self.buffer = Some(next);
         self.published = Some(t.clone());
