@@ -95,17 +95,6 @@ fn load_fast(
     (fast, fd, flows)
 }
 
-/// The flows map's key of the frame with `f` (`lbp_abi::bpf::fast::FlowKey`).
-fn flow_key(f: &lbp_abi::Fields) -> Vec<u8> {
-    let mut k = Vec::with_capacity(40);
-    k.extend_from_slice(&f.ip_src);
-    k.extend_from_slice(&f.ip_dst);
-    k.extend_from_slice(&f.sport.to_ne_bytes());
-    k.extend_from_slice(&f.dport.to_ne_bytes());
-    k.extend_from_slice(&[f.ip_version, f.ip_proto, 0, 0]);
-    k
-}
-
 /// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
 /// process may not load programs. Every stock and corpus policy is within the
 /// back end's limits: a refusal there is a bug.
@@ -212,7 +201,8 @@ fuzz_target!(|data: &[u8]| {
             // Balanced in XDP: checked against the core below; the flow is
             // forgotten, as the core starts afresh for every frame.
             assert_eq!(want.action, lbp_abi::Action::Balance as u32, "{fields:?}");
-            map_delete_bytes(flows, &flow_key(&fields)).expect("the flows map");
+            map_delete_bytes(flows, &lbp_runtime::ring::fastbal::flow_key(&fields))
+                .expect("the flows map");
             balanced_in_xdp = Some(run.frame);
         } else {
             // No NAT back ends are given to the fuzzed programs.

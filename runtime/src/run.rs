@@ -936,6 +936,7 @@ mod tests {
         let shared = Arc::new(Shared {
             conns: ConnTable::new(1024),
             neigh: NeighTable::new(64),
+            xdp_flows: Default::default(),
         });
         shared
             .neigh

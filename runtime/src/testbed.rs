@@ -226,6 +226,12 @@ impl Testbed {
         self.generation.appliance.interfaces.len() as u32
     }
 
+    /// Give the core the XDP fast path's flows (`Shared::xdp_flows`), as
+    /// `lbp run` does once the fast path runs.
+    pub fn set_xdp_flows(&mut self, flows: crate::ring::bpf::LoadedMap) {
+        let _ = self.shared.xdp_flows.set(flows);
+    }
+
     /// The core's counters.
     pub fn counters(&self) -> &Counters {
         &self.state.counters
@@ -447,6 +453,7 @@ fn fresh_tables() -> Shared {
     Shared {
         conns: ConnTable::new(CONNECTIONS),
         neigh: NeighTable::new(NEIGHBOURS),
+        xdp_flows: Default::default(),
     }
 }
 

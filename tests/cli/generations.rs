@@ -393,6 +393,7 @@ fn generations_flip_under_traffic_and_each_packet_sees_exactly_one() {
     let shared = Arc::new(Shared {
         conns: ConnTable::new(1 << 16),
         neigh: NeighTable::new(64),
+        xdp_flows: Default::default(),
     });
     for a in EVEN.into_iter().chain(ODD) {
         assert!(

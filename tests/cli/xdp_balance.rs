@@ -600,3 +600,42 @@ fn hostile_frames_are_balanced_as_the_core_balances_them_or_left_to_it() {
         "{sent} {passed} {other}"
     );
 }
+
+/// A flow the fast path balanced, then left to the cores (its back end's
+/// neighbour forgotten: only the cores find it again): the core, which has
+/// no connection for it, finds the flow's back end in the fast path's flow
+/// table and sends its segments there, instead of resetting it; a SYN of
+/// the same tuple is a new connection, balanced by the core's own table.
+#[test]
+fn a_flow_left_to_the_cores_keeps_its_back_end_there() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let mut b = Bench::new(&neigh);
+    let mut core = Testbed::new(Arc::new(Interp(b.prog.clone())), b.app.clone()).unwrap();
+    core.set_xdp_flows(b.flows.try_clone().unwrap());
+    let vip: IpAddr = "198.19.100.1".parse().unwrap();
+    let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
+    let mut kept = 0;
+    for i in 0..50u32 {
+        let syn = frame(client(i), vip, 5000 + i as u16, 80, Some(0x02));
+        b.publish(&g, &neigh);
+        let (action, sent) = b.run(&syn);
+        assert_eq!(action, XDP_REDIRECT);
+        let to = backend_of(&sent).unwrap();
+        // The neighbours forgotten: XDP leaves the segments to the cores.
+        b.publish(&g, &NeighTable::new(64));
+        let mut ack = syn.clone();
+        ack[14 + 20 + 13] = 0x10;
+        assert_eq!(b.run(&ack), (XDP_PASS, ack.clone()));
+        let out = core.send(&ack, 0);
+        match out.fates.first() {
+            Some(Fate::Sent { iface: 1, frame }) => {
+                assert_eq!(backend_of(frame), Some(to), "segment {i}");
+                kept += 1;
+            }
+            f => panic!("segment {i}: the core did {f:?}, not send it to its back end"),
+        }
+    }
+    assert_eq!(kept, 50);
+    assert_eq!(core.counters().unknown_resets, 0);
+}

@@ -368,6 +368,7 @@ fn a_frame_an_application_loses_is_caught_by_the_books() {
     let shared = Shared {
         conns: crate::conn::ConnTable::new(64),
         neigh: NeighTable::new(16),
+        xdp_flows: Default::default(),
     };
     let mut frames = Frames::new(8).unwrap();
     let mut out = Outputs::new(1, 8);

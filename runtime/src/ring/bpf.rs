@@ -291,6 +291,17 @@ pub struct LoadedMap {
 }
 
 impl LoadedMap {
+    /// Another handle on the same map.
+    pub fn try_clone(&self) -> io::Result<LoadedMap> {
+        Ok(LoadedMap {
+            fd: self.fd.try_clone()?,
+            name: self.name.clone(),
+            spec_kind: self.spec_kind,
+            key_size: self.key_size,
+            value_size: self.value_size,
+        })
+    }
+
     /// Create the map `spec` describes and write its entries.
     pub fn create(spec: &MapSpec) -> io::Result<LoadedMap> {
         let fd = map_create_flags(

@@ -17,8 +17,11 @@
 //! program does not read and flips the active one.
 
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 
 use lbp_abi::bpf::fast::{self, BalBackend, BalService};
+
+const _: () = assert!(size_of::<fast::FlowKey>() == 40 && size_of::<fast::Flow>() == 24);
 
 use crate::balance::{MAGLEV_DEFAULT_SIZE, MAGLEV_SLOTS_PER_BACKEND, next_prime};
 use crate::config::{Algorithm, Appliance, Mode, Service};
@@ -85,6 +88,29 @@ pub struct Tables {
     /// (service, back-end address, index in the service) of the back ends
     /// that serve a service balanced here.
     pub serving: Vec<(u32, [u8; 16], u32)>,
+}
+
+/// The flows map's key of a frame with fields `f`
+/// (`lbp_abi::bpf::fast::FlowKey`, as the program builds it).
+pub fn flow_key(f: &lbp_abi::Fields) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..16].copy_from_slice(&f.ip_src);
+    k[16..32].copy_from_slice(&f.ip_dst);
+    k[32..34].copy_from_slice(&f.sport.to_ne_bytes());
+    k[34..36].copy_from_slice(&f.dport.to_ne_bytes());
+    k[36] = f.ip_version;
+    k[37] = f.ip_proto;
+    k
+}
+
+/// The back end (its address, the `Fields` form) the flow of `f` was given
+/// in XDP, if `flows` holds it.
+pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
+    let mut v = [0u8; 24];
+    crate::ring::bpf::map_lookup(flows.fd.as_fd(), &flow_key(f), &mut v).ok()?;
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&v[..16]);
+    Some(a)
 }
 
 /// The `Fields` form of an address (IPv4 mapped).

@@ -109,6 +109,28 @@ impl Burst<'_> {
         (!closed.unwrap_or(false)).then_some(b)
     }
 
+    /// The back end the XDP fast path gave the flow of `f` (a service `s`
+    /// it balances), if it still serves (a system call: only for a frame of
+    /// no connection here).
+    fn xdp_flow(&self, s: usize, svc: &Service, f: &Fields) -> Option<(Target, usize)> {
+        let flows = self.shared.xdp_flows.get()?;
+        let addr = crate::ring::fastbal::xdp_flow(flows, f)?;
+        let t = Target {
+            service: s as u32,
+            backend: u32::MAX,
+            backend_addr: addr,
+            backend_port: 0,
+        };
+        let b = self.still_serves(s, svc, &t)?;
+        Some((
+            Target {
+                backend: b as u32,
+                ..t
+            },
+            b,
+        ))
+    }
+
     pub(super) fn balance(&mut self, d: Desc, f: &Fields, dec: &Decision) {
         let g = self.g;
         let s = dec.target as usize;
@@ -142,6 +164,17 @@ impl Burst<'_> {
                     }
                 }
             }
+        }
+        // No connection here: a DSR flow balanced in XDP keeps its back end
+        // (the fast path left it to the cores).
+        let syn = f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
+        if opened.is_none()
+            && svc.mode == Mode::Dsr
+            && !(tcp && syn)
+            && let Some(t) = self.xdp_flow(s, svc, f)
+        {
+            let _ = self.shared.conns.insert(&key, t.0, f.tcp_flags, self.now);
+            opened = Some(t);
         }
         let (target, b) = match opened {
             Some(t) => t,

@@ -110,6 +110,12 @@ pub const FROM_LOCAL: u32 = u32::MAX;
 pub struct Shared {
     pub conns: ConnTable,
     pub neigh: NeighTable,
+    /// The XDP fast path's flows (`lbp_abi::bpf::fast::FLOWS`), once it
+    /// runs: a TCP segment of a DSR service that no connection of the table
+    /// knows may belong to a flow balanced in XDP (which left it to the
+    /// cores, its back end's neighbour to be re-confirmed, or the fast path
+    /// gone): it keeps that back end instead of a reset.
+    pub xdp_flows: std::sync::OnceLock<crate::ring::bpf::LoadedMap>,
 }
 
 /// A frame waiting for its next hop's MAC, and the interface it leaves by.

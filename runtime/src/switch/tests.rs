@@ -196,6 +196,7 @@ impl Rig {
             shared: Shared {
                 conns: ConnTable::new(1024),
                 neigh: NeighTable::new(64),
+                xdp_flows: Default::default(),
             },
             out: Outputs::new(2, 64),
             published,

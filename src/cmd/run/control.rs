@@ -396,7 +396,7 @@ impl Controller {
                 let Controller { control, fast, .. } = self;
                 control
                     .published
-                    .with_active(|g| fast.install(c.fast.as_ref(), g, &control.shared.neigh))
+                    .with_active(|g| fast.install(c.fast.as_ref(), g, &control.shared))
                     .err()
                     .or(c.fast_warning)
             }
@@ -554,7 +554,7 @@ impl Controller {
         let Controller { control, fast, .. } = self;
         let r = control
             .published
-            .with_active(|g| fast.publish(g, &control.shared.neigh));
+            .with_active(|g| fast.publish(g, &control.shared));
         // Said once, not every tick it lasts.
         match r {
             Err(e) if self.fast_error.as_ref() != Some(&e) => {

@@ -14,11 +14,11 @@ use lbp_abi::bpf::fast::{self as slot, Counter};
 use lbp_compiler::Program;
 use lbp_compiler::bpf::{self, BpfProgram, Mode};
 use lbp_runtime::generation::Generation;
-use lbp_runtime::neigh::NeighTable;
-use lbp_runtime::ring::bpf::{LoadedMap, XdpRedirect};
+use lbp_runtime::ring::bpf::XdpRedirect;
 use lbp_runtime::ring::fastbal::{self, Out, Sizes};
 use lbp_runtime::ring::fastpath::{FastPath, flows_map};
 use lbp_runtime::run::monotonic_ns;
+use lbp_runtime::switch::Shared;
 
 /// `--datapath`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,9 +103,6 @@ pub struct Fast {
     /// The running program, and the compile (generation serial) it is of.
     current: Option<FastPath>,
     serial: u64,
-    /// The flows balanced in XDP, shared by every generation's program
-    /// (made with the first).
-    flows: Option<LoadedMap>,
     /// The generation and back ends' entries last published to the
     /// running program.
     published: Option<(u64, Vec<lbp_abi::bpf::fast::BalBackend>)>,
@@ -151,7 +148,6 @@ impl Fast {
             outs,
             current: None,
             serial: 0,
-            flows: None,
             published: None,
             previous: None,
             retired: vec![Counter::default(); slot::RULES as usize],
@@ -176,12 +172,12 @@ impl Fast {
         &mut self,
         p: Option<&BpfProgram>,
         g: &Generation,
-        neigh: &NeighTable,
+        shared: &Shared,
     ) -> Result<(), String> {
         let Some(p) = p else {
             return self.uninstall();
         };
-        match self.try_install(p, g, neigh) {
+        match self.try_install(p, g, shared) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let why = match e.kind() {
@@ -203,14 +199,17 @@ impl Fast {
         &mut self,
         p: &BpfProgram,
         g: &Generation,
-        neigh: &NeighTable,
+        shared: &Shared,
     ) -> std::io::Result<()> {
-        if self.flows.is_none() {
-            self.flows = Some(flows_map()?);
+        // The flows balanced in XDP, shared by every generation's program
+        // and read by the cores for a segment of no connection of theirs.
+        if shared.xdp_flows.get().is_none() {
+            let _ = shared.xdp_flows.set(flows_map()?);
         }
-        let Some(flows) = &self.flows else {
-            unreachable!("made above")
+        let Some(flows) = shared.xdp_flows.get() else {
+            unreachable!("set above")
         };
+        let neigh = &shared.neigh;
         let sizes = Sizes::of(&g.appliance);
         let mut fast = FastPath::new("lbp_fast", p.prog.clone(), &p.maps, sizes)?;
         fast.set_interfaces(&self.ifaces)?;
@@ -242,7 +241,8 @@ impl Fast {
     /// it is of `g`'s compile (a reload installs its own program and tables):
     /// new weights, back ends in maintenance, neighbours found or gone.
     /// Unchanged tables are not written again.
-    pub fn publish(&mut self, g: &Generation, neigh: &NeighTable) -> Result<(), String> {
+    pub fn publish(&mut self, g: &Generation, shared: &Shared) -> Result<(), String> {
+        let neigh = &shared.neigh;
         let Some(f) = &mut self.current else {
             return Ok(());
         };

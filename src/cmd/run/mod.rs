@@ -250,6 +250,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     let shared = Arc::new(Shared {
         conns: ConnTable::new(args.max_connections.max(1)),
         neigh: NeighTable::new(4096),
+        xdp_flows: Default::default(),
     });
     let policy: Arc<dyn Decide + Send + Sync> = Arc::new(JitPolicy(jit));
     let published = Arc::new(Published::new(
@@ -294,7 +295,7 @@ fn start(args: &RunArgs, apps: &Registry) -> Result<ExitCode, String> {
     // an AF_XDP interface.
     if datapath == Datapath::Xdp || (datapath == Datapath::Auto && fast.has_xdp()) {
         let installed = if fast.has_xdp() {
-            published.with_active(|g| fast.install(fast_prog.as_ref(), g, &shared.neigh))
+            published.with_active(|g| fast.install(fast_prog.as_ref(), g, &shared))
         } else {
             Err("no interface is bound with AF_XDP (--rings xdp)".to_string())
         };
