@@ -523,8 +523,8 @@ fn merged_exact_groups_agree_with_the_interpreter() {
         a.diagnostics.iter().find(|d| d.is_error())
     );
     let prog = lower::lower(&a.policy).unwrap();
-    let inline = bpf::inline_rules(&prog);
     let p = bpf::compile(&prog, Mode::TestFields).unwrap_or_else(|e| panic!("{e}"));
+    let inline = p.inline_rules;
     eprintln!(
         "{} rules, {inline} inline, {} instructions, {} maps",
         prog.rules.len(),
@@ -602,7 +602,7 @@ fn more_exact_shapes_than_maps_load_and_agree() {
         "{} shapes, {} rules, {} inline, {} maps",
         shapes.len(),
         prog.rules.len(),
-        bpf::inline_rules(&prog),
+        p.inline_rules,
         p.maps.len()
     );
     assert!(p.maps.len() <= 64 - 12, "{} maps", p.maps.len());

@@ -10,7 +10,7 @@
 //! is unknown, new flows while it is stale); and counts what it balanced
 //! per back end. Needs root (loading programs); skipped otherwise.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -28,6 +28,8 @@ use lbp_runtime::ring::fastbal::{Out, Sizes, tables};
 use lbp_runtime::ring::fastpath::{FastPath, flows_map};
 use lbp_runtime::testbed::{Fate, Testbed, neighbour_mac};
 
+use crate::core_differential::Rng;
+
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
@@ -35,6 +37,9 @@ const XDP_REDIRECT: u32 = 4;
 /// one given to the servers' interface (a redirect).
 const CLIENT_IFINDEX: u32 = 1;
 const SERVERS_IFINDEX: u32 = 7;
+/// The policy's virtual IPs.
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 19, 100, 1));
+const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1));
 
 const POLICY: &str = r#"
 interface client { address 198.18.0.1/16
@@ -205,6 +210,11 @@ impl Bench {
         }
     }
 
+    /// A switching core running the same policy and appliance.
+    fn core(&self) -> Testbed {
+        Testbed::new(Arc::new(Interp(self.prog.clone())), self.app.clone()).unwrap()
+    }
+
     fn publish(&mut self, g: &Generation, neigh: &NeighTable) {
         let sizes = Sizes::of(&self.app);
         self.fast
@@ -267,16 +277,14 @@ fn new_flows_go_where_the_core_sends_them_with_the_cores_frame() {
     require_netns!();
     let neigh = known_neighbours();
     let b = Bench::new(&neigh);
-    let mut core = Testbed::new(Arc::new(Interp(b.prog.clone())), b.app.clone()).unwrap();
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
-    let vip6: IpAddr = "2001:db8:100::1".parse().unwrap();
+    let mut core = b.core();
     let mut per_backend = std::collections::BTreeMap::new();
     let mut cases = Vec::new();
     for i in 0..400u32 {
         let port = 1024 + (i * 7919 % 60000) as u16;
-        cases.push(frame(client(i), vip, port, 53, None));
-        cases.push(frame(client(i), vip, port, 80, Some(0x02)));
-        cases.push(frame(client6(i), vip6, port, 80, Some(0x02)));
+        cases.push(frame(client(i), VIP, port, 53, None));
+        cases.push(frame(client(i), VIP, port, 80, Some(0x02)));
+        cases.push(frame(client6(i), VIP6, port, 80, Some(0x02)));
     }
     for f in &cases {
         let out = core.send(f, 0);
@@ -346,20 +354,19 @@ fn what_the_cores_must_decide_goes_to_them_untouched() {
     require_netns!();
     let neigh = known_neighbours();
     let b = Bench::new(&neigh);
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
     let nat_vip: IpAddr = "198.19.100.2".parse().unwrap();
     for f in [
         // NAT: the connection table's.
         frame(client(1), nat_vip, 4000, 53, None),
         // A TCP segment of no flow known here (an ACK), a SYN-ACK.
-        frame(client(2), vip, 4000, 80, Some(0x10)),
-        frame(client(2), vip, 4000, 80, Some(0x12)),
+        frame(client(2), VIP, 4000, 80, Some(0x10)),
+        frame(client(2), VIP, 4000, 80, Some(0x12)),
     ] {
         let (action, left) = b.run(&f);
         assert_eq!((action, &left), (XDP_PASS, &f));
     }
     // TTL 1: the cores answer it.
-    let mut f = frame(client(3), vip, 4000, 53, None);
+    let mut f = frame(client(3), VIP, 4000, 53, None);
     f[22] = 1;
     let c = checksum_oracle(&[&f[14..24], &[0, 0], &f[26..34]].concat(), 0);
     f[24..26].copy_from_slice(&c.to_be_bytes());
@@ -369,7 +376,7 @@ fn what_the_cores_must_decide_goes_to_them_untouched() {
     // Neighbours unknown: nothing is sent from XDP; stale: known flows go,
     // new ones are the cores' (which re-confirm the neighbour).
     let mut b2 = Bench::new(&NeighTable::new(64));
-    let udp = frame(client(4), vip, 4000, 53, None);
+    let udp = frame(client(4), VIP, 4000, 53, None);
     assert_eq!(b2.run(&udp).0, XDP_PASS);
     let g = Generation::new(Arc::new(Interp(b2.prog.clone())), b2.app.clone());
     b2.publish(&g, &neigh);
@@ -380,7 +387,7 @@ fn what_the_cores_must_decide_goes_to_them_untouched() {
     }
     b2.publish(&g, &stale);
     assert_eq!(b2.run(&udp).0, XDP_REDIRECT, "an established flow goes on");
-    let other = frame(client(5), vip, 4001, 53, None);
+    let other = frame(client(5), VIP, 4001, 53, None);
     assert_eq!(b2.run(&other), (XDP_PASS, other.clone()), "a new one waits");
 }
 
@@ -389,14 +396,13 @@ fn flows_keep_their_back_end_until_it_leaves() {
     require_netns!();
     let neigh = known_neighbours();
     let mut b = Bench::new(&neigh);
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
     let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
     let flows: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32)
         .map(|i| {
             let port = 2000 + i as u16;
             (
-                frame(client(i), vip, port, 53, None),
-                frame(client(i), vip, port, 80, Some(0x02)),
+                frame(client(i), VIP, port, 53, None),
+                frame(client(i), VIP, port, 80, Some(0x02)),
             )
         })
         .collect();
@@ -462,7 +468,7 @@ fn a_back_end_on_the_receiving_interface_is_sent_with_xdp_tx() {
     });
     let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
     b.publish(&g, &neigh);
-    let f = frame(client(9), "198.19.100.1".parse().unwrap(), 999, 53, None);
+    let f = frame(client(9), VIP, 999, 53, None);
     assert_eq!(b.run(&f).0, XDP_TX);
     // An interface the program may not transmit on: the cores send.
     b.outs[1] = Some(Out {
@@ -470,7 +476,7 @@ fn a_back_end_on_the_receiving_interface_is_sent_with_xdp_tx() {
         tx: false,
     });
     b.publish(&g, &neigh);
-    let f = frame(client(10), "198.19.100.1".parse().unwrap(), 999, 53, None);
+    let f = frame(client(10), VIP, 999, 53, None);
     assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
 }
 
@@ -482,9 +488,8 @@ fn a_reload_that_reorders_the_pool_moves_no_flow() {
     require_netns!();
     let neigh = known_neighbours();
     let b = Bench::new(&neigh);
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
     let flows: Vec<Vec<u8>> = (0..300u32)
-        .map(|i| frame(client(i), vip, 3000 + i as u16, 53, None))
+        .map(|i| frame(client(i), VIP, 3000 + i as u16, 53, None))
         .collect();
     let first: Vec<IpAddr> = flows
         .iter()
@@ -534,23 +539,16 @@ fn hostile_frames_are_balanced_as_the_core_balances_them_or_left_to_it() {
     require_netns!();
     let neigh = known_neighbours();
     let b = Bench::new(&neigh);
-    let mut core = Testbed::new(Arc::new(Interp(b.prog.clone())), b.app.clone()).unwrap();
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
-    let vip6: IpAddr = "2001:db8:100::1".parse().unwrap();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut core = b.core();
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = |n: u64| rng.next() % n;
     let (mut sent, mut passed, mut other) = (0u32, 0u32, 0u32);
     for i in 0..300u32 {
         let port = 1024 + i as u16;
         let bases = [
-            frame(client(i), vip, port, 53, None),
-            frame(client(i), vip, port, 80, Some(0x02)),
-            frame(client6(i), vip6, port, 80, Some(0x02)),
+            frame(client(i), VIP, port, 53, None),
+            frame(client(i), VIP, port, 80, Some(0x02)),
+            frame(client6(i), VIP6, port, 80, Some(0x02)),
         ];
         for base in bases {
             for _ in 0..20 {
@@ -611,13 +609,12 @@ fn a_flow_left_to_the_cores_keeps_its_back_end_there() {
     require_netns!();
     let neigh = known_neighbours();
     let mut b = Bench::new(&neigh);
-    let mut core = Testbed::new(Arc::new(Interp(b.prog.clone())), b.app.clone()).unwrap();
+    let mut core = b.core();
     core.set_xdp_flows(b.flows.try_clone().unwrap());
-    let vip: IpAddr = "198.19.100.1".parse().unwrap();
     let g = Generation::new(Arc::new(Interp(b.prog.clone())), b.app.clone());
     let mut kept = 0;
     for i in 0..50u32 {
-        let syn = frame(client(i), vip, 5000 + i as u16, 80, Some(0x02));
+        let syn = frame(client(i), VIP, 5000 + i as u16, 80, Some(0x02));
         b.publish(&g, &neigh);
         let (action, sent) = b.run(&syn);
         assert_eq!(action, XDP_REDIRECT);

@@ -173,31 +173,26 @@ fn count(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn reflect(a: &Args) -> Result<(), String> {
-    let name = a.positional.first().ok_or("reflect: IFACE is required")?;
-    let r = Reflector::attach(ifindex(name)?).map_err(|e| format!("reflector on {name}: {e}"))?;
-    println!("ready ({:?} mode)", r.mode());
-    std::thread::sleep(a.seconds()?);
-    Ok(())
-}
-
-fn pass(a: &Args) -> Result<(), String> {
-    let name = a.positional.first().ok_or("pass: IFACE is required")?;
-    let r = Reflector::attach_pass(ifindex(name)?).map_err(|e| format!("pass on {name}: {e}"))?;
+/// `cmd IFACE`: the program `attach` puts on IFACE, kept for `--seconds`.
+fn hold(
+    a: &Args,
+    cmd: &str,
+    attach: impl FnOnce(u32) -> std::io::Result<Reflector>,
+) -> Result<(), String> {
+    let name = a
+        .positional
+        .first()
+        .ok_or(format!("{cmd}: IFACE is required"))?;
+    let r = attach(ifindex(name)?).map_err(|e| format!("{cmd} on {name}: {e}"))?;
     println!("ready ({:?} mode)", r.mode());
     std::thread::sleep(a.seconds()?);
     Ok(())
 }
 
 fn redirect(a: &Args) -> Result<(), String> {
-    let name = a.positional.first().ok_or("redirect: IFACE is required")?;
-    let to = a.get("to").ok_or("redirect: --to IFACE is required")?;
+    let to = ifindex(a.get("to").ok_or("redirect: --to IFACE is required")?)?;
     let dst = mac(a.get("dst-mac").ok_or("redirect: --dst-mac is required")?)?;
-    let r = Reflector::attach_redirect(ifindex(name)?, ifindex(to)?, dst)
-        .map_err(|e| format!("redirect on {name}: {e}"))?;
-    println!("ready ({:?} mode)", r.mode());
-    std::thread::sleep(a.seconds()?);
-    Ok(())
+    hold(a, "redirect", |ix| Reflector::attach_redirect(ix, to, dst))
 }
 
 fn probe(a: &Args) -> Result<(), String> {
@@ -218,8 +213,8 @@ fn main() -> ExitCode {
     let r = Args::parse(rest).and_then(|a| match cmd.as_str() {
         "send" => send(&a),
         "count" => count(&a),
-        "reflect" => reflect(&a),
-        "pass" => pass(&a),
+        "reflect" => hold(&a, "reflect", Reflector::attach),
+        "pass" => hold(&a, "pass", Reflector::attach_pass),
         "redirect" => redirect(&a),
         "probe" => probe(&a),
         other => Err(format!("unknown command {other:?}")),

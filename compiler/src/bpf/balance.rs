@@ -28,8 +28,9 @@ use lbp_abi::bpf::fast::{BalBackend, BalService, Flow, FlowKey, ServingKey};
 use lbp_abi::bpf::{Asm, Label, fast, helper, op, reg::*, xdp};
 use lbp_abi::{Decision, Fields, present, tcp_flag};
 
-use super::fast::{Maps, Slot, count, lookup};
+use super::fast::{Maps, Slot, count};
 use super::{DECISION_OFF, FIELDS_OFF};
+use super::{lookup, update};
 
 /// The flow's key (8-aligned).
 const FLOW_KEY_OFF: i16 = -224;
@@ -213,10 +214,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.ja(have);
     // Its back end no longer serves: the flow is forgotten.
     a.bind(gone);
-    a.ld_map(R1, m.flows);
-    a.mov(R2, FP);
-    a.alu_imm(op::ADD, R2, i32::from(FLOW_KEY_OFF));
-    a.call(helper::MAP_DELETE_ELEM);
+    update(a, m.flows, FLOW_KEY_OFF, None);
 
     // A new flow: TCP only by a SYN without ACK (anything else of no flow
     // known here is the cores' to answer).
@@ -280,13 +278,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, stamp) as i16, R2);
     a.ldx(op::W, R2, FP, B_OFF);
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
-    a.ld_map(R1, m.flows);
-    a.mov(R2, FP);
-    a.alu_imm(op::ADD, R2, i32::from(FLOW_KEY_OFF));
-    a.mov(R3, FP);
-    a.alu_imm(op::ADD, R3, i32::from(FLOW_OFF));
-    a.mov_imm(R4, 0);
-    a.call(helper::MAP_UPDATE_ELEM);
+    update(a, m.flows, FLOW_KEY_OFF, Some(FLOW_OFF));
     a.bind(known);
     a.ldx(op::W, R2, FP, svc(offset_of!(BalService, counters)));
     a.ldx(op::W, R3, FP, B_OFF);

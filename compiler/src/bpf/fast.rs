@@ -29,7 +29,7 @@ use std::mem::{offset_of, size_of};
 use lbp_abi::bpf::{Asm, Label, MapKind, MapSpec, fast, helper, op, reg::*, xdp};
 use lbp_abi::{Action, Decision, Fields, present};
 
-use super::{DECISION_OFF, FIELDS_OFF};
+use super::{DECISION_OFF, FIELDS_OFF, lookup};
 use crate::ir::Program;
 
 /// Where the XDP context is kept (the decision may use every register).
@@ -256,14 +256,6 @@ fn count_rule(a: &mut Asm, m: Maps) {
         Slot::Plus(fast::RULES, decision(offset_of!(Decision, rule))),
     );
     a.bind(no_rule);
-}
-
-/// `R0` = the value of the key at `FP + key` in map `map`, or 0.
-pub(super) fn lookup(a: &mut Asm, map: u32, key: i16) {
-    a.ld_map(R1, map);
-    a.mov(R2, FP);
-    a.alu_imm(op::ADD, R2, i32::from(key));
-    a.call(helper::MAP_LOOKUP_ELEM);
 }
 
 /// A counter slot: a constant, or a constant plus a u32 on the stack (a

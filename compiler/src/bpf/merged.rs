@@ -138,10 +138,7 @@ impl Gen<'_> {
             for (j, &(f, _)) in g.exact.iter().enumerate() {
                 self.key_slot(KEY_OFF + (SLOT * j) as i16, f, skip);
             }
-            self.a.ld_map(R1, map);
-            self.a.mov(R2, FP);
-            self.a.alu_imm(op::ADD, R2, i32::from(KEY_OFF));
-            self.a.call(lbp_abi::bpf::helper::MAP_LOOKUP_ELEM);
+            super::lookup(self.a, map, KEY_OFF);
             self.a.jmp_imm(op::JEQ, R0, 0, skip);
             self.a.ldx(op::W, R1, R0, 0);
             self.a.ldx(op::W, R2, FP, BEST_OFF);
@@ -249,10 +246,7 @@ impl Gen<'_> {
             entries,
         });
         let map = self.maps.len() as u32 - 1;
-        self.a.ld_map(R1, map);
-        self.a.mov(R2, FP);
-        self.a.alu_imm(op::ADD, R2, i32::from(BEST_OFF));
-        self.a.call(lbp_abi::bpf::helper::MAP_LOOKUP_ELEM);
+        super::lookup(self.a, map, BEST_OFF);
         self.a.jmp_imm(op::JEQ, R0, 0, none);
         self.a.ldx(op::W, R1, R0, 0);
         let labels: Vec<Label> = classes.iter().map(|_| self.a.label()).collect();

@@ -107,14 +107,36 @@ pub enum Mode {
 /// running the program (the frame cannot carry it).
 pub const IN_IFACE_MAP: &str = "in_iface";
 
+/// `R0` = the value of the key at `FP + key` in map `map`, or 0.
+pub(super) fn lookup(a: &mut Asm, map: u32, key: i16) {
+    a.ld_map(R1, map);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(key));
+    a.call(helper::MAP_LOOKUP_ELEM);
+}
+
+/// The key at `FP + key` of map `map` set to the value at `FP + value`
+/// (`BPF_ANY`), or removed when `value` is `None`.
+pub(super) fn update(a: &mut Asm, map: u32, key: i16, value: Option<i16>) {
+    a.ld_map(R1, map);
+    a.mov(R2, FP);
+    a.alu_imm(op::ADD, R2, i32::from(key));
+    match value {
+        Some(v) => {
+            a.mov(R3, FP);
+            a.alu_imm(op::ADD, R3, i32::from(v));
+            a.mov_imm(R4, 0);
+            a.call(helper::MAP_UPDATE_ELEM);
+        }
+        None => a.call(helper::MAP_DELETE_ELEM),
+    }
+}
+
 /// `Fields::in_iface` from entry 0 of map `map` (left 0 when absent).
 fn in_iface_from_map(a: &mut Asm, map: u32) {
     let none = a.label();
     a.st_imm(op::W, FP, OUT_KEY_OFF, 0);
-    a.ld_map(R1, map);
-    a.mov(R2, FP);
-    a.alu_imm(op::ADD, R2, i32::from(OUT_KEY_OFF));
-    a.call(helper::MAP_LOOKUP_ELEM);
+    lookup(a, map, OUT_KEY_OFF);
     a.jmp_imm(op::JEQ, R0, 0, none);
     a.ldx(op::W, R1, R0, 0);
     a.stx(
@@ -124,13 +146,6 @@ fn in_iface_from_map(a: &mut Asm, map: u32) {
         R1,
     );
     a.bind(none);
-}
-
-/// How many of `prog`'s filter rules the eBPF program tests one by one: those
-/// not merged into a group's hash map (each costs every frame about a
-/// nanosecond; a group costs one lookup).
-pub fn inline_rules(prog: &Program) -> usize {
-    merged::plan(&Classifier::build(prog, MERGE_MIN), prog.rules.len()).inline()
 }
 
 /// Why a policy has no eBPF program.
@@ -159,6 +174,10 @@ impl std::error::Error for BpfError {}
 pub struct BpfProgram {
     pub prog: Insns,
     pub maps: Vec<MapSpec>,
+    /// How many filter rules it tests one by one: those not merged into a
+    /// group's hash map (each costs every frame about a nanosecond; a group
+    /// costs one lookup).
+    pub inline_rules: usize,
 }
 
 impl BpfProgram {
@@ -245,13 +264,7 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
     } else {
         // The test modes: the out map's entry 0 = the Decision and the Fields.
         a.st_imm(op::W, FP, OUT_KEY_OFF, 0);
-        a.ld_map(R1, 0);
-        a.mov(R2, FP);
-        a.alu_imm(op::ADD, R2, i32::from(OUT_KEY_OFF));
-        a.mov(R3, FP);
-        a.alu_imm(op::ADD, R3, i32::from(DECISION_OFF));
-        a.mov_imm(R4, 0);
-        a.call(helper::MAP_UPDATE_ELEM);
+        update(&mut a, 0, OUT_KEY_OFF, Some(DECISION_OFF));
         a.ret(xdp::PASS);
     }
     a.bind(abort);
@@ -270,7 +283,11 @@ pub fn compile(prog: &Program, mode: Mode) -> Result<BpfProgram, BpfError> {
     if prog.insns.len() > MAX_INSNS {
         return Err(too_long(prog.insns.len()));
     }
-    Ok(BpfProgram { prog, maps })
+    Ok(BpfProgram {
+        prog,
+        maps,
+        inline_rules: merged.inline(),
+    })
 }
 
 fn too_long(n: usize) -> BpfError {

@@ -14,7 +14,7 @@ use std::mem::offset_of;
 use super::emit::{Gen, addr_off, at};
 use super::{BpfError, DECISION_OFF, MAX_ROUTES, MAX_TAIL_ENTRIES, ROUTES_INLINE_MAX, SCRATCH_OFF};
 use crate::ir::{Addr, AddrField};
-use lbp_abi::bpf::{Label, MapKind, MapSpec, helper, op, reg::*};
+use lbp_abi::bpf::{Label, MapKind, MapSpec, op, reg::*};
 use lbp_abi::{Action as A, Fields, NO_RULE, present, stage};
 
 /// A service entry of one virtual IP: (service, protocol, port ranges).
@@ -221,10 +221,7 @@ impl Gen<'_> {
                     .ldx(op::W, R1, FP, at(addr_off(AddrField::Dst) + 4 * w));
                 self.a.stx(op::W, FP, SCRATCH_OFF + 4 + 4 * k as i16, R1);
             }
-            self.a.ld_map(R1, map);
-            self.a.mov(R2, FP);
-            self.a.alu_imm(op::ADD, R2, i32::from(SCRATCH_OFF));
-            self.a.call(helper::MAP_LOOKUP_ELEM);
+            super::lookup(self.a, map, SCRATCH_OFF);
             self.a.jmp_imm(op::JEQ, R0, 0, none);
             self.a.ldx(op::W, R1, R0, 0);
             self.store(A::Forward, 0, NO_RULE, stage::ROUTE);

@@ -27,7 +27,7 @@ use crate::balance::{MAGLEV_DEFAULT_SIZE, MAGLEV_SLOTS_PER_BACKEND, next_prime};
 use crate::config::{Algorithm, Appliance, Mode, Service};
 use crate::generation::Generation;
 use crate::neigh::{NeighAddr, NeighState, NeighTable};
-use crate::switch::route_lookup;
+use crate::switch::{bytes_of, route_lookup};
 
 /// A policy interface as the program sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,14 +113,6 @@ pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Opt
     Some(a)
 }
 
-/// The `Fields` form of an address (IPv4 mapped).
-pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
-        IpAddr::V6(v) => v.octets(),
-    }
-}
-
 /// The tables of generation `g` at time `now` (the neighbour table's clock);
 /// `outs[i]`: policy interface `i`, where the program runs.
 pub fn tables(
@@ -156,7 +148,7 @@ pub fn backends(
         let here = here(g, s);
         for be in &svc.backends {
             let mut bb = BalBackend {
-                addr: addr_bytes(be.addr),
+                addr: bytes_of(be.addr),
                 ..BalBackend::default()
             };
             if here
@@ -204,7 +196,7 @@ pub fn tables_with(g: &Generation, backends: Vec<BalBackend>, sizes: &Sizes) -> 
                     .unwrap_or(false);
                 // A pool that names an address twice: the first serves, as
                 // the cores' `still_serves` finds the first.
-                let addr = addr_bytes(be.addr);
+                let addr = bytes_of(be.addr);
                 let first = svc.backends.iter().position(|x| x.addr == be.addr) == Some(b);
                 if !closed && first {
                     t.serving.push((s as u32, addr, b as u32));

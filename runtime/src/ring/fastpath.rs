@@ -44,8 +44,6 @@ pub struct FastPath {
     /// The serving keys written to each buffer (to remove them on its next
     /// fill).
     serving: [Vec<ServingKey>; 2],
-    /// The tables last published.
-    published: Option<Tables>,
 }
 
 /// A flows map for [`FastPath::load_for`]: the back end of each flow balanced
@@ -119,7 +117,6 @@ impl FastPath {
             sizes,
             buffer: None,
             serving: [Vec::new(), Vec::new()],
-            published: None,
         })
     }
 
@@ -152,12 +149,9 @@ impl FastPath {
     /// Publish the balancing tables `t`: written to the buffer the program
     /// does not read (once every run that might still read it from before
     /// the last flip has ended), then that buffer made the active one. A
-    /// run reads one buffer throughout. Unchanged tables are not written
-    /// again.
+    /// run reads one buffer throughout. (The caller skips unchanged tables:
+    /// `lbp run`'s control loop compares the generation and next hops.)
     pub fn publish_balance(&mut self, t: &Tables) -> io::Result<()> {
-        if self.published.as_ref() == Some(t) {
-            return Ok(());
-        }
         let maps = &self.maps;
         let map = |n: &str| maps.iter().flatten().find(|m| m.name == n);
         let (Some(active), Some(services), Some(maglev), Some(backends), Some(serving)) = (
@@ -218,7 +212,6 @@ impl FastPath {
         }
         map_update_bytes(active, &0u32.to_ne_bytes(), &next.to_ne_bytes())?;
         self.buffer = Some(next);
-        self.published = Some(t.clone());
         Ok(())
     }
 
@@ -246,12 +239,8 @@ impl FastPath {
         let Some(m) = self.map(fast::NAT_BACKENDS) else {
             return Ok(());
         };
-        for a in addrs {
-            let key = match a {
-                IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
-                IpAddr::V6(v) => v.octets(),
-            };
-            map_update_bytes(m, &key, &[1])?;
+        for &a in addrs {
+            map_update_bytes(m, &crate::switch::bytes_of(a), &[1])?;
         }
         Ok(())
     }

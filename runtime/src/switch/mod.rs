@@ -71,7 +71,7 @@ mod route;
 mod tests;
 
 pub use counters::{Counters, DropReason, PktBytes};
-pub(crate) use route::martian;
+pub(crate) use route::{bytes_of, martian};
 pub use route::{ip_from_bytes, prefix_contains, route_lookup};
 
 use lbp_abi::{Action, Decision, Fields, present, stage};

@@ -22,7 +22,7 @@ pub(super) fn ip_of(version: u8, a: &[u8; 16]) -> IpAddr {
 }
 
 /// The 16-byte form of an address (IPv4-mapped).
-pub(super) fn bytes_of(a: IpAddr) -> [u8; 16] {
+pub(crate) fn bytes_of(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
         IpAddr::V6(v) => v.octets(),

@@ -46,7 +46,7 @@ pub enum XdpTx {
 
 /// The most filter rules tested one by one that `--datapath auto` puts in
 /// XDP. The eBPF filter merges only groups of exact atoms into hash maps
-/// (`bpf::inline_rules`); the rest it tests in order: at 1 000 such rules it
+/// (`BpfProgram::inline_rules` counts the others); the rest it tests in order: at 1 000 such rules it
 /// costs every frame about 1.1 us in the kernel's test run, against 12 ns
 /// for the JIT (the decide bench), which would slow down the frames the
 /// cores still decide more than the drops save.
@@ -68,14 +68,14 @@ pub fn compile(
             // maps one by one (about a nanosecond each per packet, `cargo
             // bench -p lbp-compiler --bench decide`), and every frame pays
             // it, also those it sends on to the cores.
-            Ok(_) if bpf::inline_rules(prog) > AUTO_MAX_RULES => (
+            Ok(p) if p.inline_rules > AUTO_MAX_RULES => (
                 None,
                 Some(format!(
                     "the XDP fast path is off; every frame goes to the switching cores: \
                      {} filter rules tested one by one (not merged into tables), and \
                      `--datapath auto` puts at most {AUTO_MAX_RULES} in XDP, where each costs \
                      every frame about a nanosecond (`--datapath xdp` puts them there anyway)",
-                    bpf::inline_rules(prog)
+                    p.inline_rules
                 )),
             ),
             Ok(p) => (Some(p), None),
@@ -252,7 +252,7 @@ impl Fast {
         // Each tick: the back ends' next hops (cheap); the whole tables
         // (Maglev's among them) only when they or the generation changed.
         let backends = fastbal::backends(g, neigh, &self.outs, monotonic_ns());
-        if self.published.as_ref() == Some(&(g.id, backends.clone())) {
+        if matches!(&self.published, Some((id, b)) if *id == g.id && *b == backends) {
             return Ok(());
         }
         let sizes = Sizes::of(&g.appliance);
