@@ -601,7 +601,9 @@ impl Port for XdpPort {
         self.stats.rx_packets += u64::from(n);
         self.lent_rx = self.lent_rx.saturating_sub(n);
         self.refill(frames);
-        if self.fill.needs_wakeup() || (self.busy_poll && n == 0) {
+        // A busy poll runs only in zero-copy mode: Linux (6.18) marks no NAPI
+        // on a copy-mode socket, so the syscall would do nothing there.
+        if self.fill.needs_wakeup() || (self.busy_poll && self.zero_copy && n == 0) {
             self.kick_rx();
         }
         n as usize
