@@ -39,18 +39,17 @@
 //! echo server share the other. With 32 in flight the client is the core
 //! path's bottleneck, so that ratio understates the paths' difference.
 //!
-//! Figures (2 shared cores, release build, 20 000 requests per path), seven
-//! runs of 2026-12-07 with alternating rounds: on the wire, p50 5.0-6.8x
-//! (core 3.5-5.7 us, TAP 18.9-33.0 us; the machine's pace changed between
-//! runs, the ratio less) and p99 8.3-10.5x; as the client program sees it
-//! 1.8-2.3x (both paths pay the client's wake-up); at the interface from
-//! before `send`, 3.5-5.0x. Throughput: one in flight 1.8-2.1x; 32 in flight
-//! 2.0-3.1x (the client shares the one free core); open loop, the core app
-//! answered 0.63-0.92 M requests/s, 5.8-7.6x the TAP path's best rate of the
-//! run. Earlier consecutive (not alternating) runs the same day put the wire
-//! ratio at 4.8-7.0x over nine runs. An idle switching core no longer makes a
-//! receive syscall per iteration on a copy-mode AF_XDP socket (a busy poll
-//! Linux 6.18 does only in zero-copy mode).
+//! Figures (2 shared cores, release build, 20 000 requests per path), three
+//! runs of 2026-12-07 with alternating rounds: on the wire, p50 5.6-7.8x
+//! (core 3.5-3.7 us, TAP 19.6-27.2 us) and p99 9.7-11.8x; as the client
+//! program sees it 1.9-2.1x (both paths pay the client's wake-up); at the
+//! interface from before `send`, 3.9-5.4x. Throughput: one in flight
+//! 1.9-2.1x; 32 in flight 1.7-2.3x (the client shares the one free core);
+//! open loop, the core app's rate is 4.0-6.6x the TAP path's best rate of
+//! the run. (Earlier runs that day, taken while kernel trace events were
+//! enabled on the machine, gave 5.0-6.8x on the wire.) An idle switching core
+//! no longer makes a receive syscall per iteration on a copy-mode AF_XDP
+//! socket (a busy poll Linux 6.18 does only in zero-copy mode).
 //!
 //! Run as root: `cargo bench --bench apps` (the lbp binary of the bench
 //! profile). Environment: `LBP_APPS_REQUESTS` (requests per path, 20 000),
