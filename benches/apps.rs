@@ -93,10 +93,9 @@ impl Drop for Lbp {
     }
 }
 
-/// Round trips of one path: each request's latency, twice: as the client
-/// program sees it (from before `send` to `recv` returning), and to the
-/// answer's arrival at the client's interface (the kernel's receive timestamp,
-/// `SO_TIMESTAMPNS`), which leaves out the client's own wake-up and `recv`.
+/// Round trips of one path: each request's latency three ways (see the
+/// module documentation): as the client program sees it, to the answer's
+/// arrival at the client's interface, and on the client's wire.
 struct Path {
     name: &'static str,
     rtts: Vec<Duration>,
@@ -114,6 +113,17 @@ fn quantile(v: &[Duration], q: f64) -> Duration {
 }
 
 impl Path {
+    fn new(name: &'static str, n: usize) -> Path {
+        Path {
+            name,
+            rtts: Vec::with_capacity(n),
+            arrivals: Vec::with_capacity(n),
+            wire: Vec::with_capacity(n),
+            lost: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     fn rps(&self) -> f64 {
         self.rtts.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -237,23 +247,12 @@ impl Prober {
         )?;
         let mut p = Prober {
             s,
-            path: Path {
-                name,
-                rtts: Vec::with_capacity(n),
-                arrivals: Vec::with_capacity(n),
-                wire: Vec::with_capacity(n),
-                lost: 0,
-                elapsed: Duration::ZERO,
-            },
+            path: Path::new(name, 500),
             sent: 0,
         };
         // Warm-up, not kept.
         p.round(500)?;
-        p.path.rtts.clear();
-        p.path.arrivals.clear();
-        p.path.wire.clear();
-        p.path.lost = 0;
-        p.path.elapsed = Duration::ZERO;
+        p.path = Path::new(name, n);
         Ok(p)
     }
 
