@@ -283,8 +283,11 @@ impl Netns {
             &what,
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
+        )?;
+        if addr.is_ipv6() && rtnl.running(index).map_err(|e| Error::new(what(), e))? {
+            wait_local(&mut rtnl, addr).map_err(|e| Error::new(what(), e))?;
+        }
+        Ok(())
     }
 
     /// Add the default route (IPv4 or IPv6, as `gateway` is) via `gateway`.
@@ -360,6 +363,40 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
         )
         .map(drop)
 }
+
+/// Wait until `addr` is a local address to the kernel (its route in the
+/// local table), at most [`LOCAL_WAIT`]. Even without duplicate address
+/// detection an IPv6 address becomes usable only when the kernel's address
+/// work has run, which holds the routing lock: on a busy machine (namespaces
+/// being made and removed beside) that can take a good part of a second.
+fn wait_local(rtnl: &mut Rtnl, addr: IpAddr) -> std::result::Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(addr);
+        msg.header.destination_prefix_length = if addr.is_ipv6() { 128 } else { 32 };
+        msg.attributes
+            .push(RouteAttribute::Destination(addr.into()));
+        // No route yet is an error (unreachable): not local yet either.
+        let local = rtnl
+            .request(&|| format!("route to {addr}"), RouteNetlinkMessage::GetRoute(msg), 0)
+            .is_ok_and(|answers| {
+                answers.iter().any(|a| {
+                    matches!(a, RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Local)
+                })
+            });
+        if local {
+            return Ok(());
+        }
+        if start.elapsed() > LOCAL_WAIT {
+            return Err(format!("not usable after {LOCAL_WAIT:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// How long [`wait_local`] waits for an address to become usable.
+const LOCAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn family(addr: IpAddr) -> AddressFamily {
     match addr {

@@ -7,7 +7,7 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
@@ -108,6 +108,27 @@ impl Rtnl {
                 _ => None,
             })
             .ok_or_else(|| Error::new(format_args!("interface {name}"), "no answer"))
+    }
+
+    /// Whether the interface of index `index` is up with its carrier (an IPv6
+    /// address on it becomes usable only then).
+    pub(crate) fn running(&mut self, index: u32) -> Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let answers = self.request(
+            &|| format!("interface {index}"),
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+        )?;
+        answers
+            .iter()
+            .find_map(|a| match a {
+                RouteNetlinkMessage::NewLink(l) => {
+                    Some(l.header.flags.contains(LinkFlags::Running))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| Error::new(format_args!("interface {index}"), "no answer"))
     }
 }
 
