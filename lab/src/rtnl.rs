@@ -96,18 +96,10 @@ impl Rtnl {
     pub(crate) fn index(&mut self, name: &str) -> Result<u32> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
-        let answers = self.request(
-            &|| format!("interface {name}"),
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-        )?;
-        answers
-            .iter()
-            .find_map(|a| match a {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })
-            .ok_or_else(|| Error::new(format_args!("interface {name}"), "no answer"))
+        Ok(self
+            .link(msg, &|| format!("interface {name}"))?
+            .header
+            .index)
     }
 
     /// Whether the interface of index `index` is up with its carrier (an IPv6
@@ -115,20 +107,20 @@ impl Rtnl {
     pub(crate) fn running(&mut self, index: u32) -> Result<bool> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        let answers = self.request(
-            &|| format!("interface {index}"),
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-        )?;
+        let link = self.link(msg, &|| format!("interface {index}"))?;
+        Ok(link.header.flags.contains(LinkFlags::Running))
+    }
+
+    /// The kernel's description of the one link `msg` names.
+    fn link(&mut self, msg: LinkMessage, what: &dyn Fn() -> String) -> Result<LinkMessage> {
+        let answers = self.request(what, RouteNetlinkMessage::GetLink(msg), 0)?;
         answers
-            .iter()
+            .into_iter()
             .find_map(|a| match a {
-                RouteNetlinkMessage::NewLink(l) => {
-                    Some(l.header.flags.contains(LinkFlags::Running))
-                }
+                RouteNetlinkMessage::NewLink(l) => Some(l),
                 _ => None,
             })
-            .ok_or_else(|| Error::new(format_args!("interface {index}"), "no answer"))
+            .ok_or_else(|| Error::new(what(), "no answer"))
     }
 }
 
