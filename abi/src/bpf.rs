@@ -199,7 +199,9 @@ pub mod fast {
         RULES + u32::try_from(rules).unwrap_or(u32::MAX - RULES)
     }
 
-    // Balancing in XDP (DSR services of `balance maglev` or `hash`). The
+    // Balancing in XDP (DSR and NAT services of `balance maglev` or `hash`;
+    // NAT replies stay with the cores, which find the flow by its reply
+    // record in [`FLOWS`]). The
     // tables are the active generation's, in two buffers: the runtime fills
     // the one the program does not read, waits for a grace period, and flips
     // [`BAL_ACTIVE`]. Every `BAL_*` map is sized by the runtime (the specs'
@@ -220,7 +222,10 @@ pub mod fast {
     /// maintenance), which established flows keep.
     pub const BAL_SERVING: &str = "bal_serving";
     /// An LRU hash of [`FlowKey`] to [`Flow`]: the back end each flow
-    /// balanced in XDP was given; shared by every generation's program.
+    /// balanced in XDP was given; shared by every generation's program. A
+    /// NAT flow also has a reply record: keyed as its back end's replies
+    /// (back end to client), it names the virtual IP and port
+    /// ([`FLOW_REPLY`]), so that the cores translate the replies.
     pub const FLOWS: &str = "flows";
     /// [`FLOWS`]'s size.
     pub const FLOWS_MAX: u32 = 262_144;
@@ -249,6 +254,9 @@ pub mod fast {
     }
     /// In [`BalService::flags`]: balanced in XDP.
     pub const SVC_XDP: u32 = 1;
+    /// In [`BalService::flags`]: NAT (the destination address and port are
+    /// rewritten, and a reply record is kept), else DSR.
+    pub const SVC_NAT: u32 = 2;
 
     /// One back end in one buffer: its address and how to reach it.
     #[repr(C)]
@@ -262,6 +270,10 @@ pub mod fast {
         pub ifindex: u32,
         /// [`BACKEND_READY`], [`BACKEND_NEW`].
         pub flags: u32,
+        /// NAT: the port to rewrite the destination port to (host order),
+        /// 0 to keep the packet's.
+        pub port: u16,
+        pub pad: u16,
     }
     /// In [`BalBackend::flags`]: XDP may send its established flows to it
     /// (its neighbour's MAC is usable, the interface allows the program to
@@ -305,6 +317,10 @@ pub mod fast {
         pub stamp: u32,
         pub index: u32,
     }
+    /// In [`Flow::index`], with [`Flow::stamp`] 0: a NAT flow's reply
+    /// record; [`Flow::backend`] is the virtual IP and the index's low 16
+    /// bits its port (host order).
+    pub const FLOW_REPLY: u32 = 1 << 31;
 }
 
 /// Registers by name.

@@ -1,12 +1,14 @@
-//! Balancing in XDP (DSR services of `balance maglev`), held to the
+//! Balancing in XDP (DSR and NAT services of `balance maglev`), held to the
 //! switching core: the fast path's program, in the kernel's test run, with
 //! the tables the runtime publishes (`lbp_runtime::ring::fastbal`), sends
 //! each new flow to the back end the core sends it to, with the very frame
 //! the core sends (TTL or hop limit decreased, checksum, MACs of the next
-//! hop); keeps a flow on its back end across new weights; lets a flow go
+//! hop; for NAT the destination address and port and the transport
+//! checksum), and leaves NAT replies to a core that finds the flow by its
+//! reply record; keeps a flow on its back end across new weights; lets a flow go
 //! when its back end goes into maintenance (TCP to the cores, which reset
-//! it; UDP balanced anew); leaves to the cores what they must decide (NAT
-//! services, a TCP segment of no flow it knows, a back end whose neighbour
+//! it; UDP balanced anew); leaves to the cores what they must decide (a
+//! round-robin service, a TCP segment of no flow it knows, a back end whose neighbour
 //! is unknown, new flows while it is stale); and counts what it balanced
 //! per back end. Needs root (loading programs); skipped otherwise.
 
@@ -56,6 +58,15 @@ pool web6 {
     backend 2001:db8:1::11
     backend 2001:db8:1::12
 }
+pool natweb {
+    backend 198.19.0.11 port 8080
+    backend 198.19.0.12
+    backend 198.19.0.13 weight 2 port 8081
+}
+pool natweb6 {
+    backend 2001:db8:1::11 port 8443
+    backend 2001:db8:1::12
+}
 
 service dns {
     vip 198.19.100.1 udp port 53
@@ -79,6 +90,30 @@ service natted {
     vip 198.19.100.2 udp port 53
     pool web
     balance maglev
+    mode nat
+}
+service nattcp {
+    vip 198.19.100.2 tcp port 80
+    pool natweb
+    balance maglev
+    mode nat to port 9000
+}
+service nat6 {
+    vip 2001:db8:100::2 tcp port 443
+    pool natweb6
+    balance maglev
+    mode nat
+}
+service nat6u {
+    vip 2001:db8:100::2 udp port 53
+    pool web6
+    balance maglev
+    mode nat
+}
+service rr {
+    vip 198.19.100.3 udp port 53
+    pool web
+    balance round_robin
     mode nat
 }
 "#;
@@ -287,24 +322,10 @@ fn new_flows_go_where_the_core_sends_them_with_the_cores_frame() {
         cases.push(frame(client6(i), VIP6, port, 80, Some(0x02)));
     }
     for f in &cases {
-        let out = core.send(f, 0);
-        let Some(Fate::Sent {
-            iface: 1,
-            frame: sent,
-        }) = out.fates.first()
-        else {
-            panic!(
-                "the core did not send {f:02x?} to the servers: {:?}",
-                out.fates
-            );
-        };
-        let (action, left) = b.run(f);
-        assert_eq!(
-            action, XDP_REDIRECT,
-            "XDP sends it to the servers' interface"
-        );
-        assert_eq!(&left, sent, "the frame XDP sends is the core's");
-        *per_backend.entry(backend_of(sent).unwrap()).or_insert(0u32) += 1;
+        let sent = balanced_alike(&b, &mut core, f, "");
+        *per_backend
+            .entry(backend_of(&sent).unwrap())
+            .or_insert(0u32) += 1;
     }
     // Maglev with 1:1:2 and 1:1: every back end has flows.
     assert_eq!(per_backend.len(), 5, "{per_backend:?}");
@@ -354,10 +375,10 @@ fn what_the_cores_must_decide_goes_to_them_untouched() {
     require_netns!();
     let neigh = known_neighbours();
     let b = Bench::new(&neigh);
-    let nat_vip: IpAddr = "198.19.100.2".parse().unwrap();
+    let rr_vip: IpAddr = "198.19.100.3".parse().unwrap();
     for f in [
-        // NAT: the connection table's.
-        frame(client(1), nat_vip, 4000, 53, None),
+        // Round robin: the cores' counter.
+        frame(client(1), rr_vip, 4000, 53, None),
         // A TCP segment of no flow known here (an ACK), a SYN-ACK.
         frame(client(2), VIP, 4000, 80, Some(0x10)),
         frame(client(2), VIP, 4000, 80, Some(0x12)),
@@ -635,4 +656,180 @@ fn a_flow_left_to_the_cores_keeps_its_back_end_there() {
     }
     assert_eq!(kept, 50);
     assert_eq!(core.counters().unknown_resets, 0);
+}
+
+/// `f` through the core, which must send it to the servers, and through
+/// XDP, which must redirect it there with the same frame; that frame.
+fn balanced_alike(b: &Bench, core: &mut Testbed, f: &[u8], what: &str) -> Vec<u8> {
+    let out = core.send(f, 0);
+    let Some(Fate::Sent {
+        iface: 1,
+        frame: sent,
+    }) = out.fates.first()
+    else {
+        panic!(
+            "{what}the core did not send {f:02x?} to the servers: {:?}",
+            out.fates
+        );
+    };
+    let (action, left) = b.run(f);
+    assert_eq!(
+        action, XDP_REDIRECT,
+        "{what}XDP sends it to the servers' interface"
+    );
+    assert_eq!(&left, sent, "{what}the frame XDP sends is the core's");
+    left
+}
+
+/// `f` (from [`frame`]) with its transport checksum computed (UDP's too).
+fn checksummed(mut f: Vec<u8>) -> Vec<u8> {
+    let v4 = f[12] == 0x08;
+    let (l3, l4) = if v4 { (14, 34) } else { (14, 54) };
+    let proto = if v4 { f[l3 + 9] } else { f[l3 + 6] };
+    let len = if v4 {
+        usize::from(u16::from_be_bytes([f[16], f[17]])) - 20
+    } else {
+        usize::from(u16::from_be_bytes([f[18], f[19]]))
+    };
+    let at = l4 + if proto == 6 { 16 } else { 6 };
+    f[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut pseudo = Vec::new();
+    if v4 {
+        pseudo.extend_from_slice(&f[26..34]);
+    } else {
+        pseudo.extend_from_slice(&f[22..54]);
+    }
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&f[l4..l4 + len]);
+    let mut c = checksum_oracle(&pseudo, 0);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Whether the IPv4 header checksum and the transport checksum of `f` are
+/// right (a UDP checksum of 0 over IPv4 counts as right).
+fn checksums_hold(f: &[u8]) -> bool {
+    let v4 = f[12] == 0x08;
+    if v4 && checksum_oracle(&f[14..34], 0) != 0 {
+        return false;
+    }
+    let l4 = if v4 { 34 } else { 54 };
+    let proto = if v4 { f[23] } else { f[20] };
+    let at = l4 + if proto == 6 { 16 } else { 6 };
+    if v4 && proto == 17 && f[at..at + 2] == [0, 0] {
+        return true;
+    }
+    checksummed(f.to_vec()) == f
+}
+
+/// The answer of a back end to `sent` (a frame the appliance sent it): the
+/// addresses and ports swapped, its checksum right, into the servers'
+/// interface.
+fn reply_to(sent: &[u8]) -> Vec<u8> {
+    let mut r = sent.to_vec();
+    let v4 = r[12] == 0x08;
+    let (src, len, l4) = if v4 { (26, 4, 34) } else { (22, 16, 54) };
+    let a = r[src..src + len].to_vec();
+    let b = r[src + len..src + 2 * len].to_vec();
+    r[src..src + len].copy_from_slice(&b);
+    r[src + len..src + 2 * len].copy_from_slice(&a);
+    let (sp, dp) = (r[l4..l4 + 2].to_vec(), r[l4 + 2..l4 + 4].to_vec());
+    r[l4..l4 + 2].copy_from_slice(&dp);
+    r[l4 + 2..l4 + 4].copy_from_slice(&sp);
+    let proto = if v4 { r[23] } else { r[20] };
+    if proto == 6 {
+        // A SYN-ACK.
+        r[l4 + 13] = 0x12;
+    }
+    if v4 {
+        r[22] = 64;
+        r[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum_oracle(&r[14..34], 0);
+        r[24..26].copy_from_slice(&c.to_be_bytes());
+    } else {
+        r[21] = 64;
+    }
+    checksummed(r)
+}
+
+#[test]
+fn nat_flows_are_rewritten_as_the_core_does_and_their_replies_found_by_a_core() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::new(&neigh);
+    let mut core = b.core();
+    // A core that never saw the flows, with the flows map; and one without.
+    let mut other = b.core();
+    other.set_xdp_flows(b.flows.try_clone().unwrap());
+    let mut blind = b.core();
+    let vip: IpAddr = "198.19.100.2".parse().unwrap();
+    let vip6: IpAddr = "2001:db8:100::2".parse().unwrap();
+    let mut cases = Vec::new();
+    // Few clients (the cores' neighbour tables answer the replies), many
+    // ports.
+    for i in 0..200u32 {
+        let port = 1024 + (i * 7919 % 60000) as u16;
+        let (c, c6) = (client(i % 16), client6(i % 16));
+        // UDP over IPv4 with a checksum and without one (0 stays 0).
+        cases.push(checksummed(frame(c, vip, port, 53, None)));
+        cases.push(frame(c, vip, port + 1, 53, None));
+        cases.push(checksummed(frame(c, vip, port, 80, Some(0x02))));
+        cases.push(checksummed(frame(c6, vip6, port, 443, Some(0x02))));
+        cases.push(checksummed(frame(c6, vip6, port, 53, None)));
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for (n, f) in cases.iter().enumerate() {
+        let left = balanced_alike(&b, &mut core, f, &format!("case {n}: "));
+        let zero = f[12] == 0x08 && f[23] == 17 && f[40..42] == [0, 0];
+        assert!(
+            zero || checksums_hold(&left),
+            "case {n}: checksums of {left:02x?}"
+        );
+        let l4 = if left[12] == 0x08 { 34 } else { 54 };
+        ports.insert(u16::from_be_bytes([left[l4 + 2], left[l4 + 3]]));
+
+        // The back end's reply: a core that never saw the flow translates
+        // it as the core that balanced it would, from the reply record.
+        let reply = reply_to(&left);
+        let want = core.send(&reply, 1);
+        let Some(Fate::Sent {
+            iface: 0,
+            frame: want,
+        }) = want.fates.first()
+        else {
+            panic!(
+                "case {n}: the balancing core did not send the reply to the client: {:?}",
+                want.fates
+            );
+        };
+        let got = other.send(&reply, 1);
+        assert_eq!(
+            got.fates.first(),
+            Some(&Fate::Sent {
+                iface: 0,
+                frame: want.clone()
+            }),
+            "case {n}: the reply through a core that did not balance the flow"
+        );
+        let blind = blind.send(&reply, 1);
+        assert_ne!(
+            blind.fates.first(),
+            Some(&Fate::Sent {
+                iface: 0,
+                frame: want.clone()
+            }),
+            "case {n}: a core without the flows map cannot translate it"
+        );
+    }
+    // Ports: kept (53, 443), the back end's (8080, 8081, 8443) and the
+    // service's `to port` (9000).
+    for p in [53, 443, 8080, 8081, 8443, 9000] {
+        assert!(ports.contains(&p), "port {p} in {ports:?}");
+    }
+    assert_eq!(other.counters().xdp_adopted, cases.len() as u64);
+    assert_eq!(b.counter(slot::TO_CORES), 0);
 }

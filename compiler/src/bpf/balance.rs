@@ -1,5 +1,9 @@
-//! The fast path's `balance`: DSR services of `balance maglev` or `hash`
-//! balanced in XDP, as the switching cores balance them.
+//! The fast path's `balance`: services of `balance maglev` or `hash`, DSR
+//! and NAT, balanced in XDP as the switching cores balance them. A NAT
+//! flow's destination address and port become its back end's (checksums
+//! updated as the cores' `wire::nat` does), and its reply record in the
+//! flows map lets the cores translate the replies, which come back through
+//! them.
 //!
 //! The runtime publishes the active generation's tables in the `BAL_*` maps
 //! (`lbp_abi::bpf::fast`: per service its Maglev table, its back ends with
@@ -260,6 +264,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.alu_imm(op::AND, R2, fast::BACKEND_READY as i32);
     a.jmp_imm(op::JEQ, R2, 0, cores);
     packet_bounds(a, ctx, cores);
+    nat_ready(a, cores);
 
     // Decided: the flow recorded (its back end's address, index and the
     // tables' stamp; one update, so a reader sees all or none), the
@@ -279,6 +284,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.ldx(op::W, R2, FP, B_OFF);
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
     update(a, m.flows, FLOW_KEY_OFF, Some(FLOW_OFF));
+    reply_record(a, m, known);
     a.bind(known);
     a.ldx(op::W, R2, FP, svc(offset_of!(BalService, counters)));
     a.ldx(op::W, R3, FP, B_OFF);
@@ -298,8 +304,9 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     );
 
     // The frame: bounds again (the helpers took the registers), the TTL,
-    // the MACs, out.
+    // NAT's rewrite, the MACs, out.
     packet_bounds(a, ctx, cores);
+    l4_bounds(a, cores);
     let v6 = a.label();
     let macs = a.label();
     a.ldx(op::B, R2, FP, field(offset_of!(Fields, ip_version)));
@@ -319,11 +326,13 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.csum_fold(R5, R2);
     a.stx(op::H, R4, 8, R3);
     a.stx(op::H, R4, 10, R5);
+    nat_rewrite(a, 4);
     a.ja(macs);
     a.bind(v6);
     a.ldx(op::B, R3, R4, 7);
     a.alu_imm(op::SUB, R3, 1);
     a.stx(op::B, R4, 7, R3);
+    nat_rewrite(a, 6);
     a.bind(macs);
     // Destination then source MAC: the struct's 12 bytes from dst_mac on.
     const _: () = assert!(
@@ -345,6 +354,234 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.mov_imm(R2, 0);
     a.call(helper::REDIRECT);
     a.exit();
+}
+
+/// NAT: the transport header the rewrite touches is whole within the IP
+/// packet (which is within the frame), as the cores' rewrite demands, and
+/// TCP or UDP; else a jump to `cores`.
+fn nat_ready(a: &mut Asm, cores: Label) {
+    let done = a.label();
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
+    a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
+    a.jmp_imm(op::JEQ, R2, 0, done);
+    // The transport header's room by protocol in R3.
+    let udp = a.label();
+    let sized = a.label();
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.mov(R3, R2);
+    a.alu_imm(op::AND, R3, present::TCP as i32);
+    a.jmp_imm(op::JEQ, R3, 0, udp);
+    a.mov_imm(R3, 20);
+    a.ja(sized);
+    a.bind(udp);
+    a.alu_imm(op::AND, R2, present::UDP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, cores);
+    a.mov_imm(R3, 8);
+    a.bind(sized);
+    // l4 >= l3 + the IP header, l4 + room <= l3 + ip_len <= the frame.
+    a.ldx(op::H, R5, FP, field(offset_of!(Fields, l4_offset)));
+    a.jmp_imm(op::JGT, R5, L4_MAX, cores);
+    a.ldx(op::H, R8, FP, field(offset_of!(Fields, l3_offset)));
+    a.mov(R2, R8);
+    a.alu_imm(op::ADD, R2, 20);
+    let v4 = a.label();
+    a.ldx(op::B, R0, FP, field(offset_of!(Fields, ip_version)));
+    a.jmp_imm(op::JEQ, R0, 4, v4);
+    a.alu_imm(op::ADD, R2, 20);
+    a.bind(v4);
+    a.jmp(op::JLT, R5, R2, cores);
+    a.alu(op::ADD, R5, R3);
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, ip_len)));
+    a.alu(op::ADD, R2, R8);
+    a.jmp(op::JGT, R5, R2, cores);
+    a.ldx(op::W, R3, FP, field(offset_of!(Fields, pkt_len)));
+    a.jmp(op::JGT, R2, R3, cores);
+    a.bind(done);
+}
+
+/// The largest transport header offset NAT rewrites in XDP.
+const L4_MAX: i32 = 255;
+
+/// `R9` = the transport header and `R8` its checksum (NAT's, whole in the
+/// frame), after `packet_bounds`; for DSR both point into the Ethernet
+/// header (never written: the verifier sees no path through NAT's rewrite
+/// without valid pointers).
+fn l4_bounds(a: &mut Asm, cores: Label) {
+    let nat = a.label();
+    let done = a.label();
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
+    a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
+    a.jmp_imm(op::JNE, R2, 0, nat);
+    a.mov(R9, R6);
+    a.mov(R8, R6);
+    a.alu_imm(op::ADD, R8, 6);
+    a.ja(done);
+    a.bind(nat);
+    a.ldx(op::H, R5, FP, field(offset_of!(Fields, l4_offset)));
+    a.jmp_imm(op::JGT, R5, L4_MAX, cores);
+    a.mov(R9, R6);
+    a.alu(op::ADD, R9, R5);
+    let udp = a.label();
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.alu_imm(op::AND, R2, present::TCP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, udp);
+    a.mov(R5, R9);
+    a.alu_imm(op::ADD, R5, 20);
+    a.jmp(op::JGT, R5, R7, cores);
+    a.mov(R8, R9);
+    a.alu_imm(op::ADD, R8, 16);
+    a.ja(done);
+    a.bind(udp);
+    a.mov(R5, R9);
+    a.alu_imm(op::ADD, R5, 8);
+    a.jmp(op::JGT, R5, R7, cores);
+    a.mov(R8, R9);
+    a.alu_imm(op::ADD, R8, 6);
+    a.bind(done);
+}
+
+/// `dst` = the sum of the `n` 16-bit words at `src + off` (as loaded: the
+/// ones' complement sum is the same in either byte order).
+fn sum_words(a: &mut Asm, dst: u8, src: u8, off: i16, n: i16) {
+    a.mov_imm(dst, 0);
+    for i in 0..n {
+        a.ldx(op::H, R3, src, off + 2 * i);
+        a.alu(op::ADD, dst, R3);
+    }
+}
+
+/// NAT's rewrite of an IPv`version` packet after its TTL (`R4` its IP
+/// header, `R9` its transport header, `R8` the transport checksum): the
+/// destination address and port to the back end's, the IPv4 checksum and
+/// the transport checksum updated as the cores' `wire::nat` does (RFC 1624,
+/// one update for the address and one for the port; a UDP result of 0
+/// written 0xffff; an IPv4 UDP checksum of 0 left alone). Nothing for DSR.
+fn nat_rewrite(a: &mut Asm, version: u8) {
+    let done = a.label();
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
+    a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
+    a.jmp_imm(op::JEQ, R2, 0, done);
+    let (at, words, from) = if version == 4 {
+        (16i16, 2i16, 12i16)
+    } else {
+        (24, 8, 0)
+    };
+    let new = backend(offset_of!(BalBackend, addr)) + from;
+    if version == 6 {
+        // `packet_bounds` took 40 bytes for IPv6; the verifier cannot tell.
+        let whole = a.label();
+        a.mov(R2, R4);
+        a.alu_imm(op::ADD, R2, 40);
+        a.jmp(op::JLE, R2, R7, whole);
+        a.ret(xdp::DROP);
+        a.bind(whole);
+    }
+    // R7 = ~fold(old), R0 = sum(new).
+    sum_words(a, R7, R4, at, words);
+    a.csum_fold(R7, R2);
+    sum_words(a, R0, FP, new, words);
+    if version == 4 {
+        a.ldx(op::H, R5, R4, 10);
+        a.alu_imm(op::XOR, R5, 0xffff);
+        a.alu(op::ADD, R5, R7);
+        a.alu(op::ADD, R5, R0);
+        a.csum_fold(R5, R2);
+        a.stx(op::H, R4, 10, R5);
+    }
+    for i in (0..2 * words).step_by(2) {
+        a.ldx(op::H, R2, FP, new + i);
+        a.stx(op::H, R4, at + i, R2);
+    }
+    // The port: the back end's, or the packet's (then rewritten as is).
+    let ported = a.label();
+    a.ldx(op::H, R1, R9, 2);
+    a.ldx(op::H, R5, FP, backend(offset_of!(BalBackend, port)));
+    a.be(R5, 16);
+    a.jmp_imm(op::JNE, R5, 0, ported);
+    a.mov(R5, R1);
+    a.bind(ported);
+    a.stx(op::H, R9, 2, R5);
+    // The transport checksum.
+    a.ldx(op::H, R3, R8, 0);
+    if version == 4 {
+        a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+        a.alu_imm(op::AND, R2, present::UDP as i32);
+        let tcp = a.label();
+        a.jmp_imm(op::JEQ, R2, 0, tcp);
+        a.jmp_imm(op::JEQ, R3, 0, done);
+        a.bind(tcp);
+    }
+    a.alu_imm(op::XOR, R3, 0xffff);
+    a.alu(op::ADD, R3, R7);
+    a.alu(op::ADD, R3, R0);
+    a.csum_fold(R3, R2);
+    a.alu_imm(op::XOR, R3, 0xffff);
+    a.alu_imm(op::XOR, R1, 0xffff);
+    a.alu(op::ADD, R3, R1);
+    a.alu(op::ADD, R3, R5);
+    a.csum_fold(R3, R2);
+    let put = a.label();
+    a.jmp_imm(op::JNE, R3, 0, put);
+    a.ldx(op::W, R2, FP, field(offset_of!(Fields, present)));
+    a.alu_imm(op::AND, R2, present::UDP as i32);
+    a.jmp_imm(op::JEQ, R2, 0, put);
+    a.mov_imm(R3, 0xffff);
+    a.bind(put);
+    a.stx(op::H, R8, 0, R3);
+    a.bind(done);
+}
+
+/// A NAT flow's reply record, after its forward record (`FLOW_KEY_OFF`
+/// and `FLOW_OFF` are reused): keyed as the back end's replies, naming the
+/// virtual IP and port. Nothing for DSR.
+fn reply_record(a: &mut Asm, m: Maps, done: Label) {
+    a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
+    a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
+    a.jmp_imm(op::JEQ, R2, 0, done);
+    copy(
+        a,
+        FP,
+        backend(offset_of!(BalBackend, addr)),
+        FLOW_KEY_OFF + offset_of!(FlowKey, client) as i16,
+        16,
+    );
+    copy(
+        a,
+        FP,
+        field(offset_of!(Fields, ip_src)),
+        FLOW_KEY_OFF + offset_of!(FlowKey, vip) as i16,
+        16,
+    );
+    let ported = a.label();
+    a.ldx(op::H, R2, FP, backend(offset_of!(BalBackend, port)));
+    a.jmp_imm(op::JNE, R2, 0, ported);
+    a.ldx(op::H, R2, FP, field(offset_of!(Fields, dport)));
+    a.bind(ported);
+    a.stx(
+        op::H,
+        FP,
+        FLOW_KEY_OFF + offset_of!(FlowKey, client_port) as i16,
+        R2,
+    );
+    a.ldx(op::H, R2, FP, field(offset_of!(Fields, sport)));
+    a.stx(
+        op::H,
+        FP,
+        FLOW_KEY_OFF + offset_of!(FlowKey, vport) as i16,
+        R2,
+    );
+    copy(
+        a,
+        FP,
+        field(offset_of!(Fields, ip_dst)),
+        FLOW_OFF + offset_of!(Flow, backend) as i16,
+        16,
+    );
+    a.st_imm(op::W, FP, FLOW_OFF + offset_of!(Flow, stamp) as i16, 0);
+    a.ldx(op::H, R2, FP, field(offset_of!(Fields, dport)));
+    a.alu32_imm(op::OR, R2, fast::FLOW_REPLY as i32);
+    a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
+    update(a, m.flows, FLOW_KEY_OFF, Some(FLOW_OFF));
 }
 
 /// `R6` = the frame's start (its Ethernet header whole), `R4` = its IP

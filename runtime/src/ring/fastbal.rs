@@ -1,10 +1,12 @@
 //! Balancing in XDP: the active generation's tables as the fast path's
 //! program reads them (`lbp_abi::bpf::fast`'s `BAL_*` maps).
 //!
-//! XDP balances the services whose back ends it can reach without the
-//! switching cores' connection table: direct server return (no return
-//! traffic through the appliance) with `balance maglev` or `hash` (a table
-//! the program can read). Per such service the generation's Maglev table
+//! XDP balances the services of `balance maglev` or `hash` (a table the
+//! program can read), direct server return or NAT. A NAT flow's replies come
+//! back through the appliance and are the cores' to translate: the program
+//! leaves a reply record in the flows map (keyed as the replies, naming the
+//! virtual IP and port), and a core that meets a reply of no connection it
+//! knows takes the flow into its own table from there. Per such service the generation's Maglev table
 //! (the very table the cores read, so a flow lands on the same back end by
 //! either path), and per back end the next hop as the cores would send to it
 //! (route, neighbour, interface MAC) and whether it may be used: established
@@ -68,9 +70,18 @@ impl Sizes {
     }
 }
 
-/// Whether XDP balances `svc`: DSR, and a Maglev table.
+/// Whether XDP balances `svc`: a Maglev table (DSR or NAT).
 pub fn balanced_here(svc: &Service) -> bool {
-    svc.mode == Mode::Dsr && matches!(svc.algorithm, Algorithm::Maglev | Algorithm::Hash)
+    matches!(svc.algorithm, Algorithm::Maglev | Algorithm::Hash)
+}
+
+/// The NAT port of back end `be` of `svc` (host order), 0 to keep the
+/// packet's, as the cores choose it.
+fn nat_port(svc: &Service, be: &crate::config::Backend) -> u16 {
+    match svc.mode {
+        Mode::Nat { to_port } => be.port.or(to_port).unwrap_or(0),
+        Mode::Dsr => 0,
+    }
 }
 
 /// The largest Maglev table of a pool of `n` back ends (the runtime's
@@ -103,14 +114,34 @@ pub fn flow_key(f: &lbp_abi::Fields) -> [u8; 40] {
     k
 }
 
-/// The back end (its address, the `Fields` form) the flow of `f` was given
-/// in XDP, if `flows` holds it.
-pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
+/// `flows`' record for the frame with fields `f`: (address, stamp, index).
+fn record(
+    flows: &crate::ring::bpf::LoadedMap,
+    f: &lbp_abi::Fields,
+) -> Option<([u8; 16], u32, u32)> {
     let mut v = [0u8; 24];
     crate::ring::bpf::map_lookup(flows.fd.as_fd(), &flow_key(f), &mut v).ok()?;
     let mut a = [0u8; 16];
     a.copy_from_slice(&v[..16]);
-    Some(a)
+    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    Some((a, word(16), word(20)))
+}
+
+/// The back end (its address, the `Fields` form) the flow of `f` was given
+/// in XDP, if `flows` holds it.
+pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
+    let (addr, stamp, index) = record(flows, f)?;
+    (stamp != 0 || index & fast::FLOW_REPLY == 0).then_some(addr)
+}
+
+/// For a reply `f` of a NAT flow balanced in XDP (back end to client): the
+/// flow's virtual IP (the `Fields` form) and port, from its reply record.
+pub fn xdp_reply(
+    flows: &crate::ring::bpf::LoadedMap,
+    f: &lbp_abi::Fields,
+) -> Option<([u8; 16], u16)> {
+    let (vip, stamp, index) = record(flows, f)?;
+    (stamp == 0 && index & fast::FLOW_REPLY != 0).then_some((vip, index as u16))
 }
 
 /// The tables of generation `g` at time `now` (the neighbour table's clock);
@@ -125,7 +156,7 @@ pub fn tables(
     tables_with(g, backends(g, neigh, outs, now), sizes)
 }
 
-/// Whether service `s` of `g` is balanced in XDP (DSR, and its Maglev table).
+/// Whether service `s` of `g` is balanced in XDP (its Maglev table).
 fn here(g: &Generation, s: usize) -> bool {
     let maglev = g.services.get(s).and_then(|x| x.maglev.as_ref());
     g.appliance
@@ -149,6 +180,7 @@ pub fn backends(
         for be in &svc.backends {
             let mut bb = BalBackend {
                 addr: bytes_of(be.addr),
+                port: nat_port(svc, be),
                 ..BalBackend::default()
             };
             if here
@@ -186,7 +218,12 @@ pub fn tables_with(g: &Generation, backends: Vec<BalBackend>, sizes: &Sizes) -> 
         if here(g, s)
             && let Some(m) = tables.and_then(|x| x.maglev.as_ref())
         {
-            entry.flags = fast::SVC_XDP;
+            entry.flags = fast::SVC_XDP
+                | if matches!(svc.mode, Mode::Nat { .. }) {
+                    fast::SVC_NAT
+                } else {
+                    0
+                };
             entry.maglev_len = m.size() as u32;
             t.maglev.extend_from_slice(m.table());
             for (b, be) in svc.backends.iter().enumerate() {

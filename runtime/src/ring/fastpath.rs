@@ -306,6 +306,8 @@ fn backend_bytes(b: &fast::BalBackend, out: &mut Vec<u8>) {
     out.extend_from_slice(&b.src_mac);
     out.extend_from_slice(&b.ifindex.to_ne_bytes());
     out.extend_from_slice(&b.flags.to_ne_bytes());
+    out.extend_from_slice(&b.port.to_ne_bytes());
+    out.extend_from_slice(&b.pad.to_ne_bytes());
 }
 
 /// A [`ServingKey`] as the map holds it.

@@ -30,11 +30,17 @@ impl Burst<'_> {
             version: f.ip_version,
             proto: f.ip_proto,
         };
-        let Some((key, _)) = self
+        let found = self
             .shared
             .conns
             .lookup_reverse(&rkey, f.tcp_flags, self.now)
-        else {
+            .or_else(|| {
+                self.adopt_reply(f)?;
+                self.shared
+                    .conns
+                    .lookup_reverse(&rkey, f.tcp_flags, self.now)
+            });
+        let Some((key, _)) = found else {
             return false;
         };
         self.st.counters.nat_return.add(d.len);
@@ -46,6 +52,63 @@ impl Burst<'_> {
             Hop::Refused => self.drop_frame(d, DropReason::Rewrite),
         }
         true
+    }
+
+    /// A reply of a NAT flow the XDP fast path balanced (no connection
+    /// here): the flow taken into this table from its reply record, if its
+    /// back end still serves a NAT service of that virtual IP.
+    fn adopt_reply(&mut self, f: &Fields) -> Option<()> {
+        let flows = self.shared.xdp_flows.get()?;
+        let (vip, vport) = crate::ring::fastbal::xdp_reply(flows, f)?;
+        let g = self.g;
+        let backend = ip_of(f.ip_version, &f.ip_src);
+        let vip_ip = ip_of(f.ip_version, &vip);
+        let (s, b) = g
+            .appliance
+            .services
+            .iter()
+            .enumerate()
+            .find_map(|(s, svc)| {
+                let Mode::Nat { to_port } = svc.mode else {
+                    return None;
+                };
+                if !svc.vips.contains(&vip_ip) {
+                    return None;
+                }
+                let b = svc.backends.iter().position(|be| {
+                    be.addr == backend && be.port.or(to_port).unwrap_or(vport) == f.sport
+                })?;
+                let t = Target {
+                    service: s as u32,
+                    backend: b as u32,
+                    backend_addr: f.ip_src,
+                    backend_port: f.sport,
+                };
+                Some((s, self.still_serves(s, svc, &t)?))
+            })?;
+        let key = ConnKey {
+            client: f.ip_dst,
+            vip,
+            client_port: f.dport,
+            vport,
+            version: f.ip_version,
+            proto: f.ip_proto,
+        };
+        let target = Target {
+            service: s as u32,
+            backend: b as u32,
+            backend_addr: f.ip_src,
+            backend_port: f.sport,
+        };
+        // Recorded as its opening: a TCP flow is one whose SYN XDP saw.
+        let flags = if f.present & present::TCP != 0 {
+            tcp_flag::SYN
+        } else {
+            0
+        };
+        let _ = self.shared.conns.insert(&key, target, flags, self.now);
+        self.st.counters.xdp_adopted += 1;
+        Some(())
     }
 
     /// Answer a TCP segment with a RST out of the interface it came in by;
@@ -165,16 +228,19 @@ impl Burst<'_> {
                 }
             }
         }
-        // No connection here: a DSR flow balanced in XDP keeps its back end
-        // (the fast path left it to the cores).
+        // No connection here: a flow balanced in XDP keeps its back end (the
+        // fast path left it to the cores).
         let syn = f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
         if opened.is_none()
-            && svc.mode == Mode::Dsr
             && !(tcp && syn)
-            && let Some(t) = self.xdp_flow(s, svc, f)
+            && let Some((mut t, b)) = self.xdp_flow(s, svc, f)
         {
-            let _ = self.shared.conns.insert(&key, t.0, f.tcp_flags, self.now);
-            opened = Some(t);
+            if let (Mode::Nat { to_port }, Some(be)) = (svc.mode, svc.backends.get(b)) {
+                t.backend_port = be.port.or(to_port).unwrap_or(f.dport);
+            }
+            let _ = self.shared.conns.insert(&key, t, f.tcp_flags, self.now);
+            self.st.counters.xdp_adopted += 1;
+            opened = Some((t, b));
         }
         let (target, b) = match opened {
             Some(t) => t,

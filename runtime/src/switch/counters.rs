@@ -125,6 +125,9 @@ pub struct Counters {
     /// end left the policy or went into maintenance (a non-TCP one is balanced
     /// anew instead, and counted here too).
     pub backend_gone: u64,
+    /// Flows the XDP fast path balanced that this core took into its table:
+    /// a packet it left to the cores, or a NAT reply.
+    pub xdp_adopted: u64,
     /// The id of the generation the core runs now.
     pub generation: u64,
     /// The compile ([`Generation::serial`]) the per-service, per-back-end and

@@ -267,6 +267,7 @@ pub fn stats_data(src: &Sources) -> Value {
             "tx_full": s.lp.tx_refused,
             "new_connections": s.counters.new_connections,
             "backend_gone": s.counters.backend_gone,
+            "xdp_adopted": s.counters.xdp_adopted,
             "time_exceeded": s.counters.time_exceeded,
             "time_exceeded_limited": s.counters.time_exceeded_limited,
             "icmp_errors_relayed": s.counters.icmp_errors,
