@@ -30,8 +30,8 @@
 #     DSR, and traffic its filter drops) with every frame decided on the core
 #     (`--datapath cores`) and with the policy in XDP first (`--datapath xdp`:
 #     the drops never reach the core, DSR and NAT flows are balanced there and
-#     redirected out of a1, or sent back out of a0 to a back end on the
-#     client's link), and lbp's bare forwarder on the same rings (`lbp
+#     redirected out of a1, and DSR flows sent back out of a0 to a back end on
+#     the client's link), and lbp's bare forwarder on the same rings (`lbp
 #     run --bare`); the XDP_DROP ceiling is the generator-alone row (an XDP
 #     program that counts and drops at a0);
 #   - wrk requests per second, keep-alive and new connections, through nftables
@@ -381,15 +381,6 @@ service udp_hairpin {
     mode dsr
 }
 
-# The NAT hairpin rows send here: NAT to the same back end (balanced in XDP
-# with --datapath xdp: the destination rewritten, checksums updated).
-service udp_hairpin_nat {
-    vip $VIP udp port 12
-    pool hairpin
-    balance maglev
-    mode nat
-}
-
 # The filter-dropped rows send here.
 filter {
     ip.dst == $VIP && udp.dport == 7 => drop
@@ -441,8 +432,9 @@ lbp_pps() {
 }
 
 # lbp_hairpin NAME [EXTRA LBP ARGS...] -- [GENERATOR ARGS...]: DSR to the
-# client's own address (UDP port 11; HAIRPIN_PORT=12: NAT to it), counted at
-# c0 as the XDP_TX reflect row counts.
+# client's own address (UDP port 11), counted at c0 as the XDP_TX reflect
+# row counts. (No NAT row of this kind: the client would be a NAT back end,
+# whose traffic the fast path always leaves to the cores.)
 lbp_hairpin() {
     local name=$1; shift
     local lbp_args=()
@@ -453,7 +445,7 @@ lbp_hairpin() {
     PIDS=()
     start_bg "count-$name-0" nsx "$CLI" "$TRAFFICGEN" count c0 --seconds $((T + 3))
     if wait_for "$WORK/count-$name-0" ready 10; then
-        measure "$name" "$WORK/count-$name-" 1 "$VIP" "${HAIRPIN_PORT:-11}" "$@"
+        measure "$name" "$WORK/count-$name-" 1 "$VIP" 11 "$@"
     else
         log "$name: the counter on c0 did not start: $(cat "$WORK/count-$name-0")"
     fi
@@ -709,8 +701,6 @@ LBP_PORT=10 lbp_pps "lbp, DSR one flow" "${CORES[@]}"
 LBP_PORT=10 lbp_pps "lbp, DSR new flows" "${CORES[@]}" -- --flows
 lbp_hairpin "lbp, DSR out of a0, one flow" "${CORES[@]}"
 lbp_hairpin "lbp, DSR out of a0, new flows" "${CORES[@]}" -- --flows
-HAIRPIN_PORT=12 lbp_hairpin "lbp, NAT out of a0, one flow" "${CORES[@]}"
-HAIRPIN_PORT=12 lbp_hairpin "lbp, NAT out of a0, new flows" "${CORES[@]}" -- --flows
 if lbp_has_datapath; then
     lbp_pps "lbp xdp, one flow" --datapath xdp
     lbp_pps "lbp xdp, new flows" --datapath xdp -- --flows
@@ -724,8 +714,6 @@ if lbp_has_datapath; then
     xdp_pass_off
     lbp_hairpin "lbp xdp, DSR out of a0, one flow" --datapath xdp --xdp-tx on
     lbp_hairpin "lbp xdp, DSR out of a0, new flows" --datapath xdp --xdp-tx on -- --flows
-    HAIRPIN_PORT=12 lbp_hairpin "lbp xdp, NAT out of a0, one flow" --datapath xdp --xdp-tx on
-    HAIRPIN_PORT=12 lbp_hairpin "lbp xdp, NAT out of a0, new flows" --datapath xdp --xdp-tx on -- --flows
 else
     echo "lbp xdp:                           not available ($LBP has no --datapath)"
 fi
@@ -794,10 +782,6 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
         echo "lbp xdp NAT new flows / XDP redirect:         $(rowratio "lbp xdp, NAT new flows" "XDP redirect a0 -> a1 (in kernel)")"
         echo "lbp xdp NAT one flow / lbp cores one flow:    $(rowratio "lbp xdp, NAT one flow" "lbp, one flow")"
         echo "lbp xdp NAT new flows / lbp cores new flows:  $(rowratio "lbp xdp, NAT new flows" "lbp, new flows")"
-        echo "lbp xdp NAT out of a0, one flow / XDP_TX:     $(rowratio "lbp xdp, NAT out of a0, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp NAT out of a0, new flows / XDP_TX:    $(rowratio "lbp xdp, NAT out of a0, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp NAT out of a0 / lbp cores, one flow:  $(rowratio "lbp xdp, NAT out of a0, one flow" "lbp, NAT out of a0, one flow")"
-        echo "lbp xdp NAT out of a0 / lbp cores, new flows: $(rowratio "lbp xdp, NAT out of a0, new flows" "lbp, NAT out of a0, new flows")"
     fi
 else
     echo "lbp ratios:                                   not yet available"

@@ -18,8 +18,9 @@
 //! frame, `wire::reset_in_place`'s, everything else untouched to the cores).
 //! The fast path runs with the policy's balancing tables published (every
 //! back end's neighbour known): a frame it balances itself (a redirect) must
-//! leave it exactly as the switching core sends it to the back end; the flow
-//! it recorded is forgotten after each frame, as the core starts afresh.
+//! leave it exactly as the switching core sends it to the back end (DSR or
+//! NAT); the flow it recorded (and a NAT flow's reply record) is forgotten
+//! after each frame, as the core starts afresh.
 //! Without the right to load programs the eBPF part is skipped, and the
 //! target says so once.
 #![no_main]
@@ -203,6 +204,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(want.action, lbp_abi::Action::Balance as u32, "{fields:?}");
             map_delete_bytes(flows, &lbp_runtime::ring::fastbal::flow_key(&fields))
                 .expect("the flows map");
+            // A NAT flow's reply record too (keyed as the back end's replies).
+            let _ = map_delete_bytes(
+                flows,
+                &lbp_runtime::ring::fastbal::flow_key(&reply_fields(&fields, &run.frame)),
+            );
             balanced_in_xdp = Some(run.frame);
         } else {
             // No NAT back ends are given to the fuzzed programs.
@@ -229,9 +235,21 @@ fuzz_target!(|data: &[u8]| {
             Some(Fate::Sent { frame: sent, .. }) if *sent == left => {}
             // Longer than the cores' ring frames: they never see it, XDP
             // sends it on (its transport header and payload as they came).
+            // NAT's destination port and checksum aside.
             Some(Fate::TooLong(_)) => {
                 let l4 = usize::from(fields.l4_offset).min(frame.len());
-                assert_eq!((left.len(), &left[l4..]), (frame.len(), &frame[l4..]));
+                let csum = l4 + if fields.ip_proto == 6 { 16 } else { 6 };
+                let plain = |f: &[u8]| {
+                    let mut f = f.to_vec();
+                    for i in [l4 + 2, l4 + 3, csum, csum + 1] {
+                        if let Some(b) = f.get_mut(i) {
+                            *b = 0;
+                        }
+                    }
+                    f
+                };
+                let (l, f) = (plain(&left), plain(frame));
+                assert_eq!((l.len(), &l[l4..]), (f.len(), &f[l4..]));
             }
             f => panic!("XDP balanced {frame:02x?} into {left:02x?}; the core: {f:?}"),
         }
@@ -246,3 +264,27 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The fields of a back end's reply to `sent`, the frame XDP balanced from a
+/// frame with fields `f` (as far as the flows map's key reads them).
+fn reply_fields(f: &lbp_abi::Fields, sent: &[u8]) -> lbp_abi::Fields {
+    let mut r = *f;
+    let (l3, l4) = (usize::from(f.l3_offset), usize::from(f.l4_offset));
+    let mut dst = [0u8; 16];
+    if f.ip_version == 4 {
+        dst[10] = 0xff;
+        dst[11] = 0xff;
+        if let Some(a) = sent.get(l3 + 16..l3 + 20) {
+            dst[12..].copy_from_slice(a);
+        }
+    } else if let Some(a) = sent.get(l3 + 24..l3 + 40) {
+        dst.copy_from_slice(a);
+    }
+    r.ip_src = dst;
+    r.ip_dst = f.ip_src;
+    r.sport = sent
+        .get(l4 + 2..l4 + 4)
+        .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+    r.dport = f.sport;
+    r
+}

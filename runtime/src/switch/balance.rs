@@ -57,8 +57,16 @@ impl Burst<'_> {
     /// A reply of a NAT flow the XDP fast path balanced (no connection
     /// here): the flow taken into this table from its reply record, if its
     /// back end still serves a NAT service of that virtual IP.
+    /// Only a TCP or UDP packet to no virtual IP can be a reply (a back end
+    /// that is a client of a virtual IP itself sends there), so a back end's
+    /// other traffic costs no lookup in the kernel's map.
     fn adopt_reply(&mut self, f: &Fields) -> Option<()> {
         let flows = self.shared.xdp_flows.get()?;
+        if f.present & (present::TCP | present::UDP) == 0
+            || self.g.is_vip(&ip_of(f.ip_version, &f.ip_dst))
+        {
+            return None;
+        }
         let (vip, vport) = crate::ring::fastbal::xdp_reply(flows, f)?;
         let g = self.g;
         let backend = ip_of(f.ip_version, &f.ip_src);
