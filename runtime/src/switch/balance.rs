@@ -108,12 +108,16 @@ impl Burst<'_> {
             backend_addr: f.ip_src,
             backend_port: f.sport,
         };
-        // Recorded as its opening: a TCP flow is one whose SYN XDP saw.
+        // Recorded as its opening: a TCP flow is one whose SYN XDP saw. A
+        // connection of the same tuple still here is an earlier one (XDP
+        // balanced a new SYN of the tuple): replaced, as a SYN replaces it
+        // on the cores.
         let flags = if f.present & present::TCP != 0 {
             tcp_flag::SYN
         } else {
             0
         };
+        self.shared.conns.remove(&key);
         let _ = self.shared.conns.insert(&key, target, flags, self.now);
         self.st.counters.xdp_adopted += 1;
         Some(())
