@@ -326,7 +326,8 @@ pub struct ConnStats {
     /// Entries removed because a new connection took over their back end's
     /// 4-tuple (see [`ConnTable::insert`] and [`ConnTable::supersede`]).
     pub superseded: u64,
-    /// Ended TCP connections whose client port a new SYN reused: removed, so
+    /// Ended TCP connections whose client port a new SYN reused (or whose back
+    /// end answered a new SYN the table did not see): removed, so
     /// that the new connection is balanced afresh.
     pub reused: u64,
 }
@@ -540,7 +541,11 @@ impl ConnTable {
     /// update it as [`ConnTable::lookup`] does (as a packet from the back end), and
     /// return its key (whose `vip` and `vport` the source is rewritten to) and
     /// entry. Two connections never share the back end's view of the tuple: the
-    /// newer supersedes the older when it is inserted.
+    /// newer supersedes the older when it is inserted. A SYN from the back end
+    /// on a TCP connection that ended (a FIN or RST seen) answers a new SYN of
+    /// the tuple that this table never saw (the XDP fast path balanced it):
+    /// the ended entry is removed and not returned, as [`ConnTable::lookup`]
+    /// removes it for the client's new SYN.
     pub fn lookup_reverse(
         &self,
         rkey: &ReverseKey,
@@ -554,6 +559,15 @@ impl ConnTable {
             if let Some(slot) = found {
                 if self.expired_at(slot, now) {
                     self.drop_expired(slot);
+                    return None;
+                }
+                if rkey.proto == PROTO_TCP
+                    && tcp_flags & (tcp_flag::SYN | tcp_flag::RST) == tcp_flag::SYN
+                    && matches!(slot.conn.state, State::FinWait | State::Closed)
+                {
+                    slot.used = false;
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.reused.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
                 slot.conn.state = slot.conn.state.next(tcp_flags, false);

@@ -138,6 +138,22 @@ fn reverse_lookup_for_nat_return_traffic() {
         t.lookup_reverse(&r, FIN | ACK, 4).unwrap().1.state,
         State::FinWait
     );
+    // A SYN-ACK then answers a new SYN of the tuple that the table never saw
+    // (the XDP fast path balanced it): the ended entry is not its connection.
+    // A retransmitted SYN-ACK of a live one still is.
+    assert_eq!(t.lookup_reverse(&r, SYN | ACK, 5), None);
+    assert_eq!((t.len(), t.stats().reused), (0, 1));
+    assert!(matches!(t.insert(&k, tg, SYN, 6), Insert::New(_)));
+    for now in [7, 8] {
+        assert_eq!(t.lookup_reverse(&r, SYN | ACK, now).unwrap().0, k);
+    }
+    assert_eq!(t.lookup(&k, ACK, 9).unwrap().state, State::Established);
+    assert_eq!(t.lookup_reverse(&r, SYN | ACK, 10).unwrap().0, k);
+    assert_eq!(
+        t.lookup_reverse(&r, RST, 11).unwrap().1.state,
+        State::Closed
+    );
+    assert_eq!(t.lookup_reverse(&r, SYN | ACK, 12), None);
 }
 
 #[test]
