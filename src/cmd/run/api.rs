@@ -127,7 +127,10 @@ fn handle(bytes: &[u8], src: &Sources, commands: &SyncSender<Command>) -> Reply 
             let color = req.get("color").and_then(Value::as_bool).unwrap_or(false);
             reload(&path, color, src, commands)
         }
-        "stats" => Ok(stats(src)),
+        "stats" => {
+            refresh(commands);
+            Ok(stats(src))
+        }
         "conns" => {
             let limit = match req.get("limit") {
                 None | Some(Value::Null) => 1000,
@@ -197,6 +200,17 @@ fn ask(commands: &SyncSender<Command>, make: impl FnOnce(Sender<Reply>) -> Comma
     rx.recv_timeout(Duration::from_secs(30))
         .map_err(|_| "lbp: the control loop did not answer\n".to_string())?
         .map_err(|e| format!("lbp: {e}\n"))
+}
+
+/// Have the control loop bring the view up to now, so that counters read
+/// after traffic count it (the view is otherwise refreshed each tick). A
+/// control loop that is busy (a reload compiling) or slow to answer leaves
+/// the view as it is: stats still answer.
+fn refresh(commands: &SyncSender<Command>) {
+    let (tx, rx) = channel();
+    if commands.try_send(Command::Refresh(tx)).is_ok() {
+        let _ = rx.recv_timeout(Duration::from_secs(1));
+    }
 }
 
 fn set(commands: &SyncSender<Command>, s: SetBackend) -> Reply {

@@ -110,6 +110,9 @@ pub enum Command {
     Publish(Box<Compiled>, Sender<Reply>),
     /// Change a back end's operator state or weight override.
     Set(SetBackend, Sender<Reply>),
+    /// Bring the view up to now (the XDP fast path's counters are read by
+    /// the control loop, each tick): answered once it is.
+    Refresh(Sender<()>),
 }
 
 /// An operator's change to back ends.
@@ -355,6 +358,11 @@ impl Controller {
             }
             Command::Set(set, reply) => {
                 let _ = reply.send(self.set(&set));
+            }
+            Command::Refresh(reply) => {
+                self.refresh_view();
+                let _ = reply.send(());
+                return;
             }
         }
         self.refresh_view();
