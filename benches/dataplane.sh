@@ -46,7 +46,9 @@
 #   live-frames or clone), TRAFFICGEN (path of the built example), LBP (path of the
 #   lbp binary, default target/release/lbp), GEN_CPU (CPU for the generator, 0),
 #   KERNEL_CPU (CPU for app's kernel receive path, 1), LBP_CORES (the `--cores`
-#   list for lbp run: control first, then the switching core; GEN_CPU,KERNEL_CPU).
+#   list for lbp run: control first, then the switching core; GEN_CPU,KERNEL_CPU),
+#   ROWS (all, the default; or xdp: only the generator, the in-kernel XDP_TX and
+#   redirect references and lbp's XDP fast path rows, for a quick look at it).
 # The wrk client and the HTTP servers run on GEN_CPU too, so that the forwarding
 # path (the kernel's, through RPS, or lbp's switching core) has KERNEL_CPU to
 # itself in every run: the same core assignment for the kernel and for lbp.
@@ -68,6 +70,11 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=${SECONDS_PER_RUN:-5}
+ROWS=${ROWS:-all}
+case "$ROWS" in
+    all|xdp) ;;
+    *) echo "benches/dataplane.sh: ROWS is all or xdp, not '$ROWS'" >&2; exit 2 ;;
+esac
 GEN_CPU=${GEN_CPU:-0}
 GEN_METHOD=${GEN_METHOD:-auto}
 # The CPU that does the kernel's receive work in app (RPS on a0): the one lbp's
@@ -661,7 +668,9 @@ set_rps() {
     done
 }
 
-if [ "$(nproc)" -ge 2 ]; then
+if [ "$ROWS" = xdp ]; then
+    set_rps "$KERNEL_CPU"
+elif [ "$(nproc)" -ge 2 ]; then
     set_rps "$KERNEL_CPU"
     kernel_paths ""
     echo "-- the same with everything on the generator's CPU (no RPS; veth runs the receive"
@@ -692,6 +701,7 @@ stop_bg
 # runs in XDP first (--datapath xdp): what it drops never reaches a core.
 CORES=()
 lbp_has_datapath && CORES=(--datapath cores)
+if [ "$ROWS" = all ]; then
 lbp_pps "lbp, one flow" "${CORES[@]}"
 lbp_pps "lbp, new flows" "${CORES[@]}" -- --flows
 lbp_drops "lbp, filter drops" "${CORES[@]}"
@@ -701,6 +711,7 @@ LBP_PORT=10 lbp_pps "lbp, DSR one flow" "${CORES[@]}"
 LBP_PORT=10 lbp_pps "lbp, DSR new flows" "${CORES[@]}" -- --flows
 lbp_hairpin "lbp, DSR out of a0, one flow" "${CORES[@]}"
 lbp_hairpin "lbp, DSR out of a0, new flows" "${CORES[@]}" -- --flows
+fi
 if lbp_has_datapath; then
     lbp_pps "lbp xdp, one flow" --datapath xdp
     lbp_pps "lbp xdp, new flows" --datapath xdp -- --flows
@@ -719,11 +730,13 @@ else
 fi
 # The bare forwarder swaps the MAC addresses and sends out of a1: a source MAC
 # of be1 makes the bridge deliver each frame to be1 alone.
-lbp_pps "lbp bare forwarder" --bare -- --src-mac "${BE_MAC[0]}"
+[ "$ROWS" = all ] && lbp_pps "lbp bare forwarder" --bare -- --src-mac "${BE_MAC[0]}"
 echo
 
 echo "== HTTP requests per second (wrk -t1 -c16 -d${T}s from cli)"
-if [ "$HAVE_WRK" = 1 ] && [ "$HAVE_PY" = 1 ] && start_http; then
+if [ "$ROWS" != all ]; then
+    echo "not measured (ROWS=$ROWS)"
+elif [ "$HAVE_WRK" = 1 ] && [ "$HAVE_PY" = 1 ] && start_http; then
     rps "straight to one back end, keep-alive" "http://${BE_IP[0]}:8080/"
     rps "straight to one back end, new conns" "http://${BE_IP[0]}:8080/" -H "Connection: close"
     if [ "$HAVE_NFT" = 1 ]; then
@@ -746,9 +759,11 @@ echo
 
 echo "== ratios (generator: $GEN_USED)"
 gen=${RATE[generator alone (counted at a0)]:-0}
-echo "nftables DNAT one flow / kernel forwarding:   $(rowratio "nftables DNAT, one flow" "kernel forwarding")"
-echo "nftables DNAT new flows / kernel forwarding:  $(rowratio "nftables DNAT, new flows" "kernel forwarding")"
-echo "kernel forwarding / XDP_TX reflect:           $(rowratio "kernel forwarding" "XDP_TX reflect (in kernel)")"
+if [ "$ROWS" = all ]; then
+    echo "nftables DNAT one flow / kernel forwarding:   $(rowratio "nftables DNAT, one flow" "kernel forwarding")"
+    echo "nftables DNAT new flows / kernel forwarding:  $(rowratio "nftables DNAT, new flows" "kernel forwarding")"
+    echo "kernel forwarding / XDP_TX reflect:           $(rowratio "kernel forwarding" "XDP_TX reflect (in kernel)")"
+fi
 if [ -n "${RATE[kernel forwarding, 1 CPU]:-}" ]; then
     echo "nftables DNAT one flow, 1 CPU / RPS:          $(rowratio "nftables DNAT, one flow, 1 CPU" "nftables DNAT, one flow")"
 fi
@@ -760,35 +775,37 @@ if [ -n "${RATE[lbp, one flow]:-}" ]; then
     fi
     echo "lbp new flows / nftables DNAT new flows:      $(rowratio "lbp, new flows" "nftables DNAT, new flows")   (target >= 1.5)"
     echo "lbp one flow / lbp bare forwarder:            $(rowratio "lbp, one flow" "lbp bare forwarder")   (target >= 0.8)"
-    if [ -n "${RATE[lbp xdp, one flow]:-}" ]; then
-        echo "lbp xdp filter drops / XDP_DROP (gen. alone): $(rowratio "lbp xdp, filter drops" "generator alone (counted at a0)")   (target >= 0.8)"
-        echo "lbp xdp filter drops / lbp cores:             $(rowratio "lbp xdp, filter drops" "lbp, filter drops")"
-        echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
-    fi
-    if [ -n "${RATE[lbp xdp, DSR one flow]:-}" ]; then
-        echo "lbp xdp DSR one flow / XDP_TX reflect:        $(rowratio "lbp xdp, DSR one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp DSR new flows / XDP_TX reflect:       $(rowratio "lbp xdp, DSR new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp DSR one flow / XDP redirect:          $(rowratio "lbp xdp, DSR one flow" "XDP redirect a0 -> a1 (in kernel)")   (the same path's ceiling)"
-        echo "lbp xdp DSR new flows / XDP redirect:         $(rowratio "lbp xdp, DSR new flows" "XDP redirect a0 -> a1 (in kernel)")"
-        echo "lbp xdp DSR out of a0, one flow / XDP_TX:     $(rowratio "lbp xdp, DSR out of a0, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp DSR out of a0, new flows / XDP_TX:    $(rowratio "lbp xdp, DSR out of a0, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
-        echo "lbp xdp DSR out of a0 / lbp cores, one flow:  $(rowratio "lbp xdp, DSR out of a0, one flow" "lbp, DSR out of a0, one flow")"
-        echo "lbp xdp DSR out of a0 / lbp cores, new flows: $(rowratio "lbp xdp, DSR out of a0, new flows" "lbp, DSR out of a0, new flows")"
-        echo "lbp xdp DSR one flow / lbp cores DSR:         $(rowratio "lbp xdp, DSR one flow" "lbp, DSR one flow")"
-        echo "lbp xdp DSR new flows / lbp cores DSR:        $(rowratio "lbp xdp, DSR new flows" "lbp, DSR new flows")"
-        echo "lbp xdp NAT one flow / XDP redirect:          $(rowratio "lbp xdp, NAT one flow" "XDP redirect a0 -> a1 (in kernel)")"
-        echo "lbp xdp NAT new flows / XDP redirect:         $(rowratio "lbp xdp, NAT new flows" "XDP redirect a0 -> a1 (in kernel)")"
-        echo "lbp xdp NAT one flow / lbp cores one flow:    $(rowratio "lbp xdp, NAT one flow" "lbp, one flow")"
-        echo "lbp xdp NAT new flows / lbp cores new flows:  $(rowratio "lbp xdp, NAT new flows" "lbp, new flows")"
-    fi
-else
+elif [ "$ROWS" = all ]; then
     echo "lbp ratios:                                   not yet available"
 fi
+if [ -n "${RATE[lbp xdp, one flow]:-}" ]; then
+    echo "lbp xdp filter drops / XDP_DROP (gen. alone): $(rowratio "lbp xdp, filter drops" "generator alone (counted at a0)")   (target >= 0.8)"
+    echo "lbp xdp filter drops / lbp cores:             $(rowratio "lbp xdp, filter drops" "lbp, filter drops")"
+    echo "lbp xdp one flow / XDP_TX reflect:            $(rowratio "lbp xdp, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp new flows / XDP_TX reflect:           $(rowratio "lbp xdp, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp one flow / lbp cores one flow:        $(rowratio "lbp xdp, one flow" "lbp, one flow")"
+fi
+if [ -n "${RATE[lbp xdp, DSR one flow]:-}" ]; then
+    echo "lbp xdp DSR one flow / XDP_TX reflect:        $(rowratio "lbp xdp, DSR one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp DSR new flows / XDP_TX reflect:       $(rowratio "lbp xdp, DSR new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp DSR one flow / XDP redirect:          $(rowratio "lbp xdp, DSR one flow" "XDP redirect a0 -> a1 (in kernel)")   (the same path's ceiling)"
+    echo "lbp xdp DSR new flows / XDP redirect:         $(rowratio "lbp xdp, DSR new flows" "XDP redirect a0 -> a1 (in kernel)")"
+    echo "lbp xdp DSR out of a0, one flow / XDP_TX:     $(rowratio "lbp xdp, DSR out of a0, one flow" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp DSR out of a0, new flows / XDP_TX:    $(rowratio "lbp xdp, DSR out of a0, new flows" "XDP_TX reflect (in kernel)")   (target >= 0.8)"
+    echo "lbp xdp DSR out of a0 / lbp cores, one flow:  $(rowratio "lbp xdp, DSR out of a0, one flow" "lbp, DSR out of a0, one flow")"
+    echo "lbp xdp DSR out of a0 / lbp cores, new flows: $(rowratio "lbp xdp, DSR out of a0, new flows" "lbp, DSR out of a0, new flows")"
+    echo "lbp xdp DSR one flow / lbp cores DSR:         $(rowratio "lbp xdp, DSR one flow" "lbp, DSR one flow")"
+    echo "lbp xdp DSR new flows / lbp cores DSR:        $(rowratio "lbp xdp, DSR new flows" "lbp, DSR new flows")"
+    echo "lbp xdp NAT one flow / XDP redirect:          $(rowratio "lbp xdp, NAT one flow" "XDP redirect a0 -> a1 (in kernel)")"
+    echo "lbp xdp NAT new flows / XDP redirect:         $(rowratio "lbp xdp, NAT new flows" "XDP redirect a0 -> a1 (in kernel)")"
+    echo "lbp xdp NAT one flow / lbp cores one flow:    $(rowratio "lbp xdp, NAT one flow" "lbp, one flow")"
+    echo "lbp xdp NAT new flows / lbp cores new flows:  $(rowratio "lbp xdp, NAT new flows" "lbp, new flows")"
+fi
 ka=${RPS[straight to one back end, keep-alive]:-0}
-echo "wrk nftables DNAT / one back end, keep-alive: $(ratio "${RPS[nftables DNAT, keep-alive]:-0}" "$ka")"
-echo "wrk nftables DNAT / one back end, new conns:  $(ratio "${RPS[nftables DNAT, new conns]:-0}" "${RPS[straight to one back end, new conns]:-0}")"
+if [ "$ROWS" = all ]; then
+    echo "wrk nftables DNAT / one back end, keep-alive: $(ratio "${RPS[nftables DNAT, keep-alive]:-0}" "$ka")"
+    echo "wrk nftables DNAT / one back end, new conns:  $(ratio "${RPS[nftables DNAT, new conns]:-0}" "${RPS[straight to one back end, new conns]:-0}")"
+fi
 if [ -n "${RPS[lbp, keep-alive]:-}" ]; then
     echo "wrk lbp / nftables DNAT, keep-alive:          $(ratio "${RPS[lbp, keep-alive]}" "${RPS[nftables DNAT, keep-alive]:-0}")   (target >= 1)"
     echo "wrk lbp / nftables DNAT, new conns:           $(ratio "${RPS[lbp, new conns]:-0}" "${RPS[nftables DNAT, new conns]:-0}")   (target >= 1)"
