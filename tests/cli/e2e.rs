@@ -701,6 +701,42 @@ fn lbp_suite(rings: &str, datapath: &str) {
             }
         }),
     );
+    // `lbp conns` lists the flows XDP balanced that no core took over (the
+    // DSR ones: their answers bypass the appliance), beside the cores'
+    // connections, each once.
+    r.check(
+        "lbp conns lists the flows balanced in XDP (none on the cores' path)",
+        lbp.conns().and_then(|c| {
+            let rows = c["connections"].as_array().cloned().unwrap_or_default();
+            let dsr = [
+                SocketAddr::new(DSR4.into(), 80).to_string(),
+                SocketAddr::new(DSR6.into(), 80).to_string(),
+            ];
+            let in_xdp: Vec<&serde_json::Value> =
+                rows.iter().filter(|r| r["state"] == "xdp").collect();
+            let dsr_xdp = in_xdp
+                .iter()
+                .filter(|r| dsr.iter().any(|d| r["vip"] == d.as_str()))
+                .count();
+            let mut keys: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{} {} {}", r["proto"], r["client"], r["vip"]))
+                .collect();
+            keys.sort();
+            let n = keys.len();
+            keys.dedup();
+            eprintln!(
+                "e2e: lbp conns: {n} rows, {} in XDP ({dsr_xdp} DSR)",
+                in_xdp.len()
+            );
+            match (fast, dsr_xdp, keys.len() == n) {
+                (_, _, false) => Err(format!("a connection listed twice: {c}")),
+                (true, 8.., true) => Ok(()),
+                (false, 0, true) if in_xdp.is_empty() => Ok(()),
+                _ => Err(format!("{dsr_xdp} DSR flows listed in XDP of {n} rows")),
+            }
+        }),
+    );
     r.check(
         "the fast path's counters: blocked sources dropped, non-service ports reset in XDP",
         lbp.stats().and_then(|st| {

@@ -341,18 +341,30 @@ impl Lbp {
 
     /// `lbp stats --json` through its control socket.
     pub fn stats(&self) -> Result<serde_json::Value, String> {
+        self.read("stats", &[])
+    }
+
+    /// `lbp conns --json` through its control socket, every connection.
+    pub fn conns(&self) -> Result<serde_json::Value, String> {
+        self.read("conns", &["--limit", "1000000"])
+    }
+
+    /// `lbp COMMAND --json ARGS` through its control socket.
+    fn read(&self, command: &str, args: &[&str]) -> Result<serde_json::Value, String> {
         let o = Command::new(env!("CARGO_BIN_EXE_lbp"))
-            .args(["stats", "--json", "--control"])
+            .args([command, "--json"])
+            .args(args)
+            .arg("--control")
             .arg(&self.control)
             .output()
-            .map_err(|e| format!("lbp stats: {e}"))?;
+            .map_err(|e| format!("lbp {command}: {e}"))?;
         if !o.status.success() {
             return Err(format!(
-                "lbp stats: {}",
+                "lbp {command}: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
             ));
         }
-        serde_json::from_slice(&o.stdout).map_err(|e| format!("lbp stats --json: {e}"))
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("lbp {command} --json: {e}"))
     }
 
     /// [`Lbp::stop`], and whether it exited 0.

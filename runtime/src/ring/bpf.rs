@@ -30,6 +30,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -226,6 +227,60 @@ pub fn array_update_batch(map: &LoadedMap, first: u32, values: &[u8]) -> io::Res
             .map_err(|e| io::Error::new(e.kind(), format!("filling BPF map {}: {e}", map.name)))?;
     }
     Ok(())
+}
+
+/// Every entry of a hash map (`BPF_MAP_LOOKUP_BATCH`, a bucket range per
+/// call), key then value as bytes of the map's sizes, until `each` says
+/// false. Entries added or removed meanwhile may or may not be seen (the
+/// kernel reads each bucket under its lock, not the map at one instant).
+pub fn hash_for_each(
+    map: &LoadedMap,
+    mut each: impl FnMut(&[u8], &[u8]) -> bool,
+) -> io::Result<()> {
+    // Entries per call: a bucket holds far fewer (ENOSPC otherwise).
+    const CHUNK: usize = 1024;
+    let (ks, vs) = (map.key_size as usize, map.value_size as usize);
+    if !matches!(map.spec_kind, MapKind::Hash | MapKind::LruHash) || ks == 0 || vs == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("BPF map {}: not a hash map", map.name),
+        ));
+    }
+    let mut keys = vec![0u8; CHUNK * ks];
+    let mut values = vec![0u8; CHUNK * vs];
+    // The kernel's cursor: a bucket number, opaque here.
+    let (mut at, mut next) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut a = BatchAttr {
+            in_batch: if first { 0 } else { &at as *const u32 as u64 },
+            out_batch: &mut next as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: map.fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut a);
+        let n = (a.count as usize).min(CHUNK);
+        for i in 0..n {
+            if !each(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]) {
+                return Ok(());
+            }
+        }
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading BPF map {}: {e}", map.name),
+                ));
+            }
+        }
+        at = next;
+        first = false;
+    }
 }
 
 /// Remove `key` from `map`; false when it was not there.
@@ -1014,6 +1069,63 @@ mod tests {
         assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
         assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
         assert_eq!(size_of::<XdpMd>(), 24);
+    }
+
+    /// Every entry of a hash map once, in batches; an early stop; not an
+    /// array. Needs root (CAP_BPF).
+    #[test]
+    fn a_hash_map_read_whole() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            lbp_lab::testing::skip(
+                "ring::bpf::tests::a_hash_map_read_whole",
+                "needs root (CAP_BPF)",
+            );
+            return;
+        }
+        for kind in [MapKind::Hash, MapKind::LruHash] {
+            let spec = |kind, max_entries| MapSpec {
+                name: "lbp_test".into(),
+                kind,
+                key_size: 8,
+                value_size: 4,
+                max_entries,
+                entries: Vec::new(),
+            };
+            let m = LoadedMap::create(&spec(kind, 8192)).unwrap();
+            let n = 5000u64;
+            for k in 0..n {
+                map_update_bytes(&m, &k.to_ne_bytes(), &((k * 3) as u32).to_ne_bytes()).unwrap();
+            }
+            let mut seen = vec![0u32; n as usize];
+            hash_for_each(&m, |k, v| {
+                let k = u64::from_ne_bytes(k.try_into().unwrap());
+                assert_eq!(u32::from_ne_bytes(v.try_into().unwrap()), (k * 3) as u32);
+                seen[k as usize] += 1;
+                true
+            })
+            .unwrap();
+            assert!(seen.iter().all(|&c| c == 1), "{kind:?}");
+            let mut calls = 0;
+            hash_for_each(&m, |_, _| {
+                calls += 1;
+                calls < 10
+            })
+            .unwrap();
+            assert_eq!(calls, 10);
+            let empty = LoadedMap::create(&spec(kind, 16)).unwrap();
+            hash_for_each(&empty, |_, _| panic!("an entry in an empty map")).unwrap();
+        }
+        let array = LoadedMap::create(&MapSpec {
+            name: "lbp_test".into(),
+            kind: MapKind::Array,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 4,
+            entries: Vec::new(),
+        })
+        .unwrap();
+        assert!(hash_for_each(&array, |_, _| true).is_err());
     }
 
     #[test]

@@ -134,6 +134,42 @@ pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Opt
     (stamp != 0 || index & fast::FLOW_REPLY == 0).then_some(addr)
 }
 
+/// A flow XDP balanced, as its record in the flows map says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpFlow {
+    /// Its key, as the cores' connection table keys a connection.
+    pub key: crate::conn::ConnKey,
+    /// Its back end's address (the `Fields` form).
+    pub backend: [u8; 16],
+}
+
+/// Every flow `flows` records (not the NAT flows' reply records), until
+/// `each` says false.
+pub fn xdp_flows_each(
+    flows: &crate::ring::bpf::LoadedMap,
+    mut each: impl FnMut(XdpFlow) -> bool,
+) -> std::io::Result<()> {
+    crate::ring::bpf::hash_for_each(flows, |k, v| {
+        if k.len() != size_of::<fast::FlowKey>() || v.len() != size_of::<fast::Flow>() {
+            return false;
+        }
+        let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+        if word(16) == 0 && word(20) & fast::FLOW_REPLY != 0 {
+            return true;
+        }
+        let mut key = crate::conn::ConnKey::default();
+        key.client.copy_from_slice(&k[..16]);
+        key.vip.copy_from_slice(&k[16..32]);
+        key.client_port = u16::from_ne_bytes([k[32], k[33]]);
+        key.vport = u16::from_ne_bytes([k[34], k[35]]);
+        key.version = k[36];
+        key.proto = k[37];
+        let mut backend = [0u8; 16];
+        backend.copy_from_slice(&v[..16]);
+        each(XdpFlow { key, backend })
+    })
+}
+
 /// For a reply `f` of a NAT flow balanced in XDP (back end to client): the
 /// flow's virtual IP (the `Fields` form) and port, from its reply record.
 pub fn xdp_reply(

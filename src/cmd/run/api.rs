@@ -589,15 +589,9 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                 .find(|s| s.vips.contains(&vip))
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
-            let proto = match k.proto {
-                6 => "tcp".to_string(),
-                17 => "udp".to_string(),
-                1 | 58 => "icmp".to_string(),
-                p => p.to_string(),
-            };
             rows.push(json!({
                 "service": service,
-                "proto": proto,
+                "proto": proto_text(k.proto),
                 "client": sock_text(ip_from_bytes(&k.client), k.client_port),
                 "vip": sock_text(vip, k.vport),
                 "backend": if c.target.backend_port == 0 { be.to_string() } else { sock_text(be, c.target.backend_port) },
@@ -606,17 +600,63 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
             }));
         }
     });
+    // Flows the XDP fast path balanced that no core took over: its flows
+    // map (no state or idle time there; an LRU forgets the oldest).
+    if let Some(flows) = src.control.shared.xdp_flows.get() {
+        let conns = &src.control.shared.conns;
+        let r = lbp_runtime::ring::fastbal::xdp_flows_each(flows, |x| {
+            let (k, vip, be) = (x.key, ip_from_bytes(&x.key.vip), ip_from_bytes(&x.backend));
+            if vips.as_ref().is_some_and(|vs| !vs.contains(&vip))
+                || want_backend.is_some_and(|b| b != be)
+                || conns.peek(&k, now).is_some()
+            {
+                return true;
+            }
+            total += 1;
+            if rows.len() < limit {
+                let found = v.app.services.iter().find_map(|s| {
+                    let b = s.backends.iter().find(|b| b.addr == be)?;
+                    s.vips.contains(&vip).then_some((s, b))
+                });
+                let backend = match found {
+                    Some((s, b)) => match s.mode {
+                        lbp_runtime::config::Mode::Nat { to_port } => {
+                            sock_text(be, b.port.or(to_port).unwrap_or(k.vport))
+                        }
+                        _ => be.to_string(),
+                    },
+                    None => be.to_string(),
+                };
+                rows.push(json!({
+                    "service": found.map(|(s, _)| s.name.clone()).unwrap_or_default(),
+                    "proto": proto_text(k.proto),
+                    "client": sock_text(ip_from_bytes(&k.client), k.client_port),
+                    "vip": sock_text(vip, k.vport),
+                    "backend": backend,
+                    "state": "xdp",
+                    "idle_ms": null,
+                }));
+            }
+            true
+        });
+        if let Err(e) = r {
+            return Err(format!("lbp: the XDP fast path's flows: {e}\n"));
+        }
+    }
     let mut t = String::new();
     for r in &rows {
+        let idle = match r["idle_ms"].as_u64() {
+            Some(ms) => format!("idle {ms} ms"),
+            None => "in XDP".to_string(),
+        };
         t.push_str(&format!(
-            "{:<5} {:<8} {:<46} -> {:<46} => {:<46} {:<12} idle {} ms\n",
+            "{:<5} {:<8} {:<46} -> {:<46} => {:<46} {:<12} {idle}\n",
             r["proto"].as_str().unwrap_or(""),
             r["service"].as_str().unwrap_or(""),
             r["client"].as_str().unwrap_or(""),
             r["vip"].as_str().unwrap_or(""),
             r["backend"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
-            u(r, "idle_ms"),
         ));
     }
     t.push_str(&format!(
@@ -629,6 +669,15 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
         }
     ));
     Ok((t, json!({ "total": total, "connections": rows })))
+}
+
+fn proto_text(p: u8) -> String {
+    match p {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 | 58 => "icmp".to_string(),
+        p => p.to_string(),
+    }
 }
 
 fn sock_text(a: IpAddr, port: u16) -> String {
