@@ -39,17 +39,22 @@
 //! echo server share the other. With 32 in flight the client is the core
 //! path's bottleneck, so that ratio understates the paths' difference.
 //!
-//! Figures (2 shared cores, release build, 20 000 requests per path), three
-//! runs of 2026-12-07 with alternating rounds: on the wire, p50 5.6-7.8x
-//! (core 3.5-3.7 us, TAP 19.6-27.2 us) and p99 9.7-11.8x; as the client
+//! Figures (2 shared cores, release build, 20 000 requests per path), five
+//! runs of 2026-12-07 with alternating rounds: on the wire, p50 4.3-7.8x
+//! (core 3.0-3.7 us, TAP 12.7-27.2 us: the TAP path's time swings with the
+//! machine, the core app's does not) and p99 7.4-11.8x; as the client
 //! program sees it 1.9-2.1x (both paths pay the client's wake-up); at the
-//! interface from before `send`, 3.9-5.4x. Throughput: one in flight
+//! interface from before `send`, 3.1-5.4x. Throughput: one in flight
 //! 1.9-2.1x; 32 in flight 1.7-2.3x (the client shares the one free core);
 //! open loop, the core app's rate is 4.0-6.6x the TAP path's best rate of
-//! the run. (Earlier runs that day, taken while kernel trace events were
-//! enabled on the machine, gave 5.0-6.8x on the wire.) An idle switching core
-//! no longer makes a receive syscall per iteration on a copy-mode AF_XDP
-//! socket (a busy poll Linux 6.18 does only in zero-copy mode).
+//! the run (the core app answers about 0.83 M of 0.98 M requests offered a
+//! second: the copy-mode transmit, a socket buffer per frame, runs on the
+//! switching core). So the 5x goal holds at p99 and in most runs at p50 and
+//! open loop, not in every run. (Earlier runs that day, taken while kernel
+//! trace events were enabled on the machine, gave 5.0-6.8x on the wire.) An
+//! idle switching core no longer makes a receive syscall per iteration on a
+//! copy-mode AF_XDP socket (a busy poll Linux 6.18 does only in zero-copy
+//! mode).
 //!
 //! Run as root: `cargo bench --bench apps` (the lbp binary of the bench
 //! profile). Environment: `LBP_APPS_REQUESTS` (requests per path, 20 000),
