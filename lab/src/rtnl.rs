@@ -103,12 +103,16 @@ impl Rtnl {
     }
 
     /// Whether the interface of index `index` is up with its carrier (an IPv6
-    /// address on it becomes usable only then).
+    /// address on it becomes usable only then). The carrier's flag, not
+    /// `IFF_RUNNING`: the kernel sets that one later, from its link watch.
     pub(crate) fn running(&mut self, index: u32) -> Result<bool> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         let link = self.link(msg, &|| format!("interface {index}"))?;
-        Ok(link.header.flags.contains(LinkFlags::Running))
+        Ok(link
+            .header
+            .flags
+            .contains(LinkFlags::Up | LinkFlags::LowerUp))
     }
 
     /// The kernel's description of the one link `msg` names.

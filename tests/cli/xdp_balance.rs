@@ -833,3 +833,99 @@ fn nat_flows_are_rewritten_as_the_core_does_and_their_replies_found_by_a_core() 
     assert_eq!(other.counters().xdp_adopted, cases.len() as u64);
     assert_eq!(b.counter(slot::TO_CORES), 0);
 }
+
+/// Two NAT services of one virtual IP on the same back ends and port: one
+/// balanced in XDP (maglev), one on the cores (round robin).
+const TWO_NAT: &str = r#"
+interface client { address 198.18.0.1/16 }
+interface servers { address 198.19.0.1/24 }
+pool natweb {
+    backend 198.19.0.11 port 8080
+    backend 198.19.0.12 port 8080
+}
+service fast {
+    vip 198.19.100.2 tcp port 80
+    pool natweb
+    balance maglev
+    mode nat
+}
+service slow {
+    vip 198.19.100.2 tcp port 81
+    pool natweb
+    balance round_robin
+    mode nat
+}
+"#;
+
+/// A client port that served a connection the cores balanced, which ended
+/// (a RST), then opens one to another service that XDP balances to the same
+/// back end and port: the back end's SYN-ACK answers the new flow and is
+/// translated as its (port 80), not the ended one's (port 81), by a core
+/// with the flows map. Without XDP's records (a core without the map) the
+/// ended connection still translates it, as it did the retransmitted SYN-ACK
+/// of a connection the client closed early.
+#[test]
+fn a_syn_ack_on_a_tuple_whose_connection_ended_is_the_new_flows() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::of(TWO_NAT, &neigh, flows_map().unwrap());
+    let mut core = b.core();
+    core.set_xdp_flows(b.flows.try_clone().unwrap());
+    let mut blind = b.core();
+    let vip: IpAddr = "198.19.100.2".parse().unwrap();
+    let c = client(7);
+    let src_port = |f: &[u8]| u16::from_be_bytes([f[34], f[35]]);
+    let mut tried = 0;
+    for port in 40_000u16..40_064 {
+        // The cores' connection to port 81, then its end.
+        let syn81 = checksummed(frame(c, vip, port, 81, Some(0x02)));
+        let rst81 = checksummed(frame(c, vip, port, 81, Some(0x04)));
+        let mut on_core = None;
+        for t in [&mut core, &mut blind] {
+            let out = t.send(&syn81, 0);
+            let Some(Fate::Sent { iface: 1, frame }) = out.fates.first() else {
+                panic!("the core did not balance {port}: {:?}", out.fates);
+            };
+            on_core = backend_of(frame);
+            t.send(&rst81, 0);
+        }
+        // XDP balances the new SYN to port 80.
+        let syn80 = checksummed(frame(c, vip, port, 80, Some(0x02)));
+        let (action, sent) = b.run(&syn80);
+        assert!(
+            action == XDP_TX || action == XDP_REDIRECT,
+            "{port}: {action}"
+        );
+        if backend_of(&sent) != on_core {
+            continue;
+        }
+        tried += 1;
+        let syn_ack = reply_to(&sent);
+        let got = core.send(&syn_ack, 1);
+        let Some(Fate::Sent { iface: 0, frame }) = got.fates.first() else {
+            panic!(
+                "{port}: the SYN-ACK was not sent to the client: {:?}",
+                got.fates
+            );
+        };
+        assert_eq!(
+            src_port(frame),
+            80,
+            "{port}: translated as the ended flow's"
+        );
+        assert!(checksums_hold(frame), "{port}: {frame:02x?}");
+        let got = blind.send(&syn_ack, 1);
+        let Some(Fate::Sent { iface: 0, frame }) = got.fates.first() else {
+            panic!(
+                "{port}: a core without the map did not translate it: {:?}",
+                got.fates
+            );
+        };
+        assert_eq!(src_port(frame), 81, "{port}: without the map");
+    }
+    assert!(
+        tried >= 8,
+        "only {tried} ports met the same back end on both paths"
+    );
+    assert_eq!(core.counters().xdp_adopted, tried);
+}

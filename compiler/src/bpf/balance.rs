@@ -50,7 +50,7 @@ const NEW_OFF: i16 = -268;
 const KEY_OFF: i16 = -272;
 /// The service's [`BalService`] (24 bytes, 4-aligned).
 const SVC_OFF: i16 = -296;
-/// The back end's [`BalBackend`] (36 bytes, 4-aligned).
+/// The back end's [`BalBackend`] (40 bytes, 4-aligned).
 const BACKEND_OFF: i16 = -336;
 /// A counter slot (u32): the back end's first.
 const SLOT_OFF: i16 = -340;

@@ -133,6 +133,20 @@ pub struct ConnKey {
     pub proto: u8,
 }
 
+impl ConnKey {
+    /// The key of the connection a client's frame with fields `f` belongs to.
+    pub fn of_client(f: &lbp_abi::Fields) -> ConnKey {
+        ConnKey {
+            client: f.ip_src,
+            vip: f.ip_dst,
+            client_port: f.sport,
+            vport: f.dport,
+            version: f.ip_version,
+            proto: f.ip_proto,
+        }
+    }
+}
+
 /// A packet a back end sends back to a client through the appliance (NAT):
 /// source back-end address and port, destination client address and port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -241,6 +255,13 @@ impl State {
         if ack && !syn && from_client && matches!(self, SynSent | SynRecv) {
             return Established;
         }
+        // The back end acknowledges (or sends data) after its SYN-ACK only
+        // once the client's ACK completed the handshake: the way a core
+        // learns it when that ACK never came its way (the XDP fast path
+        // sent it).
+        if ack && !syn && !from_client && self == SynRecv {
+            return Established;
+        }
         self
     }
 }
@@ -326,8 +347,7 @@ pub struct ConnStats {
     /// Entries removed because a new connection took over their back end's
     /// 4-tuple (see [`ConnTable::insert`] and [`ConnTable::supersede`]).
     pub superseded: u64,
-    /// Ended TCP connections whose client port a new SYN reused (or whose back
-    /// end answered a new SYN the table did not see): removed, so
+    /// Ended TCP connections whose client port a new SYN reused: removed, so
     /// that the new connection is balanced afresh.
     pub reused: u64,
 }
@@ -541,11 +561,7 @@ impl ConnTable {
     /// update it as [`ConnTable::lookup`] does (as a packet from the back end), and
     /// return its key (whose `vip` and `vport` the source is rewritten to) and
     /// entry. Two connections never share the back end's view of the tuple: the
-    /// newer supersedes the older when it is inserted. A SYN from the back end
-    /// on a TCP connection that ended (a FIN or RST seen) answers a new SYN of
-    /// the tuple that this table never saw (the XDP fast path balanced it):
-    /// the ended entry is removed and not returned, as [`ConnTable::lookup`]
-    /// removes it for the client's new SYN.
+    /// newer supersedes the older when it is inserted.
     pub fn lookup_reverse(
         &self,
         rkey: &ReverseKey,
@@ -561,18 +577,22 @@ impl ConnTable {
                     self.drop_expired(slot);
                     return None;
                 }
-                if rkey.proto == PROTO_TCP
-                    && tcp_flags & (tcp_flag::SYN | tcp_flag::RST) == tcp_flag::SYN
-                    && matches!(slot.conn.state, State::FinWait | State::Closed)
-                {
-                    slot.used = false;
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    self.reused.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
                 slot.conn.state = slot.conn.state.next(tcp_flags, false);
                 slot.conn.last_seen = slot.conn.last_seen.max(now);
                 return Some((slot.key, slot.conn));
+            }
+        }
+        None
+    }
+
+    /// The entry a back end's packet of reverse key `rkey` would find (as
+    /// [`ConnTable::lookup_reverse`]), if live at `now`, without touching it.
+    pub fn peek_reverse(&self, rkey: &ReverseKey, now: u64) -> Option<(ConnKey, Conn)> {
+        let (i1, i2) = self.buckets_of(&rkey.client, rkey.client_port, rkey.proto, rkey.version);
+        for i in [i1, i2] {
+            let bucket = self.buckets[i].lock();
+            if let Some(slot) = bucket.iter().find(|s| s.answers_to(rkey)) {
+                return (!self.expired_at(slot, now)).then_some((slot.key, slot.conn));
             }
         }
         None

@@ -261,22 +261,26 @@ pub fn hash_for_each(
             map_fd: map.fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut a);
-        let n = (a.count as usize).min(CHUNK);
-        for i in 0..n {
-            if !each(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]) {
-                return Ok(());
-            }
-        }
-        match r {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        // The entries copied count only on success, or at the end (ENOENT
+        // with the last ones).
+        let end = match sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut a) {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
                     format!("reading BPF map {}: {e}", map.name),
                 ));
             }
+        };
+        let n = (a.count as usize).min(CHUNK);
+        for i in 0..n {
+            if !each(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs]) {
+                return Ok(());
+            }
+        }
+        if end {
+            return Ok(());
         }
         at = next;
         first = false;

@@ -104,14 +104,30 @@ pub struct Tables {
 /// The flows map's key of a frame with fields `f`
 /// (`lbp_abi::bpf::fast::FlowKey`, as the program builds it).
 pub fn flow_key(f: &lbp_abi::Fields) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..16].copy_from_slice(&f.ip_src);
-    k[16..32].copy_from_slice(&f.ip_dst);
-    k[32..34].copy_from_slice(&f.sport.to_ne_bytes());
-    k[34..36].copy_from_slice(&f.dport.to_ne_bytes());
-    k[36] = f.ip_version;
-    k[37] = f.ip_proto;
-    k
+    conn_flow_key(&crate::conn::ConnKey::of_client(f))
+}
+
+/// The flows map's key of connection `k` (as [`flow_key`] of its client's
+/// frames).
+fn conn_flow_key(k: &crate::conn::ConnKey) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..16].copy_from_slice(&k.client);
+    key[16..32].copy_from_slice(&k.vip);
+    key[32..34].copy_from_slice(&k.client_port.to_ne_bytes());
+    key[34..36].copy_from_slice(&k.vport.to_ne_bytes());
+    key[36] = k.version;
+    key[37] = k.proto;
+    key
+}
+
+/// The back end (its address, the `Fields` form) XDP gives the client's
+/// frames of connection `k`, if `flows` records the flow.
+pub fn xdp_backend(
+    flows: &crate::ring::bpf::LoadedMap,
+    k: &crate::conn::ConnKey,
+) -> Option<[u8; 16]> {
+    let (addr, stamp, index) = record_of(flows, &conn_flow_key(k))?;
+    (stamp != 0 || index & fast::FLOW_REPLY == 0).then_some(addr)
 }
 
 /// `flows`' record for the frame with fields `f`: (address, stamp, index).
@@ -119,8 +135,13 @@ fn record(
     flows: &crate::ring::bpf::LoadedMap,
     f: &lbp_abi::Fields,
 ) -> Option<([u8; 16], u32, u32)> {
+    record_of(flows, &flow_key(f))
+}
+
+/// `flows`' record of key `key`: (address, stamp, index).
+fn record_of(flows: &crate::ring::bpf::LoadedMap, key: &[u8; 40]) -> Option<([u8; 16], u32, u32)> {
     let mut v = [0u8; 24];
-    crate::ring::bpf::map_lookup(flows.fd.as_fd(), &flow_key(f), &mut v).ok()?;
+    crate::ring::bpf::map_lookup(flows.fd.as_fd(), key, &mut v).ok()?;
     let mut a = [0u8; 16];
     a.copy_from_slice(&v[..16]);
     let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);

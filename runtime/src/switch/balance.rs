@@ -10,7 +10,7 @@ use super::expire::Hop;
 use super::route::{bytes_of, ip_from_bytes, ip_of};
 use crate::balance::least_load;
 use crate::config::{Algorithm, Mode, Service};
-use crate::conn::{ConnKey, Insert, ReverseKey, Target};
+use crate::conn::{ConnKey, Insert, ReverseKey, State, Target};
 use crate::ring::Desc;
 use crate::wire::{Packet, Side};
 
@@ -30,6 +30,21 @@ impl Burst<'_> {
             version: f.ip_version,
             proto: f.ip_proto,
         };
+        // A SYN from the back end on a connection that ended answers a new
+        // SYN of the tuple: one the XDP fast path balanced (its records say
+        // so) replaces it; without them the ended one still translates it (a
+        // SYN-ACK retransmitted after the client's early FIN).
+        if f.present & present::TCP != 0
+            && f.tcp_flags & (tcp_flag::SYN | tcp_flag::RST) == tcp_flag::SYN
+            && self.shared.xdp_flows.get().is_some()
+            && self
+                .shared
+                .conns
+                .peek_reverse(&rkey, self.now)
+                .is_some_and(|(_, c)| matches!(c.state, State::FinWait | State::Closed))
+        {
+            let _ = self.adopt_reply(f);
+        }
         let found = self
             .shared
             .conns
@@ -55,21 +70,28 @@ impl Burst<'_> {
     }
 
     /// A reply of a NAT flow the XDP fast path balanced (no connection
-    /// here): the flow taken into this table from its reply record, if its
-    /// back end still serves a NAT service of that virtual IP.
-    /// Only a TCP or UDP packet to no virtual IP can be a reply (a back end
-    /// that is a client of a virtual IP itself sends there), so a back end's
-    /// other traffic costs no lookup in the kernel's map.
+    /// here, or one that ended): the flow taken into this table from its
+    /// reply record, if the flow's own record still sends the client's
+    /// packets to this back end (a reply record outlives a flow that moved)
+    /// and the back end still serves a NAT service of that virtual IP.
+    /// Only a TCP or UDP packet to no virtual IP, by the interface the back
+    /// end is reached by, can be a reply (a back end that is a client of a
+    /// virtual IP itself sends there): a back end's other traffic, and a
+    /// host elsewhere that takes a back end's address, cost no lookup in the
+    /// kernel's map.
     fn adopt_reply(&mut self, f: &Fields) -> Option<()> {
         let flows = self.shared.xdp_flows.get()?;
+        let g = self.g;
+        let backend = ip_of(f.ip_version, &f.ip_src);
         if f.present & (present::TCP | present::UDP) == 0
-            || self.g.is_vip(&ip_of(f.ip_version, &f.ip_dst))
+            || g.is_vip(&ip_of(f.ip_version, &f.ip_dst))
+            || crate::switch::route_lookup(&g.appliance.routes, backend)
+                .and_then(|r| g.appliance.routes.get(r))
+                .is_none_or(|r| r.dev != f.in_iface)
         {
             return None;
         }
         let (vip, vport) = crate::ring::fastbal::xdp_reply(flows, f)?;
-        let g = self.g;
-        let backend = ip_of(f.ip_version, &f.ip_src);
         let vip_ip = ip_of(f.ip_version, &vip);
         let (s, b) = g
             .appliance
@@ -102,20 +124,25 @@ impl Burst<'_> {
             version: f.ip_version,
             proto: f.ip_proto,
         };
+        if crate::ring::fastbal::xdp_backend(flows, &key)? != f.ip_src {
+            return None;
+        }
         let target = Target {
             service: s as u32,
             backend: b as u32,
             backend_addr: f.ip_src,
             backend_port: f.sport,
         };
-        // Recorded as its opening: a TCP flow is one whose SYN XDP saw. A
-        // connection of the same tuple still here is an earlier one (XDP
-        // balanced a new SYN of the tuple): replaced, as a SYN replaces it
-        // on the cores.
-        let flags = if f.present & present::TCP != 0 {
-            tcp_flag::SYN
-        } else {
-            0
+        // Recorded as its opening when this is the back end's SYN-ACK (a
+        // TCP flow is one whose SYN XDP saw), else as established (taken
+        // over mid-flow: a core's entry expired while the client's packets
+        // went by XDP). A connection of the same tuple still here is an
+        // earlier one (XDP balanced a new SYN of the tuple): replaced, as a
+        // SYN replaces it on the cores.
+        let flags = match f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK) {
+            _ if f.present & present::TCP == 0 => 0,
+            x if x == tcp_flag::SYN | tcp_flag::ACK => tcp_flag::SYN,
+            _ => tcp_flag::ACK,
         };
         self.shared.conns.remove(&key);
         let _ = self.shared.conns.insert(&key, target, flags, self.now);
@@ -212,14 +239,7 @@ impl Burst<'_> {
         let Some(svc) = g.appliance.services.get(s) else {
             return self.drop_frame(d, DropReason::NoBackend);
         };
-        let key = ConnKey {
-            client: f.ip_src,
-            vip: f.ip_dst,
-            client_port: f.sport,
-            vport: f.dport,
-            version: f.ip_version,
-            proto: f.ip_proto,
-        };
+        let key = ConnKey::of_client(f);
         let known = self.shared.conns.lookup(&key, f.tcp_flags, self.now);
         let tcp = f.present & present::TCP != 0;
         let mut opened = None;
