@@ -205,11 +205,17 @@ fn ask(commands: &SyncSender<Command>, make: impl FnOnce(Sender<Reply>) -> Comma
 /// Have the control loop bring the view up to now, so that counters read
 /// after traffic count it (the view is otherwise refreshed each tick). A
 /// control loop that is busy (a reload compiling) or slow to answer leaves
-/// the view as it is: stats still answer.
+/// the view as it is: stats still answer. One refresh at a time is queued.
 fn refresh(commands: &SyncSender<Command>) {
+    use super::control::REFRESH_PENDING;
+    if REFRESH_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let (tx, rx) = channel();
     if commands.try_send(Command::Refresh(tx)).is_ok() {
         let _ = rx.recv_timeout(Duration::from_secs(1));
+    } else {
+        REFRESH_PENDING.store(false, Ordering::Release);
     }
 }
 

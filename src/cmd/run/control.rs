@@ -17,7 +17,7 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -135,6 +135,11 @@ pub enum Change {
 /// Reloads refused, wherever they were refused (a policy with errors on the
 /// API thread, a change the running appliance cannot take here).
 pub static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// A `Command::Refresh` is queued and not yet answered: a `stats` meanwhile
+/// queues no other (a control loop slow to answer does not fill the queue
+/// with them).
+pub static REFRESH_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Commands taken per tick at most.
 pub const COMMANDS_PER_TICK: usize = 16;
@@ -361,6 +366,7 @@ impl Controller {
             }
             Command::Refresh(reply) => {
                 self.refresh_view();
+                REFRESH_PENDING.store(false, Ordering::Release);
                 let _ = reply.send(());
                 return;
             }
