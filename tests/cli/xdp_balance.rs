@@ -901,6 +901,14 @@ fn a_syn_ack_on_a_tuple_whose_connection_ended_is_the_new_flows() {
         }
         tried += 1;
         let syn_ack = reply_to(&sent);
+        // By the client's interface (a spoofed back end): not taken over.
+        let adopted = core.counters().xdp_adopted;
+        core.send(&syn_ack, 0);
+        assert_eq!(
+            core.counters().xdp_adopted,
+            adopted,
+            "{port}: by the client side"
+        );
         let got = core.send(&syn_ack, 1);
         let Some(Fate::Sent { iface: 0, frame }) = got.fates.first() else {
             panic!(
@@ -928,4 +936,56 @@ fn a_syn_ack_on_a_tuple_whose_connection_ended_is_the_new_flows() {
         "only {tried} ports met the same back end on both paths"
     );
     assert_eq!(core.counters().xdp_adopted, tried);
+}
+
+/// A reply record outlives a flow that moved: when the flow's own record
+/// names another back end, the old back end's reply is not taken over (it
+/// would move a live connection to it), and a core leaves it untranslated.
+#[test]
+fn a_reply_record_is_taken_over_only_for_the_flows_back_end() {
+    require_netns!();
+    let neigh = known_neighbours();
+    let b = Bench::of(TWO_NAT, &neigh, flows_map().unwrap());
+    let mut core = b.core();
+    core.set_xdp_flows(b.flows.try_clone().unwrap());
+    let vip: IpAddr = "198.19.100.2".parse().unwrap();
+    let mapped = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    for (i, port) in (41_000u16..41_016).enumerate() {
+        let c = client(i as u32);
+        let (action, sent) = b.run(&checksummed(frame(c, vip, port, 80, Some(0x02))));
+        assert!(
+            action == XDP_TX || action == XDP_REDIRECT,
+            "{port}: {action}"
+        );
+        let to = backend_of(&sent).expect("sent to a back end");
+        let other = backends()
+            .into_iter()
+            .take(2)
+            .find(|&a| a != to)
+            .expect("two back ends");
+        // The flow's record now names the other back end.
+        let mut key = Vec::with_capacity(40);
+        key.extend_from_slice(&mapped(c));
+        key.extend_from_slice(&mapped(vip));
+        key.extend_from_slice(&port.to_ne_bytes());
+        key.extend_from_slice(&80u16.to_ne_bytes());
+        key.extend_from_slice(&[4, 6, 0, 0]);
+        let mut value = Vec::with_capacity(24);
+        value.extend_from_slice(&mapped(other));
+        value.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        lbp_runtime::ring::bpf::map_update_bytes(&b.flows, &key, &value).unwrap();
+        let got = core.send(&reply_to(&sent), 1);
+        let translated = got.fates.iter().any(
+            |f| matches!(f, Fate::Sent { iface: 0, frame } if frame[26..30] == mapped(vip)[12..]),
+        );
+        assert!(
+            !translated,
+            "{port}: taken over from a stale reply record: {:?}",
+            got.fates
+        );
+    }
+    assert_eq!(core.counters().xdp_adopted, 0);
 }
