@@ -60,6 +60,18 @@ pub struct Service {
     pub health: Vec<Check>,
 }
 
+impl Service {
+    /// The port a client's frame to port `vport` leaves for back end `be`
+    /// with: under NAT the back end's own port, else the service's `to
+    /// port`, else `vport`; 0 under DSR (the port is not rewritten).
+    pub fn backend_port(&self, be: &Backend, vport: u16) -> u16 {
+        match self.mode {
+            Mode::Nat { to_port } => be.port.or(to_port).unwrap_or(vport),
+            Mode::Dsr => 0,
+        }
+    }
+}
+
 /// A pool's health check, as the compiler lowers it.
 pub use lbp_abi::health::Check;
 

@@ -88,6 +88,25 @@ fn copy(a: &mut Asm, src: u8, from: i16, to: i16, len: usize) {
     }
 }
 
+/// The flow key's two addresses (at `FLOW_KEY_OFF`) from the stack: its
+/// `client` from `client`, its `vip` from `vip`.
+fn key_addrs(a: &mut Asm, client: i16, vip: i16) {
+    copy(
+        a,
+        FP,
+        client,
+        FLOW_KEY_OFF + offset_of!(FlowKey, client) as i16,
+        16,
+    );
+    copy(
+        a,
+        FP,
+        vip,
+        FLOW_KEY_OFF + offset_of!(FlowKey, vip) as i16,
+        16,
+    );
+}
+
 /// Balance the frame (the decision is `Balance`) or jump to `cores`.
 /// `services`: the policy's number of services; `ctx`: where the context is.
 pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) {
@@ -119,19 +138,10 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     for i in (0..size_of::<FlowKey>() as i16).step_by(8) {
         a.st_imm(op::DW, FP, FLOW_KEY_OFF + i, 0);
     }
-    copy(
+    key_addrs(
         a,
-        FP,
         field(offset_of!(Fields, ip_src)),
-        FLOW_KEY_OFF + offset_of!(FlowKey, client) as i16,
-        16,
-    );
-    copy(
-        a,
-        FP,
         field(offset_of!(Fields, ip_dst)),
-        FLOW_KEY_OFF + offset_of!(FlowKey, vip) as i16,
-        16,
     );
     for (from, to, size) in [
         (
@@ -538,19 +548,10 @@ fn reply_record(a: &mut Asm, m: Maps, done: Label) {
     a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
     a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
     a.jmp_imm(op::JEQ, R2, 0, done);
-    copy(
+    key_addrs(
         a,
-        FP,
         backend(offset_of!(BalBackend, addr)),
-        FLOW_KEY_OFF + offset_of!(FlowKey, client) as i16,
-        16,
-    );
-    copy(
-        a,
-        FP,
         field(offset_of!(Fields, ip_src)),
-        FLOW_KEY_OFF + offset_of!(FlowKey, vip) as i16,
-        16,
     );
     let ported = a.label();
     a.ldx(op::H, R2, FP, backend(offset_of!(BalBackend, port)));

@@ -75,15 +75,6 @@ pub fn balanced_here(svc: &Service) -> bool {
     matches!(svc.algorithm, Algorithm::Maglev | Algorithm::Hash)
 }
 
-/// The NAT port of back end `be` of `svc` (host order), 0 to keep the
-/// packet's, as the cores choose it.
-fn nat_port(svc: &Service, be: &crate::config::Backend) -> u16 {
-    match svc.mode {
-        Mode::Nat { to_port } => be.port.or(to_port).unwrap_or(0),
-        Mode::Dsr => 0,
-    }
-}
-
 /// The largest Maglev table of a pool of `n` back ends (the runtime's
 /// `Maglev::new` sizes it by the live ones, at most `n`).
 fn largest_table(n: usize) -> usize {
@@ -120,39 +111,55 @@ fn conn_flow_key(k: &crate::conn::ConnKey) -> [u8; 40] {
     key
 }
 
+/// The connection a flows map's key names ([`conn_flow_key`]'s inverse).
+fn conn_key_of(key: &[u8]) -> crate::conn::ConnKey {
+    let mut k = crate::conn::ConnKey::default();
+    k.client.copy_from_slice(&key[..16]);
+    k.vip.copy_from_slice(&key[16..32]);
+    k.client_port = u16::from_ne_bytes([key[32], key[33]]);
+    k.vport = u16::from_ne_bytes([key[34], key[35]]);
+    k.version = key[36];
+    k.proto = key[37];
+    k
+}
+
+/// A flows map's value: the address, and whether it is a NAT flow's reply
+/// record (the address is then the virtual IP, `Some` of its port) or a
+/// flow's record (`None`: the address is the back end's).
+fn parse_record(v: &[u8]) -> ([u8; 16], Option<u16>) {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&v[..16]);
+    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    let reply = word(16) == 0 && word(20) & fast::FLOW_REPLY != 0;
+    (a, reply.then_some(word(20) as u16))
+}
+
+/// `flows`' record of key `key` ([`parse_record`]).
+fn record_of(
+    flows: &crate::ring::bpf::LoadedMap,
+    key: &[u8; 40],
+) -> Option<([u8; 16], Option<u16>)> {
+    let mut v = [0u8; 24];
+    crate::ring::bpf::map_lookup(flows.fd.as_fd(), key, &mut v).ok()?;
+    Some(parse_record(&v))
+}
+
 /// The back end (its address, the `Fields` form) XDP gives the client's
 /// frames of connection `k`, if `flows` records the flow.
 pub fn xdp_backend(
     flows: &crate::ring::bpf::LoadedMap,
     k: &crate::conn::ConnKey,
 ) -> Option<[u8; 16]> {
-    let (addr, stamp, index) = record_of(flows, &conn_flow_key(k))?;
-    (stamp != 0 || index & fast::FLOW_REPLY == 0).then_some(addr)
-}
-
-/// `flows`' record for the frame with fields `f`: (address, stamp, index).
-fn record(
-    flows: &crate::ring::bpf::LoadedMap,
-    f: &lbp_abi::Fields,
-) -> Option<([u8; 16], u32, u32)> {
-    record_of(flows, &flow_key(f))
-}
-
-/// `flows`' record of key `key`: (address, stamp, index).
-fn record_of(flows: &crate::ring::bpf::LoadedMap, key: &[u8; 40]) -> Option<([u8; 16], u32, u32)> {
-    let mut v = [0u8; 24];
-    crate::ring::bpf::map_lookup(flows.fd.as_fd(), key, &mut v).ok()?;
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&v[..16]);
-    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
-    Some((a, word(16), word(20)))
+    match record_of(flows, &conn_flow_key(k))? {
+        (addr, None) => Some(addr),
+        (_, Some(_)) => None,
+    }
 }
 
 /// The back end (its address, the `Fields` form) the flow of `f` was given
 /// in XDP, if `flows` holds it.
 pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
-    let (addr, stamp, index) = record(flows, f)?;
-    (stamp != 0 || index & fast::FLOW_REPLY == 0).then_some(addr)
+    xdp_backend(flows, &crate::conn::ConnKey::of_client(f))
 }
 
 /// A flow XDP balanced, as its record in the flows map says.
@@ -174,20 +181,13 @@ pub fn xdp_flows_each(
         if k.len() != size_of::<fast::FlowKey>() || v.len() != size_of::<fast::Flow>() {
             return false;
         }
-        let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
-        if word(16) == 0 && word(20) & fast::FLOW_REPLY != 0 {
-            return true;
+        match parse_record(v) {
+            (backend, None) => each(XdpFlow {
+                key: conn_key_of(k),
+                backend,
+            }),
+            (_, Some(_)) => true,
         }
-        let mut key = crate::conn::ConnKey::default();
-        key.client.copy_from_slice(&k[..16]);
-        key.vip.copy_from_slice(&k[16..32]);
-        key.client_port = u16::from_ne_bytes([k[32], k[33]]);
-        key.vport = u16::from_ne_bytes([k[34], k[35]]);
-        key.version = k[36];
-        key.proto = k[37];
-        let mut backend = [0u8; 16];
-        backend.copy_from_slice(&v[..16]);
-        each(XdpFlow { key, backend })
     })
 }
 
@@ -197,8 +197,10 @@ pub fn xdp_reply(
     flows: &crate::ring::bpf::LoadedMap,
     f: &lbp_abi::Fields,
 ) -> Option<([u8; 16], u16)> {
-    let (vip, stamp, index) = record(flows, f)?;
-    (stamp == 0 && index & fast::FLOW_REPLY != 0).then_some((vip, index as u16))
+    match record_of(flows, &flow_key(f))? {
+        (vip, Some(port)) => Some((vip, port)),
+        (_, None) => None,
+    }
 }
 
 /// The tables of generation `g` at time `now` (the neighbour table's clock);
@@ -237,7 +239,8 @@ pub fn backends(
         for be in &svc.backends {
             let mut bb = BalBackend {
                 addr: bytes_of(be.addr),
-                port: nat_port(svc, be),
+                // NAT: 0 keeps the packet's port.
+                port: svc.backend_port(be, 0),
                 ..BalBackend::default()
             };
             if here

@@ -93,29 +93,26 @@ impl Burst<'_> {
         }
         let (vip, vport) = crate::ring::fastbal::xdp_reply(flows, f)?;
         let vip_ip = ip_of(f.ip_version, &vip);
-        let (s, b) = g
-            .appliance
-            .services
-            .iter()
-            .enumerate()
-            .find_map(|(s, svc)| {
-                let Mode::Nat { to_port } = svc.mode else {
-                    return None;
-                };
-                if !svc.vips.contains(&vip_ip) {
-                    return None;
-                }
-                let b = svc.backends.iter().position(|be| {
-                    be.addr == backend && be.port.or(to_port).unwrap_or(vport) == f.sport
+        let (s, b) =
+            g.appliance
+                .services
+                .iter()
+                .enumerate()
+                .find_map(|(s, svc)| {
+                    if !matches!(svc.mode, Mode::Nat { .. }) || !svc.vips.contains(&vip_ip) {
+                        return None;
+                    }
+                    let b = svc.backends.iter().position(|be| {
+                        be.addr == backend && svc.backend_port(be, vport) == f.sport
+                    })?;
+                    let t = Target {
+                        service: s as u32,
+                        backend: b as u32,
+                        backend_addr: f.ip_src,
+                        backend_port: f.sport,
+                    };
+                    Some((s, self.still_serves(s, svc, &t)?))
                 })?;
-                let t = Target {
-                    service: s as u32,
-                    backend: b as u32,
-                    backend_addr: f.ip_src,
-                    backend_port: f.sport,
-                };
-                Some((s, self.still_serves(s, svc, &t)?))
-            })?;
         let key = ConnKey {
             client: f.ip_dst,
             vip,
@@ -227,6 +224,7 @@ impl Burst<'_> {
         Some((
             Target {
                 backend: b as u32,
+                backend_port: svc.backend_port(&svc.backends[b], f.dport),
                 ..t
             },
             b,
@@ -265,11 +263,8 @@ impl Burst<'_> {
         let syn = f.tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
         if opened.is_none()
             && !(tcp && syn)
-            && let Some((mut t, b)) = self.xdp_flow(s, svc, f)
+            && let Some((t, b)) = self.xdp_flow(s, svc, f)
         {
-            if let (Mode::Nat { to_port }, Some(be)) = (svc.mode, svc.backends.get(b)) {
-                t.backend_port = be.port.or(to_port).unwrap_or(f.dport);
-            }
             let _ = self.shared.conns.insert(&key, t, f.tcp_flags, self.now);
             self.st.counters.xdp_adopted += 1;
             opened = Some((t, b));
@@ -291,10 +286,7 @@ impl Burst<'_> {
                     return self.drop_frame(d, DropReason::NoBackend);
                 };
                 let be = &svc.backends[b];
-                let port = match svc.mode {
-                    Mode::Nat { to_port } => be.port.or(to_port).unwrap_or(f.dport),
-                    Mode::Dsr => 0,
-                };
+                let port = svc.backend_port(be, f.dport);
                 let chosen = Target {
                     service: s as u32,
                     backend: b as u32,

@@ -577,33 +577,48 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
     let now = monotonic_ns();
     let mut rows = Vec::new();
     let mut total = 0usize;
+    // The filters, and a row of the listing (`idle_ms` null: in XDP).
+    let wanted = |vip: IpAddr, be: IpAddr| {
+        vips.as_ref().is_none_or(|vs| vs.contains(&vip)) && want_backend.is_none_or(|b| b == be)
+    };
+    let row = |k: &lbp_runtime::conn::ConnKey,
+               service: Option<&str>,
+               backend: String,
+               state: String,
+               idle_ms: Option<u64>| {
+        json!({
+            "service": service.unwrap_or_default(),
+            "proto": proto_text(k.proto),
+            "client": sock_text(ip_from_bytes(&k.client), k.client_port),
+            "vip": sock_text(ip_from_bytes(&k.vip), k.vport),
+            "backend": backend,
+            "state": state,
+            "idle_ms": idle_ms,
+        })
+    };
+    let backend_text = |be: IpAddr, port: u16| {
+        if port == 0 {
+            be.to_string()
+        } else {
+            sock_text(be, port)
+        }
+    };
     src.control.shared.conns.for_each(now, |k, c| {
         let vip = ip_from_bytes(&k.vip);
         let be = ip_from_bytes(&c.target.backend_addr);
-        if vips.as_ref().is_some_and(|vs| !vs.contains(&vip)) {
-            return;
-        }
-        if want_backend.is_some_and(|b| b != be) {
+        if !wanted(vip, be) {
             return;
         }
         total += 1;
         if rows.len() < limit {
-            let service = v
-                .app
-                .services
-                .iter()
-                .find(|s| s.vips.contains(&vip))
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
-            rows.push(json!({
-                "service": service,
-                "proto": proto_text(k.proto),
-                "client": sock_text(ip_from_bytes(&k.client), k.client_port),
-                "vip": sock_text(vip, k.vport),
-                "backend": if c.target.backend_port == 0 { be.to_string() } else { sock_text(be, c.target.backend_port) },
-                "state": format!("{:?}", c.state).to_lowercase(),
-                "idle_ms": now.saturating_sub(c.last_seen) / 1_000_000,
-            }));
+            let service = v.app.services.iter().find(|s| s.vips.contains(&vip));
+            rows.push(row(
+                k,
+                service.map(|s| s.name.as_str()),
+                backend_text(be, c.target.backend_port),
+                format!("{:?}", c.state).to_lowercase(),
+                Some(now.saturating_sub(c.last_seen) / 1_000_000),
+            ));
         }
     });
     // Flows the XDP fast path balanced that no core took over: its flows
@@ -612,10 +627,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
         let conns = &src.control.shared.conns;
         let r = lbp_runtime::ring::fastbal::xdp_flows_each(flows, |x| {
             let (k, vip, be) = (x.key, ip_from_bytes(&x.key.vip), ip_from_bytes(&x.backend));
-            if vips.as_ref().is_some_and(|vs| !vs.contains(&vip))
-                || want_backend.is_some_and(|b| b != be)
-                || conns.peek(&k, now).is_some()
-            {
+            if !wanted(vip, be) || conns.peek(&k, now).is_some() {
                 return true;
             }
             total += 1;
@@ -624,24 +636,14 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                     let b = s.backends.iter().find(|b| b.addr == be)?;
                     s.vips.contains(&vip).then_some((s, b))
                 });
-                let backend = match found {
-                    Some((s, b)) => match s.mode {
-                        lbp_runtime::config::Mode::Nat { to_port } => {
-                            sock_text(be, b.port.or(to_port).unwrap_or(k.vport))
-                        }
-                        _ => be.to_string(),
-                    },
-                    None => be.to_string(),
-                };
-                rows.push(json!({
-                    "service": found.map(|(s, _)| s.name.clone()).unwrap_or_default(),
-                    "proto": proto_text(k.proto),
-                    "client": sock_text(ip_from_bytes(&k.client), k.client_port),
-                    "vip": sock_text(vip, k.vport),
-                    "backend": backend,
-                    "state": "xdp",
-                    "idle_ms": null,
-                }));
+                let port = found.map_or(0, |(s, b)| s.backend_port(b, k.vport));
+                rows.push(row(
+                    &k,
+                    found.map(|(s, _)| s.name.as_str()),
+                    backend_text(be, port),
+                    "xdp".to_string(),
+                    None,
+                ));
             }
             true
         });
