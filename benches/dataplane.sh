@@ -402,7 +402,8 @@ lbp_run_available() {
 # Whether this lbp has the XDP fast path (an older binary, measured for a
 # before/after comparison, runs every row on its cores).
 lbp_has_datapath() {
-    "$LBP" run --help 2>/dev/null | grep -q -- --datapath
+    # (not grep -q: it may close the pipe early, and pipefail counts that)
+    "$LBP" run --help 2>/dev/null | grep -- --datapath >/dev/null
 }
 
 # lbp_start [EXTRA ARGS...]: start `lbp run` in app on a0/a1 with one switching

@@ -108,6 +108,7 @@ pub mod op {
     /// Atomic immediates (`imm` of a `STX | ATOMIC` instruction).
     pub const ATOMIC_ADD: i32 = 0x00;
     pub const ATOMIC_FETCH: i32 = 0x01;
+    pub const CMPXCHG: i32 = 0xf0 | ATOMIC_FETCH;
 }
 
 /// `src` of a `ld_imm64` whose immediate is a map's descriptor.
@@ -119,6 +120,7 @@ pub mod helper {
     pub const MAP_UPDATE_ELEM: i32 = 2;
     pub const MAP_DELETE_ELEM: i32 = 3;
     pub const KTIME_GET_NS: i32 = 5;
+    pub const KTIME_GET_COARSE_NS: i32 = 160;
     pub const GET_PRANDOM_U32: i32 = 7;
     pub const GET_SMP_PROCESSOR_ID: i32 = 8;
     pub const REDIRECT: i32 = 23;
@@ -221,14 +223,78 @@ pub mod fast {
     /// (u32): the back ends that still serve a service (not in
     /// maintenance), which established flows keep.
     pub const BAL_SERVING: &str = "bal_serving";
-    /// An LRU hash of [`FlowKey`] to [`Flow`]: the back end each flow
-    /// balanced in XDP was given; shared by every generation's program. A
-    /// NAT flow also has a reply record: keyed as its back end's replies
-    /// (back end to client), it names the virtual IP and port
-    /// ([`FLOW_REPLY`]), so that the cores translate the replies.
+    /// The flow table: an array of [`FLOW_BUCKETS`] [`FlowBucket`]s of
+    /// [`FLOW_WAYS`] records each (a set-associative cache, as a CPU's), then
+    /// one entry more whose first 8 bytes are the key of [`flow_hash`]
+    /// (random, chosen by the runtime). A flow's record is in the bucket
+    /// [`flow_place`] names: its [`Flow`], the back end each flow balanced in
+    /// XDP was given. Shared by every generation's program (a reload moves
+    /// no flow). A NAT flow also has a reply record: keyed as its back end's
+    /// replies (back end to client), it names the virtual IP and port
+    /// ([`FLOW_REPLY`]), so that the cores translate the replies. A new
+    /// record takes an empty way of its bucket, else the way seen longest
+    /// ago: a bucket's 8 ways are an LRU of their own, and a flow is lost
+    /// only when 8 flows seen more recently share its bucket.
     pub const FLOWS: &str = "flows";
-    /// [`FLOWS`]'s size.
-    pub const FLOWS_MAX: u32 = 262_144;
+    /// Records per bucket.
+    pub const FLOW_WAYS: usize = 8;
+    /// Buckets (a power of two).
+    pub const FLOW_BUCKETS: u32 = 32_768;
+    /// The flow table's room: records in all.
+    pub const FLOWS_MAX: u32 = FLOW_BUCKETS * FLOW_WAYS as u32;
+    /// [`FlowBucket::tags`] of a way being written (a real tag is odd, an
+    /// empty way's 0).
+    pub const FLOW_BUSY: u32 = 2;
+
+    /// One bucket of [`FLOWS`]: first a cache line of tags and times, so that
+    /// a lookup that misses reads one line.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FlowBucket {
+        /// Per way: 0 empty, [`FLOW_BUSY`] being written, else the tag
+        /// ([`flow_place`]) of its record's key.
+        pub tags: [u32; FLOW_WAYS],
+        /// Per way: when its flow was last seen, in units of 2^30 ns of the
+        /// coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`); 0 when empty.
+        pub seen: [u32; FLOW_WAYS],
+        pub slots: [FlowSlot; FLOW_WAYS],
+    }
+
+    /// One record of a [`FlowBucket`] (one cache line).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FlowSlot {
+        pub key: FlowKey,
+        pub flow: Flow,
+    }
+
+    const _: () = assert!(
+        size_of::<FlowSlot>() == 64
+            && size_of::<FlowBucket>() == 64 * (FLOW_WAYS + 1)
+            && FLOW_BUCKETS.is_power_of_two()
+    );
+
+    /// The multiplier of [`flow_hash`].
+    pub const FLOW_HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    /// The hash of flow key `key` (its five 64-bit words in the host's
+    /// order) under `seed`: per word, `h = ((h ^ w) * FLOW_HASH_MUL)`, then
+    /// `h ^= h >> 32`. The program computes the same.
+    pub fn flow_hash(seed: u64, key: &[u8; 40]) -> u64 {
+        let mut h = seed;
+        for w in key.chunks_exact(8) {
+            let w = u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
+            h = (h ^ w).wrapping_mul(FLOW_HASH_MUL);
+            h ^= h >> 32;
+        }
+        h
+    }
+
+    /// A hash's bucket (its low bits) and tag (its high 32 bits, odd).
+    pub fn flow_place(h: u64) -> (u32, u32) {
+        ((h as u32) & (FLOW_BUCKETS - 1), (h >> 32) as u32 | 1)
+    }
+
     /// A Maglev entry of no back end.
     pub const NO_BACKEND: u32 = u32::MAX;
 
@@ -572,6 +638,12 @@ impl Asm {
         self.raw(op::STX | op::ATOMIC | size, dst, src, off, op::ATOMIC_ADD);
     }
 
+    /// `r0 = cmpxchg((size *)(dst + off), r0, src)`: where the memory holds
+    /// `r0`, `src` is stored; `r0` gets what it held (`size` W or DW).
+    pub fn cmpxchg(&mut self, size: u8, dst: u8, off: i16, src: u8) {
+        self.raw(op::STX | op::ATOMIC | size, dst, src, off, op::CMPXCHG);
+    }
+
     /// `if dst op imm goto l` (64-bit compare; `op` one of [`op`]'s jumps).
     pub fn jmp_imm(&mut self, o: u8, dst: u8, imm: i32, l: Label) {
         self.jump_to(op::JMP | o | op::K, dst, 0, imm, l);
@@ -719,6 +791,11 @@ pub fn disassemble(insns: &[Insn], map_refs: &[usize]) -> String {
                 t
             }
             op::LDX => format!("r{d} = *({} *)(r{s} {:+})", size_name(x.code), x.off),
+            op::STX if x.code & 0xe0 == op::ATOMIC && x.imm == op::CMPXCHG => format!(
+                "r0 = cmpxchg(({} *)(r{d} {:+}), r0, r{s})",
+                size_name(x.code),
+                x.off
+            ),
             op::STX if x.code & 0xe0 == op::ATOMIC => format!(
                 "lock *({} *)(r{d} {:+}) {} r{s}",
                 size_name(x.code),

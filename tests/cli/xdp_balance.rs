@@ -938,6 +938,26 @@ fn a_syn_ack_on_a_tuple_whose_connection_ended_is_the_new_flows() {
     assert_eq!(core.counters().xdp_adopted, tried);
 }
 
+/// An address in the `Fields` form (IPv4 mapped).
+fn mapped(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// The flows map's key of an IPv4 flow of protocol `proto` from `c:port` to
+/// `vip:vport` (`lbp_abi::bpf::fast::FlowKey`).
+fn flow_key(c: IpAddr, vip: IpAddr, port: u16, vport: u16, proto: u8) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..16].copy_from_slice(&mapped(c));
+    key[16..32].copy_from_slice(&mapped(vip));
+    key[32..34].copy_from_slice(&port.to_ne_bytes());
+    key[34..36].copy_from_slice(&vport.to_ne_bytes());
+    key[36..38].copy_from_slice(&[4, proto]);
+    key
+}
+
 /// A reply record outlives a flow that moved: when the flow's own record
 /// names another back end, the old back end's reply is not taken over (it
 /// would move a live connection to it), and a core leaves it untranslated.
@@ -949,10 +969,6 @@ fn a_reply_record_is_taken_over_only_for_the_flows_back_end() {
     let mut core = b.core();
     core.set_xdp_flows(b.flows.try_clone().unwrap());
     let vip: IpAddr = "198.19.100.2".parse().unwrap();
-    let mapped = |a: IpAddr| match a {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
-    };
     for (i, port) in (41_000u16..41_016).enumerate() {
         let c = client(i as u32);
         let (action, sent) = b.run(&checksummed(frame(c, vip, port, 80, Some(0x02))));
@@ -967,16 +983,14 @@ fn a_reply_record_is_taken_over_only_for_the_flows_back_end() {
             .find(|&a| a != to)
             .expect("two back ends");
         // The flow's record now names the other back end.
-        let mut key = Vec::with_capacity(40);
-        key.extend_from_slice(&mapped(c));
-        key.extend_from_slice(&mapped(vip));
-        key.extend_from_slice(&port.to_ne_bytes());
-        key.extend_from_slice(&80u16.to_ne_bytes());
-        key.extend_from_slice(&[4, 6, 0, 0]);
-        let mut value = Vec::with_capacity(24);
-        value.extend_from_slice(&mapped(other));
-        value.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
-        lbp_runtime::ring::bpf::map_update_bytes(&b.flows, &key, &value).unwrap();
+        let key = flow_key(c, vip, port, 80, 6);
+        let flow = lbp_abi::bpf::fast::Flow {
+            backend: mapped(other),
+            stamp: 1,
+            index: 0,
+        };
+        let seen = lbp_runtime::ring::fastbal::flow_clock();
+        lbp_runtime::ring::fastbal::set_record(&b.flows, &key, &flow, seen).unwrap();
         let got = core.send(&reply_to(&sent), 1);
         let translated = got.fates.iter().any(
             |f| matches!(f, Fate::Sent { iface: 0, frame } if frame[26..30] == mapped(vip)[12..]),
@@ -988,4 +1002,84 @@ fn a_reply_record_is_taken_over_only_for_the_flows_back_end() {
         );
     }
     assert_eq!(core.counters().xdp_adopted, 0);
+}
+
+/// The flow table is a set-associative cache: a new flow whose bucket's
+/// ways are all taken replaces the one seen longest ago, and only it; a
+/// flow's packet marks it seen now, so it outlives flows idle longer.
+#[test]
+fn a_full_bucket_gives_the_way_seen_longest_ago_to_a_new_flow() {
+    require_netns!();
+    use lbp_runtime::ring::fastbal::{flow_bucket, flow_clock, set_record, xdp_flows_each};
+    let neigh = known_neighbours();
+    let b = Bench::new(&neigh);
+    let key_of = |c: IpAddr, port: u16| flow_key(c, VIP, port, 53, 17);
+    // Ten UDP flows to `dns` that share one bucket (the map's hash key is
+    // random: found by trying).
+    let want = flow_bucket(&b.flows, &key_of(client(0), 1024)).unwrap();
+    let mut flows = vec![(client(0), 1024u16)];
+    'search: for i in 0..64u32 {
+        for port in 1025..=u16::MAX {
+            if flow_bucket(&b.flows, &key_of(client(i), port)) == Some(want) {
+                flows.push((client(i), port));
+                if flows.len() == 10 {
+                    break 'search;
+                }
+            }
+        }
+    }
+    assert_eq!(flows.len(), 10, "ten flows of one bucket");
+    let recorded = || {
+        let mut v = Vec::new();
+        xdp_flows_each(&b.flows, |x| {
+            v.push((x.key.client, x.key.client_port, x.seen));
+            true
+        })
+        .unwrap();
+        v
+    };
+    let has = |v: &[([u8; 16], u16, u32)], (c, port): (IpAddr, u16)| {
+        v.iter()
+            .find(|x| x.0 == mapped(c) && x.1 == port)
+            .map(|x| x.2)
+    };
+    // The first eight fill the bucket, seen 5 to 60 units ago; the fourth
+    // (index 3) longest ago.
+    let now = flow_clock();
+    for (n, &(c, port)) in flows[..8].iter().enumerate() {
+        let age = if n == 3 { 60 } else { 5 + n as u32 };
+        let flow = slot::Flow {
+            backend: mapped(backends()[0]),
+            stamp: 1,
+            index: 0,
+        };
+        set_record(&b.flows, &key_of(c, port), &flow, now - age).unwrap();
+    }
+    assert_eq!(recorded().len(), 8);
+    // The ninth takes the fourth's way.
+    let (c, port) = flows[8];
+    let (action, _) = b.run(&frame(c, VIP, port, 53, None));
+    assert!(action == XDP_TX || action == XDP_REDIRECT, "{action}");
+    let v = recorded();
+    assert_eq!(v.len(), 8, "{v:?}");
+    assert!(has(&v, flows[3]).is_none(), "the way seen longest ago kept");
+    let seen = has(&v, flows[8]).expect("the new flow recorded");
+    assert!(seen.abs_diff(flow_clock()) <= 1, "seen {seen}");
+    for n in [0, 1, 2, 4, 5, 6, 7] {
+        assert!(has(&v, flows[n]).is_some(), "flow {n} lost");
+    }
+    // A packet of the eighth (seen 12 units ago, now the longest) marks it
+    // seen now; the tenth flow then takes the way of the seventh (11 units
+    // ago), not the eighth's.
+    let (c, port) = flows[7];
+    let (action, _) = b.run(&frame(c, VIP, port, 53, None));
+    assert!(action == XDP_TX || action == XDP_REDIRECT, "{action}");
+    let seen = has(&recorded(), flows[7]).unwrap();
+    assert!(seen.abs_diff(flow_clock()) <= 1, "seen {seen}");
+    let (c, port) = flows[9];
+    b.run(&frame(c, VIP, port, 53, None));
+    let v = recorded();
+    assert!(has(&v, flows[9]).is_some() && has(&v, flows[7]).is_some());
+    assert!(has(&v, flows[6]).is_none(), "{v:?}");
+    assert_eq!(v.len(), 8);
 }

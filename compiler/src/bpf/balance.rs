@@ -9,7 +9,7 @@
 //! (`lbp_abi::bpf::fast`: per service its Maglev table, its back ends with
 //! the next hop's MACs and interface, the back ends that still serve it) in
 //! two buffers, and the program reads the one [`fast::BAL_ACTIVE`] names. A
-//! flow keeps its back end in the [`fast::FLOWS`] LRU, which outlives the
+//! flow keeps its back end in the [`fast::FLOWS`] table (`flows.rs`), which outlives the
 //! programs (a reload moves no established flow), as long as that back end
 //! still serves the service (a back end in maintenance or gone from the pool
 //! loses its flows: TCP goes to the cores, which reset it; anything else is
@@ -34,7 +34,7 @@ use lbp_abi::{Decision, Fields, present, tcp_flag};
 
 use super::fast::{Maps, Slot, count};
 use super::{DECISION_OFF, FIELDS_OFF};
-use super::{lookup, update};
+use super::{flows, lookup};
 
 /// The flow's key (8-aligned).
 const FLOW_KEY_OFF: i16 = -224;
@@ -54,7 +54,7 @@ const SVC_OFF: i16 = -296;
 const BACKEND_OFF: i16 = -336;
 /// A counter slot (u32): the back end's first.
 const SLOT_OFF: i16 = -340;
-/// The [`Flow`] to record (24 bytes, 4-aligned).
+/// The [`Flow`] to record (24 bytes, 8-aligned).
 const FLOW_OFF: i16 = -368;
 /// 1 when the flow is to be recorded (new, or of an older stamp).
 const RECORD_OFF: i16 = -372;
@@ -170,6 +170,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     // again by address among those that serve, and recorded anew.
     let new = a.label();
     let have = a.label();
+    flows::find(a, m.flows, FLOW_KEY_OFF, cores);
     a.st_imm(op::W, FP, RECORD_OFF, 0);
     // A SYN (without ACK or RST) opens a connection anew, as the cores
     // re-balance a SYN of a tuple whose connection ended: the flow's record
@@ -186,7 +187,6 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     );
     a.jmp_imm(op::JEQ, R2, i32::from(tcp_flag::SYN), new);
     a.bind(not_syn);
-    lookup(a, m.flows, FLOW_KEY_OFF);
     a.jmp_imm(op::JEQ, R0, 0, new);
     let older = a.label();
     a.ldx(op::W, R2, R0, offset_of!(Flow, stamp) as i16);
@@ -228,7 +228,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.ja(have);
     // Its back end no longer serves: the flow is forgotten.
     a.bind(gone);
-    update(a, m.flows, FLOW_KEY_OFF, None);
+    flows::forget(a);
 
     // A new flow: TCP only by a SYN without ACK (anything else of no flow
     // known here is the cores' to answer).
@@ -293,8 +293,8 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, stamp) as i16, R2);
     a.ldx(op::W, R2, FP, B_OFF);
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
-    update(a, m.flows, FLOW_KEY_OFF, Some(FLOW_OFF));
-    reply_record(a, m, known);
+    flows::record(a, FLOW_KEY_OFF, FLOW_OFF, cores);
+    reply_record(a, m, known, cores);
     a.bind(known);
     a.ldx(op::W, R2, FP, svc(offset_of!(BalService, counters)));
     a.ldx(op::W, R3, FP, B_OFF);
@@ -544,7 +544,7 @@ fn nat_rewrite(a: &mut Asm, version: u8) {
 /// A NAT flow's reply record, after its forward record (`FLOW_KEY_OFF`
 /// and `FLOW_OFF` are reused): keyed as the back end's replies, naming the
 /// virtual IP and port. Nothing for DSR.
-fn reply_record(a: &mut Asm, m: Maps, done: Label) {
+fn reply_record(a: &mut Asm, m: Maps, done: Label, cores: Label) {
     a.ldx(op::W, R2, FP, svc(offset_of!(BalService, flags)));
     a.alu_imm(op::AND, R2, fast::SVC_NAT as i32);
     a.jmp_imm(op::JEQ, R2, 0, done);
@@ -582,7 +582,8 @@ fn reply_record(a: &mut Asm, m: Maps, done: Label) {
     a.ldx(op::H, R2, FP, field(offset_of!(Fields, dport)));
     a.alu32_imm(op::OR, R2, fast::FLOW_REPLY as i32);
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
-    update(a, m.flows, FLOW_KEY_OFF, Some(FLOW_OFF));
+    flows::find(a, m.flows, FLOW_KEY_OFF, cores);
+    flows::record(a, FLOW_KEY_OFF, FLOW_OFF, cores);
 }
 
 /// `R6` = the frame's start (its Ethernet header whole), `R4` = its IP

@@ -112,10 +112,10 @@ pub(super) fn maps(maps: &mut Vec<MapSpec>, prog: &Program) -> Maps {
         // The runtime's own, shared by every generation's program.
         flows: add(
             fast::FLOWS,
-            MapKind::LruHash,
-            size_of::<fast::FlowKey>() as u32,
-            size_of::<fast::Flow>() as u32,
-            fast::FLOWS_MAX,
+            MapKind::Array,
+            4,
+            size_of::<fast::FlowBucket>() as u32,
+            fast::FLOW_BUCKETS + 1,
         ),
     }
 }

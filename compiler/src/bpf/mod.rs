@@ -50,6 +50,7 @@ mod emit;
 pub mod extract;
 mod fast;
 mod filter;
+mod flows;
 mod merged;
 mod reset;
 mod tail;

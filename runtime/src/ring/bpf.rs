@@ -229,21 +229,24 @@ pub fn array_update_batch(map: &LoadedMap, first: u32, values: &[u8]) -> io::Res
     Ok(())
 }
 
-/// Every entry of a hash map (`BPF_MAP_LOOKUP_BATCH`, a bucket range per
-/// call), key then value as bytes of the map's sizes, until `each` says
-/// false. Entries added or removed meanwhile may or may not be seen (the
-/// kernel reads each bucket under its lock, not the map at one instant).
-pub fn hash_for_each(
-    map: &LoadedMap,
-    mut each: impl FnMut(&[u8], &[u8]) -> bool,
-) -> io::Result<()> {
+/// Every entry of a hash map or an array (`BPF_MAP_LOOKUP_BATCH`, a bucket
+/// or index range per call), key then value as bytes of the map's sizes,
+/// until `each` says false. Entries added or removed meanwhile may or may
+/// not be seen (the kernel reads each bucket under its lock, not the map at
+/// one instant; an array's values as they are).
+pub fn map_for_each(map: &LoadedMap, mut each: impl FnMut(&[u8], &[u8]) -> bool) -> io::Result<()> {
     // Entries per call: a bucket holds far fewer (ENOSPC otherwise).
     const CHUNK: usize = 1024;
     let (ks, vs) = (map.key_size as usize, map.value_size as usize);
-    if !matches!(map.spec_kind, MapKind::Hash | MapKind::LruHash) || ks == 0 || vs == 0 {
+    if !matches!(
+        map.spec_kind,
+        MapKind::Hash | MapKind::LruHash | MapKind::Array
+    ) || ks == 0
+        || vs == 0
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("BPF map {}: not a hash map", map.name),
+            format!("BPF map {}: not a hash map or an array", map.name),
         ));
     }
     let mut keys = vec![0u8; CHUNK * ks];
@@ -1102,7 +1105,7 @@ mod tests {
                 map_update_bytes(&m, &k.to_ne_bytes(), &((k * 3) as u32).to_ne_bytes()).unwrap();
             }
             let mut seen = vec![0u32; n as usize];
-            hash_for_each(&m, |k, v| {
+            map_for_each(&m, |k, v| {
                 let k = u64::from_ne_bytes(k.try_into().unwrap());
                 assert_eq!(u32::from_ne_bytes(v.try_into().unwrap()), (k * 3) as u32);
                 seen[k as usize] += 1;
@@ -1111,25 +1114,40 @@ mod tests {
             .unwrap();
             assert!(seen.iter().all(|&c| c == 1), "{kind:?}");
             let mut calls = 0;
-            hash_for_each(&m, |_, _| {
+            map_for_each(&m, |_, _| {
                 calls += 1;
                 calls < 10
             })
             .unwrap();
             assert_eq!(calls, 10);
             let empty = LoadedMap::create(&spec(kind, 16)).unwrap();
-            hash_for_each(&empty, |_, _| panic!("an entry in an empty map")).unwrap();
+            map_for_each(&empty, |_, _| panic!("an entry in an empty map")).unwrap();
         }
-        let array = LoadedMap::create(&MapSpec {
-            name: "lbp_test".into(),
-            kind: MapKind::Array,
-            key_size: 4,
-            value_size: 4,
-            max_entries: 4,
-            entries: Vec::new(),
+        // An array: every index, in order.
+        let array_of = |kind| {
+            LoadedMap::create(&MapSpec {
+                name: "lbp_test".into(),
+                kind,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 3000,
+                entries: Vec::new(),
+            })
+            .unwrap()
+        };
+        let array = array_of(MapKind::Array);
+        map_update_bytes(&array, &2999u32.to_ne_bytes(), &7u32.to_ne_bytes()).unwrap();
+        let mut keys = Vec::new();
+        map_for_each(&array, |k, v| {
+            let k = u32::from_ne_bytes(k.try_into().unwrap());
+            let v = u32::from_ne_bytes(v.try_into().unwrap());
+            assert_eq!(v, if k == 2999 { 7 } else { 0 });
+            keys.push(k);
+            true
         })
         .unwrap();
-        assert!(hash_for_each(&array, |_, _| true).is_err());
+        assert_eq!(keys, (0..3000).collect::<Vec<_>>());
+        assert!(map_for_each(&array_of(MapKind::PercpuArray), |_, _| true).is_err());
     }
 
     #[test]

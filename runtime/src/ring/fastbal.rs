@@ -19,9 +19,12 @@
 //! program does not read and flips the active one.
 
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+
+use std::mem::offset_of;
 
 use lbp_abi::bpf::fast::{self, BalBackend, BalService};
+
+use super::bpf::{LoadedMap, map_for_each, map_lookup_bytes, map_update_bytes};
 
 const _: () = assert!(size_of::<fast::FlowKey>() == 40 && size_of::<fast::Flow>() == 24);
 
@@ -134,22 +137,103 @@ fn parse_record(v: &[u8]) -> ([u8; 16], Option<u16>) {
     (a, reply.then_some(word(20) as u16))
 }
 
-/// `flows`' record of key `key` ([`parse_record`]).
-fn record_of(
-    flows: &crate::ring::bpf::LoadedMap,
+/// The flows map's hash key (its entry after the buckets).
+fn seed_of(flows: &LoadedMap) -> Option<u64> {
+    let v = map_lookup_bytes(flows, &fast::FLOW_BUCKETS.to_ne_bytes()).ok()??;
+    Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+/// Bucket `b` of `flows`, as bytes.
+fn bucket_of(flows: &LoadedMap, b: u32) -> Option<Vec<u8>> {
+    map_lookup_bytes(flows, &b.to_ne_bytes()).ok()?
+}
+
+const TAGS: usize = offset_of!(fast::FlowBucket, tags);
+const SEEN: usize = offset_of!(fast::FlowBucket, seen);
+const SLOTS: usize = offset_of!(fast::FlowBucket, slots);
+const SLOT: usize = size_of::<fast::FlowSlot>();
+const FLOW: usize = offset_of!(fast::FlowSlot, flow);
+
+fn word(v: &[u8], at: usize) -> u32 {
+    v.get(at..at + 4)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u32::from_ne_bytes)
+}
+
+/// Way `w` of bucket bytes `b`: its tag, time seen, key and value.
+fn way(b: &[u8], w: usize) -> Option<(u32, u32, &[u8], &[u8])> {
+    let slot = b.get(SLOTS + w * SLOT..SLOTS + (w + 1) * SLOT)?;
+    Some((
+        word(b, TAGS + 4 * w),
+        word(b, SEEN + 4 * w),
+        &slot[..FLOW],
+        &slot[FLOW..],
+    ))
+}
+
+/// `flows`' record of key `key` ([`parse_record`]), found as the program
+/// finds it (`compiler::bpf::flows`).
+fn record_of(flows: &LoadedMap, key: &[u8; 40]) -> Option<([u8; 16], Option<u16>)> {
+    let (b, tag) = fast::flow_place(fast::flow_hash(seed_of(flows)?, key));
+    let bucket = bucket_of(flows, b)?;
+    (0..fast::FLOW_WAYS).find_map(|w| {
+        let (t, _, k, v) = way(&bucket, w)?;
+        (t == tag && k == key).then(|| parse_record(v))
+    })
+}
+
+/// The bucket of `flows` that holds key `key`'s record (when it has one).
+pub fn flow_bucket(flows: &LoadedMap, key: &[u8; 40]) -> Option<u32> {
+    Some(fast::flow_place(fast::flow_hash(seed_of(flows)?, key)).0)
+}
+
+/// Record `flow` for `key` in `flows` as the program records it (its way,
+/// else an empty way or the way seen longest ago), seen at `seen`
+/// ([`fast::FlowBucket::seen`]'s unit). For tests and tools: the bucket is
+/// written whole, so a record the program makes in it meanwhile is lost.
+pub fn set_record(
+    flows: &LoadedMap,
     key: &[u8; 40],
-) -> Option<([u8; 16], Option<u16>)> {
-    let mut v = [0u8; 24];
-    crate::ring::bpf::map_lookup(flows.fd.as_fd(), key, &mut v).ok()?;
-    Some(parse_record(&v))
+    flow: &fast::Flow,
+    seen: u32,
+) -> std::io::Result<()> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "the flows map unreadable");
+    let seed = seed_of(flows).ok_or_else(bad)?;
+    let (b, tag) = fast::flow_place(fast::flow_hash(seed, key));
+    let mut bucket = bucket_of(flows, b).ok_or_else(bad)?;
+    let ways = || (0..fast::FLOW_WAYS).filter_map(|w| Some((w, way(&bucket, w)?)));
+    let w = ways()
+        .find(|(_, (t, _, k, _))| *t == tag && *k == key)
+        .or_else(|| ways().min_by_key(|(_, (_, seen, _, _))| *seen))
+        .map(|(w, _)| w)
+        .ok_or_else(bad)?;
+    let slot = SLOTS + w * SLOT;
+    bucket[slot..slot + FLOW].copy_from_slice(key);
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&flow.backend);
+    v.extend_from_slice(&flow.stamp.to_ne_bytes());
+    v.extend_from_slice(&flow.index.to_ne_bytes());
+    bucket[slot + FLOW..slot + SLOT].copy_from_slice(&v);
+    bucket[SEEN + 4 * w..SEEN + 4 * w + 4].copy_from_slice(&seen.to_ne_bytes());
+    bucket[TAGS + 4 * w..TAGS + 4 * w + 4].copy_from_slice(&tag.to_ne_bytes());
+    map_update_bytes(flows, &b.to_ne_bytes(), &bucket)
+}
+
+/// Now in [`fast::FlowBucket::seen`]'s unit: the coarse monotonic clock's
+/// nanoseconds over 2^30, as the program reads it.
+pub fn flow_clock() -> u32 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is ours.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    ((t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64) >> 30) as u32
 }
 
 /// The back end (its address, the `Fields` form) XDP gives the client's
 /// frames of connection `k`, if `flows` records the flow.
-pub fn xdp_backend(
-    flows: &crate::ring::bpf::LoadedMap,
-    k: &crate::conn::ConnKey,
-) -> Option<[u8; 16]> {
+pub fn xdp_backend(flows: &LoadedMap, k: &crate::conn::ConnKey) -> Option<[u8; 16]> {
     match record_of(flows, &conn_flow_key(k))? {
         (addr, None) => Some(addr),
         (_, Some(_)) => None,
@@ -158,7 +242,7 @@ pub fn xdp_backend(
 
 /// The back end (its address, the `Fields` form) the flow of `f` was given
 /// in XDP, if `flows` holds it.
-pub fn xdp_flow(flows: &crate::ring::bpf::LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
+pub fn xdp_flow(flows: &LoadedMap, f: &lbp_abi::Fields) -> Option<[u8; 16]> {
     xdp_backend(flows, &crate::conn::ConnKey::of_client(f))
 }
 
@@ -169,34 +253,49 @@ pub struct XdpFlow {
     pub key: crate::conn::ConnKey,
     /// Its back end's address (the `Fields` form).
     pub backend: [u8; 16],
+    /// When it was last seen ([`flow_clock`]'s unit).
+    pub seen: u32,
 }
 
 /// Every flow `flows` records (not the NAT flows' reply records), until
 /// `each` says false.
 pub fn xdp_flows_each(
-    flows: &crate::ring::bpf::LoadedMap,
+    flows: &LoadedMap,
     mut each: impl FnMut(XdpFlow) -> bool,
 ) -> std::io::Result<()> {
-    crate::ring::bpf::hash_for_each(flows, |k, v| {
-        if k.len() != size_of::<fast::FlowKey>() || v.len() != size_of::<fast::Flow>() {
-            return false;
+    let seed = seed_of(flows).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "the flows map unreadable")
+    })?;
+    map_for_each(flows, |b, bucket| {
+        if word(b, 0) >= fast::FLOW_BUCKETS {
+            return true;
         }
-        match parse_record(v) {
-            (backend, None) => each(XdpFlow {
-                key: conn_key_of(k),
-                backend,
-            }),
-            (_, Some(_)) => true,
-        }
+        (0..fast::FLOW_WAYS).all(|w| {
+            let Some((tag, seen, k, v)) = way(bucket, w) else {
+                return true;
+            };
+            let Ok(key) = <[u8; 40]>::try_from(k) else {
+                return true;
+            };
+            // A way being written, or empty, or torn (its tag not its key's).
+            if tag & 1 == 0 || fast::flow_place(fast::flow_hash(seed, &key)).1 != tag {
+                return true;
+            }
+            match parse_record(v) {
+                (backend, None) => each(XdpFlow {
+                    key: conn_key_of(k),
+                    backend,
+                    seen,
+                }),
+                (_, Some(_)) => true,
+            }
+        })
     })
 }
 
 /// For a reply `f` of a NAT flow balanced in XDP (back end to client): the
 /// flow's virtual IP (the `Fields` form) and port, from its reply record.
-pub fn xdp_reply(
-    flows: &crate::ring::bpf::LoadedMap,
-    f: &lbp_abi::Fields,
-) -> Option<([u8; 16], u16)> {
+pub fn xdp_reply(flows: &LoadedMap, f: &lbp_abi::Fields) -> Option<([u8; 16], u16)> {
     match record_of(flows, &flow_key(f))? {
         (vip, Some(port)) => Some((vip, port)),
         (_, None) => None,

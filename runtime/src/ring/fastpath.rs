@@ -47,16 +47,28 @@ pub struct FastPath {
 }
 
 /// A flows map for [`FastPath::load_for`]: the back end of each flow balanced
-/// in XDP, kept across generations (a reload moves no established flow).
+/// in XDP, kept across generations (a reload moves no established flow);
+/// its hash's key random (`getrandom`), so that no one outside can aim
+/// flows at one bucket.
 pub fn flows_map() -> io::Result<LoadedMap> {
-    LoadedMap::create(&MapSpec {
+    let map = LoadedMap::create(&MapSpec {
         name: fast::FLOWS.into(),
-        kind: MapKind::LruHash,
-        key_size: size_of::<fast::FlowKey>() as u32,
-        value_size: size_of::<fast::Flow>() as u32,
-        max_entries: fast::FLOWS_MAX,
+        kind: MapKind::Array,
+        key_size: 4,
+        value_size: size_of::<fast::FlowBucket>() as u32,
+        max_entries: fast::FLOW_BUCKETS + 1,
         entries: Vec::new(),
-    })
+    })?;
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is ours and 8 bytes long.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    let mut entry = vec![0u8; size_of::<fast::FlowBucket>()];
+    entry[..8].copy_from_slice(&seed);
+    map_update_bytes(&map, &fast::FLOW_BUCKETS.to_ne_bytes(), &entry)?;
+    Ok(map)
 }
 
 /// A publication's stamp: never 0, never the same twice in the process (a

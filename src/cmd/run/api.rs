@@ -622,9 +622,10 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
         }
     });
     // Flows the XDP fast path balanced that no core took over: its flows
-    // map (no state or idle time there; an LRU forgets the oldest).
+    // map (no state there; the idle time to about a second).
     if let Some(flows) = src.control.shared.xdp_flows.get() {
         let conns = &src.control.shared.conns;
+        let clock = lbp_runtime::ring::fastbal::flow_clock();
         let r = lbp_runtime::ring::fastbal::xdp_flows_each(flows, |x| {
             let (k, vip, be) = (x.key, ip_from_bytes(&x.key.vip), ip_from_bytes(&x.backend));
             if !wanted(vip, be) || conns.peek(&k, now).is_some() {
@@ -642,7 +643,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                     found.map(|(s, _)| s.name.as_str()),
                     backend_text(be, port),
                     "xdp".to_string(),
-                    None,
+                    Some(u64::from(clock.saturating_sub(x.seen)) * (1 << 30) / 1_000_000),
                 ));
             }
             true
@@ -653,9 +654,10 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
     }
     let mut t = String::new();
     for r in &rows {
-        let idle = match r["idle_ms"].as_u64() {
-            Some(ms) => format!("idle {ms} ms"),
-            None => "in XDP".to_string(),
+        let idle = match (r["idle_ms"].as_u64(), r["state"].as_str()) {
+            (Some(ms), Some("xdp")) => format!("in XDP, idle {} s", ms / 1000),
+            (Some(ms), _) => format!("idle {ms} ms"),
+            (None, _) => String::new(),
         };
         t.push_str(&format!(
             "{:<5} {:<8} {:<46} -> {:<46} => {:<46} {:<12} {idle}\n",
