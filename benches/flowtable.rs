@@ -22,9 +22,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use lbp::testbed::Shared;
 use lbp_abi::bpf::{Asm, fast, xdp};
 use lbp_compiler::bpf::{self, Mode};
-use lbp::testbed::Shared;
 use lbp_runtime::generation::Generation;
 use lbp_runtime::neigh::{NeighAddr, NeighTable};
 use lbp_runtime::ring::bpf::{XskMap, load_xdp, xdp_test_run_repeat};

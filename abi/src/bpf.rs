@@ -231,10 +231,10 @@ pub mod fast {
     /// XDP was given. Shared by every generation's program (a reload moves
     /// no flow). A NAT flow also has a reply record: keyed as its back end's
     /// replies (back end to client), it names the virtual IP and port
-    /// ([`FLOW_REPLY`]), so that the cores translate the replies. A new
-    /// record takes an empty way of its bucket, else the way seen longest
-    /// ago: a bucket's 8 ways are an LRU of their own, and a flow is lost
-    /// only when 8 flows seen more recently share its bucket.
+    /// ([`FLOW_REPLY`]), so that the cores translate the replies (it is
+    /// seen when its flow begins, not with the replies). A new record takes
+    /// an empty way of its bucket, else the way seen longest ago: a bucket's
+    /// 8 ways are an LRU of their own. Needs Linux 5.12 (`BPF_CMPXCHG`).
     pub const FLOWS: &str = "flows";
     /// Records per bucket.
     pub const FLOW_WAYS: usize = 8;

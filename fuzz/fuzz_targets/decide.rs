@@ -31,9 +31,9 @@ use lbp_runtime::config::Appliance;
 use lbp_runtime::generation::{Decide, Generation};
 use lbp_runtime::neigh::{NeighAddr, NeighTable};
 use lbp_runtime::ring::bpf::{
-    Loaded, LoadedMap, XskMap, map_delete_bytes, map_lookup_bytes, map_update_bytes, xdp_test_run,
+    Loaded, LoadedMap, XskMap, map_lookup_bytes, map_update_bytes, xdp_test_run,
 };
-use lbp_runtime::ring::fastbal::{Out, Sizes, tables};
+use lbp_runtime::ring::fastbal::{Out, Sizes, flow_key, forget_record, tables};
 use lbp_runtime::ring::fastpath::FastPath;
 use lbp_runtime::testbed::{Fate, Testbed, neighbour_mac};
 use libfuzzer_sys::fuzz_target;
@@ -202,13 +202,10 @@ fuzz_target!(|data: &[u8]| {
             // Balanced in XDP: checked against the core below; the flow is
             // forgotten, as the core starts afresh for every frame.
             assert_eq!(want.action, lbp_abi::Action::Balance as u32, "{fields:?}");
-            map_delete_bytes(flows, &lbp_runtime::ring::fastbal::flow_key(&fields))
-                .expect("the flows map");
+            forget_record(flows, &flow_key(&fields)).expect("the flows map");
             // A NAT flow's reply record too (keyed as the back end's replies).
-            let _ = map_delete_bytes(
-                flows,
-                &lbp_runtime::ring::fastbal::flow_key(&reply_fields(&fields, &run.frame)),
-            );
+            forget_record(flows, &flow_key(&reply_fields(&fields, &run.frame)))
+                .expect("the flows map");
             balanced_in_xdp = Some(run.frame);
         } else {
             // No NAT back ends are given to the fuzzed programs.

@@ -1053,7 +1053,10 @@ fn a_full_bucket_gives_the_way_seen_longest_ago_to_a_new_flow() {
             stamp: 1,
             index: 0,
         };
-        set_record(&b.flows, &key_of(c, port), &flow, now - age).unwrap();
+        let seen = now
+            .checked_sub(age)
+            .expect("the coarse clock past 60 units (the machine up for over a minute)");
+        set_record(&b.flows, &key_of(c, port), &flow, seen).unwrap();
     }
     assert_eq!(recorded().len(), 8);
     // The ninth takes the fourth's way.

@@ -277,8 +277,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     nat_ready(a, cores);
 
     // Decided: the flow recorded (its back end's address, index and the
-    // tables' stamp; one update, so a reader sees all or none), the
-    // counters, then the frame.
+    // tables' stamp; `flows::record`), the counters, then the frame.
     let known = a.label();
     a.ldx(op::W, R2, FP, RECORD_OFF);
     a.jmp_imm(op::JEQ, R2, 0, known);

@@ -7,10 +7,15 @@
 //! longest ago.
 //!
 //! A way being written is claimed first (its tag set to
-//! [`fast::FLOW_BUSY`] by compare-and-exchange): two CPUs never write one
-//! way at once, and a reader sees the old record, no record, or the new one
-//! whole (the tag is stored last). Where the claim fails, the frame goes to
-//! the cores, which balance it as XDP would.
+//! [`fast::FLOW_BUSY`] by compare-and-exchange, from the tag it was seen
+//! with): two CPUs never write one way at once, and a record is not
+//! overwritten by a CPU that chose its way before another took it. The tag
+//! is stored last; a reader copies the record out and then loads the tag
+//! again, so a record rewritten meanwhile is a miss, never half of two
+//! flows (the eBPF JIT keeps the order of loads and stores, and x86-64,
+//! which lbp's fast path is built for, does not reorder loads with loads or
+//! stores with stores). Where a claim fails, the frame goes to the cores,
+//! which balance it as XDP would.
 
 use std::mem::offset_of;
 
@@ -29,6 +34,8 @@ const WAY_OFF: i16 = -464;
 const NOW_OFF: i16 = -468;
 /// An index into the map (u32).
 const IDX_OFF: i16 = -472;
+/// The found record's [`fast::Flow`], copied out (24 bytes, 8-aligned).
+const COPY_OFF: i16 = -496;
 
 const WAYS: i32 = FLOW_WAYS as i32;
 
@@ -45,9 +52,10 @@ fn slot0() -> i16 {
 }
 
 /// Find the record of the flow key at `FP + key` (40 bytes, 8-aligned) in
-/// map `flows`: `R0` = its [`fast::Flow`] in the map, or 0; its way noted
-/// (for [`record`] and [`forget`]) and, when found, its time seen set to
-/// now. A map that cannot be read jumps to `cores`.
+/// map `flows`: `R0` = a copy of its [`fast::Flow`] (on the stack, taken
+/// while its way held the key's tag throughout), or 0; its way noted (for
+/// [`record`] and [`forget`]) and, when found, its time seen set to now. A
+/// map that cannot be read jumps to `cores`.
 pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label) {
     a.call(helper::KTIME_GET_COARSE_NS);
     a.alu_imm(op::RSH, R0, 30);
@@ -78,6 +86,7 @@ pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label) {
     a.stx(op::DW, FP, BUCKET_OFF, R0);
     // The ways whose tag is the key's, their keys compared.
     let found = a.label();
+    let miss = a.label();
     let done = a.label();
     a.ldx(op::W, R1, FP, TAG_OFF);
     for w in 0..FLOW_WAYS as i16 {
@@ -93,41 +102,62 @@ pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label) {
         a.ja(found);
         a.bind(next);
     }
+    a.bind(miss);
     a.st_imm(op::W, FP, WAY_OFF, WAYS);
     a.mov_imm(R0, 0);
     a.ja(done);
     a.bind(found);
     a.stx(op::W, FP, WAY_OFF, R2);
-    // Seen now (written only when it changed: the line stays shared).
-    let fresh = a.label();
+    // The record copied out, then the tag again: still the key's?
+    a.mov(R1, R2);
+    a.alu_imm(op::LSH, R1, 6);
+    a.alu(op::ADD, R1, R0);
+    let at = slot0() + offset_of!(FlowSlot, flow) as i16;
+    for i in 0..3 {
+        a.ldx(op::DW, R3, R1, at + 8 * i);
+        a.stx(op::DW, FP, COPY_OFF + 8 * i, R3);
+    }
     a.mov(R4, R2);
     a.alu_imm(op::LSH, R4, 2);
     a.alu(op::ADD, R4, R0);
+    a.ldx(op::W, R3, R4, tag0());
+    a.ldx(op::W, R5, FP, TAG_OFF);
+    a.jmp(op::JNE, R3, R5, miss);
+    // Seen now (written only when it changed: the line stays shared).
+    let fresh = a.label();
     a.ldx(op::W, R3, R4, seen0());
     a.ldx(op::W, R5, FP, NOW_OFF);
     a.jmp(op::JEQ, R3, R5, fresh);
     a.stx(op::W, R4, seen0(), R5);
     a.bind(fresh);
-    a.alu_imm(op::LSH, R2, 6);
-    a.alu(op::ADD, R0, R2);
-    a.alu_imm(
-        op::ADD,
-        R0,
-        i32::from(slot0()) + offset_of!(FlowSlot, flow) as i32,
-    );
+    a.mov(R0, FP);
+    a.alu_imm(op::ADD, R0, i32::from(COPY_OFF));
     a.bind(done);
 }
 
 /// Record the [`fast::Flow`] at `FP + flow` (24 bytes, 8-aligned) for the
-/// key at `FP + key`, after [`find`] of that key: in its way, else in an
-/// empty way or the way seen longest ago. A way another CPU is writing
-/// jumps to `busy`.
+/// key at `FP + key`, after [`find`] of that key: in its way while that
+/// still holds it, else in an empty way or the way seen longest ago. A way
+/// another CPU is writing, or takes first, jumps to `busy`.
 pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
     a.ldx(op::DW, R1, FP, BUCKET_OFF);
-    let have = a.label();
+    let choose = a.label();
+    let claimed = a.label();
     a.ldx(op::W, R2, FP, WAY_OFF);
-    a.jmp_imm(op::JLT, R2, WAYS, have);
-    // The way seen longest ago (an empty one's time is 0).
+    a.jmp_imm(op::JGE, R2, WAYS, choose);
+    // Its own way, claimed from its own tag (another CPU may have given it
+    // to another flow since).
+    a.mov(R4, R2);
+    a.alu_imm(op::LSH, R4, 2);
+    a.alu(op::ADD, R4, R1);
+    a.ldx(op::W, R0, FP, TAG_OFF);
+    a.mov(R5, R0);
+    a.mov_imm(R3, fast::FLOW_BUSY as i32);
+    a.cmpxchg(op::W, R4, tag0(), R3);
+    a.jmp(op::JEQ, R0, R5, claimed);
+    // The way seen longest ago (an empty one's time is 0), claimed from the
+    // tag it was seen with.
+    a.bind(choose);
     a.ldx(op::W, R3, R1, seen0());
     a.mov_imm(R2, 0);
     for w in 1..FLOW_WAYS as i16 {
@@ -138,8 +168,6 @@ pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
         a.mov_imm(R2, i32::from(w));
         a.bind(older);
     }
-    a.bind(have);
-    // Claimed: its tag from what it was to busy.
     a.mov(R4, R2);
     a.alu_imm(op::LSH, R4, 2);
     a.alu(op::ADD, R4, R1);
@@ -150,6 +178,7 @@ pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
     a.cmpxchg(op::W, R4, tag0(), R3);
     a.jmp(op::JNE, R0, R5, busy);
     // The record, its time, then its tag.
+    a.bind(claimed);
     a.alu_imm(op::LSH, R2, 6);
     a.alu(op::ADD, R1, R2);
     for i in 0..5 {
@@ -168,7 +197,8 @@ pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
 }
 
 /// Forget the record [`find`] found (nothing when it found none, or when
-/// another CPU took the way meanwhile).
+/// another CPU took the way meanwhile): claimed from its tag, its time
+/// cleared, then its tag; a [`record`] after it chooses a way anew.
 pub(super) fn forget(a: &mut Asm) {
     let done = a.label();
     a.ldx(op::W, R2, FP, WAY_OFF);
@@ -178,9 +208,11 @@ pub(super) fn forget(a: &mut Asm) {
     a.alu(op::ADD, R1, R2);
     a.ldx(op::W, R0, FP, TAG_OFF);
     a.mov(R5, R0);
-    a.mov_imm(R3, 0);
+    a.mov_imm(R3, fast::FLOW_BUSY as i32);
     a.cmpxchg(op::W, R1, tag0(), R3);
     a.jmp(op::JNE, R0, R5, done);
     a.st_imm(op::W, R1, seen0(), 0);
+    a.st_imm(op::W, R1, tag0(), 0);
+    a.st_imm(op::W, FP, WAY_OFF, WAYS);
     a.bind(done);
 }

@@ -171,15 +171,76 @@ fn way(b: &[u8], w: usize) -> Option<(u32, u32, &[u8], &[u8])> {
     ))
 }
 
+/// Way `w`'s tag, key and value in bucket bytes `b`, if its tag is `tag`
+/// and its key `key`.
+fn way_of<'b>(b: &'b [u8], tag: u32, key: &[u8; 40]) -> Option<(usize, &'b [u8])> {
+    (0..fast::FLOW_WAYS).find_map(|w| {
+        let (t, _, k, v) = way(b, w)?;
+        (t == tag && k == key).then_some((w, v))
+    })
+}
+
 /// `flows`' record of key `key` ([`parse_record`]), found as the program
-/// finds it (`compiler::bpf::flows`).
+/// finds it (`compiler::bpf::flows`). The kernel copies a bucket as it is,
+/// so a record being rewritten meanwhile may be copied half old, half new:
+/// the bucket is read again until two reads agree on the record (a record
+/// rewritten between them changes its tag or its value), at most four times.
 fn record_of(flows: &LoadedMap, key: &[u8; 40]) -> Option<([u8; 16], Option<u16>)> {
     let (b, tag) = fast::flow_place(fast::flow_hash(seed_of(flows)?, key));
-    let bucket = bucket_of(flows, b)?;
-    (0..fast::FLOW_WAYS).find_map(|w| {
-        let (t, _, k, v) = way(&bucket, w)?;
-        (t == tag && k == key).then(|| parse_record(v))
-    })
+    let mut last = bucket_of(flows, b)?;
+    for _ in 0..3 {
+        let now = bucket_of(flows, b)?;
+        let (a, c) = (way_of(&last, tag, key), way_of(&now, tag, key));
+        match (a, c) {
+            (None, None) if !busy(&last) && !busy(&now) => return None,
+            (Some(a), Some(c)) if a == c => return Some(parse_record(a.1)),
+            _ => {}
+        }
+        last = now;
+    }
+    None
+}
+
+/// Whether bucket bytes `b` have a way being written.
+fn busy(b: &[u8]) -> bool {
+    (0..fast::FLOW_WAYS).any(|w| word(b, TAGS + 4 * w) == fast::FLOW_BUSY)
+}
+
+/// Bucket `b` of `flows` with no way being written (at most 100 reads, a
+/// millisecond apart after the first), for a read-modify-write of the whole
+/// bucket.
+fn quiet_bucket(flows: &LoadedMap, b: u32) -> std::io::Result<Vec<u8>> {
+    for i in 0..100 {
+        if let Some(v) = bucket_of(flows, b).filter(|v| !busy(v)) {
+            return Ok(v);
+        }
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        "a flows map bucket being written throughout",
+    ))
+}
+
+fn unreadable() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "the flows map unreadable")
+}
+
+/// Forget `key`'s record in `flows` (false when it had none). For tests and
+/// tools, as [`set_record`].
+pub fn forget_record(flows: &LoadedMap, key: &[u8; 40]) -> std::io::Result<bool> {
+    let seed = seed_of(flows).ok_or_else(unreadable)?;
+    let (b, tag) = fast::flow_place(fast::flow_hash(seed, key));
+    let mut bucket = quiet_bucket(flows, b)?;
+    let Some((w, _)) = way_of(&bucket, tag, key) else {
+        return Ok(false);
+    };
+    bucket[TAGS + 4 * w..TAGS + 4 * w + 4].fill(0);
+    bucket[SEEN + 4 * w..SEEN + 4 * w + 4].fill(0);
+    map_update_bytes(flows, &b.to_ne_bytes(), &bucket)?;
+    Ok(true)
 }
 
 /// The bucket of `flows` that holds key `key`'s record (when it has one).
@@ -190,23 +251,23 @@ pub fn flow_bucket(flows: &LoadedMap, key: &[u8; 40]) -> Option<u32> {
 /// Record `flow` for `key` in `flows` as the program records it (its way,
 /// else an empty way or the way seen longest ago), seen at `seen`
 /// ([`fast::FlowBucket::seen`]'s unit). For tests and tools: the bucket is
-/// written whole, so a record the program makes in it meanwhile is lost.
+/// read (when no way of it is being written) and written whole, so a record
+/// the program makes in it in between is lost.
 pub fn set_record(
     flows: &LoadedMap,
     key: &[u8; 40],
     flow: &fast::Flow,
     seen: u32,
 ) -> std::io::Result<()> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "the flows map unreadable");
-    let seed = seed_of(flows).ok_or_else(bad)?;
+    let seed = seed_of(flows).ok_or_else(unreadable)?;
     let (b, tag) = fast::flow_place(fast::flow_hash(seed, key));
-    let mut bucket = bucket_of(flows, b).ok_or_else(bad)?;
-    let ways = || (0..fast::FLOW_WAYS).filter_map(|w| Some((w, way(&bucket, w)?)));
-    let w = ways()
-        .find(|(_, (t, _, k, _))| *t == tag && *k == key)
-        .or_else(|| ways().min_by_key(|(_, (_, seen, _, _))| *seen))
-        .map(|(w, _)| w)
-        .ok_or_else(bad)?;
+    let mut bucket = quiet_bucket(flows, b)?;
+    let w = match way_of(&bucket, tag, key) {
+        Some((w, _)) => w,
+        None => (0..fast::FLOW_WAYS)
+            .min_by_key(|&w| word(&bucket, SEEN + 4 * w))
+            .unwrap_or(0),
+    };
     let slot = SLOTS + w * SLOT;
     bucket[slot..slot + FLOW].copy_from_slice(key);
     let mut v = Vec::with_capacity(24);
@@ -263,9 +324,7 @@ pub fn xdp_flows_each(
     flows: &LoadedMap,
     mut each: impl FnMut(XdpFlow) -> bool,
 ) -> std::io::Result<()> {
-    let seed = seed_of(flows).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "the flows map unreadable")
-    })?;
+    let seed = seed_of(flows).ok_or_else(unreadable)?;
     map_for_each(flows, |b, bucket| {
         if word(b, 0) >= fast::FLOW_BUCKETS {
             return true;

@@ -48,8 +48,8 @@ pub struct FastPath {
 
 /// A flows map for [`FastPath::load_for`]: the back end of each flow balanced
 /// in XDP, kept across generations (a reload moves no established flow);
-/// its hash's key random (`getrandom`), so that no one outside can aim
-/// flows at one bucket.
+/// its hash's key random (`getrandom`), so that which flows share a bucket
+/// is not known in advance.
 pub fn flows_map() -> io::Result<LoadedMap> {
     let map = LoadedMap::create(&MapSpec {
         name: fast::FLOWS.into(),

@@ -577,7 +577,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
     let now = monotonic_ns();
     let mut rows = Vec::new();
     let mut total = 0usize;
-    // The filters, and a row of the listing (`idle_ms` null: in XDP).
+    // The filters, and a row of the listing.
     let wanted = |vip: IpAddr, be: IpAddr| {
         vips.as_ref().is_none_or(|vs| vs.contains(&vip)) && want_backend.is_none_or(|b| b == be)
     };
@@ -585,7 +585,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                service: Option<&str>,
                backend: String,
                state: String,
-               idle_ms: Option<u64>| {
+               idle_ms: u64| {
         json!({
             "service": service.unwrap_or_default(),
             "proto": proto_text(k.proto),
@@ -617,7 +617,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                 service.map(|s| s.name.as_str()),
                 backend_text(be, c.target.backend_port),
                 format!("{:?}", c.state).to_lowercase(),
-                Some(now.saturating_sub(c.last_seen) / 1_000_000),
+                now.saturating_sub(c.last_seen) / 1_000_000,
             ));
         }
     });
@@ -643,7 +643,7 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
                     found.map(|(s, _)| s.name.as_str()),
                     backend_text(be, port),
                     "xdp".to_string(),
-                    Some(u64::from(clock.saturating_sub(x.seen)) * (1 << 30) / 1_000_000),
+                    u64::from(clock.saturating_sub(x.seen)) * (1 << 30) / 1_000_000,
                 ));
             }
             true
@@ -654,10 +654,10 @@ fn conns(src: &Sources, service: Option<&str>, backend: Option<&str>, limit: usi
     }
     let mut t = String::new();
     for r in &rows {
-        let idle = match (r["idle_ms"].as_u64(), r["state"].as_str()) {
-            (Some(ms), Some("xdp")) => format!("in XDP, idle {} s", ms / 1000),
-            (Some(ms), _) => format!("idle {ms} ms"),
-            (None, _) => String::new(),
+        let ms = r["idle_ms"].as_u64().unwrap_or(0);
+        let idle = match r["state"].as_str() {
+            Some("xdp") => format!("in XDP, idle {} s", ms / 1000),
+            _ => format!("idle {ms} ms"),
         };
         t.push_str(&format!(
             "{:<5} {:<8} {:<46} -> {:<46} => {:<46} {:<12} {idle}\n",
