@@ -73,9 +73,12 @@ impl Drop for Servers {
     }
 }
 
-/// A back end's loop: HTTP on every listener (one connection at a time, each
-/// bounded by timeouts), UDP echo of the name, until `stop` or the lifetime ends.
+/// A back end's loop: HTTP on every listener (each connection answered by a
+/// thread of its own, bounded by timeouts, so that a connection held open
+/// with half a request delays no other), UDP echo of the name, until `stop`
+/// or the lifetime ends.
 fn serve(name: &str, listeners: &[TcpListener], udp: &UdpSocket, stop: &AtomicBool) {
+    let name: Arc<str> = name.into();
     let end = Instant::now() + SERVER_LIFETIME;
     let mut fds: Vec<libc::pollfd> = listeners
         .iter()
@@ -100,7 +103,10 @@ fn serve(name: &str, listeners: &[TcpListener], udp: &UdpSocket, stop: &AtomicBo
             if fds[i].revents & libc::POLLIN != 0
                 && let Ok((s, _)) = l.accept()
             {
-                let _ = answer_http(s, name);
+                let name = name.clone();
+                std::thread::spawn(move || {
+                    let _ = answer_http(s, &name);
+                });
             }
         }
         if fds[listeners.len()].revents & libc::POLLIN != 0
@@ -121,8 +127,10 @@ fn answer_http(mut s: TcpStream, name: &str) -> io::Result<()> {
         canon(s.local_addr()?),
         canon(s.peer_addr()?)
     );
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    // Long enough for a test that holds a connection across a reload on a
+    // busy machine (a reload has taken over 2 s there).
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
