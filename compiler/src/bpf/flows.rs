@@ -117,9 +117,7 @@ pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label) {
         a.ldx(op::DW, R3, R1, at + 8 * i);
         a.stx(op::DW, FP, COPY_OFF + 8 * i, R3);
     }
-    a.mov(R4, R2);
-    a.alu_imm(op::LSH, R4, 2);
-    a.alu(op::ADD, R4, R0);
+    way_word(a, R4, R0, R2);
     a.ldx(op::W, R3, R4, tag0());
     a.ldx(op::W, R5, FP, TAG_OFF);
     a.jmp(op::JNE, R3, R5, miss);
@@ -147,13 +145,9 @@ pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
     a.jmp_imm(op::JGE, R2, WAYS, choose);
     // Its own way, claimed from its own tag (another CPU may have given it
     // to another flow since).
-    a.mov(R4, R2);
-    a.alu_imm(op::LSH, R4, 2);
-    a.alu(op::ADD, R4, R1);
+    way_word(a, R4, R1, R2);
     a.ldx(op::W, R0, FP, TAG_OFF);
-    a.mov(R5, R0);
-    a.mov_imm(R3, fast::FLOW_BUSY as i32);
-    a.cmpxchg(op::W, R4, tag0(), R3);
+    claim(a, R4);
     a.jmp(op::JEQ, R0, R5, claimed);
     // The way seen longest ago (an empty one's time is 0), claimed from the
     // tag it was seen with.
@@ -168,14 +162,10 @@ pub(super) fn record(a: &mut Asm, key: i16, flow: i16, busy: Label) {
         a.mov_imm(R2, i32::from(w));
         a.bind(older);
     }
-    a.mov(R4, R2);
-    a.alu_imm(op::LSH, R4, 2);
-    a.alu(op::ADD, R4, R1);
+    way_word(a, R4, R1, R2);
     a.ldx(op::W, R0, R4, tag0());
     a.jmp_imm(op::JEQ, R0, fast::FLOW_BUSY as i32, busy);
-    a.mov(R5, R0);
-    a.mov_imm(R3, fast::FLOW_BUSY as i32);
-    a.cmpxchg(op::W, R4, tag0(), R3);
+    claim(a, R4);
     a.jmp(op::JNE, R0, R5, busy);
     // The record, its time, then its tag.
     a.bind(claimed);
@@ -203,16 +193,29 @@ pub(super) fn forget(a: &mut Asm) {
     let done = a.label();
     a.ldx(op::W, R2, FP, WAY_OFF);
     a.jmp_imm(op::JGE, R2, WAYS, done);
-    a.ldx(op::DW, R1, FP, BUCKET_OFF);
-    a.alu_imm(op::LSH, R2, 2);
-    a.alu(op::ADD, R1, R2);
+    a.ldx(op::DW, R3, FP, BUCKET_OFF);
+    way_word(a, R1, R3, R2);
     a.ldx(op::W, R0, FP, TAG_OFF);
-    a.mov(R5, R0);
-    a.mov_imm(R3, fast::FLOW_BUSY as i32);
-    a.cmpxchg(op::W, R1, tag0(), R3);
+    claim(a, R1);
     a.jmp(op::JNE, R0, R5, done);
     a.st_imm(op::W, R1, seen0(), 0);
     a.st_imm(op::W, R1, tag0(), 0);
     a.st_imm(op::W, FP, WAY_OFF, WAYS);
     a.bind(done);
+}
+
+/// `dst` = `bucket` + 4 `way`: the way's tag at `dst + tag0()`, its time
+/// at `dst + seen0()` (`dst` not `way`).
+fn way_word(a: &mut Asm, dst: u8, bucket: u8, way: u8) {
+    a.mov(dst, way);
+    a.alu_imm(op::LSH, dst, 2);
+    a.alu(op::ADD, dst, bucket);
+}
+
+/// Claim the way whose tag is at `at + tag0()` from the tag `R0` holds:
+/// afterwards `R0` == `R5` when it was claimed (`R3` clobbered).
+fn claim(a: &mut Asm, at: u8) {
+    a.mov(R5, R0);
+    a.mov_imm(R3, fast::FLOW_BUSY as i32);
+    a.cmpxchg(op::W, at, tag0(), R3);
 }
