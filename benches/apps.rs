@@ -56,6 +56,17 @@
 //! copy-mode AF_XDP socket (a busy poll Linux 6.18 does only in zero-copy
 //! mode).
 //!
+//! The bench keeps itself (client, kernel echo server, traffic generator)
+//! off the switching cores' CPUs, as an appliance would: there the client is
+//! another machine and the kernel's programs run on the control core. Three
+//! runs of 2026-12-08 so (a slower day: the core app's wire p50 was 4.8-6.9
+//! us): on the wire p50 5.39x, 4.72x, 4.95x; p99 4.17x, 3.31x, 7.04x; open
+//! loop 6.13x, 5.70x, 5.02x. Unpinned the same day: p50 4.59x, 4.94x, 4.75x.
+//! The core app's own part of its round trip is small: the rest is the
+//! kernel's copy-mode AF_XDP on veth (an skb copied into the UMEM on
+//! receive, an skb built per frame on transmit), which both paths pay, so
+//! the ratio moves with the machine.
+//!
 //! Run as root: `cargo bench --bench apps` (the lbp binary of the bench
 //! profile). Environment: `LBP_APPS_REQUESTS` (requests per path, 20 000),
 //! `LBP_CORES` (`lbp run --cores`, default `0,1`), `LBP_DATAPATH` (`lbp run
@@ -440,6 +451,38 @@ fn open_loop(port: u16) -> std::io::Result<(f64, f64)> {
     Ok((sent as f64 / secs, answered as f64 / secs))
 }
 
+/// Keep this process (the client, the kernel echo server, the traffic
+/// generator, and what they spawn) off the switching cores' CPUs: the first
+/// CPU of `cores` is lbp's control core, the rest are switching cores, and on
+/// an appliance nothing else runs there (the client stands for another
+/// machine, the kernel server for a program on the control core). lbp pins
+/// its own threads. Returns the CPUs kept, or None when nothing was left or
+/// the call failed (then the process runs where the kernel puts it).
+fn keep_off_switching_cores(cores: &str) -> Option<Vec<usize>> {
+    let listed: Vec<usize> = cores
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let switching = listed.get(1..).unwrap_or_default();
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let keep: Vec<usize> = (0..online.max(listed.iter().max().map_or(0, |m| m + 1)))
+        .filter(|c| !switching.contains(c))
+        .collect();
+    if keep.is_empty() {
+        return None;
+    }
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set, filled in
+    // with CPU_SET below and passed by pointer with its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in &keep {
+        // SAFETY: `set` is a live cpu_set_t; CPU_SET ignores CPUs past its size.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    (r == 0).then_some(keep)
+}
+
 fn main() {
     if let Some(why) = netns::unavailable() {
         println!("SKIPPED: benches/apps.rs: {why}");
@@ -451,6 +494,7 @@ fn main() {
         .unwrap_or(20_000);
     let cores = std::env::var("LBP_CORES").unwrap_or_else(|_| "0,1".into());
     let datapath = std::env::var("LBP_DATAPATH").unwrap_or_else(|_| "auto".into());
+    let pinned = keep_off_switching_cores(&cores);
 
     let client = Netns::new("bac");
     let app = Netns::new("baa");
@@ -560,7 +604,11 @@ fn main() {
 
     let (core, tap) = paths.unwrap_or_else(|e| panic!("a path failed: {e}"));
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("UDP echo, {n} requests per path, one in flight, 16 bytes:");
+    println!(
+        "UDP echo, {n} requests per path, one in flight, 16 bytes; lbp --cores {cores}, \
+         client and kernel server on CPUs {}:",
+        pinned.map_or("chosen by the kernel".into(), |c| format!("{c:?}"))
+    );
     println!(
         "{:<18} {:>9} {:>9} {:>12} {:>12} {:>9} {:>9} {:>12} {:>6}",
         "path",
