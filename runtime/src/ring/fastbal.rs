@@ -138,7 +138,7 @@ fn parse_record(v: &[u8]) -> ([u8; 16], Option<u16>) {
 }
 
 /// The flows map's hash key (its entry after the buckets).
-fn seed_of(flows: &LoadedMap) -> Option<u64> {
+pub fn flow_seed(flows: &LoadedMap) -> Option<u64> {
     let v = map_lookup_bytes(flows, &fast::FLOW_BUCKETS.to_ne_bytes()).ok()??;
     Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?))
 }
@@ -186,7 +186,7 @@ fn way_of<'b>(b: &'b [u8], tag: u32, key: &[u8; 40]) -> Option<(usize, &'b [u8])
 /// the bucket is read again until two reads agree on the record (a record
 /// rewritten between them changes its tag or its value), at most four times.
 fn record_of(flows: &LoadedMap, key: &[u8; 40]) -> Option<([u8; 16], Option<u16>)> {
-    let (b, tag) = fast::flow_place(fast::flow_hash(seed_of(flows)?, key));
+    let (b, tag) = fast::flow_place(fast::flow_hash(flow_seed(flows)?, key));
     let mut last = bucket_of(flows, b)?;
     for _ in 0..3 {
         let now = bucket_of(flows, b)?;
@@ -231,7 +231,7 @@ fn unreadable() -> std::io::Error {
 /// Forget `key`'s record in `flows` (false when it had none). For tests and
 /// tools, as [`set_record`].
 pub fn forget_record(flows: &LoadedMap, key: &[u8; 40]) -> std::io::Result<bool> {
-    let seed = seed_of(flows).ok_or_else(unreadable)?;
+    let seed = flow_seed(flows).ok_or_else(unreadable)?;
     let (b, tag) = fast::flow_place(fast::flow_hash(seed, key));
     let mut bucket = quiet_bucket(flows, b)?;
     let Some((w, _)) = way_of(&bucket, tag, key) else {
@@ -245,7 +245,7 @@ pub fn forget_record(flows: &LoadedMap, key: &[u8; 40]) -> std::io::Result<bool>
 
 /// The bucket of `flows` that holds key `key`'s record (when it has one).
 pub fn flow_bucket(flows: &LoadedMap, key: &[u8; 40]) -> Option<u32> {
-    Some(fast::flow_place(fast::flow_hash(seed_of(flows)?, key)).0)
+    Some(fast::flow_place(fast::flow_hash(flow_seed(flows)?, key)).0)
 }
 
 /// Record `flow` for `key` in `flows` as the program records it (its way,
@@ -259,7 +259,7 @@ pub fn set_record(
     flow: &fast::Flow,
     seen: u32,
 ) -> std::io::Result<()> {
-    let seed = seed_of(flows).ok_or_else(unreadable)?;
+    let seed = flow_seed(flows).ok_or_else(unreadable)?;
     let (b, tag) = fast::flow_place(fast::flow_hash(seed, key));
     let mut bucket = quiet_bucket(flows, b)?;
     let w = match way_of(&bucket, tag, key) {
@@ -324,7 +324,7 @@ pub fn xdp_flows_each(
     flows: &LoadedMap,
     mut each: impl FnMut(XdpFlow) -> bool,
 ) -> std::io::Result<()> {
-    let seed = seed_of(flows).ok_or_else(unreadable)?;
+    let seed = flow_seed(flows).ok_or_else(unreadable)?;
     map_for_each(flows, |b, bucket| {
         if word(b, 0) >= fast::FLOW_BUCKETS {
             return true;
