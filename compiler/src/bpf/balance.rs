@@ -170,7 +170,7 @@ pub(super) fn emit(a: &mut Asm, m: Maps, services: u32, ctx: i16, cores: Label) 
     // again by address among those that serve, and recorded anew.
     let new = a.label();
     let have = a.label();
-    flows::find(a, m.flows, FLOW_KEY_OFF, cores);
+    flows::find(a, m.flows, FLOW_KEY_OFF, cores, flows::Now::Read);
     a.st_imm(op::W, FP, RECORD_OFF, 0);
     // A SYN (without ACK or RST) opens a connection anew, as the cores
     // re-balance a SYN of a tuple whose connection ended: the flow's record
@@ -581,7 +581,7 @@ fn reply_record(a: &mut Asm, m: Maps, done: Label, cores: Label) {
     a.ldx(op::H, R2, FP, field(offset_of!(Fields, dport)));
     a.alu32_imm(op::OR, R2, fast::FLOW_REPLY as i32);
     a.stx(op::W, FP, FLOW_OFF + offset_of!(Flow, index) as i16, R2);
-    flows::find(a, m.flows, FLOW_KEY_OFF, cores);
+    flows::find(a, m.flows, FLOW_KEY_OFF, cores, flows::Now::Kept);
     flows::record(a, FLOW_KEY_OFF, FLOW_OFF, cores);
 }
 

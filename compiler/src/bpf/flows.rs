@@ -39,6 +39,14 @@ const COPY_OFF: i16 = -496;
 
 const WAYS: i32 = FLOW_WAYS as i32;
 
+/// Whether [`find`] reads the clock (a helper call) or uses the time the
+/// run's first `find` read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Now {
+    Read,
+    Kept,
+}
+
 fn tag0() -> i16 {
     offset_of!(FlowBucket, tags) as i16
 }
@@ -55,11 +63,14 @@ fn slot0() -> i16 {
 /// map `flows`: `R0` = a copy of its [`fast::Flow`] (on the stack, taken
 /// while its way held the key's tag throughout), or 0; its way noted (for
 /// [`record`] and [`forget`]) and, when found, its time seen set to now. A
-/// map that cannot be read jumps to `cores`.
-pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label) {
-    a.call(helper::KTIME_GET_COARSE_NS);
-    a.alu_imm(op::RSH, R0, 30);
-    a.stx(op::W, FP, NOW_OFF, R0);
+/// map that cannot be read jumps to `cores`. [`Now::Kept`]: a `find` before
+/// it in the same run has read the clock already.
+pub(super) fn find(a: &mut Asm, flows: u32, key: i16, cores: Label, now: Now) {
+    if now == Now::Read {
+        a.call(helper::KTIME_GET_COARSE_NS);
+        a.alu_imm(op::RSH, R0, 30);
+        a.stx(op::W, FP, NOW_OFF, R0);
+    }
     // The hash's key, then the hash.
     a.st_imm(op::W, FP, IDX_OFF, fast::FLOW_BUCKETS as i32);
     lookup(a, flows, IDX_OFF);
