@@ -58,14 +58,17 @@
 //!
 //! The bench keeps itself (client, kernel echo server, traffic generator)
 //! off the switching cores' CPUs, as an appliance would: there the client is
-//! another machine and the kernel's programs run on the control core. Three
-//! runs of 2026-12-08 so (a slower day: the core app's wire p50 was 4.8-6.9
-//! us): on the wire p50 5.39x, 4.72x, 4.95x; p99 4.17x, 3.31x, 7.04x; open
-//! loop 6.13x, 5.70x, 5.02x. Unpinned the same day: p50 4.59x, 4.94x, 4.75x.
-//! The core app's own part of its round trip is small: the rest is the
-//! kernel's copy-mode AF_XDP on veth (an skb copied into the UMEM on
-//! receive, an skb built per frame on transmit), which both paths pay, so
-//! the ratio moves with the machine.
+//! another machine and the kernel's programs run on the control core. On a
+//! slower day (2026-12-08: the core app's wire p50 4.6-6.9 us, the TAP
+//! path's 21.8-32.5 us), on the wire p50 was 5.39x, 4.72x, 4.95x with it;
+//! 4.59x, 4.94x, 5.01x unpinned, and 4.75x, 4.61x with the whole bench held
+//! to CPU 0 by `taskset`: keeping off the switching core does not move the
+//! ratio. Nor does the core's loop: polling the TAP 64 times less often
+//! left the core app's wire p50 at 5.4-6.2 us. What the core app's round
+//! trip is made of is the kernel's copy-mode AF_XDP on veth, which both
+//! paths pay (on receive the frame copied out of an skb into the UMEM, on
+//! transmit an skb built per frame in the send system call), so the ratio
+//! moves with the machine.
 //!
 //! Run as root: `cargo bench --bench apps` (the lbp binary of the bench
 //! profile). Environment: `LBP_APPS_REQUESTS` (requests per path, 20 000),
