@@ -155,10 +155,19 @@ pub mod fast {
     /// The interface's XSK map (queue to AF_XDP socket), the runtime's own.
     pub const XSK: &str = "xsk";
     /// OS interface index (u32) to the policy's interface index (u32), with
-    /// [`IFACE_TX`] or'ed in where the program may answer on the interface
-    /// itself; a frame of an interface not in it goes to the switching
-    /// cores. Filled by the runtime.
+    /// [`IFACE_KNOWN`] or'ed in, and [`IFACE_TX`] where the program may
+    /// answer on the interface itself; a frame of an interface not in it goes
+    /// to the switching cores. An array of [`IFACE_SLOTS`] indexed by the OS
+    /// index (a lookup the kernel inlines); an interface whose index is
+    /// beyond it is in [`IFACES_HIGH`]. Filled by the runtime.
     pub const IFACES: &str = "ifaces";
+    /// OS interface indexes [`IFACES`] holds: those below it.
+    pub const IFACE_SLOTS: u32 = 1024;
+    /// [`IFACES`] for OS interface indexes from [`IFACE_SLOTS`] on (a hash).
+    pub const IFACES_HIGH: &str = "ifaces_high";
+    /// In an [`IFACES`] value: the entry names an interface (an empty array
+    /// entry is 0).
+    pub const IFACE_KNOWN: u32 = 1 << 30;
     /// In an [`IFACES`] value: the program may send a frame back out of the
     /// interface it came in on (`XDP_TX`: a TCP reset). Without it such a
     /// frame goes to the switching cores, which send it through their rings.
@@ -170,6 +179,24 @@ pub mod fast {
     pub const NAT_BACKENDS: &str = "nat_backends";
     /// How many addresses `NAT_BACKENDS` holds at most.
     pub const NAT_BACKENDS_MAX: u32 = 65_536;
+    /// A filter before [`NAT_BACKENDS`]: a bit per [`nat_filter_bit`] of
+    /// every NAT back end's address, in [`NAT_FILTER_WORDS`] u64 words (an
+    /// array, whose lookup the kernel inlines). An address whose bit is clear
+    /// is no NAT back end, and the hash lookup is skipped: most frames pay
+    /// a few instructions, not two hash lookups.
+    pub const NAT_FILTER: &str = "nat_filter";
+    /// Words of [`NAT_FILTER`]: 65 536 bits.
+    pub const NAT_FILTER_WORDS: u32 = 1024;
+    /// The multiplier of [`nat_filter_bit`].
+    pub const NAT_FILTER_MUL: u32 = 0x9e37_79b1;
+
+    /// An address's bit in [`NAT_FILTER`] (the 16-byte `Fields` form): its
+    /// last four bytes, as a native-order u32, times [`NAT_FILTER_MUL`]
+    /// (wrapping), the product's high 16 bits.
+    pub fn nat_filter_bit(addr: &[u8; 16]) -> u32 {
+        let w = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]);
+        w.wrapping_mul(NAT_FILTER_MUL) >> 16
+    }
     /// Per-CPU counters (a per-CPU array): slot to [`Counter`].
     pub const COUNTERS: &str = "counters";
 

@@ -23,7 +23,7 @@ use lbp_compiler::interp;
 use lbp_compiler::ir::{Addr, Program};
 use lbp_lab::require_netns;
 use lbp_lab::testing::frame::checksum_oracle;
-use lbp_runtime::ring::bpf::{XskMap, xdp_test_run};
+use lbp_runtime::ring::bpf::{XskMap, xdp_test_run, xdp_test_run_on};
 use lbp_runtime::ring::fastbal::Sizes;
 use lbp_runtime::ring::fastpath::{FastPath, flows_map};
 use lbp_runtime::testbed::fast_path_model;
@@ -202,6 +202,42 @@ fn frames_of_unknown_interfaces_go_to_the_cores() {
     assert_eq!(c[slot::TO_CORES as usize].packets, 0, "nor as sent on");
     fast.set_interfaces(&[(1, 0)]).unwrap();
     assert_eq!(xdp_test_run(fd.as_fd(), &frame).unwrap().action, XDP_DROP);
+
+    // An interface whose OS index is beyond the array's slots is found in
+    // the hash; one that is in neither goes to the cores.
+    let ns = lbp_lab::testing::Netns::new("bpfhi");
+    let high = slot::IFACE_SLOTS + 976;
+    let added = ns.ip(&[
+        "link",
+        "add",
+        "hi0",
+        "index",
+        &high.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "hi1",
+    ]);
+    assert!(
+        added.status.success(),
+        "a veth interface of index {high}: {added:?}"
+    );
+    let on = |ifindex: u32| {
+        ns.within(|| xdp_test_run_on(fd.as_fd(), &frame, ifindex))
+            .unwrap_or_else(|e| panic!("a test run on interface {ifindex}: {e}"))
+            .action
+    };
+    assert_eq!(on(1), XDP_DROP, "the loopback, in the array");
+    assert_eq!(on(high), XDP_PASS, "not named yet");
+    fast.set_interfaces(&[(high, 0)]).unwrap();
+    assert_eq!(on(high), XDP_DROP, "named, in the hash");
+    let c = fast.counters().unwrap();
+    assert_eq!(
+        c[slot::SEEN as usize].packets,
+        3,
+        "the frames of known interfaces"
+    );
 }
 
 /// Without [`slot::IFACE_TX`] on the receiving interface, a segment the

@@ -11,7 +11,8 @@
 //!   neighbour solicitations and advertisements, ICMP errors (which may be
 //!   about a balanced connection), and traffic from or to a NAT back end (its
 //!   return traffic, and a SYN that ends an earlier connection of the same
-//!   tuple: the connection table's business; [`fast::NAT_BACKENDS`]);
+//!   tuple: the connection table's business; [`fast::NAT_BACKENDS`], behind
+//!   the bit filter [`fast::NAT_FILTER`], so that most frames skip its hash);
 //! - after it, the action: a `drop` is counted and dropped here
 //!   (`XDP_DROP`); a `reset` (a filter rule's, or a virtual IP's port
 //!   without a service) is answered here with the RST the cores would send
@@ -38,13 +39,17 @@ const CTX_OFF: i16 = -136;
 const KEY_OFF: i16 = -140;
 /// The receiving interface's [`fast::IFACE_TX`] bit (a u32).
 const TX_OFF: i16 = -144;
+/// An address's bit in [`fast::NAT_FILTER`] (a u32).
+const BIT_OFF: i16 = -148;
 
 /// The numbers of the fast path's own maps in the program's map list.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Maps {
     xsk: u32,
     ifaces: u32,
+    ifaces_high: u32,
     nat: u32,
+    nat_filter: u32,
     counters: u32,
     pub(super) bal_active: u32,
     pub(super) bal_services: u32,
@@ -70,13 +75,21 @@ pub(super) fn maps(maps: &mut Vec<MapSpec>, prog: &Program) -> Maps {
     Maps {
         // Sized by the runtime's queues: the spec is a placeholder.
         xsk: add(fast::XSK, MapKind::Xsk, 4, 4, 1),
-        ifaces: add(fast::IFACES, MapKind::Hash, 4, 4, 256),
+        ifaces: add(fast::IFACES, MapKind::Array, 4, 4, fast::IFACE_SLOTS),
+        ifaces_high: add(fast::IFACES_HIGH, MapKind::Hash, 4, 4, 256),
         nat: add(
             fast::NAT_BACKENDS,
             MapKind::Hash,
             16,
             1,
             fast::NAT_BACKENDS_MAX,
+        ),
+        nat_filter: add(
+            fast::NAT_FILTER,
+            MapKind::Array,
+            4,
+            8,
+            fast::NAT_FILTER_WORDS,
         ),
         counters: add(
             fast::COUNTERS,
@@ -137,17 +150,28 @@ pub(super) fn entry(a: &mut Asm) {
 /// an interface not in the map goes to the cores uncounted), the frame
 /// counted as seen, and the frames the cores must see sent to `cores`.
 pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
-    // in_iface from the OS interface index.
+    // in_iface from the OS interface index: the array below IFACE_SLOTS,
+    // the hash from there on.
     a.ldx(op::DW, R1, FP, CTX_OFF);
     a.ldx(op::W, R2, R1, xdp::INGRESS_IFINDEX);
     a.stx(op::W, FP, KEY_OFF, R2);
+    let high = a.label();
+    let found = a.label();
+    a.jmp_imm(op::JGE, R2, fast::IFACE_SLOTS as i32, high);
     lookup(a, m.ifaces, KEY_OFF);
+    a.ja(found);
+    a.bind(high);
+    lookup(a, m.ifaces_high, KEY_OFF);
+    a.bind(found);
     a.jmp_imm(op::JEQ, R0, 0, cores);
     a.ldx(op::W, R2, R0, 0);
     a.mov(R3, R2);
+    a.alu32_imm(op::AND, R3, fast::IFACE_KNOWN as i32);
+    a.jmp_imm(op::JEQ, R3, 0, cores);
+    a.mov(R3, R2);
     a.alu32_imm(op::AND, R3, fast::IFACE_TX as i32);
     a.stx(op::W, FP, TX_OFF, R3);
-    a.alu32_imm(op::AND, R2, !fast::IFACE_TX as i32);
+    a.alu32_imm(op::AND, R2, !(fast::IFACE_TX | fast::IFACE_KNOWN) as i32);
     a.stx(op::W, FP, field(offset_of!(Fields, in_iface)), R2);
     count(a, m, Slot::Fixed(fast::SEEN));
 
@@ -183,9 +207,28 @@ pub(super) fn before_policy(a: &mut Asm, m: Maps, cores: Label) {
     a.bind(not_icmp);
     // From or to a NAT back end: the connection table's.
     flag(a, present::IP4 | present::IP6, false, policy);
+    // The filter's bit of each address first (`fast::nat_filter_bit`): the
+    // hash is looked up only where it is set.
     for which in [offset_of!(Fields, ip_src), offset_of!(Fields, ip_dst)] {
+        let clear = a.label();
+        a.ldx(op::W, R2, FP, field(which) + 12);
+        a.alu32_imm(op::MUL, R2, fast::NAT_FILTER_MUL as i32);
+        a.alu32_imm(op::RSH, R2, 16);
+        a.mov(R3, R2);
+        a.alu32_imm(op::RSH, R3, 6);
+        a.stx(op::W, FP, KEY_OFF, R3);
+        a.stx(op::W, FP, BIT_OFF, R2);
+        lookup(a, m.nat_filter, KEY_OFF);
+        a.jmp_imm(op::JEQ, R0, 0, cores);
+        a.ldx(op::DW, R3, R0, 0);
+        a.ldx(op::W, R2, FP, BIT_OFF);
+        a.alu32_imm(op::AND, R2, 63);
+        a.alu(op::RSH, R3, R2);
+        a.alu_imm(op::AND, R3, 1);
+        a.jmp_imm(op::JEQ, R3, 0, clear);
         lookup(a, m.nat, field(which));
         a.jmp_imm(op::JNE, R0, 0, cores);
+        a.bind(clear);
     }
     a.bind(policy);
 }

@@ -587,9 +587,31 @@ pub fn xdp_test_run_repeat(
     frame: &[u8],
     repeat: u32,
 ) -> io::Result<(XdpRun, u32)> {
+    test_run(prog, frame, repeat, None)
+}
+
+/// [`xdp_test_run`] as if `frame` arrived on the interface of index
+/// `ifindex` (of the calling thread's namespace; without it a test run
+/// receives on the loopback).
+pub fn xdp_test_run_on(prog: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> io::Result<XdpRun> {
+    test_run(prog, frame, 1, Some(ifindex)).map(|(r, _)| r)
+}
+
+fn test_run(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+    ifindex: Option<u32>,
+) -> io::Result<(XdpRun, u32)> {
     let size = u32::try_from(frame.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     let mut out = vec![0u8; frame.len() + TEST_RUN_ROOM];
+    // The kernel takes a context only whole: the frame from 0 to its size.
+    let ctx = ifindex.map(|i| XdpMd {
+        data_end: size,
+        ingress_ifindex: i,
+        ..XdpMd::default()
+    });
     let mut a = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: size,
@@ -597,6 +619,8 @@ pub fn xdp_test_run_repeat(
         data_size_out: out.len() as u32,
         data_out: out.as_mut_ptr() as u64,
         repeat: repeat.max(1),
+        ctx_size_in: ctx.as_ref().map_or(0, |_| size_of::<XdpMd>() as u32),
+        ctx_in: ctx.as_ref().map_or(0, |c| c as *const XdpMd as u64),
         ..TestRunAttr::default()
     };
     sys_bpf(BPF_PROG_TEST_RUN, &mut a)

@@ -236,11 +236,16 @@ impl FastPath {
     /// (`ifindex`, policy index): a frame of an interface not named goes to
     /// the switching cores.
     pub fn set_interfaces(&self, ifaces: &[(u32, u32)]) -> io::Result<()> {
-        let Some(m) = self.map(fast::IFACES) else {
-            return Ok(());
-        };
         for &(ifindex, i) in ifaces {
-            map_update_bytes(m, &ifindex.to_ne_bytes(), &i.to_ne_bytes())?;
+            let name = if ifindex < fast::IFACE_SLOTS {
+                fast::IFACES
+            } else {
+                fast::IFACES_HIGH
+            };
+            if let Some(m) = self.map(name) {
+                let v = i | fast::IFACE_KNOWN;
+                map_update_bytes(m, &ifindex.to_ne_bytes(), &v.to_ne_bytes())?;
+            }
         }
         Ok(())
     }
@@ -251,6 +256,20 @@ impl FastPath {
         let Some(m) = self.map(fast::NAT_BACKENDS) else {
             return Ok(());
         };
+        // The filter's bits first: an address in the hash whose bit were
+        // not set yet would be taken for no back end.
+        if let Some(f) = self.map(fast::NAT_FILTER) {
+            let mut words = vec![0u64; fast::NAT_FILTER_WORDS as usize];
+            for &a in addrs {
+                let bit = fast::nat_filter_bit(&crate::switch::bytes_of(a));
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+            for (i, w) in (0u32..).zip(&words) {
+                if *w != 0 {
+                    map_update_bytes(f, &i.to_ne_bytes(), &w.to_ne_bytes())?;
+                }
+            }
+        }
         for &a in addrs {
             map_update_bytes(m, &crate::switch::bytes_of(a), &[1])?;
         }
