@@ -52,8 +52,9 @@ struct Compiled {
     core: Mutex<Testbed>,
     /// The policy in eBPF, loaded (`None` without the right to load).
     ebpf: Option<Loaded>,
-    /// The policy's XDP fast path, loaded (`None` likewise), and its flows.
-    fast: Option<(FastPath, OwnedFd, LoadedMap)>,
+    /// The policy's XDP fast path, loaded (`None` likewise), its flows, and
+    /// the addresses of its NAT back ends (whose traffic goes to the cores).
+    fast: Option<(FastPath, OwnedFd, LoadedMap, Vec<std::net::IpAddr>)>,
 }
 
 /// The fast path of `prog`, loaded for a test run (the loopback interface,
@@ -63,7 +64,7 @@ fn load_fast(
     prog: &lbp_compiler::Program,
     app: &Appliance,
     policy: Arc<dyn Decide + Send + Sync>,
-) -> (FastPath, OwnedFd, LoadedMap) {
+) -> (FastPath, OwnedFd, LoadedMap, Vec<std::net::IpAddr>) {
     let p = bpf::compile(prog, Mode::Fast).unwrap_or_else(|e| panic!("{}: {e}", name.display()));
     let sizes = Sizes::of(app);
     let mut fast = FastPath::new("lbp_fuzz_fast", p.prog.clone(), &p.maps, sizes)
@@ -88,12 +89,14 @@ fn load_fast(
         .collect();
     fast.publish_balance(&tables(&g, &neigh, &outs, 0, &sizes))
         .unwrap_or_else(|e| panic!("{}: balancing tables: {e}", name.display()));
+    fast.set_nat_backends(&g.nat_backends)
+        .unwrap_or_else(|e| panic!("{}: NAT back ends: {e}", name.display()));
     let xsk = XskMap::new(1).expect("an XSK map");
     let flows = lbp_runtime::ring::fastpath::flows_map().expect("the flows map");
     let fd = fast
         .load_for(&xsk, &flows)
         .unwrap_or_else(|e| panic!("{}: the fast path: {e}", name.display()));
-    (fast, fd, flows)
+    (fast, fd, flows, g.nat_backends.clone())
 }
 
 /// `prog` in eBPF (`Mode::Test`), loaded; `None` (said once) when this
@@ -192,7 +195,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(d, want, "eBPF and interpreter disagree on {fields:?}");
     }
     let mut balanced_in_xdp = None;
-    if let Some((fast, fd, flows)) = &c.fast
+    if let Some((fast, fd, flows, nat)) = &c.fast
         && (14..=MAX_TEST_FRAME).contains(&frame.len())
     {
         fast.set_interfaces(&[(1, in_iface | lbp_abi::bpf::fast::IFACE_TX)])
@@ -208,9 +211,8 @@ fuzz_target!(|data: &[u8]| {
                 .expect("the flows map");
             balanced_in_xdp = Some(run.frame);
         } else {
-            // No NAT back ends are given to the fuzzed programs.
             let (verdict, left) =
-                lbp_runtime::testbed::fast_path_model(frame, &fields, want.action, &[]);
+                lbp_runtime::testbed::fast_path_model(frame, &fields, want.action, nat);
             assert_eq!(
                 (run.action, &run.frame),
                 (verdict, &left),
