@@ -31,7 +31,7 @@ use lbp_compiler::bpf::{self, Mode};
 use lbp_runtime::generation::Generation;
 use lbp_runtime::neigh::{NeighAddr, NeighTable};
 use lbp_runtime::ring::bpf::{XskMap, load_xdp, xdp_test_run_repeat};
-use lbp_runtime::ring::fastbal::{Out, Sizes, flow_seed, tables};
+use lbp_runtime::ring::fastbal::{Out, Sizes, flow_key, flow_seed, tables};
 use lbp_runtime::ring::fastpath::{FastPath, flows_map};
 use lbp_runtime::testbed::neighbour_mac;
 
@@ -83,11 +83,18 @@ fn frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
     f
 }
 
-/// Client `i`'s frame: 198.18.0.0/16 by `i / 50 000`, ports from 10 000.
-fn client_frame(i: u32, vip: Ipv4Addr) -> Vec<u8> {
+/// Client `i`'s address and port: 198.18.0.0/16 by `i / 50 000`, ports
+/// from 10 000.
+fn client(i: u32) -> (Ipv4Addr, u16) {
     let host = i / 50_000;
     let src = Ipv4Addr::new(198, 18, 1 + (host >> 8) as u8, host as u8);
-    frame(src, vip, 10_000 + (i % 50_000) as u16)
+    (src, 10_000 + (i % 50_000) as u16)
+}
+
+/// Client `i`'s frame.
+fn client_frame(i: u32, vip: Ipv4Addr) -> Vec<u8> {
+    let (src, port) = client(i);
+    frame(src, vip, port)
 }
 
 /// Buckets of the in-cache row: 512 buckets of 576 bytes, 288 KiB (in L2,
@@ -99,20 +106,20 @@ const HOT_BUCKETS: u32 = 512;
 /// whose buckets stay in cache, so that their cost is the program's work
 /// without the table's cache and TLB misses.
 fn hot_frames(seed: u64, vip: Ipv4Addr, n: usize) -> Vec<Vec<u8>> {
-    let mapped = |a: Ipv4Addr| a.to_ipv6_mapped().octets();
+    let mut f = lbp_abi::Fields {
+        ip_dst: vip.to_ipv6_mapped().octets(),
+        dport: 53,
+        ip_version: 4,
+        ip_proto: 17,
+        ..Default::default()
+    };
     let mut v = Vec::with_capacity(n);
     // About one client in 64 qualifies; bounded.
     for i in 1..(n as u32).saturating_mul(256) {
-        let host = i / 50_000;
-        let src = Ipv4Addr::new(198, 18, 1 + (host >> 8) as u8, host as u8);
-        let port = 10_000 + (i % 50_000) as u16;
-        let mut key = [0u8; 40];
-        key[..16].copy_from_slice(&mapped(src));
-        key[16..32].copy_from_slice(&mapped(vip));
-        key[32..34].copy_from_slice(&port.to_ne_bytes());
-        key[34..36].copy_from_slice(&53u16.to_ne_bytes());
-        key[36..38].copy_from_slice(&[4, 17]);
-        if fast::flow_place(fast::flow_hash(seed, &key)).0 < HOT_BUCKETS {
+        let (src, port) = client(i);
+        f.ip_src = src.to_ipv6_mapped().octets();
+        f.sport = port;
+        if fast::flow_place(fast::flow_hash(seed, &flow_key(&f))).0 < HOT_BUCKETS {
             v.push(client_frame(i, vip));
             if v.len() == n {
                 break;
